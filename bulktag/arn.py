@@ -1,0 +1,101 @@
+"""ARN parsing and the shard an ARN belongs to.
+
+A shard is (partition, account, region): the unit of credentials, rate limiting and concurrency.
+Global resources (IAM, CloudFront, Route 53 ...) carry no region in their ARN and are tagged
+through the home region of their partition (us-east-1 for `aws`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# The region a partition's global services are reached through.
+HOME_REGIONS = {
+    "aws": "us-east-1",
+    "aws-cn": "cn-north-1",
+    "aws-us-gov": "us-gov-west-1",
+    "aws-iso": "us-iso-east-1",
+    "aws-iso-b": "us-isob-east-1",
+    "aws-iso-e": "eu-isoe-west-1",
+    "aws-iso-f": "us-isof-south-1",
+    "aws-eusc": "eusc-de-east-1",
+}
+
+MAX_ARN_LENGTH = 1011  # ResourceARNList member length constraint in the Tagging API.
+
+_PARTITION = re.compile(r"aws(-[a-z]+)*", re.ASCII)
+_SERVICE = re.compile(r"[a-z0-9][a-z0-9-]*", re.ASCII)
+_REGION = re.compile(r"([a-z]{2}(-[a-z]+)+-[0-9]+)?", re.ASCII)
+_ACCOUNT = re.compile(r"([0-9]{12}|aws)?", re.ASCII)
+
+
+class ArnError(ValueError):
+    """An ARN that cannot be tagged: the message says which part is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    partition: str
+    account: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.partition}/{self.account or '-'}/{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Arn:
+    text: str
+    partition: str
+    service: str
+    region: str
+    account: str
+    resource: str
+
+    @property
+    def is_global(self) -> bool:
+        return self.region == ""
+
+    @property
+    def shard(self) -> Shard:
+        """Where the resource is tagged: its own region, or its partition's home region."""
+        region = self.region or HOME_REGIONS.get(self.partition, "us-east-1")
+        return Shard(self.partition, self.account, region)
+
+    @property
+    def resource_type(self) -> str:
+        """`service:type` as ResourceTypeFilters spell it (`ec2:instance`, `s3`)."""
+        head = re.split(r"[:/]", self.resource, maxsplit=1)
+        if self.service == "s3" or len(head) == 1:
+            return self.service
+        return f"{self.service}:{head[0]}"
+
+
+def parse_arn(text: str) -> Arn:
+    """Parse `arn:partition:service:region:account:resource`; raise ArnError naming the fault.
+
+    The resource part may itself contain colons. An empty account is accepted (S3 buckets carry
+    none; they are tagged with the caller's own account).
+    """
+    if len(text) > MAX_ARN_LENGTH:
+        raise ArnError(f"ARN is {len(text)} characters long; the API accepts at most 1011")
+    if text != text.strip():
+        raise ArnError("ARN has leading or trailing white space")
+    parts = text.split(":", 5)
+    if len(parts) < 6 or parts[0] != "arn":
+        raise ArnError("not an ARN: expected arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE")
+    _, partition, service, region, account, resource = parts
+    if not _PARTITION.fullmatch(partition):
+        raise ArnError(f"unknown partition {partition!r}")
+    if not _SERVICE.fullmatch(service):
+        raise ArnError(f"malformed service {service!r}")
+    if not _REGION.fullmatch(region):
+        raise ArnError(f"malformed region {region!r}")
+    if not _ACCOUNT.fullmatch(account):
+        raise ArnError(f"malformed account {account!r}: expected 12 digits")
+    if not resource:
+        raise ArnError("empty resource part")
+    if any(ord(c) < 32 or ord(c) == 127 for c in resource):
+        raise ArnError("resource part has a control character")
+    return Arn(text, partition, service, region, account, resource)

@@ -1,0 +1,456 @@
+"""The `bulktag` command line.
+
+Exit codes: 0 done, 2 bad input or usage, 3 some items failed (or the job failed or was
+cancelled), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .engine import Engine
+from .logs import configure_logging
+from .progress import Progress, format_duration
+from .report import write_report
+from .sources import SourceError
+from .store import JOB_DONE, Counts, Store, new_owner_token
+from .submit import Request, SubmissionRefused, request_problem, submit
+from .tags import parse_tag_arg
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+log = structlog.get_logger("bulktag.cli")
+
+
+class UsageError(Exception):
+    """Bad input or usage: printed as `bulktag: error: ...`, exit 2."""
+
+
+# -- argument parsing --------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (override config file and BULKTAG_* environment)")
+    g.add_argument("--db", help="store path (default $XDG_STATE_HOME/bulktag/bulktag.db)")
+    g.add_argument("--config", help="config file (default $XDG_CONFIG_HOME/bulktag/config.toml)")
+    g.add_argument("--endpoint-url", help="Tagging API endpoint (default: botocore's)")
+    g.add_argument("--profile", help="AWS profile")
+    g.add_argument("--max-rate", type=float, help="requests/s per shard for tag/untag calls")
+    g.add_argument("--max-attempts", type=int, help="attempts per item on transient errors")
+    g.add_argument("--log-format", choices=("auto", "console", "json"))
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def _job_submission(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arns", action="append", required=True, metavar="SRC",
+                   help="ARN source: a file (.txt, .csv, .jsonl, optionally .gz) or - for stdin; "
+                        "repeatable")
+    p.add_argument("--format", dest="source_format", choices=("text", "csv", "jsonl"),
+                   help="source format when the file name does not tell (stdin)")
+    p.add_argument("--name", help="a name for the job")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="record bad rows as invalid items instead of refusing the submission")
+    p.add_argument("--detach", action="store_true", help="only submit; print the job id")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the batches that would be sent per shard; submit nothing")
+    p.add_argument("--failure-ratio", type=float,
+                   help="fail the job when more than this share of attempted items failed")
+    p.add_argument("--failure-min-items", type=int,
+                   help="... once at least this many items were attempted (default 1000)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulktag",
+        description="Tag and untag AWS resources in bulk through the Resource Groups Tagging API.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulktag {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("tag", help="tag resources (runs the job to the end unless --detach)")
+    _job_submission(p)
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tag to apply; repeatable")
+    _common(p)
+
+    p = sub.add_parser("untag", help="remove tag keys from resources")
+    _job_submission(p)
+    p.add_argument("--key", action="append", default=[], metavar="KEY",
+                   help="a tag key to remove; repeatable")
+    _common(p)
+
+    p = sub.add_parser("run", help="work queued jobs to the end")
+    p.add_argument("jobs", nargs="*", type=int, metavar="JOB")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("status", help="state counts, rate, ETA and top errors")
+    p.add_argument("job", nargs="?", type=int, metavar="JOB")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("jobs", help="list jobs")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("report", help="one row per item of a job")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("--format", dest="report_format", choices=("csv", "jsonl"), default="csv")
+    p.add_argument("--failed-only", action="store_true", help="only failed and invalid items")
+    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    _common(p)
+
+    p = sub.add_parser("retry", help="put a job's failed items back to pending")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("--code", help="only items that failed with this error code")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    for name, text in (("cancel", "cancel a job: its open items end as cancelled"),
+                       ("pause", "stop working on a job until resumed"),
+                       ("resume", "resume a paused job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job", type=int, metavar="JOB")
+        p.add_argument("--json", action="store_true")
+        _common(p)
+
+    from .sim import add_sim_arguments
+
+    p = sub.add_parser("sim", help="run the local Tagging API simulator")
+    add_sim_arguments(p)
+
+    p = sub.add_parser("demo", help="tag a few thousand synthetic resources on the simulator")
+    p.add_argument("--per-region", type=int, default=750, help="resources per region")
+    p.add_argument("--regions", default="us-east-1,us-west-2,eu-west-1,ap-southeast-2")
+    p.add_argument("--latency-ms", default="50-150", help="simulated call latency range")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("db", "endpoint_url", "profile", "max_rate", "max_attempts", "log_format",
+                     "log_level")
+    }
+    return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, default=str))
+    else:
+        print(human)
+
+
+async def job_status(store: Store, job_id: int) -> dict[str, Any]:
+    job = await store.get_job(job_id)
+    if job is None:
+        raise UsageError(f"no job {job_id} in {store.path}")
+    counts = await store.counts(job_id)
+    errors = []
+    for code, n in await store.error_counts(job_id, 5):
+        example = await store.error_example(job_id, code)
+        errors.append({"code": code, "count": n,
+                       "example_arn": example[0] if example else None,
+                       "example_message": example[2] if example else None})
+    rate = job.rate if job.state == "active" else 0.0
+    eta = counts.open / rate if rate > 0 else None
+    elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
+    return {
+        "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
+        "priority": job.priority, "reason": job.reason, "total": counts.total,
+        "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
+                                          "invalid", "cancelled")},
+        "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
+        "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
+        "top_errors": errors,
+    }
+
+
+def render_status(st: dict[str, Any]) -> str:
+    c = st["counts"]
+    lines = [
+        f"job {st['job']}{' (' + st['name'] + ')' if st['name'] else ''}: {st['operation']} "
+        f"{st['state']}{' - ' + st['reason'] if st['reason'] else ''}",
+        f"  items {st['total']}: " + ", ".join(f"{k} {v}" for k, v in c.items() if v),
+        f"  rate {st['rate']} ARN/s  ETA {format_duration(st['eta_seconds'])}  "
+        f"elapsed {format_duration(st['elapsed_seconds'])}",
+    ]
+    if st["top_errors"]:
+        lines.append("  top errors:")
+        for e in st["top_errors"]:
+            lines.append(f"    {e['code']:<32} {e['count']:>8}  e.g. {e['example_arn']}: "
+                         f"{(e['example_message'] or '')[:120]}")
+    return "\n".join(lines)
+
+
+def exit_code_for(counts: Counts, state: str) -> int:
+    if state in ("failed", "cancelled") or counts["failed"] or counts["invalid"] or \
+            counts["cancelled"]:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+async def run_engine(
+    store: Store, settings: Settings, job_ids: set[int] | None, *, progress_job: int | None,
+    clients: Any = None,
+) -> bool:
+    """Run jobs to the end with signal handling; True when finished, False when interrupted."""
+    engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    hits = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            log.warning("stopping", signal=signal.Signals(signum).name,
+                        grace_seconds=settings.grace_seconds, hint="again to stop at once")
+            engine.request_stop()
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    progress = Progress(progress_job) if progress_job is not None else None
+
+    async def show() -> None:
+        assert progress is not None and progress_job is not None
+        while True:
+            progress.update(await store.counts(progress_job))
+            await asyncio.sleep(0.5)
+
+    shower = asyncio.create_task(show()) if progress else None
+    try:
+        finished = await engine.run()
+    except asyncio.CancelledError:
+        finished = False
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if shower:
+            shower.cancel()
+            await asyncio.gather(shower, return_exceptions=True)
+            if progress_job is not None and progress:
+                progress.update(await store.counts(progress_job))
+                progress.close()
+    return finished and hits == 0
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "tag":
+        try:
+            tags = dict(parse_tag_arg(t) for t in args.tag)
+        except ValueError as exc:
+            raise UsageError(f"--tag: {exc}") from None
+        request = Request("tag", tags=tags, skip_invalid=args.skip_invalid)
+    else:
+        request = Request("untag", keys=tuple(args.key), skip_invalid=args.skip_invalid)
+    problem = request_problem(request)
+    if problem:
+        raise UsageError(f"--{'tag' if args.command == 'tag' else 'key'}: {problem}")
+    if args.dry_run:
+        from .dryrun import dry_run
+
+        return await dry_run(args, request, settings)
+    options: dict[str, Any] = {}
+    if args.failure_ratio is not None:
+        options["failure_ratio"] = args.failure_ratio
+    if args.failure_min_items is not None:
+        options["failure_min_items"] = args.failure_min_items
+    async with await Store.open(settings.db) as store:
+        await store.reap_abandoned_submissions()
+        owner = new_owner_token()
+        try:
+            result = await submit(store, args.arns, request, name=args.name,
+                                  priority=args.priority, options=options, owner=owner,
+                                  fmt=args.source_format)
+        except SubmissionRefused as exc:
+            raise UsageError(str(exc)) from None
+        except SourceError as exc:
+            raise UsageError(f"nothing was enqueued: {exc}") from None
+        log.info("job_submitted", job=result.job_id, rows=result.rows, added=result.added,
+                 duplicates=result.duplicates, invalid=result.invalid)
+        if args.detach:
+            emit(args, {"job": result.job_id, "rows": result.rows, "added": result.added,
+                        "duplicates": result.duplicates, "invalid": result.invalid},
+                 str(result.job_id))
+            return EXIT_OK
+        return await finish_run(args, store, settings, {result.job_id})
+
+
+async def finish_run(
+    args: argparse.Namespace, store: Store, settings: Settings, job_ids: set[int] | None,
+    clients: Any = None,
+) -> int:
+    progress_job = next(iter(job_ids)) if job_ids and len(job_ids) == 1 else None
+    finished = await run_engine(store, settings, job_ids, progress_job=progress_job,
+                                clients=clients)
+    ids = sorted(job_ids) if job_ids else [j.id for j in await store.list_jobs()]
+    statuses = [await job_status(store, j) for j in ids]
+    if getattr(args, "json", False):
+        print(json.dumps({"interrupted": not finished, "jobs": statuses}))
+    else:
+        for st in statuses:
+            print(render_status(st))
+    if not finished:
+        return EXIT_INTERRUPTED
+    code = EXIT_OK
+    for st in statuses:
+        counts = Counts({k: v for k, v in st["counts"].items()})
+        code = max(code, exit_code_for(counts, st["state"]))
+    return code
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    async with await Store.open(settings.db) as store:
+        for j in args.jobs:
+            if await store.get_job(j) is None:
+                raise UsageError(f"no job {j} in {settings.db}")
+        return await finish_run(args, store, settings, set(args.jobs) or None)
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async with await Store.open(settings.db) as store:
+        if args.job is not None:
+            st = await job_status(store, args.job)
+            emit(args, st, render_status(st))
+            return EXIT_OK
+        return await cmd_jobs(args, settings, store)
+
+
+async def cmd_jobs(args: argparse.Namespace, settings: Settings, store: Store | None = None) -> int:
+    own = store is None
+    store = store or await Store.open(settings.db)
+    try:
+        rows = []
+        for job in await store.list_jobs():
+            counts = await store.counts(job.id)
+            rows.append({"job": job.id, "name": job.name, "operation": job.operation,
+                         "state": job.state, "priority": job.priority, "total": counts.total,
+                         "done": counts.done, "failed": counts["failed"] + counts["invalid"]})
+        human = "\n".join(
+            f"{r['job']:>6}  {r['operation']:<6} {r['state']:<10} p{r['priority']:<3} "
+            f"{r['done']}/{r['total']} failed {r['failed']}  {r['name'] or ''}" for r in rows
+        ) or "no jobs"
+        emit(args, {"jobs": rows}, human)
+        return EXIT_OK
+    finally:
+        if own:
+            await store.close()
+
+
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    async with await Store.open(settings.db) as store:
+        job = await store.get_job(args.job)
+        if job is None:
+            raise UsageError(f"no job {args.job} in {settings.db}")
+        if args.output:
+            with open(args.output, "w", newline="", encoding="utf-8") as out:
+                n = await write_report(store, job.id, job.operation, out,
+                                       fmt=args.report_format, failed_only=args.failed_only)
+            log.info("report_written", job=job.id, rows=n, path=args.output)
+        else:
+            await write_report(store, job.id, job.operation, sys.stdout,
+                               fmt=args.report_format, failed_only=args.failed_only)
+        return EXIT_OK
+
+
+async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+    async with await Store.open(settings.db) as store:
+        job = await store.get_job(args.job)
+        if job is None:
+            raise UsageError(f"no job {args.job} in {settings.db}")
+        data: dict[str, Any] = {"job": job.id}
+        if args.command == "retry":
+            n = await store.retry_failed(job.id, args.code)
+            if n:
+                await store.set_job_state(job.id, "ready")
+            data["requeued"] = n
+            human = f"job {job.id}: {n} item(s) back to pending; `bulktag run {job.id}` works them"
+        elif args.command == "cancel":
+            if job.state in JOB_DONE:
+                raise UsageError(f"job {job.id} is already {job.state}")
+            n = await store.cancel_items(job.id, "cancelled by the operator")
+            await store.set_job_state(job.id, "cancelled", reason="cancelled by the operator")
+            data["cancelled"] = n
+            human = f"job {job.id} cancelled ({n} open item(s))"
+        elif args.command == "pause":
+            if job.state not in ("ready", "active"):
+                raise UsageError(f"job {job.id} is {job.state}; only ready or active jobs pause")
+            await store.set_job_state(job.id, "paused")
+            human = f"job {job.id} paused"
+        else:
+            if job.state != "paused":
+                raise UsageError(f"job {job.id} is {job.state}, not paused")
+            await store.set_job_state(job.id, "ready")
+            human = f"job {job.id} resumed; `bulktag run {job.id}` works it"
+        data["state"] = (await store.get_job(job.id)).state  # type: ignore[union-attr]
+        emit(args, data, human)
+        return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return await run_demo(args, settings)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+    "tag": cmd_submit, "untag": cmd_submit, "run": cmd_run, "status": cmd_status,
+    "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
+    "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sim":
+        from .sim import config_from_args, seed_from_args, serve_forever
+
+        config = config_from_args(args)
+        try:
+            asyncio.run(serve_forever(config, args.host, args.port, seed_from_args(args, config)))
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"bulktag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except (UsageError, ConfigError) as exc:
+        print(f"bulktag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

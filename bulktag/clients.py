@@ -1,0 +1,78 @@
+"""aiobotocore clients, pooled per (account, region), never created per batch.
+
+botocore's own retries are switched off (total_max_attempts = 1): a retry inside botocore would
+hide a throttle from the shard's limiter and stack its backoff on top of ours. Every error
+reaches the engine, which classifies it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+
+from .arn import Shard
+from .config import Settings
+
+TAGGING = "resourcegroupstaggingapi"
+
+
+def client_config(settings: Settings, pool: int) -> AioConfig:
+    return AioConfig(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=pool,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.request_timeout,
+        tcp_keepalive=True,
+    )
+
+
+class ClientPool:
+    """Tagging API clients keyed by shard; `invalidate` drops one so the next call builds a new
+    client with freshly resolved credentials (expired tokens)."""
+
+    def __init__(self, settings: Settings, session: AioSession | None = None) -> None:
+        self.settings = settings
+        self.session = session or get_session()
+        if settings.profile:
+            self.session.set_config_variable("profile", settings.profile)
+        self._clients: dict[tuple[str, str], tuple[Any, AsyncExitStack]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._retired: list[AsyncExitStack] = []
+
+    async def tagging(self, shard: Shard) -> Any:
+        key = (shard.account, shard.region)
+        entry = self._clients.get(key)
+        if entry is not None:
+            return entry[0]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self._clients.get(key)
+            if entry is None:
+                stack = AsyncExitStack()
+                client = await stack.enter_async_context(
+                    self.session.create_client(
+                        TAGGING,
+                        region_name=shard.region,
+                        endpoint_url=self.settings.endpoint_url,
+                        config=client_config(self.settings, self.settings.in_flight_per_shard + 4),
+                    )
+                )
+                entry = (client, stack)
+                self._clients[key] = entry
+            return entry[0]
+
+    async def invalidate(self, shard: Shard) -> None:
+        # Calls still in flight hold the old client: retire it, close it with the pool.
+        entry = self._clients.pop((shard.account, shard.region), None)
+        if entry is not None:
+            self._retired.append(entry[1])
+
+    async def close(self) -> None:
+        stacks = [stack for _, stack in self._clients.values()] + self._retired
+        self._clients, self._retired = {}, []
+        for stack in stacks:
+            await stack.aclose()

@@ -1,0 +1,163 @@
+"""One settings object, from layers: defaults < config file < environment (BULKTAG_*) < CLI flags.
+
+The config file is TOML: `--config PATH`, else `$XDG_CONFIG_HOME/bulktag/config.toml` when it
+exists. Its keys are the field names below (`[quotas]` is a table of operation = requests/s).
+Standard AWS settings (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, shared config and credential
+files) are left to botocore, which reads them as every AWS tool does; `--endpoint-url` and
+`--profile` override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_QUOTAS = {
+    "TagResources": 5.0,
+    "UntagResources": 5.0,
+    "GetResources": 15.0,
+    "GetTagKeys": 5.0,
+    "GetTagValues": 5.0,
+}
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used: names where it came from and why."""
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def default_db_path() -> str:
+    return str(_xdg("XDG_STATE_HOME", ".local/state") / "bulktag" / "bulktag.db")
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "bulktag" / "config.toml"
+
+
+@dataclass
+class Settings:
+    db: str = field(default_factory=default_db_path)
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None  # the caller's home region (STS, S3 buckets without one)
+    quotas: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    max_rate: float | None = None  # requests/s per shard for Tag/UntagResources; None: quota
+    max_attempts: int = 8  # attempts an item may spend on transient errors
+    in_flight_per_shard: int = 12  # concurrent calls per shard: fills 5/s at ~2 s latency
+    max_open_requests: int = 512  # across all shards
+    lease_seconds: float = 300.0
+    owner_stale_seconds: float = 90.0  # a lease owner silent this long is presumed dead
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    throttle_retry_delay: float = 0.2  # a throttled batch waits at least this before resending
+    request_timeout: float = 60.0
+    connect_timeout: float = 10.0
+    failure_min_items: int = 1000  # threshold applies after this many attempted items ...
+    failure_ratio: float = 0.5  # ... when more than this share of them failed
+    grace_seconds: float = 30.0  # Ctrl-C / SIGTERM: time to finish in-flight batches
+    log_format: str = "auto"  # auto | console | json
+    log_level: str = "info"
+
+    def rate_for(self, operation: str) -> float:
+        """Requests/s per shard for an API operation."""
+        if self.max_rate is not None and operation in ("TagResources", "UntagResources"):
+            return self.max_rate
+        return self.quotas.get(operation, 5.0)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Convert a raw value (TOML or env string) to the field's type, or raise ConfigError."""
+    kind = str(_FIELDS[name].type)
+    try:
+        if name == "quotas":
+            if not isinstance(value, Mapping):
+                raise TypeError("expected a table of OPERATION = requests per second")
+            out = dict(DEFAULT_QUOTAS)
+            for op, rate in value.items():
+                if op not in DEFAULT_QUOTAS:
+                    raise ValueError(f"unknown operation {op!r} (known: {', '.join(DEFAULT_QUOTAS)})")
+                out[op] = float(rate)
+                if out[op] <= 0:
+                    raise ValueError(f"rate for {op} must be positive")
+            return out
+        if value is None:
+            return None
+        if kind.startswith("float"):
+            v = float(value)
+            if v < 0:
+                raise ValueError("must not be negative")
+            return v
+        if kind.startswith("int"):
+            if isinstance(value, float) or (isinstance(value, str) and not value.strip().isdigit()):
+                raise ValueError("expected a whole number")
+            return int(value)
+        if kind.startswith("str"):
+            if not isinstance(value, str):
+                raise TypeError("expected a string")
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: setting {name!r} = {value!r}: {exc}") from None
+    return value
+
+
+def load_settings(
+    *,
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from the layers. `overrides` holds CLI flags that were given (not None)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+
+    path = Path(config_path) if config_path else default_config_path()
+    if config_path and not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[name] = _coerce(name, value, str(path))
+
+    for name in _FIELDS:
+        raw = environ.get(f"BULKTAG_{name.upper()}")
+        if raw is None or name == "quotas":
+            continue
+        values[name] = _coerce(name, raw, f"environment BULKTAG_{name.upper()}")
+    for op in DEFAULT_QUOTAS:
+        raw = environ.get(f"BULKTAG_QUOTA_{op.upper()}")
+        if raw is not None:
+            quotas = dict(values.get("quotas", DEFAULT_QUOTAS))
+            quotas[op] = _coerce("max_rate", raw, f"environment BULKTAG_QUOTA_{op.upper()}")
+            values["quotas"] = quotas
+
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, f"option --{name.replace('_', '-')}")
+
+    settings = Settings(**values)
+    if settings.log_format not in ("auto", "console", "json"):
+        raise ConfigError(f"log_format must be auto, console or json, not {settings.log_format!r}")
+    if settings.max_attempts < 1:
+        raise ConfigError("max_attempts must be at least 1")
+    if settings.max_rate is not None and settings.max_rate <= 0:
+        raise ConfigError("max_rate must be positive")
+    if not 0 < settings.failure_ratio <= 1:
+        raise ConfigError("failure_ratio must be in (0, 1]")
+    return settings

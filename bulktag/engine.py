@@ -1,0 +1,464 @@
+"""Runs queued jobs to the end: a dispatcher, one lane per shard, a recorder.
+
+The dispatcher polls the store for (job, shard) pairs with pending work and starts a lane for
+each shard. A lane claims leased items of one job at a time (priority first, round-robin among
+equals), groups them into batches of ≤ 20 of one tagset, waits on the shard's limiter and sends
+each batch as its own task, up to `in_flight_per_shard` at once. Outcomes go to the recorder,
+which writes them in batched transactions. Stopping is a first-class path: stop claiming, let
+in-flight batches finish within the grace period, cancel the rest, release every lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .arn import Shard
+from .classify import (
+    Failure,
+    Verdict,
+    backoff_delay,
+    classify_call_error,
+    classify_resource_error,
+    split_batch,
+)
+from .clients import ClientPool
+from .config import Settings
+from .limiter import ShardLimiter
+from .store import JOB_DONE, Claimed, Outcome, Runnable, Store
+
+log = structlog.get_logger("bulktag.engine")
+
+BATCH_SIZE = 20
+OPERATIONS = {"tag": "TagResources", "untag": "UntagResources"}
+
+
+@dataclass
+class EngineStats:
+    requests: Counter[str] = field(default_factory=Counter)  # by API operation
+    throttled_calls: int = 0
+    throttled_resources: int = 0
+    arns_sent: int = 0
+    splits: int = 0
+    call_errors: Counter[str] = field(default_factory=Counter)
+    resource_errors: Counter[str] = field(default_factory=Counter)
+    finished: int = 0  # items this process brought to a terminal state
+    batch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+class Recorder:
+    """Collects outcomes and writes them in batched transactions."""
+
+    def __init__(self, store: Store, owner: str, *, interval: float = 0.2, size: int = 2000):
+        self.store = store
+        self.owner = owner
+        self.interval = interval
+        self.size = size
+        self._pending: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self.written = 0
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        self._pending.extend(outcomes)
+        if len(self._pending) >= self.size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending, []
+            self.written += await self.store.record(self.owner, chunk)
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            await self.flush()
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        owner: str,
+        job_ids: set[int] | None = None,
+        follow: bool = False,
+        clients: ClientPool | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.owner = owner
+        self.job_ids = job_ids
+        self.follow = follow
+        self.clients = clients or ClientPool(settings)
+        self.rng = rng or random.Random()
+        self.stats = EngineStats()
+        self.recorder = Recorder(store, owner)
+        self.limiters: dict[tuple[int, str], ShardLimiter] = {}
+        self._work: dict[int, list[Runnable]] = {}
+        self._lanes: dict[int, asyncio.Task[None]] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+        self._global = asyncio.Semaphore(settings.max_open_requests)
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._rr: dict[int, int] = defaultdict(int)
+        self._tagsets: dict[int, Any] = {}
+        self._jobs_seen: set[int] = set()
+        self.log = log.bind(owner=owner)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight batches finish within the grace period."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._batches)
+
+    def limiter(self, shard_id: int, operation: str) -> ShardLimiter:
+        key = (shard_id, operation)
+        lim = self.limiters.get(key)
+        if lim is None:
+            lim = self.limiters[key] = ShardLimiter(self.settings.rate_for(operation))
+        return lim
+
+    async def run(self) -> bool:
+        """Work until no runnable work is left (or forever with follow). False if stopped early."""
+        store = self.store
+        await store.register_owner(self.owner)
+        released = await store.reap_dead_owners(
+            stale_seconds=self.settings.owner_stale_seconds, me=self.owner
+        )
+        if released:
+            self.log.info("leases_reclaimed", items=released)
+        recorder = asyncio.create_task(self.recorder.run(), name="recorder")
+        last_beat = last_rate = time.monotonic()
+        done_before = self.stats.finished
+        interrupted = False
+        try:
+            while True:
+                if self.stopping:
+                    interrupted = True
+                    break
+                runnable = [
+                    r for r in await store.runnable()
+                    if self.job_ids is None or r.job_id in self.job_ids
+                ]
+                work: dict[int, list[Runnable]] = defaultdict(list)
+                for r in runnable:
+                    work[r.shard_id].append(r)
+                    if r.job_id not in self._jobs_seen:
+                        self._jobs_seen.add(r.job_id)
+                        await self._activate(r.job_id)
+                self._work = work
+                for shard_id in work:
+                    if shard_id not in self._lanes:
+                        self._lanes[shard_id] = asyncio.create_task(
+                            self._lane(shard_id), name=f"lane-{shard_id}"
+                        )
+                await self._settle_jobs()
+                idle = not runnable and not self._lanes and not self._batches
+                if idle and not self.follow:
+                    # Retries still in the recorder become pending work once written.
+                    await self.recorder.flush()
+                    if not await self._has_work():
+                        break
+                now = time.monotonic()
+                if now - last_beat > 10:
+                    last_beat = now
+                    await store.heartbeat(self.owner)
+                    await store.reap_dead_owners(
+                        stale_seconds=self.settings.owner_stale_seconds, me=self.owner
+                    )
+                if now - last_rate > 2:
+                    await self._update_rates(
+                        (self.stats.finished - done_before) / (now - last_rate)
+                    )
+                    last_rate, done_before = now, self.stats.finished
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.25)
+        finally:
+            await self._shutdown(recorder)
+        return not interrupted
+
+    async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
+        self._stopping.set()
+        lanes = list(self._lanes.values())
+        for t in lanes:
+            t.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        if self._batches:
+            self.log.info("draining", in_flight=len(self._batches),
+                          grace_seconds=self.settings.grace_seconds)
+            _, late = await asyncio.wait(self._batches, timeout=self.settings.grace_seconds)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await self.recorder.flush()
+        released = await self.store.release_owner(self.owner)
+        if released:
+            self.log.info("leases_released", items=released)
+        await self._settle_jobs()
+        await self.clients.close()
+
+    async def _has_work(self) -> bool:
+        return any(
+            self.job_ids is None or r.job_id in self.job_ids for r in await self.store.runnable()
+        )
+
+    async def _activate(self, job_id: int) -> None:
+        job = await self.store.get_job(job_id)
+        if job and job.state == "ready":
+            await self.store.set_job_state(job_id, "active")
+            self.log.info("job_started", job=job_id, operation=job.operation)
+
+    async def _settle_jobs(self) -> None:
+        """Complete jobs with nothing left; fail those past their failure threshold."""
+        for job_id in await self.store.finished_jobs():
+            if self.job_ids is None or job_id in self.job_ids:
+                await self.store.set_job_state(job_id, "completed")
+                counts = await self.store.counts(job_id)
+                self.log.info("job_completed", job=job_id, **counts.by_state)
+        for job_id in list(self._jobs_seen):
+            job = await self.store.get_job(job_id)
+            if job is None or job.state in JOB_DONE or job.state == "paused":
+                continue
+            counts = await self.store.counts(job_id)
+            attempted = counts["succeeded"] + counts["failed"]
+            min_items = int(job.options.get("failure_min_items", self.settings.failure_min_items))
+            ratio = float(job.options.get("failure_ratio", self.settings.failure_ratio))
+            if attempted >= min_items and counts["failed"] > ratio * attempted:
+                reason = (f"failure threshold passed: {counts['failed']} of {attempted} "
+                          f"attempted items failed (limit {ratio:.0%} after {min_items})")
+                await self.store.cancel_items(job_id, f"job failed: {reason}", code="JobFailed")
+                await self.store.set_job_state(job_id, "failed", reason=reason)
+                self.log.error("job_failed", job=job_id, reason=reason)
+
+    async def _update_rates(self, rate: float) -> None:
+        for job_id in self._jobs_seen:
+            job = await self.store.get_job(job_id)
+            if job and job.state == "active":
+                await self.store.set_job_rate(job_id, rate)
+
+    # -- lanes -----------------------------------------------------------------------------
+
+    def _pick(self, shard_id: int, not_before: dict[int, float]) -> Runnable | None:
+        """Best-priority job with due work on this shard; round-robin among equals."""
+        now = time.time()
+        candidates = [r for r in self._work.get(shard_id, ()) if not_before.get(r.job_id, 0) <= now]
+        if not candidates:
+            return None
+        top = max(r.priority for r in candidates)
+        best = [r for r in candidates if r.priority == top]
+        self._rr[shard_id] += 1
+        return best[self._rr[shard_id] % len(best)]
+
+    async def _lane(self, shard_id: int) -> None:
+        shard = await self.store.shard(shard_id)
+        lane_log = self.log.bind(shard=str(shard))
+        in_flight = asyncio.Semaphore(self.settings.in_flight_per_shard)
+        not_before: dict[int, float] = {}
+        claim_size = BATCH_SIZE * self.settings.in_flight_per_shard
+        try:
+            while not self.stopping:
+                if not self._work.get(shard_id):
+                    return
+                pick = self._pick(shard_id, not_before)
+                if pick is None:
+                    waits = [not_before.get(r.job_id, 0) for r in self._work.get(shard_id, ())]
+                    await asyncio.sleep(min(1.0, max(0.05, min(waits, default=1) - time.time())))
+                    continue
+                claimed = await self.store.claim(
+                    self.owner, pick.job_id, shard_id, claim_size,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+                if not claimed:
+                    due = await self.store.next_due(pick.job_id, shard_id)
+                    not_before[pick.job_id] = due if due is not None else time.time() + 1.0
+                    continue
+                operation = OPERATIONS[pick.operation]
+                limiter = self.limiter(shard_id, operation)
+                for batch in _batches(claimed):
+                    if self.stopping:
+                        break  # leased items left are released at shutdown
+                    await in_flight.acquire()
+                    await self._global.acquire()
+                    try:
+                        await limiter.acquire()
+                    except BaseException:
+                        in_flight.release()
+                        self._global.release()
+                        raise
+                    task = asyncio.create_task(
+                        self._send(pick.job_id, pick.operation, shard, batch, limiter,
+                                   acquired=True)
+                    )
+                    self._batches.add(task)
+
+                    def done(t: asyncio.Task[None]) -> None:
+                        self._batches.discard(t)
+                        in_flight.release()
+                        self._global.release()
+                        self._wake.set()
+
+                    task.add_done_callback(done)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            lane_log.exception("lane_crashed")
+            raise
+        finally:
+            self._lanes.pop(shard_id, None)
+            self._wake.set()
+
+    async def _tagset(self, tagset_id: int) -> Any:
+        value = self._tagsets.get(tagset_id)
+        if value is None:
+            value = self._tagsets[tagset_id] = json.loads(await self.store.tagset(tagset_id))
+        return value
+
+    # -- one batch -------------------------------------------------------------------------
+
+    async def _send(
+        self, job_id: int, operation: str, shard: Shard, batch: list[Claimed],
+        limiter: ShardLimiter, *, acquired: bool = False, credentials_retry: bool = True,
+    ) -> None:
+        if not acquired:
+            await limiter.acquire()
+        api = OPERATIONS[operation]
+        tagset = await self._tagset(batch[0].tagset_id)
+        arns = [c.arn for c in batch]
+        started = time.monotonic()
+        self.stats.requests[api] += 1
+        self.stats.arns_sent += len(arns)
+        failure: Failure | None = None
+        failed_map: dict[str, Any] = {}
+        try:
+            client = await self.clients.tagging(shard)
+            if operation == "tag":
+                resp = await client.tag_resources(ResourceARNList=arns, Tags=tagset)
+            else:
+                resp = await client.untag_resources(ResourceARNList=arns, TagKeys=tagset)
+            failed_map = resp.get("FailedResourcesMap") or {}
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            meta = exc.response.get("ResponseMetadata", {})
+            failure = Failure(
+                str(err.get("Code") or "Unknown"),
+                meta.get("HTTPStatusCode"),
+                str(err.get("Message") or exc),
+            )
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            failure = Failure(type(exc).__name__, None, str(exc) or type(exc).__name__)
+        except Exception as exc:  # aiohttp's errors and anything else of the transport
+            if type(exc).__module__.startswith(("aiohttp", "botocore", "aiobotocore")):
+                failure = Failure(type(exc).__name__, None, str(exc) or type(exc).__name__)
+            else:
+                raise
+        self.stats.batch_seconds.append(time.monotonic() - started)
+        if len(self.stats.batch_seconds) > 10000:
+            del self.stats.batch_seconds[:5000]
+
+        if failure is None:
+            self._record_response(batch, failed_map, limiter)
+            return
+        self.stats.call_errors[failure.code] += 1
+        verdict = classify_call_error(failure, len(batch))
+        if verdict is Verdict.SPLIT:
+            self.stats.splits += 1
+            for half in split_batch(batch):
+                await self._send(job_id, operation, shard, half, limiter)
+            return
+        if verdict is Verdict.CREDENTIALS and credentials_retry:
+            self.log.info("credentials_refresh", shard=str(shard), code=failure.code)
+            await self.clients.invalidate(shard)
+            await self._send(job_id, operation, shard, batch, limiter, credentials_retry=False)
+            return
+        if verdict is Verdict.THROTTLE:
+            self.stats.throttled_calls += 1
+            limiter.on_throttle()
+        self.recorder.add(self._outcome(c, verdict, failure) for c in batch)
+
+    def _record_response(
+        self, batch: list[Claimed], failed_map: dict[str, Any], limiter: ShardLimiter
+    ) -> None:
+        outcomes = []
+        throttled = False
+        for c in batch:
+            info = failed_map.get(c.arn)
+            if info is None:
+                outcomes.append(Outcome(c.id, "succeeded", c.attempts + 1))
+                self.stats.finished += 1
+                continue
+            failure = Failure(
+                str(info.get("ErrorCode") or "Unknown"),
+                info.get("StatusCode"),
+                str(info.get("ErrorMessage") or ""),
+            )
+            self.stats.resource_errors[failure.code] += 1
+            verdict = classify_resource_error(failure)
+            if verdict is Verdict.THROTTLE:
+                throttled = True
+                self.stats.throttled_resources += 1
+            outcomes.append(self._outcome(c, verdict, failure))
+        if throttled:
+            limiter.on_throttle()
+        self.recorder.add(outcomes)
+
+    def _outcome(self, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
+        now = time.time()
+        if verdict in (Verdict.THROTTLE, Verdict.CREDENTIALS):
+            # Not the item's fault: back to the queue without spending an attempt.
+            delay = self.settings.throttle_retry_delay * (1 + self.rng.random())
+            return Outcome(c.id, "pending", c.attempts, now + delay, failure.code,
+                           failure.status, failure.message)
+        attempts = c.attempts + 1
+        if verdict is Verdict.TRANSIENT and attempts < self.settings.max_attempts:
+            delay = backoff_delay(attempts, base=self.settings.backoff_base,
+                                  cap=self.settings.backoff_cap, rng=self.rng)
+            return Outcome(c.id, "pending", attempts, now + delay, failure.code, failure.status,
+                           failure.message)
+        self.stats.finished += 1
+        message = failure.message
+        if verdict is Verdict.TRANSIENT:
+            message = f"gave up after {attempts} attempts: {message}"
+        return Outcome(c.id, "failed", attempts, 0.0, failure.code, failure.status, message)
+
+
+def _batches(claimed: list[Claimed]) -> Iterable[list[Claimed]]:
+    """Split claimed items (ordered by tagset) into batches of ≤ 20 sharing one tagset."""
+    by_tagset: dict[int, list[Claimed]] = defaultdict(list)
+    for c in claimed:
+        by_tagset[c.tagset_id].append(c)
+    for items in by_tagset.values():
+        for i in range(0, len(items), BATCH_SIZE):
+            yield items[i : i + BATCH_SIZE]
+
+
+ProgressCallback = Callable[[], None]

@@ -1,0 +1,3 @@
+from bulktag.sim.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""Command-line options of the simulator, shared by `python -m bulktag.sim` and `bulktag demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+
+from bulktag.sim.config import DEFAULT_QUOTAS, SimConfig, parse_latency
+from bulktag.sim.server import SeedSpec, serve_forever
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a rate is between 0 and 1")
+    return value
+
+
+def _latency(text: str) -> tuple[float, float]:
+    try:
+        return parse_latency(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _quota(text: str) -> tuple[str, float]:
+    op, sep, rate = text.partition("=")
+    if not sep or op not in DEFAULT_QUOTAS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: expected OP=RATE, OP one of {sorted(DEFAULT_QUOTAS)}"
+        )
+    try:
+        value = float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: RATE must be a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: RATE must be positive")
+    return op, value
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's options to `parser`."""
+    g = parser.add_argument_group("simulator")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    g.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
+    g.add_argument("--latency-ms", type=_latency, default=(0.0, 0.0), metavar="LOW-HIGH",
+                   help="uniform latency per call in ms, e.g. 200-500")
+    g.add_argument("--fault-500", type=_rate, default=0.0, metavar="RATE",
+                   help="fraction of calls answered 500 InternalServiceException")
+    g.add_argument("--fault-resource-500", type=_rate, default=0.0, metavar="RATE",
+                   help="fraction of ARNs failed with InternalServiceException")
+    g.add_argument("--fault-resource-throttle", type=_rate, default=0.0, metavar="RATE",
+                   help="fraction of ARNs failed with ThrottlingException in FailedResourcesMap")
+    g.add_argument("--no-quotas", action="store_true", help="do not enforce request quotas")
+    g.add_argument("--quota", type=_quota, action="append", default=[], metavar="OP=RATE",
+                   help="requests/s of OP per account and region (repeatable)")
+    g.add_argument("--seed-resources", type=int, default=0, metavar="N",
+                   help="synthetic resources to create per account and region")
+    g.add_argument("--regions", type=_csv, default=["us-east-1"], metavar="R1,R2",
+                   help="regions to seed (comma-separated)")
+    g.add_argument("--accounts", type=_csv, default=None, metavar="A1,A2",
+                   help="accounts to seed (comma-separated; default: the default account)")
+    g.add_argument("--fault-seed", type=int, default=None, metavar="N",
+                   help="seed of the fault random generator")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    return SimConfig(
+        quotas=dict(args.quota),
+        enforce_quotas=not args.no_quotas,
+        latency_ms=args.latency_ms,
+        whole_call_error_rate=args.fault_500,
+        resource_error_rate=args.fault_resource_500,
+        resource_throttle_rate=args.fault_resource_throttle,
+        seed=args.fault_seed,
+    )
+
+
+def seed_from_args(args: argparse.Namespace, config: SimConfig) -> SeedSpec | None:
+    if args.seed_resources <= 0:
+        return None
+    return SeedSpec(args.accounts or [config.default_account], args.regions, args.seed_resources)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="bulktag-sim", description="A local Resource Groups Tagging API simulator."
+    )
+    add_sim_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    try:
+        asyncio.run(serve_forever(config, args.host, args.port, seed_from_args(args, config)))
+    except KeyboardInterrupt:
+        pass

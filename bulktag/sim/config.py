@@ -1,0 +1,124 @@
+"""The simulator's knobs: quotas, latency and fault rates, changeable while it runs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Documented per-(account, region) request quotas of the Tagging API, requests per second.
+DEFAULT_QUOTAS: dict[str, float] = {
+    "TagResources": 5.0,
+    "UntagResources": 5.0,
+    "GetResources": 15.0,
+    "GetTagKeys": 5.0,
+    "GetTagValues": 5.0,
+}
+
+
+@dataclass
+class SimConfig:
+    """How the simulator behaves; every rate is a probability in [0, 1]."""
+
+    quotas: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    burst_seconds: float = 1.0
+    enforce_quotas: bool = True
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    whole_call_error_rate: float = 0.0
+    resource_error_rate: float = 0.0
+    resource_throttle_rate: float = 0.0
+    denied_marker: str = "denied"
+    missing_marker: str = "missing"
+    unsupported_types: frozenset[str] = frozenset({"iam:role"})
+    pagination_token_ttl: float = 900.0
+    default_account: str = "123456789012"
+    refused_roles: frozenset[str] = frozenset()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # A partial quota map means "override these"; operations left out keep their default.
+        self.quotas = {**DEFAULT_QUOTAS, **self.quotas}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["latency_ms"] = list(self.latency_ms)
+        data["unsupported_types"] = sorted(self.unsupported_types)
+        data["refused_roles"] = sorted(self.refused_roles)
+        return data
+
+
+_FLOAT_FIELDS = (
+    "burst_seconds",
+    "whole_call_error_rate",
+    "resource_error_rate",
+    "resource_throttle_rate",
+    "pagination_token_ttl",
+)
+_STR_FIELDS = ("denied_marker", "missing_marker", "default_account")
+_SET_FIELDS = ("unsupported_types", "refused_roles")
+
+
+def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:
+    """Update `config` in place from a JSON-shaped dict; `quotas` merges into the current map.
+
+    Raise ValueError naming the first unknown or ill-typed field; nothing is changed then.
+    """
+    updates: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in _FLOAT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            updates[name] = float(value)
+        elif name in _STR_FIELDS:
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
+            updates[name] = value
+        elif name in _SET_FIELDS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name} must be a list of strings")
+            updates[name] = frozenset(value)
+        elif name == "enforce_quotas":
+            if not isinstance(value, bool):
+                raise ValueError("enforce_quotas must be a boolean")
+            updates[name] = value
+        elif name == "latency_ms":
+            lo, hi = _latency(value)
+            updates[name] = (lo, hi)
+        elif name == "quotas":
+            if not isinstance(value, dict) or not all(
+                k in DEFAULT_QUOTAS and isinstance(v, int | float) and v > 0
+                for k, v in value.items()
+            ):
+                ops = sorted(DEFAULT_QUOTAS)
+                raise ValueError(f"quotas must map operations {ops} to rates > 0")
+            updates[name] = {**config.quotas, **{k: float(v) for k, v in value.items()}}
+        elif name == "seed":
+            if value is not None and not isinstance(value, int):
+                raise ValueError("seed must be an integer or null")
+            updates[name] = value
+        else:
+            raise ValueError(f"unknown config field {name!r}")
+    for name, value in updates.items():
+        setattr(config, name, value)
+
+
+def _latency(value: Any) -> tuple[float, float]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value), float(value)
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and 0 <= value[0] <= value[1]
+    ):
+        return float(value[0]), float(value[1])
+    raise ValueError("latency_ms must be a number or [low, high] with 0 <= low <= high")
+
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """`"200-500"` -> (200.0, 500.0); `"50"` -> (50.0, 50.0)."""
+    low, sep, high = text.partition("-")
+    lo = float(low)
+    hi = float(high) if sep else lo
+    if lo < 0 or hi < lo:
+        raise ValueError(f"latency range {text!r}: expected LOW-HIGH with 0 <= LOW <= HIGH")
+    return lo, hi

@@ -1,0 +1,98 @@
+"""The simulator's in-memory world: resources and their tags, STS sessions, and counters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bulktag.sim.arns import SimArn, read_arn, synthetic_arns
+
+
+@dataclass(slots=True)
+class Resource:
+    arn: str
+    account: str
+    region: str
+    resource_type: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StsSession:
+    account: str
+    role_arn: str
+    session_name: str
+
+
+class SimState:
+    """Resources by ARN, plus each (account, region)'s resources in creation order.
+
+    Resources are never removed ("ever had a tag" is still listed by GetResources), so a position
+    in a shard's list is a stable pagination cursor.
+    """
+
+    def __init__(self) -> None:
+        self._resources: dict[str, Resource] = {}
+        self._shards: dict[tuple[str, str], list[Resource]] = {}
+        self.sts_sessions: dict[str, StsSession] = {}
+        self.requests: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self.arn_sends: Counter[str] = Counter()  # per operation
+        self.sends: Counter[str] = Counter()  # per ARN, over non-throttled Tag/Untag calls
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def tags(self, arn: str) -> dict[str, str] | None:
+        """A copy of the resource's tags, or None if the simulator has never seen it."""
+        resource = self._resources.get(arn)
+        return None if resource is None else dict(resource.tags)
+
+    def resource(self, arn: str) -> Resource | None:
+        return self._resources.get(arn)
+
+    def shard(self, account: str, region: str) -> list[Resource]:
+        return self._shards.get((account, region), [])
+
+    def ensure(self, arn: str, parsed: SimArn, caller_account: str) -> Resource:
+        """The resource at `arn`, created untagged if new; account-less ARNs join the caller's."""
+        resource = self._resources.get(arn)
+        if resource is None:
+            account = parsed.account or caller_account
+            resource = Resource(arn, account, parsed.region, parsed.resource_type)
+            self._resources[arn] = resource
+            self._shards.setdefault((account, parsed.region), []).append(resource)
+        return resource
+
+    def put(self, arn: str, tags: dict[str, str], *, account: str = "") -> Resource:
+        """Create or overwrite a resource's tags directly (seeding, tests); ARN must be valid."""
+        parsed = read_arn(arn)
+        if parsed is None:
+            raise ValueError(f"not a well-formed ARN: {arn!r}")
+        resource = self.ensure(arn, parsed, account or parsed.account)
+        resource.tags = dict(tags)
+        return resource
+
+    def seed(
+        self,
+        accounts: list[str],
+        regions: list[str],
+        per_region: int,
+        tags: dict[str, str] | None = None,
+    ) -> int:
+        """Create the synthetic resources of `synthetic_arns`; return how many were added."""
+        before = len(self._resources)
+        for arn in synthetic_arns(accounts, regions, per_region):
+            if arn not in self._resources:
+                self.put(arn, tags or {})
+        return len(self._resources) - before
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "throttled": dict(self.throttled),
+            "arn_sends": dict(self.arn_sends),
+            "resources": len(self._resources),
+        }

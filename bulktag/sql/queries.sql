@@ -1,0 +1,160 @@
+-- Every statement the store runs, by name. `-- name: x` starts a query; the loader keeps them
+-- in a dict so the engine and the CLI never hold SQL of their own.
+
+-- name: create_job
+INSERT INTO jobs (name, operation, state, priority, options, owner, created_at, updated_at)
+VALUES (:name, :operation, 'preparing', :priority, :options, :owner, :now, :now)
+RETURNING id;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = ?;
+
+-- name: list_jobs
+SELECT * FROM jobs ORDER BY id;
+
+-- name: set_job_state
+UPDATE jobs SET state = :state, updated_at = :now,
+    started_at = CASE WHEN :state = 'active' AND started_at IS NULL THEN :now ELSE started_at END,
+    finished_at = CASE WHEN :state IN ('completed', 'failed', 'cancelled') THEN :now
+                       ELSE NULL END,
+    reason = coalesce(:reason, reason),
+    owner = CASE WHEN :state = 'preparing' THEN owner ELSE NULL END
+WHERE id = :job_id;
+
+-- name: set_job_priority
+UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?;
+
+-- name: set_job_rate
+UPDATE jobs SET rate = ? WHERE id = ?;
+
+-- name: delete_job_items
+DELETE FROM items WHERE job_id = ?;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = ?;
+
+-- name: delete_job_counts
+DELETE FROM counts WHERE job_id = ?;
+
+-- name: delete_job_error_counts
+DELETE FROM error_counts WHERE job_id = ?;
+
+-- name: upsert_shard
+INSERT INTO shards (partition, account, region) VALUES (?, ?, ?)
+ON CONFLICT (partition, account, region) DO UPDATE SET region = excluded.region
+RETURNING id;
+
+-- name: all_shards
+SELECT id, partition, account, region FROM shards;
+
+-- name: upsert_tagset
+INSERT INTO tagsets (digest, body) VALUES (?, ?)
+ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest
+RETURNING id;
+
+-- name: get_tagset
+SELECT body FROM tagsets WHERE id = ?;
+
+-- name: insert_item
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, http_status,
+                   message, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id, arn) DO NOTHING;
+
+-- name: counts
+SELECT state, sum(n) FROM counts WHERE job_id = ? GROUP BY state;
+
+-- name: shard_counts
+SELECT shard_id, state, n FROM counts WHERE job_id = ? AND n > 0;
+
+-- name: error_counts
+SELECT error_code, n FROM error_counts WHERE job_id = ? AND n > 0 ORDER BY n DESC LIMIT ?;
+
+-- name: error_example
+SELECT arn, http_status, message FROM items
+WHERE job_id = ? AND state IN ('failed', 'invalid') AND error_code = ? LIMIT 1;
+
+-- name: runnable
+-- (job, shard) pairs with pending work in jobs that may run, best priority first.
+SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state
+FROM counts c JOIN jobs j ON j.id = c.job_id
+WHERE c.state = 'pending' AND c.n > 0 AND c.shard_id <> 0
+  AND j.state IN ('ready', 'active')
+ORDER BY j.priority DESC, c.job_id;
+
+-- name: unfinished_jobs
+-- Jobs whose items are all terminal but whose state still says otherwise.
+SELECT j.id FROM jobs j
+WHERE j.state IN ('ready', 'active')
+  AND NOT EXISTS (SELECT 1 FROM counts c WHERE c.job_id = j.id
+                  AND c.state IN ('pending', 'leased') AND c.n > 0);
+
+-- name: claim
+UPDATE items SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires
+WHERE id IN (SELECT id FROM items INDEXED BY items_pending
+             WHERE job_id = :job_id AND shard_id = :shard_id AND state = 'pending'
+               AND next_attempt_at <= :now
+             ORDER BY tagset_id, next_attempt_at
+             LIMIT :limit)
+RETURNING id, arn, tagset_id, attempts;
+
+-- name: next_due
+SELECT min(next_attempt_at) FROM items INDEXED BY items_pending
+WHERE job_id = ? AND shard_id = ? AND state = 'pending';
+
+-- name: record
+UPDATE items SET state = ?, attempts = ?, next_attempt_at = ?, error_code = ?, http_status = ?,
+                 message = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ? AND state = 'leased' AND lease_owner = ?;
+
+-- name: release_owner
+UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
+WHERE state = 'leased' AND lease_owner = ?;
+
+-- name: release_expired
+UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
+WHERE state = 'leased' AND lease_expires_at < ?;
+
+-- name: register_owner
+INSERT INTO owners (owner, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: heartbeat
+UPDATE owners SET heartbeat_at = ? WHERE owner = ?;
+
+-- name: all_owners
+SELECT owner, host, pid, heartbeat_at FROM owners;
+
+-- name: delete_owner
+DELETE FROM owners WHERE owner = ?;
+
+-- name: stale_preparing
+SELECT id, owner FROM jobs WHERE state = 'preparing';
+
+-- name: retry_failed
+-- Failed items, and those cancelled because their job passed its failure threshold.
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+WHERE job_id = ? AND (state = 'failed' OR (state = 'cancelled' AND error_code = 'JobFailed'));
+
+-- name: retry_failed_code
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+WHERE job_id = ? AND state = 'failed' AND error_code = ?;
+
+-- name: cancel_items
+UPDATE items SET state = 'cancelled', finished_at = ?, lease_owner = NULL,
+                 lease_expires_at = NULL, error_code = ?, message = ?
+WHERE job_id = ? AND state IN ('pending', 'leased');
+
+-- name: report_page
+SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+WHERE i.job_id = ? AND i.id > ?
+ORDER BY i.id LIMIT ?;
+
+-- name: report_page_unsuccessful
+SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line
+FROM items i INDEXED BY items_unsuccessful LEFT JOIN shards s ON s.id = i.shard_id
+WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.id > ?
+ORDER BY i.id LIMIT ?;

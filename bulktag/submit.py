@@ -1,0 +1,161 @@
+"""From sources to a job's items: parse, validate, dedupe, group, enqueue.
+
+Sources are read and checked in a worker thread a chunk at a time (the event loop never reads a
+file), and written to the store in one transaction per chunk while the job is `preparing`, so
+runners do not see it yet. A bad row refuses the whole submission (the job and its items are
+deleted, and the error names source, line and reason) unless `skip_invalid` is set, in which
+case the row becomes an `invalid` item with its reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import anyio.to_thread
+
+from .arn import ArnError, parse_arn
+from .sources import Row, open_rows, read_chunks, source_name
+from .store import NewItem, Store, tagset_body
+from .tags import keys_problem, tagset_problem
+
+CHUNK = 10_000
+MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a user asked for: the operation and the tags (tag) or keys (untag) for every ARN."""
+
+    operation: str  # "tag" | "untag"
+    tags: dict[str, str] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()
+    skip_invalid: bool = False
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+class SubmissionRefused(Exception):
+    """Bad rows in the input: nothing was enqueued."""
+
+    def __init__(self, problems: list[Problem], total: int) -> None:
+        self.problems = problems
+        self.total = total
+        shown = "\n".join(f"  {p}" for p in problems)
+        more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(
+            f"{total} invalid row(s); nothing was enqueued "
+            f"(fix them, or pass --skip-invalid to record them as invalid items):\n{shown}{more}"
+        )
+
+
+@dataclass
+class Submitted:
+    job_id: int
+    rows: int = 0
+    added: int = 0
+    invalid: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows - self.added
+
+
+def request_problem(request: Request) -> str | None:
+    """A fault in the command line's own tags or keys (checked before reading any source)."""
+    if request.operation == "tag":
+        return tagset_problem(request.tags) if request.tags else None
+    return keys_problem(list(request.keys)) if request.keys else None
+
+
+def item_for_row(row: Row, request: Request) -> NewItem:
+    """The item a row becomes: with its shard and tagset, or with the reason it is invalid."""
+    if row.problem is not None:
+        return NewItem(row.arn or f"<line {row.line}>", None, None, row.line, row.problem)
+    try:
+        arn = parse_arn(row.arn)
+    except ArnError as exc:
+        return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
+    if request.operation == "tag":
+        tags = {**request.tags, **row.tags} if row.tags else request.tags
+        if not tags:
+            return NewItem(row.arn, None, None, row.line, "no tags to apply (give --tag or tag columns)")
+        problem = tagset_problem(tags)
+        body = tagset_body(tags, None)
+    else:
+        keys = list(request.keys) + list(row.tags or ())
+        if not keys:
+            return NewItem(row.arn, None, None, row.line, "no tag keys to remove (give --key)")
+        problem = keys_problem(sorted(set(keys)))
+        body = tagset_body(None, keys)
+    if problem is not None:
+        return NewItem(row.arn, None, None, row.line, problem)
+    return NewItem(row.arn, arn.shard, body, row.line)
+
+
+def _item_chunks(
+    spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None
+) -> Iterator[list[NewItem]]:
+    for rows in read_chunks(open_rows(spec, fmt=fmt, stdin=stdin), CHUNK):
+        yield [item_for_row(r, request) for r in rows]
+
+
+async def submit(
+    store: Store,
+    sources: list[str],
+    request: Request,
+    *,
+    name: str | None = None,
+    priority: int = 0,
+    options: dict[str, Any] | None = None,
+    owner: str | None = None,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+) -> Submitted:
+    """Create a job from sources. Raises SubmissionRefused (nothing kept) on bad rows."""
+    job_options = {
+        "tags": request.tags, "keys": list(request.keys), "sources": sources,
+        "skip_invalid": request.skip_invalid, **(options or {}),
+    }
+    job_id = await store.create_job(
+        request.operation, options=job_options, name=name, priority=priority, owner=owner
+    )
+    result = Submitted(job_id)
+    problems: list[Problem] = []
+    n_problems = 0
+    try:
+        for spec in sources:
+            chunks = _item_chunks(spec, request, fmt, stdin)
+            pull = functools.partial(next, chunks, None)
+            while (items := await anyio.to_thread.run_sync(pull)) is not None:
+                result.rows += len(items)
+                bad = [it for it in items if it.problem is not None]
+                result.invalid += len(bad)
+                if bad and not request.skip_invalid:
+                    n_problems += len(bad)
+                    for it in bad[: MAX_PROBLEMS_SHOWN - len(problems)]:
+                        problems.append(Problem(source_name(spec), it.line or 0, it.problem or ""))
+                if n_problems:
+                    continue  # keep reading to report every bad row, but keep nothing
+                result.added += await store.add_items(job_id, items)
+        if n_problems:
+            raise SubmissionRefused(problems, n_problems)
+        if result.rows == 0:
+            raise SubmissionRefused(
+                [Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")], 1
+            )
+        await store.set_job_state(job_id, "ready")
+    except BaseException:
+        await store.delete_job(job_id)
+        raise
+    return result
