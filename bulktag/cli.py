@@ -171,9 +171,12 @@ async def job_status(store: Store, job_id: int) -> dict[str, Any]:
         errors.append({"code": code, "count": n,
                        "example_arn": example[0] if example else None,
                        "example_message": example[2] if example else None})
-    rate = job.rate if job.state == "active" else 0.0
-    eta = counts.open / rate if rate > 0 else None
     elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
+    if job.state == "active":
+        rate = job.rate
+    else:  # a finished or paused job: its average over the time it ran
+        rate = counts.done / elapsed if elapsed else 0.0
+    eta = counts.open / rate if rate > 0 and job.state == "active" else None
     return {
         "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
         "priority": job.priority, "reason": job.reason, "total": counts.total,

@@ -63,7 +63,7 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                 code = await finish_run(args, store, settings, {submitted.job_id},
                                         clients=ClientPool(settings, session))
                 problems = await verify(store, submitted.job_id, sim)
-        stats = sim.state.stats()
+        stats = sim.state.stats
     summary: dict[str, Any] = {"job": submitted.job_id, "simulator": stats,
                                "mismatches": problems[:10], "exit_code": code}
     if getattr(args, "json", False):

@@ -2,14 +2,15 @@
 
 `AdaptiveRate` is the pure policy (multiplicative decrease on a throttle, linear recovery over
 `recover_seconds`), driven by an injectable clock so tests use a fake one. `ShardLimiter` applies
-it to an aiolimiter leaky bucket sized for the ceiling: each request costs ceiling/rate units, so
-a lowered rate spaces requests out without rebuilding the bucket or touching its internals.
+it to an aiolimiter leaky bucket sized for the ceiling plus a pacer for lowered rates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -63,21 +64,37 @@ class AdaptiveRate:
 
 
 class ShardLimiter:
-    """Waits until one more request of an operation may go to a shard."""
+    """Waits until one more request of an operation may go to a shard.
 
-    def __init__(self, ceiling: float, *, burst_seconds: float = 1.0, **policy: float) -> None:
-        self.policy = AdaptiveRate(ceiling, **policy)  # type: ignore[arg-type]
-        # Capacity in units: enough for `burst_seconds` at the ceiling, and at least one request
-        # at the floor rate (cost ceiling/floor).
-        capacity = max(ceiling * burst_seconds, ceiling / self.policy.floor, 1.0)
+    An aiolimiter leaky bucket holds requests to the ceiling. Its burst is a little smaller than
+    the one second of quota that AWS (and the simulator) allow, so that requests whose arrival
+    jitters by tens of milliseconds still find a token. While the adaptive rate is below the
+    ceiling, a pacer also spaces requests 1/rate apart.
+    """
+
+    def __init__(self, ceiling: float, *, burst_seconds: float = 0.8, **policy: Any) -> None:
+        self.policy = AdaptiveRate(ceiling, **policy)
+        capacity = max(1.0, ceiling * burst_seconds)
         self._bucket = AsyncLimiter(capacity, capacity / ceiling)
+        self._pace = asyncio.Lock()
+        self._next = 0.0
 
     @property
     def rate(self) -> float:
         return self.policy.rate
 
     async def acquire(self) -> None:
-        await self._bucket.acquire(self.policy.ceiling / self.policy.rate)
+        await self._bucket.acquire()
+        rate = self.policy.rate
+        if rate >= self.policy.ceiling:
+            return
+        async with self._pace:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            wait = self._next - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = max(now, self._next) + 1.0 / rate
 
     def on_throttle(self) -> bool:
         return self.policy.on_throttle()
