@@ -19,7 +19,6 @@ import structlog
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
-from .engine import Engine
 from .logs import configure_logging
 from .progress import Progress, format_duration
 from .report import write_report
@@ -220,6 +219,8 @@ async def run_engine(
     clients: Any = None,
 ) -> bool:
     """Run jobs to the end with signal handling; True when finished, False when interrupted."""
+    from .engine import Engine  # aiobotocore: ~0.2 s to import, which status/report never need
+
     engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -264,25 +265,35 @@ async def run_engine(
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "tag":
-        try:
-            tags = dict(parse_tag_arg(t) for t in args.tag)
-        except ValueError as exc:
-            raise UsageError(f"--tag: {exc}") from None
+        tags: dict[str, str] = {}
+        for text in args.tag:
+            try:
+                key, value = parse_tag_arg(text)
+            except ValueError as exc:
+                raise UsageError(f"--tag: {exc}") from None
+            if key in tags and tags[key] != value:
+                raise UsageError(f"--tag: key {key!r} given twice, as {tags[key]!r} and {value!r}")
+            tags[key] = value
         request = Request("tag", tags=tags, skip_invalid=args.skip_invalid)
     else:
         request = Request("untag", keys=tuple(args.key), skip_invalid=args.skip_invalid)
     problem = request_problem(request)
     if problem:
         raise UsageError(f"--{'tag' if args.command == 'tag' else 'key'}: {problem}")
+    options: dict[str, Any] = {}
+    if args.failure_ratio is not None:
+        if not 0 < args.failure_ratio <= 1:
+            raise UsageError(f"--failure-ratio must be in (0, 1], not {args.failure_ratio:g}")
+        options["failure_ratio"] = args.failure_ratio
+    if args.failure_min_items is not None:
+        if args.failure_min_items < 0:
+            raise UsageError(f"--failure-min-items must not be negative, "
+                             f"not {args.failure_min_items}")
+        options["failure_min_items"] = args.failure_min_items
     if args.dry_run:
         from .dryrun import dry_run
 
         return await dry_run(args, request, settings)
-    options: dict[str, Any] = {}
-    if args.failure_ratio is not None:
-        options["failure_ratio"] = args.failure_ratio
-    if args.failure_min_items is not None:
-        options["failure_min_items"] = args.failure_min_items
     async with await Store.open(settings.db) as store:
         await store.reap_abandoned_submissions()
         owner = new_owner_token()

@@ -10,6 +10,7 @@ files) are left to botocore, which reads them as every AWS tool does; `--endpoin
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,16 +31,17 @@ class ConfigError(Exception):
     """A setting that cannot be used: names where it came from and why."""
 
 
-def _xdg(var: str, fallback: str) -> Path:
-    return Path(os.environ.get(var) or Path.home() / fallback)
+def _xdg(var: str, fallback: str, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(var) or Path.home() / fallback)
 
 
-def default_db_path() -> str:
-    return str(_xdg("XDG_STATE_HOME", ".local/state") / "bulktag" / "bulktag.db")
+def default_db_path(environ: Mapping[str, str] | None = None) -> str:
+    return str(_xdg("XDG_STATE_HOME", ".local/state", environ) / "bulktag" / "bulktag.db")
 
 
-def default_config_path() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / "bulktag" / "config.toml"
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config", environ) / "bulktag" / "config.toml"
 
 
 @dataclass
@@ -76,8 +78,29 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
+_CHOICES = {"log_format": ("auto", "console", "json"),
+            "log_level": ("debug", "info", "warning", "error")}
+_POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
+             "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout"}
+
+
+def _number(value: Any, whole: bool) -> float:
+    """A finite number from TOML or an env string; booleans are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("expected a number")
+    if whole:
+        if isinstance(value, float) or (isinstance(value, str) and not value.strip().isdigit()):
+            raise ValueError("expected a whole number")
+        return int(value)
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError("expected a finite number")
+    return v
+
+
 def _coerce(name: str, value: Any, where: str) -> Any:
-    """Convert a raw value (TOML or env string) to the field's type, or raise ConfigError."""
+    """Convert a raw value (TOML or env string) to the field's type and check its range, or
+    raise ConfigError naming where the value came from and the setting."""
     kind = str(_FIELDS[name].type)
     try:
         if name == "quotas":
@@ -87,24 +110,29 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             for op, rate in value.items():
                 if op not in DEFAULT_QUOTAS:
                     raise ValueError(f"unknown operation {op!r} (known: {', '.join(DEFAULT_QUOTAS)})")
-                out[op] = float(rate)
+                out[op] = _number(rate, whole=False)
                 if out[op] <= 0:
                     raise ValueError(f"rate for {op} must be positive")
             return out
         if value is None:
             return None
-        if kind.startswith("float"):
-            v = float(value)
+        if kind.startswith(("float", "int")):
+            v = _number(value, whole=kind.startswith("int"))
+            if name in _POSITIVE and v <= 0:
+                raise ValueError("must be positive")
             if v < 0:
                 raise ValueError("must not be negative")
+            if name == "failure_ratio" and not 0 < v <= 1:
+                raise ValueError("must be in (0, 1]")
             return v
-        if kind.startswith("int"):
-            if isinstance(value, float) or (isinstance(value, str) and not value.strip().isdigit()):
-                raise ValueError("expected a whole number")
-            return int(value)
         if kind.startswith("str"):
             if not isinstance(value, str):
                 raise TypeError("expected a string")
+            if name == "db" and not value.strip():
+                # SQLite would open a private temporary database: the queue would vanish.
+                raise ValueError("must not be empty")
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise ValueError(f"expected one of {', '.join(_CHOICES[name])}")
             return value
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: setting {name!r} = {value!r}: {exc}") from None
@@ -121,7 +149,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
 
-    path = Path(config_path) if config_path else default_config_path()
+    path = Path(config_path) if config_path else default_config_path(environ)
     if config_path and not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     if path.is_file():
@@ -140,24 +168,17 @@ def load_settings(
         if raw is None or name == "quotas":
             continue
         values[name] = _coerce(name, raw, f"environment BULKTAG_{name.upper()}")
+    if "db" not in values:
+        values["db"] = default_db_path(environ)
     for op in DEFAULT_QUOTAS:
         raw = environ.get(f"BULKTAG_QUOTA_{op.upper()}")
         if raw is not None:
             quotas = dict(values.get("quotas", DEFAULT_QUOTAS))
-            quotas[op] = _coerce("max_rate", raw, f"environment BULKTAG_QUOTA_{op.upper()}")
+            quotas[op] = _coerce("quotas", {op: raw}, f"environment BULKTAG_QUOTA_{op.upper()}")[op]
             values["quotas"] = quotas
 
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value, f"option --{name.replace('_', '-')}")
 
-    settings = Settings(**values)
-    if settings.log_format not in ("auto", "console", "json"):
-        raise ConfigError(f"log_format must be auto, console or json, not {settings.log_format!r}")
-    if settings.max_attempts < 1:
-        raise ConfigError("max_attempts must be at least 1")
-    if settings.max_rate is not None and settings.max_rate <= 0:
-        raise ConfigError("max_rate must be positive")
-    if not 0 < settings.failure_ratio <= 1:
-        raise ConfigError("failure_ratio must be in (0, 1]")
-    return settings
+    return Settings(**values)

@@ -42,15 +42,19 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.reason}"
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.reason}"
 
 
 class SubmissionRefused(Exception):
     """Bad rows in the input: nothing was enqueued."""
 
-    def __init__(self, problems: list[Problem], total: int) -> None:
+    def __init__(self, problems: list[Problem], total: int, message: str | None = None) -> None:
         self.problems = problems
         self.total = total
+        if message is not None:
+            super().__init__(message)
+            return
         shown = "\n".join(f"  {p}" for p in problems)
         more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
         super().__init__(
@@ -151,9 +155,9 @@ async def submit(
         if n_problems:
             raise SubmissionRefused(problems, n_problems)
         if result.rows == 0:
-            raise SubmissionRefused(
-                [Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")], 1
-            )
+            # Not a bad row: --skip-invalid cannot help, so the message does not suggest it.
+            empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")
+            raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")
         await store.set_job_state(job_id, "ready")
     except BaseException:
         await store.delete_job(job_id)

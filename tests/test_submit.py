@@ -1,0 +1,329 @@
+"""From sources to items: each validation error's message through `submit()` and through the CLI,
+refused submissions leaving nothing behind, --skip-invalid, per-row tags, gzip and stdin."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import CliRunner
+from bulktag.store import Store
+from bulktag.submit import Request, SubmissionRefused, submit
+
+ACCOUNT = "123456789012"
+
+
+def arn(n: int, region: str = "us-east-1") -> str:
+    return f"arn:aws:ec2:{region}:{ACCOUNT}:instance/i-{n:08d}"
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def store_is_empty(db: Path) -> None:
+    """A refused submission keeps nothing: no job, no item, no counter."""
+    if not db.exists():
+        return
+    with sqlite3.connect(db) as con:
+        for table in ("jobs", "items", "counts", "error_counts"):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+
+
+async def refused(db: Path, sources: list[Path], request: Request) -> str:
+    async with await Store.open(db) as store:
+        with pytest.raises(SubmissionRefused) as info:
+            await submit(store, [str(s) for s in sources], request)
+    store_is_empty(db)
+    return str(info.value)
+
+
+def cli_refused(run_cli: CliRunner, db: Path, *args: str, input: str | None = None) -> str:
+    proc = run_cli(*args, "--db", str(db), "--detach", input=input)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("bulktag: error: ")
+    store_is_empty(db)
+    return proc.stderr
+
+
+def item_rows(db: Path, job: int) -> list[sqlite3.Row]:
+    with sqlite3.connect(db) as con:
+        con.row_factory = sqlite3.Row
+        return con.execute(
+            "SELECT i.arn, i.state, i.line, i.error_code, i.message, t.body FROM items i "
+            "LEFT JOIN tagsets t ON t.id = i.tagset_id WHERE job_id = ? ORDER BY i.id", (job,)
+        ).fetchall()
+
+
+# -- refused submissions: every message names source, line and reason -------------------------
+
+
+async def test_malformed_arn_is_refused_naming_file_line_and_reason(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    src = write_lines(tmp_path / "arns.txt", [
+        "# a comment", arn(1), "arn:aws:ec2:us-east-1:12345:instance/i-2", "", "nope"])
+    msg = await refused(db_path, [src], Request("tag", tags={"Owner": "me"}))
+    assert "2 invalid row(s); nothing was enqueued" in msg
+    assert f"{src}:3: malformed ARN: malformed account '12345': expected 12 digits" in msg
+    assert f"{src}:5: malformed ARN: not an ARN" in msg
+    assert "--skip-invalid" in msg
+
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(src), "--tag", "Owner=me")
+    assert f"{src}:3: malformed ARN: malformed account '12345'" in err
+    assert f"{src}:5: malformed ARN: not an ARN" in err
+
+
+async def test_bad_tag_key_character_in_a_csv_column_is_refused(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    src = write_csv(tmp_path / "t.csv", ["arn", "tag:Co$t"], [[arn(1), "10"], [arn(2), ""]])
+    msg = await refused(db_path, [src], Request("tag", tags={"Owner": "me"}))
+    assert f"{src}:2: tag key 'Co$t' has a character the API refuses: '$'" in msg
+    assert f"{src}:3" not in msg  # an empty cell is no tag: row 3 is fine
+
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(src), "--tag", "Owner=me")
+    assert f"{src}:2: tag key 'Co$t' has a character the API refuses: '$'" in err
+    # On the command line it is refused before any source is read.
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(src), "--tag", "Own!er=me")
+    assert "--tag: tag key 'Own!er' has a character the API refuses: '!'" in err
+
+
+async def test_reserved_aws_prefix_is_refused(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    src = write_jsonl(tmp_path / "t.jsonl", [
+        {"arn": arn(1), "tags": {"Team": "x"}},
+        {"arn": arn(2), "tags": {"AWS:CloudFormation": "x"}}])
+    msg = await refused(db_path, [src], Request("tag"))
+    assert f"{src}:2: tag key 'AWS:CloudFormation' uses the reserved prefix 'aws:'" in msg
+
+    plain = write_lines(tmp_path / "a.txt", [arn(1)])
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(plain), "--tag", "aws:owner=me")
+    assert "--tag: tag key 'aws:owner' uses the reserved prefix 'aws:'" in err
+    err = cli_refused(run_cli, db_path, "untag", "--arns", str(plain), "--key", "aws:owner")
+    assert "--key: tag key 'aws:owner' uses the reserved prefix 'aws:'" in err
+
+
+async def test_too_long_tag_value_is_refused(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    src = write_csv(tmp_path / "t.csv", ["ResourceARN", "tag:Note"],
+                    [[arn(1), "ok"], [arn(2), "v" * 257]])
+    msg = await refused(db_path, [src], Request("tag"))
+    assert f"{src}:3: tag value for 'Note' is 257 characters long; the API accepts at most 256" \
+        in msg
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(src))
+    assert f"{src}:3: tag value for 'Note' is 257 characters long" in err
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(src), "--tag", "K=" + "x" * 300)
+    assert "--tag: tag value for 'K' is 300 characters long" in err
+
+
+async def test_more_than_50_tags_counting_row_tags_and_command_line_tags(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    columns = [f"tag:Row{i}" for i in range(25)]
+    src = write_csv(tmp_path / "t.csv", ["arn", *columns],
+                    [[arn(1), *["v"] * 25], [arn(2), *[""] * 25]])
+    flags = {f"Cli{i}": "v" for i in range(26)}
+    msg = await refused(db_path, [src], Request("tag", tags=flags))
+    assert f"{src}:2: 51 tags given; the API accepts at most 50" in msg
+    assert f"{src}:3" not in msg  # 26 tags: fine
+
+    args = [a for k in flags for a in ("--tag", f"{k}=v")]
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(src), *args)
+    assert f"{src}:2: 51 tags given; the API accepts at most 50" in err
+
+
+async def test_untag_with_no_keys_is_refused(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    src = write_lines(tmp_path / "a.txt", [arn(1), arn(2)])
+    msg = await refused(db_path, [src], Request("untag"))
+    assert f"{src}:1: no tag keys to remove (give --key)" in msg
+    assert f"{src}:2: no tag keys to remove (give --key)" in msg
+    err = cli_refused(run_cli, db_path, "untag", "--arns", str(src))
+    assert "no tag keys to remove (give --key)" in err
+
+
+async def test_tag_with_no_tags_is_refused(tmp_path: Path, db_path: Path) -> None:
+    src = write_lines(tmp_path / "a.txt", [arn(1)])
+    msg = await refused(db_path, [src], Request("tag"))
+    assert f"{src}:1: no tags to apply (give --tag or tag columns)" in msg
+
+
+async def test_empty_source_is_refused_and_leaves_nothing(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    empty = write_lines(tmp_path / "empty.txt", ["# only a comment", ""])
+    msg = await refused(db_path, [empty], Request("tag", tags={"A": "b"}))
+    assert f"{empty}: no ARNs found" in msg
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(empty), "--tag", "A=b")
+    assert f"{empty}: no ARNs found" in err
+    err = cli_refused(run_cli, db_path, "tag", "--arns", "-", "--tag", "A=b", input="")
+    assert "<stdin>: no ARNs found" in err
+
+
+async def test_a_bad_row_after_a_full_chunk_still_leaves_nothing(
+    tmp_path: Path, db_path: Path
+) -> None:
+    # The first 10,000 rows are written to the store before the bad one is read.
+    src = write_lines(tmp_path / "big.txt", [arn(n) for n in range(10_002)] + ["junk"])
+    msg = await refused(db_path, [src], Request("tag", tags={"A": "b"}))
+    assert f"{src}:10003: malformed ARN" in msg
+
+
+async def test_many_bad_rows_are_summarised(tmp_path: Path, db_path: Path) -> None:
+    src = write_lines(tmp_path / "bad.txt", [f"bad-{n}" for n in range(25)])
+    msg = await refused(db_path, [src], Request("tag", tags={"A": "b"}))
+    assert "25 invalid row(s)" in msg
+    assert f"{src}:20: malformed ARN" in msg
+    assert f"{src}:21:" not in msg
+    assert "... and 5 more" in msg
+
+
+# -- accepted submissions ------------------------------------------------------------------------
+
+
+async def test_skip_invalid_records_bad_rows_visible_in_the_report(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    src = write_csv(tmp_path / "t.csv", ["arn", "tag:Owner"], [
+        [arn(1), "alice"], ["arn:aws:ec2:us-east-1:12345:instance/i-2", "bob"],
+        [arn(3), "aws-team"], [arn(4), "x" * 300]])
+    proc = run_cli("tag", "--arns", str(src), "--db", str(db_path), "--detach", "--json",
+                   "--skip-invalid")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["rows"], out["added"], out["invalid"], out["duplicates"]) == (4, 4, 2, 0)
+
+    report = run_cli("report", str(out["job"]), "--db", str(db_path), "--failed-only")
+    assert report.returncode == 0, report.stderr
+    rows = list(csv.DictReader(report.stdout.splitlines()))
+    assert [(r["arn"], r["status"], r["error_code"]) for r in rows] == [
+        ("arn:aws:ec2:us-east-1:12345:instance/i-2", "invalid", "InvalidInput"),
+        (arn(4), "invalid", "InvalidInput"),
+    ]
+    assert rows[0]["message"] == "malformed ARN: malformed account '12345': expected 12 digits"
+    assert rows[1]["message"].startswith("tag value for 'Owner' is 300 characters long")
+
+    status = json.loads(run_cli("status", str(out["job"]), "--db", str(db_path),
+                                "--json").stdout)
+    assert status["state"] == "ready"
+    assert status["counts"]["pending"] == 2 and status["counts"]["invalid"] == 2
+    assert status["top_errors"][0]["code"] == "InvalidInput"
+
+
+async def test_per_row_csv_tags_make_distinct_tagsets_merged_with_tag_flags(
+    tmp_path: Path, db_path: Path
+) -> None:
+    src = write_csv(tmp_path / "t.csv", ["ARN", "tag:Owner", "Tag: CostCenter"], [
+        [arn(1), "alice", "42"], [arn(2), "bob", ""], [arn(3), "alice", "42"],
+        [arn(4), "(not tagged)", ""]])
+    async with await Store.open(db_path) as store:
+        result = await submit(store, [str(src)], Request("tag", tags={"Env": "prod",
+                                                                       "Owner": "default"}))
+    rows = item_rows(db_path, result.job_id)
+    bodies = [json.loads(r["body"]) for r in rows]
+    assert bodies == [
+        {"CostCenter": "42", "Env": "prod", "Owner": "alice"},  # the row's tag wins over --tag
+        {"Env": "prod", "Owner": "bob"},
+        {"CostCenter": "42", "Env": "prod", "Owner": "alice"},
+        {"Env": "prod", "Owner": "default"},
+    ]
+    with sqlite3.connect(db_path) as con:
+        assert con.execute("SELECT count(DISTINCT tagset_id) FROM items").fetchone()[0] == 3
+    assert [r["line"] for r in rows] == [2, 3, 4, 5]
+
+
+async def test_jsonl_tags_and_untag_keys(tmp_path: Path, db_path: Path) -> None:
+    src = write_jsonl(tmp_path / "t.jsonl", [
+        {"arn": arn(1), "tags": {"Owner": "alice"}},
+        {"ResourceARN": arn(2), "Tags": [{"Key": "Owner", "Value": "bob"}]},
+        {"arn": arn(3)},
+    ])
+    async with await Store.open(db_path) as store:
+        tagged = await submit(store, [str(src)], Request("tag", tags={"Env": "dev"}))
+        untagged = await submit(store, [str(src)], Request("untag", keys=("Env",)))
+    assert [json.loads(r["body"]) for r in item_rows(db_path, tagged.job_id)] == [
+        {"Env": "dev", "Owner": "alice"}, {"Env": "dev", "Owner": "bob"}, {"Env": "dev"}]
+    # For untag, a row's tags name more keys to remove.
+    assert [json.loads(r["body"]) for r in item_rows(db_path, untagged.job_id)] == [
+        ["Env", "Owner"], ["Env", "Owner"], ["Env"]]
+
+
+async def test_duplicates_across_sources_are_one_item(tmp_path: Path, db_path: Path) -> None:
+    a = write_lines(tmp_path / "a.txt", [arn(1), arn(2), arn(1)])
+    b = write_lines(tmp_path / "b.txt", [arn(2), arn(3)])
+    async with await Store.open(db_path) as store:
+        result = await submit(store, [str(a), str(b)], Request("tag", tags={"A": "b"}))
+        assert (result.rows, result.added, result.duplicates) == (5, 3, 2)
+        assert (await store.counts(result.job_id)).by_state == {"pending": 3}
+        job = await store.get_job(result.job_id)
+        assert job is not None and job.state == "ready"
+        assert job.options["tags"] == {"A": "b"}
+        assert job.options["sources"] == [str(a), str(b)]
+
+
+async def test_gzip_sources_of_every_format(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    txt = tmp_path / "a.txt.gz"
+    txt.write_bytes(gzip.compress(f"{arn(1)}\n{arn(2)}\n".encode()))
+    csv_gz = tmp_path / "b.csv.gz"
+    csv_gz.write_bytes(gzip.compress(f"arn,tag:Owner\n{arn(3)},carol\n".encode()))
+    jsonl_gz = tmp_path / "c.jsonl.gz"
+    jsonl_gz.write_bytes(gzip.compress(
+        (json.dumps({"arn": arn(4), "tags": {"Owner": "dan"}}) + "\n").encode()))
+    proc = run_cli("tag", "--arns", str(txt), "--arns", str(csv_gz), "--arns", str(jsonl_gz),
+                   "--tag", "Env=prod", "--db", str(db_path), "--detach", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["rows"], out["added"], out["invalid"]) == (4, 4, 0)
+    bodies = {r["arn"]: json.loads(r["body"]) for r in item_rows(db_path, out["job"])}
+    assert bodies == {arn(1): {"Env": "prod"}, arn(2): {"Env": "prod"},
+                      arn(3): {"Env": "prod", "Owner": "carol"},
+                      arn(4): {"Env": "prod", "Owner": "dan"}}
+
+
+async def test_stdin_source(db_path: Path, run_cli: CliRunner) -> None:
+    proc = run_cli("tag", "--arns", "-", "--tag", "Env=prod", "--db", str(db_path), "--detach",
+                   input=f"# from a pipe\n{arn(1)}\n\n{arn(2, 'eu-west-1')}\n")
+    assert proc.returncode == 0, proc.stderr
+    job = int(proc.stdout.strip())
+    assert [r["arn"] for r in item_rows(db_path, job)] == [arn(1), arn(2, "eu-west-1")]
+
+    jsonl = json.dumps({"arn": arn(3), "tags": {"Owner": "eve"}}) + "\n"
+    proc = run_cli("tag", "--arns", "-", "--format", "jsonl", "--db", str(db_path), "--detach",
+                   input=jsonl)
+    assert proc.returncode == 0, proc.stderr
+    rows = item_rows(db_path, int(proc.stdout.strip()))
+    assert [json.loads(r["body"]) for r in rows] == [{"Owner": "eve"}]
+
+
+async def test_missing_source_file_is_a_usage_error(
+    tmp_path: Path, db_path: Path, run_cli: CliRunner
+) -> None:
+    err = cli_refused(run_cli, db_path, "tag", "--arns", str(tmp_path / "nope.txt"),
+                      "--tag", "A=b")
+    assert f"nothing was enqueued: {tmp_path / 'nope.txt'}: No such file or directory" in err
