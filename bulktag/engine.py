@@ -52,7 +52,7 @@ class EngineStats:
     splits: int = 0
     call_errors: Counter[str] = field(default_factory=Counter)
     resource_errors: Counter[str] = field(default_factory=Counter)
-    finished: int = 0  # items this process brought to a terminal state
+    finished: Counter[int] = field(default_factory=Counter)  # terminal items, by job
     batch_seconds: list[float] = field(default_factory=list)
 
     @property
@@ -156,7 +156,7 @@ class Engine:
             self.log.info("leases_reclaimed", items=released)
         recorder = asyncio.create_task(self.recorder.run(), name="recorder")
         last_beat = last_rate = time.monotonic()
-        done_before = self.stats.finished
+        done_before = Counter(self.stats.finished)
         interrupted = False
         try:
             while True:
@@ -194,10 +194,10 @@ class Engine:
                         stale_seconds=self.settings.owner_stale_seconds, me=self.owner
                     )
                 if now - last_rate > 2:
-                    await self._update_rates(
-                        (self.stats.finished - done_before) / (now - last_rate)
-                    )
-                    last_rate, done_before = now, self.stats.finished
+                    await self._update_rates(self.stats.finished - done_before, now - last_rate)
+                    last_rate, done_before = now, Counter(self.stats.finished)
+                if recorder.done():
+                    recorder.result()  # a store that cannot record stops the run, loudly
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.25)
@@ -260,11 +260,12 @@ class Engine:
                 await self.store.set_job_state(job_id, "failed", reason=reason)
                 self.log.error("job_failed", job=job_id, reason=reason)
 
-    async def _update_rates(self, rate: float) -> None:
+    async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
+        """Store each active job's recent rate (items finished per second) for `status`."""
         for job_id in self._jobs_seen:
             job = await self.store.get_job(job_id)
             if job and job.state == "active":
-                await self.store.set_job_rate(job_id, rate)
+                await self.store.set_job_rate(job_id, finished[job_id] / seconds)
 
     # -- lanes -----------------------------------------------------------------------------
 
@@ -386,7 +387,7 @@ class Engine:
             del self.stats.batch_seconds[:5000]
 
         if failure is None:
-            self._record_response(batch, failed_map, limiter)
+            self._record_response(job_id, batch, failed_map, limiter)
             return
         self.stats.call_errors[failure.code] += 1
         verdict = classify_call_error(failure, len(batch))
@@ -403,10 +404,11 @@ class Engine:
         if verdict is Verdict.THROTTLE:
             self.stats.throttled_calls += 1
             limiter.on_throttle()
-        self.recorder.add(self._outcome(c, verdict, failure) for c in batch)
+        self.recorder.add(self._outcome(job_id, c, verdict, failure) for c in batch)
 
     def _record_response(
-        self, batch: list[Claimed], failed_map: dict[str, Any], limiter: ShardLimiter
+        self, job_id: int, batch: list[Claimed], failed_map: dict[str, Any],
+        limiter: ShardLimiter,
     ) -> None:
         outcomes = []
         throttled = False
@@ -414,7 +416,7 @@ class Engine:
             info = failed_map.get(c.arn)
             if info is None:
                 outcomes.append(Outcome(c.id, "succeeded", c.attempts + 1))
-                self.stats.finished += 1
+                self.stats.finished[job_id] += 1
                 continue
             failure = Failure(
                 str(info.get("ErrorCode") or "Unknown"),
@@ -426,12 +428,12 @@ class Engine:
             if verdict is Verdict.THROTTLE:
                 throttled = True
                 self.stats.throttled_resources += 1
-            outcomes.append(self._outcome(c, verdict, failure))
+            outcomes.append(self._outcome(job_id, c, verdict, failure))
         if throttled:
             limiter.on_throttle()
         self.recorder.add(outcomes)
 
-    def _outcome(self, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
+    def _outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
         now = time.time()
         if verdict in (Verdict.THROTTLE, Verdict.CREDENTIALS):
             # Not the item's fault: back to the queue without spending an attempt.
@@ -444,7 +446,7 @@ class Engine:
                                   cap=self.settings.backoff_cap, rng=self.rng)
             return Outcome(c.id, "pending", attempts, now + delay, failure.code, failure.status,
                            failure.message)
-        self.stats.finished += 1
+        self.stats.finished[job_id] += 1
         message = failure.message
         if verdict is Verdict.TRANSIENT:
             message = f"gave up after {attempts} attempts: {message}"
