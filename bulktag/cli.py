@@ -23,7 +23,7 @@ from .logs import configure_logging
 from .progress import Progress, format_duration
 from .report import write_report
 from .sources import SourceError
-from .store import JOB_DONE, Counts, Store, new_owner_token
+from .store import JOB_DONE, Counts, Store, StoreError, new_owner_token
 from .submit import Request, SubmissionRefused, request_problem, submit
 from .tags import parse_tag_arg
 
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         return asyncio.run(COMMANDS[args.command](args, settings))
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, StoreError) as exc:
         print(f"bulktag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

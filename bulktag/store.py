@@ -35,6 +35,10 @@ JOB_DONE = ("completed", "failed", "cancelled")
 _HERE = Path(__file__).resolve().parent
 
 
+class StoreError(Exception):
+    """The store file cannot be opened or migrated (bad path, not a database, locked)."""
+
+
 def _migrations_dir() -> Path:
     # Inside a wheel the migrations sit in the package; in a source checkout, beside it.
     for candidate in (_HERE / "migrations", _HERE.parent / "migrations"):
@@ -209,9 +213,12 @@ class Store:
     async def open(cls, path: str | os.PathLike[str]) -> Store:
         """Open (creating if needed) the store at path and apply pending migrations."""
         path = str(path)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
         db.row_factory = sqlite3.Row
         try:
             await db.execute("PRAGMA busy_timeout = 60000")
@@ -219,8 +226,10 @@ class Store:
             await db.execute("PRAGMA synchronous = NORMAL")
             store = cls(db, path)
             await store._migrate()
-        except BaseException:
+        except BaseException as exc:
             await db.close()
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise StoreError(f"cannot open the store {path}: {exc}") from exc
             raise
         return store
 

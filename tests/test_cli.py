@@ -262,6 +262,11 @@ async def test_usage_errors_exit_2_naming_the_problem(
     assert err == "bulktag: error: --failure-ratio must be in (0, 1], not 5\n"
     err = await cli.usage_error("frobnicate")
     assert "invalid choice: 'frobnicate'" in err
+    garbage = tmp_path / "not-a-store.db"
+    garbage.write_text("not sqlite\n" * 100)
+    proc = await asyncio.to_thread(cli.run_cli, "jobs", "--db", str(garbage))
+    assert (proc.returncode, proc.stderr) == (
+        2, f"bulktag: error: cannot open the store {garbage}: file is not a database\n")
     # None of these left a job behind.
     with sqlite3.connect(db_path) as con:
         assert con.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0

@@ -23,7 +23,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bulktag.arn import Shard
-from bulktag.store import ITEM_STATES, NewItem, Outcome, Store, new_owner_token, tagset_body
+from bulktag.store import (
+    ITEM_STATES,
+    NewItem,
+    Outcome,
+    Store,
+    StoreError,
+    new_owner_token,
+    tagset_body,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +83,17 @@ async def test_migrations_are_applied_once_and_recorded(db_path: Path) -> None:
         mode = con.execute("PRAGMA journal_mode").fetchone()[0]
     assert again == first
     assert mode == "wal"
+
+
+async def test_opening_something_that_is_not_a_store_fails_cleanly(tmp_path: Path) -> None:
+    garbage = tmp_path / "x.db"
+    garbage.write_bytes(b"\x00not sqlite" * 200)
+    with pytest.raises(StoreError, match=f"cannot open the store {garbage}: file is not a"):
+        await Store.open(garbage)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        await Store.open(blocker / "sub" / "x.db")
 
 
 def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
