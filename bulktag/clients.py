@@ -12,8 +12,9 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 
+from .accounts import Accounts
 from .arn import Shard
 from .config import Settings
 
@@ -31,14 +32,15 @@ def client_config(settings: Settings, pool: int) -> AioConfig:
 
 
 class ClientPool:
-    """Tagging API clients keyed by shard; `invalidate` drops one so the next call builds a new
-    client with freshly resolved credentials (expired tokens)."""
+    """Tagging API clients keyed by shard, each built from its account's session (so with
+    that account's credentials); `invalidate` drops one so the next call builds a new client
+    with freshly resolved credentials (expired tokens). Raises AccountAccessError when an
+    account cannot be reached."""
 
-    def __init__(self, settings: Settings, session: AioSession | None = None) -> None:
+    def __init__(self, settings: Settings, session: AioSession | None = None,
+                 accounts: Accounts | None = None) -> None:
         self.settings = settings
-        self.session = session or get_session()
-        if settings.profile:
-            self.session.set_config_variable("profile", settings.profile)
+        self.accounts = accounts or Accounts(settings, session)
         self._clients: dict[tuple[str, str], tuple[Any, AsyncExitStack]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._retired: list[AsyncExitStack] = []
@@ -52,9 +54,10 @@ class ClientPool:
         async with lock:
             entry = self._clients.get(key)
             if entry is None:
+                session = await self.accounts.session(shard.account, shard.partition)
                 stack = AsyncExitStack()
                 client = await stack.enter_async_context(
-                    self.session.create_client(
+                    session.create_client(
                         TAGGING,
                         region_name=shard.region,
                         endpoint_url=self.settings.endpoint_url,
@@ -70,6 +73,7 @@ class ClientPool:
         entry = self._clients.pop((shard.account, shard.region), None)
         if entry is not None:
             self._retired.append(entry[1])
+        self.accounts.forget(shard.account)
 
     async def close(self) -> None:
         stacks = [stack for _, stack in self._clients.values()] + self._retired

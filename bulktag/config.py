@@ -65,6 +65,15 @@ class Settings:
     failure_min_items: int = 1000  # threshold applies after this many attempted items ...
     failure_ratio: float = 0.5  # ... when more than this share of them failed
     grace_seconds: float = 30.0  # Ctrl-C / SIGTERM: time to finish in-flight batches
+    # Accounts: a resource is tagged with credentials of its own account. The caller's account
+    # needs no role; others are reached through `accounts` (per-account role_arn or profile)
+    # or the role_name template (arn:<partition>:iam::<account>:role/<role_name>).
+    role_name: str | None = None
+    role_session_name: str = "bulktag"
+    external_id: str | None = None
+    accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+    sts_endpoint_url: str | None = None  # default: endpoint_url when set, else botocore's
+    on_access_error: str = "fail"  # fail | pause: items of an account whose role is refused
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
 
@@ -103,6 +112,19 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     raise ConfigError naming where the value came from and the setting."""
     kind = str(_FIELDS[name].type)
     try:
+        if name == "accounts":
+            if not isinstance(value, Mapping):
+                raise TypeError('expected tables like [accounts."123456789012"]')
+            out_accounts: dict[str, dict[str, str]] = {}
+            for account, spec in value.items():
+                if not (isinstance(account, str) and len(account) == 12 and account.isdigit()):
+                    raise ValueError(f"account {account!r} is not 12 digits")
+                if not isinstance(spec, Mapping) or not set(spec) <= {"role_arn", "profile",
+                                                                     "external_id"}:
+                    raise ValueError(f"account {account}: expected role_arn, profile or "
+                                     "external_id")
+                out_accounts[account] = {k: str(v) for k, v in spec.items()}
+            return out_accounts
         if name == "quotas":
             if not isinstance(value, Mapping):
                 raise TypeError("expected a table of OPERATION = requests per second")
@@ -165,7 +187,7 @@ def load_settings(
 
     for name in _FIELDS:
         raw = environ.get(f"BULKTAG_{name.upper()}")
-        if raw is None or name == "quotas":
+        if raw is None or name in ("quotas", "accounts"):
             continue
         values[name] = _coerce(name, raw, f"environment BULKTAG_{name.upper()}")
     if "db" not in values:

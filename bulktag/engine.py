@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .accounts import AccountAccessError
 from .arn import Shard
 from .classify import (
     Failure,
@@ -367,6 +368,8 @@ class Engine:
             else:
                 resp = await client.untag_resources(ResourceARNList=arns, TagKeys=tagset)
             failed_map = resp.get("FailedResourcesMap") or {}
+        except AccountAccessError as exc:
+            failure = Failure(exc.code, exc.status, str(exc))
         except ClientError as exc:
             err = exc.response.get("Error", {})
             meta = exc.response.get("ResponseMetadata", {})
