@@ -104,14 +104,28 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "loadavg": "%.2f %.2f %.2f" % load,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    """The checkout measured: HEAD, plus '+dirty' when bulktag/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bulktag"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (head or "?") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 def print_machine(title: str) -> dict[str, Any]:
     m = machine()
     print(f"== {title}")
     print(f"   date {m['date']}; CPU {m['cpu']} x {m['cores']} cores; {m['platform']}; "
-          f"Python {m['python']}; load average at start {m['loadavg']}")
+          f"Python {m['python']}; load average at start {m['loadavg']}; bulktag at "
+          f"{m['commit']}")
     return m
 
 
