@@ -64,9 +64,11 @@ class EngineStats:
 class Recorder:
     """Collects outcomes and writes them in batched transactions."""
 
-    def __init__(self, store: Store, owner: str, *, interval: float = 0.2, size: int = 2000):
+    def __init__(self, store: Store, owner: str, *, interval: float = 0.2, size: int = 2000,
+                 on_flush: Callable[[], None] | None = None):
         self.store = store
         self.owner = owner
+        self.on_flush = on_flush
         self.interval = interval
         self.size = size
         self._pending: list[Outcome] = []
@@ -82,6 +84,8 @@ class Recorder:
         while self._pending:
             chunk, self._pending = self._pending, []
             self.written += await self.store.record(self.owner, chunk)
+            if self.on_flush:
+                self.on_flush()
 
     async def run(self) -> None:
         while True:
@@ -111,7 +115,7 @@ class Engine:
         self.clients = clients or ClientPool(settings)
         self.rng = rng or random.Random()
         self.stats = EngineStats()
-        self.recorder = Recorder(store, owner)
+        self.recorder = Recorder(store, owner, on_flush=self._after_flush)
         self.limiters: dict[tuple[int, str], ShardLimiter] = {}
         self._work: dict[int, list[Runnable]] = {}
         self._lanes: dict[int, asyncio.Task[None]] = {}
@@ -122,6 +126,10 @@ class Engine:
         self._rr: dict[int, int] = defaultdict(int)
         self._tagsets: dict[int, Any] = {}
         self._jobs_seen: set[int] = set()
+        # Shards whose items went back to pending (retry, throttle): their idle lanes are woken
+        # once the outcomes are written, instead of polling for the requeued work.
+        self._requeued: set[int] = set()
+        self._lane_wake: dict[int, asyncio.Event] = {}
         self.log = log.bind(owner=owner)
 
     # -- control ---------------------------------------------------------------------------
@@ -228,6 +236,13 @@ class Engine:
         await self._settle_jobs()
         await self.clients.close()
 
+    def _after_flush(self) -> None:
+        for shard_id in self._requeued:
+            event = self._lane_wake.get(shard_id)
+            if event is not None:
+                event.set()
+        self._requeued.clear()
+
     async def _has_work(self) -> bool:
         return any(
             self.job_ids is None or r.job_id in self.job_ids for r in await self.store.runnable()
@@ -287,6 +302,7 @@ class Engine:
         in_flight = asyncio.Semaphore(self.settings.in_flight_per_shard)
         not_before: dict[int, float] = {}
         claim_size = BATCH_SIZE * self.settings.in_flight_per_shard
+        wake = self._lane_wake[shard_id] = asyncio.Event()
         try:
             while not self.stopping:
                 if not self._work.get(shard_id):
@@ -294,7 +310,12 @@ class Engine:
                 pick = self._pick(shard_id, not_before)
                 if pick is None:
                     waits = [not_before.get(r.job_id, 0) for r in self._work.get(shard_id, ())]
-                    await asyncio.sleep(min(1.0, max(0.05, min(waits, default=1) - time.time())))
+                    timeout = min(1.0, max(0.01, min(waits, default=1) - time.time()))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout)
+                    if wake.is_set():
+                        wake.clear()
+                        not_before.clear()  # requeued work was just written: look again
                     continue
                 claimed = await self.store.claim(
                     self.owner, pick.job_id, shard_id, claim_size,
@@ -318,7 +339,7 @@ class Engine:
                         self._global.release()
                         raise
                     task = asyncio.create_task(
-                        self._send(pick.job_id, pick.operation, shard, batch, limiter,
+                        self._send(pick.job_id, pick.operation, shard_id, shard, batch, limiter,
                                    acquired=True)
                     )
                     self._batches.add(task)
@@ -337,6 +358,7 @@ class Engine:
             raise
         finally:
             self._lanes.pop(shard_id, None)
+            self._lane_wake.pop(shard_id, None)
             self._wake.set()
 
     async def _tagset(self, tagset_id: int) -> Any:
@@ -348,7 +370,7 @@ class Engine:
     # -- one batch -------------------------------------------------------------------------
 
     async def _send(
-        self, job_id: int, operation: str, shard: Shard, batch: list[Claimed],
+        self, job_id: int, operation: str, shard_id: int, shard: Shard, batch: list[Claimed],
         limiter: ShardLimiter, *, acquired: bool = False, credentials_retry: bool = True,
     ) -> None:
         if not acquired:
@@ -390,27 +412,29 @@ class Engine:
             del self.stats.batch_seconds[:5000]
 
         if failure is None:
-            self._record_response(job_id, batch, failed_map, limiter)
+            self._record_response(job_id, shard_id, batch, failed_map, limiter)
             return
         self.stats.call_errors[failure.code] += 1
         verdict = classify_call_error(failure, len(batch))
         if verdict is Verdict.SPLIT:
             self.stats.splits += 1
             for half in split_batch(batch):
-                await self._send(job_id, operation, shard, half, limiter)
+                await self._send(job_id, operation, shard_id, shard, half, limiter)
             return
         if verdict is Verdict.CREDENTIALS and credentials_retry:
             self.log.info("credentials_refresh", shard=str(shard), code=failure.code)
             await self.clients.invalidate(shard)
-            await self._send(job_id, operation, shard, batch, limiter, credentials_retry=False)
+            await self._send(job_id, operation, shard_id, shard, batch, limiter,
+                             credentials_retry=False)
             return
         if verdict is Verdict.THROTTLE:
             self.stats.throttled_calls += 1
             limiter.on_throttle()
+        self._requeued.add(shard_id)
         self.recorder.add(self._outcome(job_id, c, verdict, failure) for c in batch)
 
     def _record_response(
-        self, job_id: int, batch: list[Claimed], failed_map: dict[str, Any],
+        self, job_id: int, shard_id: int, batch: list[Claimed], failed_map: dict[str, Any],
         limiter: ShardLimiter,
     ) -> None:
         outcomes = []
@@ -434,6 +458,8 @@ class Engine:
             outcomes.append(self._outcome(job_id, c, verdict, failure))
         if throttled:
             limiter.on_throttle()
+        if failed_map:
+            self._requeued.add(shard_id)
         self.recorder.add(outcomes)
 
     def _outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
