@@ -33,6 +33,9 @@ class SimConfig:
     default_account: str = "123456789012"
     refused_roles: frozenset[str] = frozenset()
     seed: int | None = None
+    # What EC2 DescribeRegions answers: the account's enabled regions.
+    enabled_regions: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1",
+                                        "ap-southeast-2")
 
     def __post_init__(self) -> None:
         # A partial quota map means "override these"; operations left out keep their default.
@@ -43,6 +46,7 @@ class SimConfig:
         data["latency_ms"] = list(self.latency_ms)
         data["unsupported_types"] = sorted(self.unsupported_types)
         data["refused_roles"] = sorted(self.refused_roles)
+        data["enabled_regions"] = list(self.enabled_regions)
         return data
 
 

@@ -48,9 +48,25 @@ def handle(
             return 200, _get_caller_identity(state, config, access_key_id)
         if action == "AssumeRole":
             return 200, _assume_role(state, config, params)
+        if action == "DescribeRegions":  # EC2's query protocol: "every enabled region"
+            return 200, _describe_regions(config)
         raise StsError("InvalidAction", f"Could not find operation {action or '(none)'}")
     except StsError as e:
         return e.status, error_xml(e.code, e.message, "Sender" if e.status < 500 else "Receiver")
+
+
+def _describe_regions(config: SimConfig) -> str:
+    items = "".join(
+        f"<item><regionName>{escape(r)}</regionName>"
+        f"<regionEndpoint>ec2.{escape(r)}.amazonaws.com</regionEndpoint>"
+        "<optInStatus>opt-in-not-required</optInStatus></item>"
+        for r in config.enabled_regions
+    )
+    return (
+        '<DescribeRegionsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<requestId>{uuid.uuid4()}</requestId><regionInfo>{items}</regionInfo>"
+        "</DescribeRegionsResponse>"
+    )
 
 
 def error_xml(code: str, message: str, kind: str = "Sender") -> str:
