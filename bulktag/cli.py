@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -47,14 +48,34 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", help="AWS profile")
     g.add_argument("--max-rate", type=float, help="requests/s per shard for tag/untag calls")
     g.add_argument("--max-attempts", type=int, help="attempts per item on transient errors")
+    g.add_argument("--role-name", help="assume arn:<partition>:iam::<account>:role/NAME in "
+                   "accounts other than the caller's")
+    g.add_argument("--external-id", help="external id for the assumed roles")
+    g.add_argument("--on-access-error", choices=("fail", "pause"),
+                   help="items of an account whose role is refused: fail (default) or pause")
     g.add_argument("--log-format", choices=("auto", "console", "json"))
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
 def _job_submission(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arns", action="append", required=True, metavar="SRC",
+    p.add_argument("--arns", action="append", metavar="SRC",
                    help="ARN source: a file (.txt, .csv, .jsonl, optionally .gz) or - for stdin; "
                         "repeatable")
+    q = p.add_argument_group("discovery (instead of --arns: find the resources by query)")
+    q.add_argument("--query", help='an AWS Resource Groups ResourceQuery: {"Type": '
+                   '"TAG_FILTERS_1_0", "Query": "{\\"TagFilters\\": [...]}"} or '
+                   "CLOUDFORMATION_STACK_1_0 with a StackIdentifier")
+    q.add_argument("--match-tag", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="resources carrying this tag (repeatable; same key twice: either value)")
+    q.add_argument("--resource-type", action="append", default=[], metavar="SERVICE[:TYPE]",
+                   help="resources of this type, e.g. ec2:instance (repeatable)")
+    q.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
+    q.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    p.add_argument("--skip-compliant", action=argparse.BooleanOptionalAction, default=None,
+                   help="read current tags first and skip resources already right "
+                        "(default: on for tag, off for untag)")
+    p.add_argument("--if-absent", action="store_true",
+                   help="only add keys a resource does not have yet (never overwrite a value)")
     p.add_argument("--format", dest="source_format", choices=("text", "csv", "jsonl"),
                    help="source format when the file name does not tell (stdin)")
     p.add_argument("--name", help="a name for the job")
@@ -69,6 +90,17 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
     p.add_argument("--failure-min-items", type=int,
                    help="... once at least this many items were attempted (default 1000)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _export_on_finish(p)
+
+
+def _export_on_finish(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("export when the job ends (kept with the job: a later run exports)")
+    g.add_argument("--export-on-finish", metavar="DEST",
+                   help="s3://bucket/prefix or a directory: the report and manifest.json go to "
+                        "DEST/job-<id>/ once the job is completed or failed")
+    g.add_argument("--export-region", metavar="REGION", help="the bucket's region")
+    g.add_argument("--export-kms-key-arn", metavar="ARN",
+                   help="encrypt with SSE-KMS under this key (default SSE-S3, AES256)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="work queued jobs to the end")
     p.add_argument("jobs", nargs="*", type=int, metavar="JOB")
     p.add_argument("--json", action="store_true")
+    _export_on_finish(p)
     _common(p)
 
     p = sub.add_parser("status", help="state counts, rate, ETA and top errors")
@@ -105,11 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
 
-    p = sub.add_parser("report", help="one row per item of a job")
+    p = sub.add_parser(
+        "report", help="one row per item of a job",
+        epilog="-o DIR (an existing directory, or a path ending in /) or -o s3://bucket/prefix "
+               "writes job-<id>/ with the rows file and manifest.json (counts, checksums). "
+               "Exit 4 when the report cannot be written (bucket missing, access denied).")
     p.add_argument("job", type=int, metavar="JOB")
     p.add_argument("--format", dest="report_format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("--failed-only", action="store_true", help="only failed and invalid items")
-    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    p.add_argument("-o", "--output", metavar="FILE|DIR/|s3://BUCKET/PREFIX",
+                   help="where to write (default stdout)")
+    p.add_argument("--region", dest="s3_region", metavar="REGION",
+                   help="region of the destination bucket (default: the configured region)")
+    p.add_argument("--kms-key-arn", metavar="ARN",
+                   help="S3: encrypt with SSE-KMS under this key (default SSE-S3, AES256)")
+    _common(p)
+
+    p = sub.add_parser("verify", help="re-read the tags of a job's succeeded items; report drift")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("--json", action="store_true")
     _common(p)
 
     p = sub.add_parser("retry", help="put a job's failed items back to pending")
@@ -144,7 +191,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
         for name in ("db", "endpoint_url", "profile", "max_rate", "max_attempts", "log_format",
-                     "log_level")
+                     "log_level", "role_name", "external_id", "on_access_error")
     }
     return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
 
@@ -159,7 +206,13 @@ def emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
         print(human)
 
 
-async def job_status(store: Store, job_id: int) -> dict[str, Any]:
+async def job_status(store: Store, job_id: int, settings: Settings | None = None
+                     ) -> dict[str, Any]:
+    """A job's state, counts, rate, per account and region table and top errors with advice.
+    `settings` gives the quota the table compares against (default: the config and env)."""
+    from .advice import advice_for
+    from .report import quota_arns, shard_table
+
     job = await store.get_job(job_id)
     if job is None:
         raise UsageError(f"no job {job_id} in {store.path}")
@@ -169,13 +222,18 @@ async def job_status(store: Store, job_id: int) -> dict[str, Any]:
         example = await store.error_example(job_id, code)
         errors.append({"code": code, "count": n,
                        "example_arn": example[0] if example else None,
-                       "example_message": example[2] if example else None})
+                       "example_message": example[2] if example else None,
+                       "advice": advice_for(code, example[2] if example else None,
+                                            example[1] if example else None)})
     elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
     if job.state == "active":
         rate = job.rate
     else:  # a finished or paused job: its average over the time it ran
         rate = counts.done / elapsed if elapsed else 0.0
     eta = counts.open / rate if rate > 0 and job.state == "active" else None
+    settings = settings or load_settings()
+    quota = quota_arns(settings.rate_for("TagResources" if job.operation == "tag"
+                                         else "UntagResources"))
     return {
         "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
         "priority": job.priority, "reason": job.reason, "total": counts.total,
@@ -183,11 +241,14 @@ async def job_status(store: Store, job_id: int) -> dict[str, Any]:
                                           "invalid", "cancelled")},
         "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
         "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
+        "shards": shard_table(await store.shard_counts(job_id), elapsed, quota),
         "top_errors": errors,
     }
 
 
 def render_status(st: dict[str, Any]) -> str:
+    from .report import render_shard_table
+
     c = st["counts"]
     lines = [
         f"job {st['job']}{' (' + st['name'] + ')' if st['name'] else ''}: {st['operation']} "
@@ -196,11 +257,18 @@ def render_status(st: dict[str, Any]) -> str:
         f"  rate {st['rate']} ARN/s  ETA {format_duration(st['eta_seconds'])}  "
         f"elapsed {format_duration(st['elapsed_seconds'])}",
     ]
+    lines += render_shard_table(st.get("shards") or [])
     if st["top_errors"]:
         lines.append("  top errors:")
         for e in st["top_errors"]:
             lines.append(f"    {e['code']:<32} {e['count']:>8}  e.g. {e['example_arn']}: "
                          f"{(e['example_message'] or '')[:120]}")
+            if e.get("advice"):
+                lines.append(f"      -> {e['advice'].replace('JOB', str(st['job']))}")
+    export = st.get("export")
+    if export:
+        lines.append(f"  report exported: {export['manifest']}" if export.get("manifest")
+                     else f"  report export FAILED to {export['destination']}: {export['error']}")
     return "\n".join(lines)
 
 
@@ -263,6 +331,77 @@ async def run_engine(
     return finished and hits == 0
 
 
+def _query_from_args(args: argparse.Namespace) -> Any:
+    from .discovery import QueryError, parse_resource_query, query_from_flags
+
+    try:
+        if args.query and (args.match_tag or args.resource_type):
+            raise UsageError("--query and --match-tag/--resource-type do not combine")
+        if args.query:
+            return parse_resource_query(args.query)
+        if args.match_tag or args.resource_type:
+            return query_from_flags(args.match_tag, args.resource_type)
+    except QueryError as exc:
+        raise UsageError(str(exc)) from None
+    if args.regions or args.accounts:
+        raise UsageError("--regions and --accounts go with a query (--query, --match-tag, "
+                         "--resource-type)")
+    return None
+
+
+def _csv_list(text: str | None, what: str) -> list[str]:
+    items = [x.strip() for x in (text or "").split(",") if x.strip()]
+    if text is not None and not items:
+        raise UsageError(f"--{what}: empty list")
+    return items
+
+
+async def submit_query_job(
+    args: argparse.Namespace, settings: Settings, request: Request, query: Any,
+    options: dict[str, Any],
+) -> int:
+    """A job whose items discovery finds: one walk per (account, region), tagging as it goes."""
+    from .clients import ClientPool
+    from .discovery import enabled_regions
+    from .store import DiscoveryStore
+
+    if request.operation == "tag" and not request.tags:
+        raise UsageError("--tag: give at least one tag to apply")
+    if request.operation == "untag" and not request.keys:
+        raise UsageError("--key: give at least one key to remove")
+    accounts = _csv_list(args.accounts, "accounts") or [""]
+    for account in accounts:
+        if account and not (len(account) == 12 and account.isdigit()):
+            raise UsageError(f"--accounts: {account!r} is not a 12-digit account id")
+    regions = _csv_list(args.regions, "regions")
+    if not regions:
+        clients = ClientPool(settings)
+        try:
+            regions = await enabled_regions(clients, settings)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the user's to see
+            raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
+        finally:
+            await clients.close()
+    options.update({"query": query.to_json(), "tags": request.tags, "keys": list(request.keys),
+                    "accounts": accounts, "regions": regions})
+    if args.dry_run:
+        from .plan import plan_query
+
+        return await plan_query(args, settings, request, query, accounts, regions, options)
+    async with await Store.open(settings.db) as store:
+        job_id = await store.create_job(request.operation, options=options, name=args.name,
+                                        priority=args.priority, owner=new_owner_token())
+        await DiscoveryStore(store).create(job_id, [("aws", a, r) for a in accounts
+                                                    for r in regions])
+        await store.set_job_state(job_id, "ready")
+        log.info("job_submitted", job=job_id, query=query.to_json(), accounts=accounts,
+                 regions=regions)
+        if args.detach:
+            emit(args, {"job": job_id, "accounts": accounts, "regions": regions}, str(job_id))
+            return EXIT_OK
+        return await finish_run(args, store, settings, {job_id})
+
+
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "tag":
         tags: dict[str, str] = {}
@@ -290,10 +429,24 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--failure-min-items must not be negative, "
                              f"not {args.failure_min_items}")
         options["failure_min_items"] = args.failure_min_items
+    options["skip_compliant"] = (args.command == "tag" if args.skip_compliant is None
+                                 else args.skip_compliant)
+    options["if_absent"] = args.if_absent
+    if args.if_absent and args.command != "tag":
+        raise UsageError("--if-absent applies to tag jobs only")
+    query = _query_from_args(args)
+    if query is not None and args.arns:
+        raise UsageError("give either --arns or a query (--query, --match-tag, "
+                         "--resource-type), not both")
+    if query is None and not args.arns:
+        raise UsageError("nothing to work on: give --arns SRC, or a query (--query, "
+                         "--match-tag, --resource-type)")
+    if query is not None:
+        return await submit_query_job(args, settings, request, query, options)
     if args.dry_run:
-        from .dryrun import dry_run
+        from .plan import dry_run
 
-        return await dry_run(args, request, settings)
+        return await dry_run(args, request, settings, options)
     async with await Store.open(settings.db) as store:
         await store.reap_abandoned_submissions()
         owner = new_owner_token()
@@ -319,11 +472,19 @@ async def finish_run(
     args: argparse.Namespace, store: Store, settings: Settings, job_ids: set[int] | None,
     clients: Any = None,
 ) -> int:
+    await remember_export_on_finish(args, store, job_ids)
     progress_job = next(iter(job_ids)) if job_ids and len(job_ids) == 1 else None
     finished = await run_engine(store, settings, job_ids, progress_job=progress_job,
                                 clients=clients)
     ids = sorted(job_ids) if job_ids else [j.id for j in await store.list_jobs()]
-    statuses = [await job_status(store, j) for j in ids]
+    statuses = [await job_status(store, j, settings) for j in ids]
+    export_failed = False
+    if finished:  # after Ctrl-C, stop now: the next `bulktag run` exports what is due
+        for st in statuses:
+            st_export = await export_if_due(store, settings, st["job"])
+            if st_export is not None:
+                st["export"] = st_export
+                export_failed = export_failed or "error" in st_export
     if getattr(args, "json", False):
         print(json.dumps({"interrupted": not finished, "jobs": statuses}))
     else:
@@ -335,7 +496,76 @@ async def finish_run(
     for st in statuses:
         counts = Counts({k: v for k, v in st["counts"].items()})
         code = max(code, exit_code_for(counts, st["state"]))
-    return code
+    return max(code, EXIT_EXPORT) if export_failed else code
+
+
+# -- exports when a job ends -------------------------------------------------------------------
+
+EXIT_EXPORT = 4  # the report could not be written (bucket missing, access denied ...)
+
+
+def export_on_finish_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Job options for --export-on-finish (empty without it); checked, else UsageError."""
+    from .export import parse_destination
+
+    dest = getattr(args, "export_on_finish", None)
+    region = getattr(args, "export_region", None)
+    kms = getattr(args, "export_kms_key_arn", None)
+    if not dest:
+        if region or kms:
+            raise UsageError("--export-region and --export-kms-key-arn need --export-on-finish")
+        return {}
+    try:
+        parsed = parse_destination(dest)
+    except ValueError as exc:
+        raise UsageError(f"--export-on-finish: {exc}") from None
+    if parsed.bucket is None and (region or kms):
+        raise UsageError("--export-region and --export-kms-key-arn apply only to s3:// "
+                         "destinations")
+    return {"export_on_finish": {"destination": dest, "region": region, "kms_key_arn": kms,
+                                 "format": "csv"}}
+
+
+async def remember_export_on_finish(args: argparse.Namespace, store: Store,
+                                    job_ids: set[int] | None) -> None:
+    """Keep --export-on-finish in the jobs' options before running them, so a run that
+    crashes still exports from the next `bulktag run`. Without job ids: every unfinished job."""
+    from .store import merge_job_options
+
+    options = export_on_finish_options(args)
+    if not options:
+        return
+    ids = job_ids or {j.id for j in await store.list_jobs() if j.state not in JOB_DONE}
+    for j in sorted(ids):
+        await merge_job_options(store, j, options)
+
+
+async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[str, Any] | None:
+    """Export a completed or failed job with an export destination, unless this end of it
+    (same finished_at, same destination) was already exported. Returns what happened."""
+    from .export import ExportError, export_report, parse_destination
+    from .store import merge_job_options
+
+    job = await store.get_job(job_id)
+    spec = job.options.get("export_on_finish") if job else None
+    if job is None or not spec or job.state not in ("completed", "failed"):
+        return None
+    done = job.options.get("exported") or {}
+    if done.get("finished_at") == job.finished_at and done.get("spec") == spec:
+        return None
+    try:
+        exported = await export_report(
+            store, job, parse_destination(spec["destination"]), settings,
+            fmt=spec.get("format") or "csv", region=spec.get("region"),
+            kms_key_arn=spec.get("kms_key_arn"))
+    except ExportError as exc:
+        print(f"bulktag: error: job {job.id}: {exc}", file=sys.stderr)
+        log.error("export_failed", job=job.id, destination=spec["destination"], error=str(exc))
+        return {"destination": spec["destination"], "error": str(exc)}
+    await merge_job_options(store, job.id, {"exported": {
+        "spec": spec, "finished_at": job.finished_at, "manifest": exported.manifest_location,
+        "at": time.time()}})
+    return {"destination": spec["destination"], "manifest": exported.manifest_location}
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -377,18 +607,40 @@ async def cmd_jobs(args: argparse.Namespace, settings: Settings, store: Store | 
 
 
 async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Rows to stdout, to -o FILE, or job-<id>/ with manifest.json under -o DIR/ or s3://."""
+    out = args.output
+    s3 = bool(out and out.startswith("s3://"))
+    if (args.kms_key_arn or args.s3_region) and not s3:
+        raise UsageError("--kms-key-arn and --region apply only to -o s3://BUCKET/PREFIX")
     async with await Store.open(settings.db) as store:
         job = await store.get_job(args.job)
         if job is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
-        if args.output:
-            with open(args.output, "w", newline="", encoding="utf-8") as out:
-                n = await write_report(store, job.id, job.operation, out,
-                                       fmt=args.report_format, failed_only=args.failed_only)
-            log.info("report_written", job=job.id, rows=n, path=args.output)
-        else:
+        if not out:
             await write_report(store, job.id, job.operation, sys.stdout,
                                fmt=args.report_format, failed_only=args.failed_only)
+            return EXIT_OK
+        from .export import (ExportError, export_report, is_directory_target,
+                             parse_destination, write_report_file)
+
+        try:
+            if s3 or is_directory_target(out):
+                try:
+                    dest = parse_destination(out)
+                except ValueError as exc:
+                    raise UsageError(f"-o: {exc}") from None
+                exported = await export_report(
+                    store, job, dest, settings, fmt=args.report_format,
+                    failed_only=args.failed_only, region=args.s3_region,
+                    kms_key_arn=args.kms_key_arn)
+                print(exported.manifest_location)
+            else:
+                written = await write_report_file(store, job, out, fmt=args.report_format,
+                                                  failed_only=args.failed_only)
+                log.info("report_written", job=job.id, rows=written.rows, path=out)
+        except ExportError as exc:
+            print(f"bulktag: error: {exc}", file=sys.stderr)
+            return EXIT_EXPORT
         return EXIT_OK
 
 
@@ -426,6 +678,23 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
 
 
+async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from .verify import verify_job
+
+    async with await Store.open(settings.db) as store:
+        if await store.get_job(args.job) is None:
+            raise UsageError(f"no job {args.job} in {settings.db}")
+        result = await verify_job(store, settings, args.job)
+    data = {"job": args.job, "checked": result.checked, "drifted": result.drifted,
+            "unreadable": result.unreadable, "errors": result.errors, "drift": result.rows}
+    lines = [f"job {args.job}: verified {result.checked} succeeded item(s): "
+             f"{result.drifted} drifted, {result.unreadable} unreadable"]
+    lines += [f"  {r['arn']}: {r['drift']}" for r in result.rows[:50]]
+    lines += [f"  tags not read in {shard}: {why}" for shard, why in result.errors.items()]
+    emit(args, data, "\n".join(lines))
+    return EXIT_FAILED if result.drifted or result.unreadable else EXIT_OK
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .demo import run_demo
 
@@ -435,7 +704,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
     "tag": cmd_submit, "untag": cmd_submit, "run": cmd_run, "status": cmd_status,
     "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
-    "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo,
+    "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,
 }
 
 
@@ -464,6 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`bulktag report 1 | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .accounts import AccountAccessError
 from .arn import Shard
 from .classify import (
+    THROTTLE_CODES,
     Failure,
     Verdict,
     backoff_delay,
@@ -35,8 +36,9 @@ from .classify import (
 )
 from .clients import ClientPool
 from .config import Settings
+from .discovery import DiscoveryStats, decide, tags_of, walk
 from .limiter import ShardLimiter
-from .store import JOB_DONE, Claimed, Outcome, Runnable, Store
+from .store import JOB_DONE, Claimed, DiscoveryStore, Outcome, Runnable, Store
 
 log = structlog.get_logger("bulktag.engine")
 
@@ -116,7 +118,10 @@ class Engine:
         self.rng = rng or random.Random()
         self.stats = EngineStats()
         self.recorder = Recorder(store, owner, on_flush=self._after_flush)
-        self.limiters: dict[tuple[int, str], ShardLimiter] = {}
+        self.limiters: dict[tuple[Shard, str], ShardLimiter] = {}
+        self.discovery_stats = DiscoveryStats()
+        self._discoveries: set[asyncio.Task[None]] = set()
+        self._job_options: dict[int, dict[str, Any]] = {}
         self._work: dict[int, list[Runnable]] = {}
         self._lanes: dict[int, asyncio.Task[None]] = {}
         self._batches: set[asyncio.Task[None]] = set()
@@ -147,8 +152,9 @@ class Engine:
     def in_flight(self) -> int:
         return len(self._batches)
 
-    def limiter(self, shard_id: int, operation: str) -> ShardLimiter:
-        key = (shard_id, operation)
+    def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
+        """The shard's limiter for an operation, shared by every job and discovery on it."""
+        key = (shard, operation)
         lim = self.limiters.get(key)
         if lim is None:
             lim = self.limiters[key] = ShardLimiter(self.settings.rate_for(operation))
@@ -183,13 +189,15 @@ class Engine:
                         self._jobs_seen.add(r.job_id)
                         await self._activate(r.job_id)
                 self._work = work
+                await self._start_discoveries()
                 for shard_id in work:
                     if shard_id not in self._lanes:
                         self._lanes[shard_id] = asyncio.create_task(
                             self._lane(shard_id), name=f"lane-{shard_id}"
                         )
                 await self._settle_jobs()
-                idle = not runnable and not self._lanes and not self._batches
+                idle = (not runnable and not self._lanes and not self._batches
+                        and not self._discoveries)
                 if idle and not self.follow:
                     # Retries still in the recorder become pending work once written.
                     await self.recorder.flush()
@@ -216,7 +224,7 @@ class Engine:
 
     async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
         self._stopping.set()
-        lanes = list(self._lanes.values())
+        lanes = list(self._lanes.values()) + list(self._discoveries)
         for t in lanes:
             t.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
@@ -235,6 +243,83 @@ class Engine:
             self.log.info("leases_released", items=released)
         await self._settle_jobs()
         await self.clients.close()
+
+    async def _options(self, job_id: int) -> dict[str, Any]:
+        options = self._job_options.get(job_id)
+        if options is None:
+            job = await self.store.get_job(job_id)
+            options = self._job_options[job_id] = job.options if job else {}
+        return options
+
+    async def _start_discoveries(self, limit: int = 16) -> None:
+        """Claim pending discovery walks (this process's jobs) and run them alongside lanes."""
+        ds = DiscoveryStore(self.store)
+        while not self.stopping and len(self._discoveries) < limit:
+            d = await ds.claim(self.owner, self.job_ids)
+            if d is None:
+                return
+            job = await self.store.get_job(d.job_id)
+            if job is None:
+                continue
+            if d.job_id not in self._jobs_seen:
+                self._jobs_seen.add(d.job_id)
+                await self._activate(d.job_id)
+            shard = Shard(d.partition, d.account, d.region)
+            task = asyncio.create_task(
+                walk(self.store, self.settings, self.clients,
+                     self.limiter(shard, "GetResources"), self.owner, d, job.options,
+                     job.operation, self.discovery_stats, self._stopping, self.rng),
+                name=f"discovery-{d.id}",
+            )
+            self._discoveries.add(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._discoveries.discard(t)
+                self._wake.set()
+                if not t.cancelled() and t.exception() is not None:
+                    self.log.error("discovery_crashed", error=repr(t.exception()))
+
+            task.add_done_callback(done)
+
+    async def _unless_compliant(
+        self, job_id: int, operation: str, shard: Shard, claimed: list[Claimed],
+        options: dict[str, Any],
+    ) -> list[Claimed]:
+        """Read current tags (GetResources, 100 ARNs a call) and end compliant items as
+        `skipped`; with --if-absent, send each item only the keys it lacks. A failed read is
+        no reason to stop: the items are sent as they are."""
+        wanted = await self._tagset(claimed[0].tagset_id) if claimed else None
+        limiter = self.limiter(shard, "GetResources")
+        keep: list[Claimed] = []
+        outcomes: list[Outcome] = []
+        for i in range(0, len(claimed), 100):
+            chunk = claimed[i : i + 100]
+            await limiter.acquire()
+            self.stats.requests["GetResources"] += 1
+            try:
+                client = await self.clients.tagging(shard)
+                resp = await client.get_resources(ResourceARNList=[c.arn for c in chunk])
+            except (ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError) as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code in THROTTLE_CODES:
+                    limiter.on_throttle()
+                self.log.info("compliance_check_skipped", shard=str(shard), error=repr(exc))
+                keep.extend(chunk)
+                continue
+            current = {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
+            for c in chunk:
+                want = wanted if c.tagset_id == claimed[0].tagset_id else \
+                    await self._tagset(c.tagset_id)
+                decision = decide(operation, want, current.get(c.arn, {}),
+                                  if_absent=bool(options.get("if_absent")))
+                if decision.send:
+                    c.override = decision.override
+                    keep.append(c)
+                else:
+                    outcomes.append(Outcome(c.id, "skipped", c.attempts, message=decision.reason))
+                    self.stats.finished[job_id] += 1
+        self.recorder.add(outcomes)
+        return keep
 
     def _after_flush(self) -> None:
         for shard_id in self._requeued:
@@ -326,7 +411,11 @@ class Engine:
                     not_before[pick.job_id] = due if due is not None else time.time() + 1.0
                     continue
                 operation = OPERATIONS[pick.operation]
-                limiter = self.limiter(shard_id, operation)
+                limiter = self.limiter(shard, operation)
+                options = await self._options(pick.job_id)
+                if options.get("skip_compliant") and "query" not in options:
+                    claimed = await self._unless_compliant(pick.job_id, pick.operation, shard,
+                                                           claimed, options)
                 for batch in _batches(claimed):
                     if self.stopping:
                         break  # leased items left are released at shutdown
@@ -376,7 +465,7 @@ class Engine:
         if not acquired:
             await limiter.acquire()
         api = OPERATIONS[operation]
-        tagset = await self._tagset(batch[0].tagset_id)
+        tagset = batch[0].override or await self._tagset(batch[0].tagset_id)
         arns = [c.arn for c in batch]
         started = time.monotonic()
         self.stats.requests[api] += 1
@@ -483,10 +572,11 @@ class Engine:
 
 
 def _batches(claimed: list[Claimed]) -> Iterable[list[Claimed]]:
-    """Split claimed items (ordered by tagset) into batches of ≤ 20 sharing one tagset."""
-    by_tagset: dict[int, list[Claimed]] = defaultdict(list)
+    """Split claimed items into batches of ≤ 20 that send the same tags."""
+    by_tagset: dict[tuple[int, str], list[Claimed]] = defaultdict(list)
     for c in claimed:
-        by_tagset[c.tagset_id].append(c)
+        override = json.dumps(c.override, sort_keys=True) if c.override else ""
+        by_tagset[(c.tagset_id, override)].append(c)
     for items in by_tagset.values():
         for i in range(0, len(items), BATCH_SIZE):
             yield items[i : i + BATCH_SIZE]

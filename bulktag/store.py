@@ -140,6 +140,7 @@ class Claimed:
     arn: str
     tagset_id: int
     attempts: int
+    override: dict[str, str] | None = None  # tags to send instead of the tagset (--if-absent)
 
 
 @dataclass(slots=True)
@@ -511,6 +512,7 @@ class Store:
         async with self.transaction():
             cur = await self.db.execute(Q["release_owner"], (owner,))
             n = cur.rowcount
+            await self.db.execute(Q["release_discoveries"], (owner,))
             if forget:
                 await self.db.execute(Q["delete_owner"], (owner,))
         return int(n)
@@ -553,3 +555,104 @@ class Store:
             if len(rows) < page:
                 return
             last = rows[-1]["id"]
+
+
+# -- discovery and verification -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Discovery:
+    id: int
+    job_id: int
+    partition: str
+    account: str
+    region: str
+    state: str
+    token: str | None
+    token_at: float | None
+    pages: int
+    found: int
+    restarts: int
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Discovery:
+        return cls(row["id"], row["job_id"], row["partition"], row["account"], row["region"],
+                   row["state"], row["token"], row["token_at"], row["pages"], row["found"],
+                   row["restarts"], row["error"])
+
+
+class DiscoveryStore:
+    """The discovery and verification half of the store, on the same connection and lock."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, job_id: int, pairs: Iterable[tuple[str, str, str]]) -> None:
+        now = time.time()
+        async with self.store.transaction():
+            await self.store.db.executemany(
+                Q["create_discovery"], [(job_id, p, a, r, now) for p, a, r in pairs]
+            )
+
+    async def claim(self, owner: str, job_ids: set[int] | None) -> Discovery | None:
+        row = await self.store._one(
+            Q["claim_discovery"],
+            {"owner": owner, "now": time.time(),
+             "jobs": None if job_ids is None else json.dumps(sorted(job_ids))},
+        )
+        return Discovery.from_row(row) if row else None
+
+    async def save_page(self, d: Discovery, owner: str, token: str | None, found: int) -> None:
+        now = time.time()
+        await self.store._write(Q["save_discovery_page"], (token, now, found, now, d.id, owner))
+
+    async def restart(self, d: Discovery) -> None:
+        await self.store._write(Q["restart_discovery"], (time.time(), d.id))
+
+    async def finish(self, d: Discovery, state: str, error: str | None = None) -> None:
+        await self.store._write(Q["finish_discovery"], (state, error, time.time(), d.id))
+
+    async def of_job(self, job_id: int) -> list[Discovery]:
+        return [Discovery.from_row(r) for r in await self.store._all(Q["job_discoveries"],
+                                                                        (job_id,))]
+
+    async def skip(self, job_id: int, skipped: Sequence[tuple[str, str]]) -> int:
+        """Mark pending items `skipped` with a reason: (arn, reason) pairs."""
+        if not skipped:
+            return 0
+        now = time.time()
+        async with self.store.transaction():
+            cur = await self.store.db.executemany(
+                Q["skip_arn"], [(now, reason, job_id, arn) for arn, reason in skipped]
+            )
+            n = cur.rowcount
+            await cur.close()
+        return int(n)
+
+    async def succeeded(self, job_id: int, page: int = 1000) -> AsyncIterator[list[sqlite3.Row]]:
+        """Succeeded items of a job, a page at a time."""
+        last = 0
+        while True:
+            rows = await self.store._all(Q["succeeded_page"], (job_id, last, page))
+            if rows:
+                yield rows
+            if len(rows) < page:
+                return
+            last = rows[-1]["id"]
+
+    async def set_drift(self, results: Sequence[tuple[int, str | None]]) -> None:
+        now = time.time()
+        async with self.store.transaction():
+            await self.store.db.executemany(
+                Q["set_drift"], [(now, drift, item_id) for item_id, drift in results]
+            )
+
+
+# -- report exports -----------------------------------------------------------------------------
+
+
+async def merge_job_options(store: Store, job_id: int, options: dict[str, Any]) -> None:
+    """Set top-level keys of a job's options, keeping the others (JSON merge patch: a None
+    value removes its key). Used to remember an export destination and the last export."""
+    await store._write(Q["merge_job_options"], (json.dumps(options), time.time(), job_id))

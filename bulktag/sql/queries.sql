@@ -83,11 +83,13 @@ WHERE c.state = 'pending' AND c.n > 0 AND c.shard_id <> 0
 ORDER BY j.priority DESC, c.job_id;
 
 -- name: unfinished_jobs
--- Jobs whose items are all terminal but whose state still says otherwise.
+-- Jobs whose items are all terminal (and discovery over) but whose state still says otherwise.
 SELECT j.id FROM jobs j
 WHERE j.state IN ('ready', 'active')
   AND NOT EXISTS (SELECT 1 FROM counts c WHERE c.job_id = j.id
-                  AND c.state IN ('pending', 'leased') AND c.n > 0);
+                  AND c.state IN ('pending', 'leased') AND c.n > 0)
+  AND NOT EXISTS (SELECT 1 FROM discoveries d WHERE d.job_id = j.id
+                  AND d.state IN ('pending', 'running'));
 
 -- name: claim
 UPDATE items SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires
@@ -158,3 +160,48 @@ SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.ht
 FROM items i INDEXED BY items_unsuccessful LEFT JOIN shards s ON s.id = i.shard_id
 WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.id > ?
 ORDER BY i.id LIMIT ?;
+
+-- name: create_discovery
+INSERT INTO discoveries (job_id, partition, account, region, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (job_id, account, region) DO NOTHING;
+
+-- name: claim_discovery
+UPDATE discoveries SET state = 'running', owner = :owner, updated_at = :now
+WHERE id = (SELECT d.id FROM discoveries d JOIN jobs j ON j.id = d.job_id
+            WHERE d.state = 'pending' AND j.state IN ('ready', 'active')
+              AND (:jobs IS NULL OR d.job_id IN (SELECT value FROM json_each(:jobs)))
+            ORDER BY j.priority DESC, d.id LIMIT 1)
+RETURNING *;
+
+-- name: save_discovery_page
+UPDATE discoveries SET token = ?, token_at = ?, pages = pages + 1, found = found + ?,
+                       updated_at = ?
+WHERE id = ? AND owner = ?;
+
+-- name: restart_discovery
+UPDATE discoveries SET token = NULL, token_at = NULL, restarts = restarts + 1, updated_at = ?
+WHERE id = ?;
+
+-- name: finish_discovery
+UPDATE discoveries SET state = ?, error = ?, owner = NULL, token = NULL, updated_at = ?
+WHERE id = ?;
+
+-- name: release_discoveries
+UPDATE discoveries SET state = 'pending', owner = NULL WHERE state = 'running' AND owner = ?;
+
+-- name: job_discoveries
+SELECT * FROM discoveries WHERE job_id = ? ORDER BY account, region;
+
+-- name: skip_arn
+UPDATE items SET state = 'skipped', finished_at = ?, message = ?
+WHERE job_id = ? AND arn = ? AND state = 'pending';
+
+-- name: succeeded_page
+SELECT i.id, i.arn, i.shard_id, i.tagset_id FROM items i
+WHERE i.job_id = ? AND i.state = 'succeeded' AND i.id > ? ORDER BY i.id LIMIT ?;
+
+-- name: set_drift
+UPDATE items SET verified_at = ?, drift = ? WHERE id = ?;
+
+-- name: merge_job_options
+UPDATE jobs SET options = json_patch(options, ?), updated_at = ? WHERE id = ?;

@@ -1,0 +1,210 @@
+"""`--dry-run`, the plan: per account and region, how many resources would change, be skipped
+or are invalid, and how long that takes at the quotas. Nothing is enqueued and nothing tagged:
+current tags are read with GetResources (ARN lists for file sources, the query walk for
+queries), at the shard's GetResources quota."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .accounts import AccountAccessError
+from .arn import Shard, parse_arn
+from .clients import ClientPool
+from .config import Settings
+from .discovery import PAGE, Query, decide, tags_of
+from .limiter import ShardLimiter
+from .sources import open_rows, read_chunks
+from .submit import Request, item_for_row
+
+BATCH = 20
+
+
+@dataclass
+class ShardPlan:
+    change: Counter[str] = field(default_factory=Counter)  # tags to send (JSON) -> resources
+    skip: int = 0
+    unread: int = 0  # tags could not be read: counted as changes
+    error: str | None = None
+
+    @property
+    def changes(self) -> int:
+        return sum(self.change.values())
+
+
+def _tally(specs: list[str], request: Request, fmt: str | None
+           ) -> tuple[dict[Shard, list[tuple[str, str]]], int, int, int]:
+    """Read the sources: valid (arn, tagset body) per shard, and rows / invalid / duplicates."""
+    per_shard: dict[Shard, list[tuple[str, str]]] = defaultdict(list)
+    seen: set[str] = set()
+    rows = invalid = dupes = 0
+    for spec in specs:
+        for chunk in read_chunks(open_rows(spec, fmt=fmt), 10_000):
+            for row in chunk:
+                rows += 1
+                item = item_for_row(row, request)
+                if item.problem is not None or item.shard is None or item.tagset is None:
+                    invalid += 1
+                elif item.arn in seen:
+                    dupes += 1
+                else:
+                    seen.add(item.arn)
+                    per_shard[item.shard].append((item.arn, item.tagset))
+    return per_shard, rows, invalid, dupes
+
+
+async def _read_tags(clients: ClientPool, limiter: ShardLimiter, shard: Shard,
+                     arns: list[str]) -> dict[str, dict[str, str]]:
+    client = await clients.tagging(shard)
+    while True:
+        await limiter.acquire()
+        try:
+            resp = await client.get_resources(ResourceARNList=arns)
+        except ClientError as exc:
+            if "Throttl" in str(exc.response.get("Error", {}).get("Code", "")):
+                limiter.on_throttle()
+                continue
+            raise
+        return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
+
+
+async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
+                      items: list[tuple[str, str]], request: Request, options: Mapping[str, Any],
+                      ) -> ShardPlan:
+    plan = ShardPlan()
+    check = bool(options.get("skip_compliant"))
+    limiter = ShardLimiter(settings.rate_for("GetResources"))
+    for i in range(0, len(items), 100):
+        chunk = items[i : i + 100]
+        current: dict[str, dict[str, str]] | None = None
+        if check and plan.error is None:
+            try:
+                current = await _read_tags(clients, limiter, shard, [a for a, _ in chunk])
+            except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
+                plan.error = str(exc)
+        for arn, body in chunk:
+            wanted = json.loads(body)
+            if current is None:
+                plan.change[body] += 1
+                plan.unread += int(check)
+                continue
+            d = decide(request.operation, wanted, current.get(arn, {}),
+                       if_absent=bool(options.get("if_absent")))
+            if d.send:
+                plan.change[json.dumps(d.override, sort_keys=True) if d.override else body] += 1
+            else:
+                plan.skip += 1
+    return plan
+
+
+async def _walk_plan(clients: ClientPool, settings: Settings, account: str, region: str,
+                     query: Query, request: Request, options: Mapping[str, Any],
+                     plans: dict[Shard, ShardPlan]) -> None:
+    limiter = ShardLimiter(settings.rate_for("GetResources"))
+    wanted: Any = request.tags if request.operation == "tag" else list(request.keys)
+    token = None
+    shard_key = Shard("aws", account, region)
+    try:
+        client = await clients.tagging(shard_key)
+        while True:
+            params = {**query.params(), "ResourcesPerPage": PAGE}
+            if token:
+                params["PaginationToken"] = token
+            await limiter.acquire()
+            try:
+                resp = await client.get_resources(**params)
+            except ClientError as exc:
+                if "Throttl" in str(exc.response.get("Error", {}).get("Code", "")):
+                    limiter.on_throttle()
+                    continue
+                raise
+            for m in resp.get("ResourceTagMappingList", []):
+                shard = parse_arn(m["ResourceARN"]).shard
+                plan = plans.setdefault(shard, ShardPlan())
+                d = decide(request.operation, wanted, tags_of(m),
+                           if_absent=bool(options.get("if_absent")))
+                if d.send or not options.get("skip_compliant"):
+                    plan.change[json.dumps(d.override or wanted, sort_keys=True)] += 1
+                else:
+                    plan.skip += 1
+            token = resp.get("PaginationToken")
+            if not token:
+                return
+    except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
+        plans.setdefault(shard_key, ShardPlan()).error = str(exc)
+
+
+def _render(args: argparse.Namespace, request: Request, settings: Settings,
+            plans: dict[Shard, ShardPlan], header: dict[str, Any], invalid: int) -> int:
+    rate = settings.rate_for("TagResources" if request.operation == "tag" else "UntagResources")
+    shards = []
+    for shard, plan in sorted(plans.items(), key=lambda kv: str(kv[0])):
+        batches = sum(math.ceil(n / BATCH) for n in plan.change.values())
+        shards.append({"partition": shard.partition, "account": shard.account,
+                       "region": shard.region, "change": plan.changes, "skip": plan.skip,
+                       "unread": plan.unread, "batches": batches,
+                       "seconds_at_quota": round(batches / rate, 1), "error": plan.error})
+    data = {**header, "operation": request.operation, "invalid": invalid,
+            "change": sum(s["change"] for s in shards), "skip": sum(s["skip"] for s in shards),
+            "shards": shards,
+            # Shards run at once: the run takes as long as its slowest shard.
+            "estimated_seconds": max((s["seconds_at_quota"] for s in shards), default=0)}
+    if getattr(args, "json", False):
+        print(json.dumps(data))
+    else:
+        print(f"plan ({request.operation}, nothing sent): {data['change']} to change, "
+              f"{data['skip']} already right, {invalid} invalid; "
+              f"{rate:g} calls/s of 20 ARNs per account-region")
+        print(f"  {'account':<14}{'region':<16}{'change':>9}{'skip':>9}{'batches':>9}"
+              f"{'est. s':>9}")
+        for s in shards:
+            line = (f"  {s['account'] or '(caller)':<14}{s['region']:<16}{s['change']:>9}"
+                    f"{s['skip']:>9}{s['batches']:>9}{s['seconds_at_quota']:>9}")
+            if s["error"]:
+                line += f"  tags not read: {s['error'][:100]}"
+            print(line)
+        print(f"  estimated duration: ~{data['estimated_seconds']} s (shards run at once)")
+    return 0 if not invalid or request.skip_invalid else 2
+
+
+async def dry_run(args: argparse.Namespace, request: Request, settings: Settings,
+                  options: Mapping[str, Any]) -> int:
+    """The plan for file sources."""
+    per_shard, rows, invalid, dupes = await anyio.to_thread.run_sync(
+        functools.partial(_tally, args.arns, request, args.source_format)
+    )
+    clients = ClientPool(settings)
+    try:
+        results = await asyncio.gather(*(
+            _plan_shard(clients, settings, shard, items, request, options)
+            for shard, items in per_shard.items()
+        ))
+    finally:
+        await clients.close()
+    plans = dict(zip(per_shard, results, strict=True))
+    return _render(args, request, settings, plans, {"rows": rows, "duplicates": dupes}, invalid)
+
+
+async def plan_query(args: argparse.Namespace, settings: Settings, request: Request, query: Query,
+                     accounts: list[str], regions: list[str], options: Mapping[str, Any]) -> int:
+    """The plan for a query: walk it without enqueuing."""
+    clients = ClientPool(settings)
+    plans: dict[Shard, ShardPlan] = {}
+    try:
+        await asyncio.gather(*(
+            _walk_plan(clients, settings, a, r, query, request, options, plans)
+            for a in accounts for r in regions
+        ))
+    finally:
+        await clients.close()
+    return _render(args, request, settings, plans, {"query": query.to_json()}, 0)

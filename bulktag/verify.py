@@ -1,0 +1,123 @@
+"""`bulktag verify JOB`: re-read the tags of every succeeded item and report drift.
+
+Tags are read with GetResources (100 ARNs a call, at each shard's GetResources quota, every
+shard at once). An item drifted when its resource no longer carries the tags the job applied
+(or, for an untag job, carries a removed key again). The finding is stored on the item
+(`verified_at`, `drift`) and shows in `bulktag report`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .accounts import AccountAccessError
+from .arn import Shard
+from .clients import ClientPool
+from .config import Settings
+from .discovery import tags_of
+from .limiter import ShardLimiter
+from .store import DiscoveryStore, Store
+
+
+def drift_of(operation: str, wanted: Any, current: Mapping[str, str] | None) -> str | None:
+    """Pure: what differs between what the job applied and what the resource carries now."""
+    if current is None:
+        current = {}
+    if operation == "untag":
+        back = sorted(k for k in wanted if k in current)
+        return f"removed keys present again: {', '.join(back)}" if back else None
+    problems = []
+    for key, value in wanted.items():
+        if key not in current:
+            problems.append(f"{key} missing")
+        elif current[key] != value:
+            problems.append(f"{key}: expected {value!r}, found {current[key]!r}")
+    return "; ".join(problems) or None
+
+
+@dataclass
+class VerifyResult:
+    checked: int = 0
+    drifted: int = 0
+    unreadable: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # drifted items, first 1,000
+    errors: dict[str, str] = field(default_factory=dict)  # shard -> why its tags were not read
+
+
+async def verify_job(store: Store, settings: Settings, job_id: int,
+                     clients: ClientPool | None = None) -> VerifyResult:
+    job = await store.get_job(job_id)
+    if job is None:
+        raise ValueError(f"no job {job_id}")
+    ds = DiscoveryStore(store)
+    own = clients is None
+    clients = clients or ClientPool(settings)
+    result = VerifyResult()
+    limiters: dict[Shard, ShardLimiter] = {}
+    tagsets: dict[int, Any] = {}
+    try:
+        async for page in ds.succeeded(job_id):
+            by_shard: dict[int, list[Any]] = defaultdict(list)
+            for row in page:
+                by_shard[row["shard_id"]].append(row)
+            shards = {sid: await store.shard(sid) for sid in by_shard}
+            await asyncio.gather(*(
+                _verify_shard(store, ds, clients, job.operation, shards[sid], rows,
+                              limiters, tagsets, result, settings)
+                for sid, rows in by_shard.items()
+            ))
+    finally:
+        if own:
+            await clients.close()
+    return result
+
+
+async def _verify_shard(store: Store, ds: DiscoveryStore, clients: ClientPool, operation: str,
+                        shard: Shard, rows: list[Any], limiters: dict[Shard, ShardLimiter],
+                        tagsets: dict[int, Any], result: VerifyResult,
+                        settings: Settings) -> None:
+    limiter = limiters.setdefault(shard, ShardLimiter(settings.rate_for("GetResources")))
+    for i in range(0, len(rows), 100):
+        chunk = rows[i : i + 100]
+        current = None
+        while current is None:
+            await limiter.acquire()
+            try:
+                client = await clients.tagging(shard)
+                resp = await client.get_resources(ResourceARNList=[r["arn"] for r in chunk])
+                current = {m["ResourceARN"]: tags_of(m)
+                           for m in resp.get("ResourceTagMappingList", [])}
+            except ClientError as exc:
+                if "Throttl" in str(exc.response.get("Error", {}).get("Code", "")):
+                    limiter.on_throttle()
+                    continue
+                result.errors[str(shard)] = str(exc)
+                result.unreadable += len(chunk)
+                break
+            except (BotoCoreError, AccountAccessError, OSError) as exc:
+                result.errors[str(shard)] = str(exc)
+                result.unreadable += len(chunk)
+                break
+        if current is None:
+            continue
+        findings = []
+        for r in chunk:
+            tid = r["tagset_id"]
+            if tid not in tagsets:
+                tagsets[tid] = json.loads(await store.tagset(tid))
+            drift = drift_of(operation, tagsets[tid], current.get(r["arn"]))
+            findings.append((r["id"], drift))
+            result.checked += 1
+            if drift:
+                result.drifted += 1
+                if len(result.rows) < 1000:
+                    result.rows.append({"arn": r["arn"], "account": shard.account,
+                                        "region": shard.region, "drift": drift})
+        await ds.set_drift(findings)
