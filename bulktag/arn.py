@@ -28,6 +28,13 @@ _PARTITION = re.compile(r"aws(-[a-z]+)*", re.ASCII)
 _SERVICE = re.compile(r"[a-z0-9][a-z0-9-]*", re.ASCII)
 _REGION = re.compile(r"([a-z]{2}(-[a-z]+)+-[0-9]+)?", re.ASCII)
 _ACCOUNT = re.compile(r"([0-9]{12}|aws)?", re.ASCII)
+# The whole grammar above in one pattern (resource: no control characters), for the common case
+# of a well-formed ARN; a mismatch falls back to the part-by-part checks that name the fault.
+_WHOLE = re.compile(
+    r"arn:(aws(?:-[a-z]+)*):([a-z0-9][a-z0-9-]*):((?:[a-z]{2}(?:-[a-z]+)+-[0-9]+)?)"
+    r":((?:[0-9]{12}|aws)?):([^\x00-\x1f\x7f]+)",
+    re.ASCII | re.DOTALL,
+)
 
 
 class ArnError(ValueError):
@@ -82,6 +89,9 @@ def parse_arn(text: str) -> Arn:
         raise ArnError(f"ARN is {len(text)} characters long; the API accepts at most 1011")
     if text != text.strip():
         raise ArnError("ARN has leading or trailing white space")
+    m = _WHOLE.fullmatch(text)
+    if m is not None:
+        return Arn(text, *m.groups())
     parts = text.split(":", 5)
     if len(parts) < 6 or parts[0] != "arn":
         raise ArnError("not an ARN: expected arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE")

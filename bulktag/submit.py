@@ -9,6 +9,7 @@ case the row becomes an `invalid` item with its reason.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, BinaryIO
 
 import anyio.to_thread
 
-from .arn import ArnError, parse_arn
+from .arn import ArnError, Shard, parse_arn
 from .sources import Row, open_rows, read_chunks, source_name
 from .store import NewItem, Store, tagset_body
 from .tags import keys_problem, tagset_problem
@@ -82,14 +83,48 @@ def request_problem(request: Request) -> str | None:
     return keys_problem(list(request.keys)) if request.keys else None
 
 
-def item_for_row(row: Row, request: Request) -> NewItem:
-    """The item a row becomes: with its shard and tagset, or with the reason it is invalid."""
+def _request_tagset(request: Request) -> tuple[str | None, str | None]:
+    """(problem, tagset body) of a row that carries no tags of its own: the same for every such
+    row of a request, so it is worked out once per submission rather than once per row."""
+    if request.operation == "tag":
+        if not request.tags:
+            return "no tags to apply (give --tag or tag columns)", None
+        return tagset_problem(request.tags), tagset_body(request.tags, None)
+    keys = list(request.keys)
+    if not keys:
+        return "no tag keys to remove (give --key)", None
+    return keys_problem(sorted(set(keys))), tagset_body(None, keys)
+
+
+def item_for_row(
+    row: Row,
+    request: Request,
+    fixed: tuple[str | None, str | None] | None = None,
+    shards: dict[tuple[str, str, str], Shard] | None = None,
+) -> NewItem:
+    """The item a row becomes: with its shard and tagset, or with the reason it is invalid.
+
+    `fixed` is `_request_tagset(request)` and `shards` a cache of Shard objects, both optional:
+    a submission passes them so rows without tags of their own cost no tag checks or JSON.
+    """
     if row.problem is not None:
         return NewItem(row.arn or f"<line {row.line}>", None, None, row.line, row.problem)
     try:
         arn = parse_arn(row.arn)
     except ArnError as exc:
         return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
+    if shards is None:
+        shard = arn.shard
+    else:
+        key = (arn.partition, arn.account, arn.region)
+        shard = shards.get(key)  # type: ignore[assignment]
+        if shard is None:
+            shard = shards[key] = arn.shard
+    if not row.tags:
+        problem, body = _request_tagset(request) if fixed is None else fixed
+        if body is None or problem is not None:
+            return NewItem(row.arn, None, None, row.line, problem)
+        return NewItem(row.arn, shard, body, row.line)
     if request.operation == "tag":
         tags = {**request.tags, **row.tags} if row.tags else request.tags
         if not tags:
@@ -104,14 +139,16 @@ def item_for_row(row: Row, request: Request) -> NewItem:
         body = tagset_body(None, keys)
     if problem is not None:
         return NewItem(row.arn, None, None, row.line, problem)
-    return NewItem(row.arn, arn.shard, body, row.line)
+    return NewItem(row.arn, shard, body, row.line)
 
 
 def _item_chunks(
     spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None
 ) -> Iterator[list[NewItem]]:
+    fixed = _request_tagset(request)
+    shards: dict[tuple[str, str, str], Shard] = {}
     for rows in read_chunks(open_rows(spec, fmt=fmt, stdin=stdin), CHUNK):
-        yield [item_for_row(r, request) for r in rows]
+        yield [item_for_row(r, request, fixed, shards) for r in rows]
 
 
 async def submit(
@@ -141,17 +178,30 @@ async def submit(
         for spec in sources:
             chunks = _item_chunks(spec, request, fmt, stdin)
             pull = functools.partial(next, chunks, None)
-            while (items := await anyio.to_thread.run_sync(pull)) is not None:
-                result.rows += len(items)
-                bad = [it for it in items if it.problem is not None]
-                result.invalid += len(bad)
-                if bad and not request.skip_invalid:
-                    n_problems += len(bad)
-                    for it in bad[: MAX_PROBLEMS_SHOWN - len(problems)]:
-                        problems.append(Problem(source_name(spec), it.line or 0, it.problem or ""))
-                if n_problems:
-                    continue  # keep reading to report every bad row, but keep nothing
-                result.added += await store.add_items(job_id, items)
+            # Pipelined: the worker thread reads and parses the next chunk while this one is
+            # written (sqlite releases the GIL), one chunk ahead at most (flat memory).
+            pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+            try:
+                while (items := await pending) is not None:
+                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+                    result.rows += len(items)
+                    bad = [it for it in items if it.problem is not None]
+                    result.invalid += len(bad)
+                    if bad and not request.skip_invalid:
+                        n_problems += len(bad)
+                        for it in bad[: MAX_PROBLEMS_SHOWN - len(problems)]:
+                            problems.append(
+                                Problem(source_name(spec), it.line or 0, it.problem or "")
+                            )
+                    if n_problems:
+                        continue  # keep reading to report every bad row, but keep nothing
+                    result.added += await store.add_items(job_id, items)
+            finally:
+                if not pending.done():
+                    pending.cancel()  # takes effect once the thread returns the chunk
+                    await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: an error raised above takes precedence
         if n_problems:
             raise SubmissionRefused(problems, n_problems)
         if result.rows == 0:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bulktag.sim.config import DEFAULT_QUOTAS, SimConfig, parse_latency
-from bulktag.sim.server import SeedSpec, serve_forever
+
+if TYPE_CHECKING:  # the server (and aiohttp) load only when the simulator runs
+    from bulktag.sim.server import SeedSpec
 
 
 def _rate(text: str) -> float:
@@ -84,6 +87,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def seed_from_args(args: argparse.Namespace, config: SimConfig) -> SeedSpec | None:
     if args.seed_resources <= 0:
         return None
+    from bulktag.sim.server import SeedSpec
+
     return SeedSpec(args.accounts or [config.default_account], args.regions, args.seed_resources)
 
 
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     try:
+        from bulktag.sim.server import serve_forever
+
         asyncio.run(serve_forever(config, args.host, args.port, seed_from_args(args, config)))
     except KeyboardInterrupt:
         pass
