@@ -73,6 +73,7 @@ class Settings:
     external_id: str | None = None
     accounts: dict[str, dict[str, str]] = field(default_factory=dict)
     sts_endpoint_url: str | None = None  # default: endpoint_url when set, else botocore's
+    s3_endpoint_url: str | None = None  # report exports to s3://; default: botocore's
     on_access_error: str = "fail"  # fail | pause: items of an account whose role is refused
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"

@@ -1,0 +1,262 @@
+"""Completion reports (rows + manifest.json under job-<id>/), the per account and region summary,
+and the advice shown beside the top errors. The mixed job runs through the real CLI against the
+in-test simulator; the expected counts are read from the SQLite file with plain sqlite3."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulktag import advice
+from bulktag.advice import advice_for
+from bulktag.arn import Shard
+from bulktag.report import render_shard_table, shard_table
+from bulktag.sim import RunningSimulator
+from bulktag.store import Counts, Outcome, Store
+from conftest import CliRunner
+
+ACCOUNT = "123456789012"
+
+
+def ec2(n: int, region: str = "us-east-1", name: str = "i") -> str:
+    return f"arn:aws:ec2:{region}:{ACCOUNT}:instance/{name}-{n:05d}"
+
+
+class Cli:
+    """run_cli with --db (and the simulator for tag/untag/run) filled in, off the event loop."""
+
+    def __init__(self, run_cli: CliRunner, db: Path, sim: RunningSimulator | None,
+                 env: dict[str, str] | None = None) -> None:
+        self.run_cli, self.db, self.sim, self.env = run_cli, db, sim, env
+
+    async def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        extra = ["--db", str(self.db)]
+        if self.sim is not None and args[0] in ("tag", "untag", "run"):
+            extra += ["--endpoint-url", self.sim.url, "--log-format", "json"]
+        return await asyncio.to_thread(self.run_cli, *args, *extra, env=self.env)
+
+    async def ok(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        proc = await self(*args)
+        assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+
+GOOD = [ec2(n) for n in range(6)] + [ec2(n, "us-west-2") for n in range(4)]
+SKIPPED = [ec2(n, "eu-west-1", "skip") for n in range(3)]
+DENIED = [ec2(n, name="denied") for n in range(3)]
+MISSING = [ec2(n, "us-west-2", "missing") for n in range(2)]
+IAM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/legacy-admin"
+BAD_ROW = "not-an-arn"
+
+
+async def mixed_job(cli: Cli, tmp_path: Path) -> int:
+    """A tag job ending with successes, skips, and AccessDenied, ResourceNotFound,
+    InvalidParameter and InvalidInput failures. Skips are recorded through the store."""
+    src = tmp_path / "arns.txt"
+    src.write_text("\n".join([*GOOD, *SKIPPED, *DENIED, *MISSING, IAM_ROLE, BAD_ROW]) + "\n")
+    proc = await cli.ok("tag", "--arns", str(src), "--tag", "Owner=me", "--skip-invalid",
+                        "--detach", "--name", "mixed")
+    job = int(proc.stdout.strip())
+    with sqlite3.connect(cli.db) as conn:
+        (shard_id,), = conn.execute("SELECT id FROM shards WHERE region = 'eu-west-1'")
+    async with await Store.open(cli.db) as store:
+        claimed = await store.claim("test:1:x", job, shard_id, 20, lease_seconds=60)
+        assert len(claimed) == len(SKIPPED)
+        await store.record("test:1:x", [
+            Outcome(c.id, "skipped", 0, message="already tagged") for c in claimed])
+    await cli.ok("run", str(job), code=3)
+    return job
+
+
+def store_counts(db: Path, job: int) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute(
+            "SELECT state, count(*) FROM items WHERE job_id = ? GROUP BY state", (job,)))
+
+
+def store_codes(db: Path, job: int) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute(
+            "SELECT error_code, count(*) FROM items WHERE job_id = ? "
+            "AND state IN ('failed', 'invalid') GROUP BY error_code", (job,)))
+
+
+def check_manifest(manifest: dict[str, Any], db: Path, job: int, files: dict[str, bytes]) -> None:
+    """The manifest agrees with the store (counts, codes) and with the files' bytes."""
+    expected = store_counts(db, job)
+    assert {k: v for k, v in manifest["counts"].items() if v and k != "total"} == expected
+    assert manifest["counts"]["total"] == sum(expected.values())
+    assert {e["code"]: e["count"] for e in manifest["errors"]} == store_codes(db, job)
+    per_shard: dict[tuple[str | None, str | None], int] = {}
+    for s in manifest["shards"]:
+        per_shard[(s["account"], s["region"])] = s["counts"]["total"]
+    assert sum(per_shard.values()) == sum(expected.values())
+    assert len(manifest["files"]) == len(files)
+    for f in manifest["files"]:
+        body = files[f["name"]]
+        assert f["bytes"] == len(body)
+        assert f["sha256"] == hashlib.sha256(body).hexdigest()
+        lines = body.decode().splitlines()
+        assert f["rows"] == len(lines) - (1 if manifest["format"] == "csv" else 0)
+
+
+# -- local reports -----------------------------------------------------------------------------
+
+
+async def test_report_to_a_directory_writes_rows_and_a_manifest_matching_the_store(
+    sim: RunningSimulator, run_cli: CliRunner, db_path: Path, tmp_path: Path
+) -> None:
+    cli = Cli(run_cli, db_path, sim)
+    job = await mixed_job(cli, tmp_path)
+    out = tmp_path / "reports"
+    proc = await cli.ok("report", str(job), "-o", f"{out}/")
+    folder = out / f"job-{job}"
+    assert proc.stdout.strip() == str(folder / "manifest.json")
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "report.csv"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    check_manifest(manifest, db_path, job, {"report.csv": (folder / "report.csv").read_bytes()})
+    assert (manifest["job"], manifest["name"], manifest["operation"], manifest["state"]) == (
+        job, "mixed", "tag", "completed")
+    assert manifest["tags"] == {"Owner": "me"} and manifest["keys"] is None
+    assert manifest["format"] == "csv" and manifest["failed_only"] is False
+    for key in ("created_at", "started_at", "finished_at"):
+        assert manifest[key].endswith("+00:00")
+    counts = manifest["counts"]
+    assert (counts["succeeded"], counts["skipped"], counts["failed"], counts["invalid"]) == (
+        len(GOOD), len(SKIPPED), len(DENIED) + len(MISSING) + 1, 1)
+    assert {e["code"] for e in manifest["errors"]} == {
+        "AccessDeniedException", "ResourceNotFoundException", "InvalidParameterException",
+        "InvalidInput"}
+    shards = {(s["account"], s["region"]): s["counts"] for s in manifest["shards"]}
+    assert shards[(ACCOUNT, "eu-west-1")]["skipped"] == len(SKIPPED)
+    assert shards[(ACCOUNT, "us-west-2")]["failed"] == len(MISSING)
+    assert shards[(None, None)]["invalid"] == 1
+    rows = list(csv.DictReader((folder / "report.csv").read_text().splitlines()))
+    assert {r["arn"]: r["status"] for r in rows}[IAM_ROLE] == "failed"
+    assert not list(folder.glob("*.partial"))
+
+
+async def test_failed_only_jsonl_into_an_existing_directory(
+    sim: RunningSimulator, run_cli: CliRunner, db_path: Path, tmp_path: Path
+) -> None:
+    cli = Cli(run_cli, db_path, sim)
+    job = await mixed_job(cli, tmp_path)
+    out = tmp_path / "existing"
+    out.mkdir()
+    await cli.ok("report", str(job), "--format", "jsonl", "--failed-only", "-o", str(out))
+    folder = out / f"job-{job}"
+    body = (folder / "failed.jsonl").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    check_manifest(manifest, db_path, job, {"failed.jsonl": body})
+    records = [json.loads(line) for line in body.decode().splitlines()]
+    assert sorted(r["arn"] for r in records) == sorted(
+        [*DENIED, *MISSING, IAM_ROLE, BAD_ROW])
+    assert manifest["files"][0]["rows"] == len(records) == sum(store_codes(db_path, job).values())
+
+
+async def test_report_option_errors(run_cli: CliRunner, db_path: Path, tmp_path: Path) -> None:
+    cli = Cli(run_cli, db_path, None)
+    src = tmp_path / "a.txt"
+    src.write_text(ec2(1) + "\n")
+    await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--detach")
+    proc = await cli("report", "1", "-o", str(tmp_path / "d/"), "--kms-key-arn", "arn:k")
+    assert proc.returncode == 2
+    assert proc.stderr == ("bulktag: error: --kms-key-arn and --region apply only to "
+                           "-o s3://BUCKET/PREFIX\n")
+    proc = await cli("report", "1", "-o", "s3://")
+    assert (proc.returncode, proc.stderr) == (
+        2, "bulktag: error: -o: 's3://': no bucket name after s3://\n")
+    (tmp_path / "file").write_text("")
+    proc = await cli("report", "1", "-o", str(tmp_path / "file" / "x.csv"))
+    assert proc.returncode == 4 and proc.stderr.startswith("bulktag: error: cannot write ")
+
+
+# -- the summary a person reads ------------------------------------------------------------------
+
+
+async def test_status_and_end_of_run_show_the_region_table_and_advice(
+    sim: RunningSimulator, run_cli: CliRunner, db_path: Path, tmp_path: Path
+) -> None:
+    cli = Cli(run_cli, db_path, sim)
+    job = await mixed_job(cli, tmp_path)
+    out = (await cli.ok("status", str(job))).stdout
+    assert "per account and region:" in out
+    lines = out.splitlines()
+    east = next(line for line in lines if f"{ACCOUNT}  us-east-1" in line).split()
+    # account region done skipped failed open ARN/s quota (share)
+    assert east[2:6] == [str(len(GOOD) - 4), "0", str(len(DENIED) + 1), "0"]
+    assert east[7] == "100"  # 5 calls/s x 20 ARNs
+    eu = next(line for line in lines if f"{ACCOUNT}  eu-west-1" in line).split()
+    assert eu[2:6] == ["0", str(len(SKIPPED)), "0", "0"]
+    assert any(line.strip().startswith("(invalid input)") for line in lines)
+    assert f"-> {advice.ROLE_PERMISSION}" in out
+    assert f"-> {advice.GONE}" in out
+    assert f"-> {advice.UNSUPPORTED}" in out
+    assert f"see `bulktag report {job} --failed-only`" in out
+
+    st = json.loads((await cli.ok("status", str(job), "--json")).stdout)
+    shards = {(s["account"], s["region"]): s for s in st["shards"]}
+    assert shards[(ACCOUNT, "us-west-2")]["failed"] == len(MISSING)
+    assert shards[(ACCOUNT, "us-west-2")]["quota"] == 100
+    assert shards[(ACCOUNT, "us-west-2")]["rate"] > 0
+    assert {e["code"]: e["advice"] for e in st["top_errors"]}["AccessDeniedException"] == \
+        advice.ROLE_PERMISSION
+
+    # The end of a run prints the same summary.
+    src = tmp_path / "more.txt"
+    src.write_text(f"{ec2(99, name='denied')}\n{ec2(98)}\n")
+    proc = await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--max-rate", "2", code=3)
+    assert "per account and region:" in proc.stdout
+    assert "40 (" in proc.stdout  # quota follows --max-rate: 2 calls/s x 20
+    assert f"-> {advice.ROLE_PERMISSION}" in proc.stdout
+
+
+@pytest.mark.parametrize(("code", "message", "status", "expected"), [
+    ("AccessDeniedException", "not authorized to perform ec2:CreateTags", 403,
+     advice.ROLE_PERMISSION),
+    ("AccessDenied", "account 210987654321: cannot get credentials via role X: denied", 403,
+     advice.TRUST_POLICY),
+    ("AssumeRoleFailed", None, None, advice.TRUST_POLICY),
+    ("ResourceNotFoundException", None, 404, advice.GONE),
+    ("InvalidInstanceID.NotFound", None, 400, advice.GONE),
+    ("DBInstanceNotFound", None, 404, advice.GONE),
+    ("InvalidParameterException", None, 400, advice.UNSUPPORTED),
+    ("InternalServiceException", None, 500, "transient: `bulktag retry JOB --code "
+                                            "InternalServiceException`"),
+    ("SomethingBroke", None, 503, "transient: `bulktag retry JOB --code SomethingBroke`"),
+    ("ThrottlingException", None, 400, advice.THROTTLED),
+    ("ThrottledException", None, 400, advice.THROTTLED),
+    ("InvalidInput", "line 3: not an ARN", None, advice.BAD_INPUT),
+    ("JobFailed", None, None, advice.JOB_FAILED),
+    ("Cancelled", None, None, advice.CANCELLED),
+    ("InvalidReplicationGroupState", "busy", 400,
+     "see the example message; `bulktag retry JOB --code InvalidReplicationGroupState` once "
+     "the cause is fixed"),
+])
+def test_advice_for_error_codes(code: str, message: str | None, status: int | None,
+                                expected: str) -> None:
+    assert advice_for(code, message, status) == expected
+
+
+def test_shard_table_rates_against_quota_and_invalid_rows_last() -> None:
+    east, west = Shard("aws", ACCOUNT, "us-east-1"), Shard("aws", ACCOUNT, "us-west-2")
+    rows = shard_table({
+        None: Counts({"invalid": 2}),
+        west: Counts({"succeeded": 10, "pending": 5}),
+        east: Counts({"succeeded": 80, "skipped": 10, "failed": 10, "cancelled": 1}),
+    }, elapsed=2.0, quota=100.0)
+    assert [(r["region"], r["done"], r["skipped"], r["failed"], r["open"], r["rate"])
+            for r in rows] == [("us-east-1", 80, 10, 10, 0, 50.0),
+                               ("us-west-2", 10, 0, 0, 5, 5.0), (None, 0, 0, 2, 0, None)]
+    text = render_shard_table(rows)
+    assert "50.0  100 (50%)  cancelled 1" in text[2]
+    assert text[-1].split() == ["(invalid", "input)", "0", "0", "2", "0", "-", "-"]
+    assert len(render_shard_table(rows, limit=1)) == 4  # header x2, the biggest, "... more"
