@@ -253,7 +253,8 @@ async def test_usage_errors_exit_2_naming_the_problem(
     err = await cli.usage_error("tag", "--arns", str(src), "--tag", "Owner")
     assert err == "bulktag: error: --tag: expected KEY=VALUE, got 'Owner': no '=' in it\n"
     err = await cli.usage_error("tag", "--tag", "A=b")
-    assert "error: the following arguments are required: --arns" in err
+    assert err == ("bulktag: error: nothing to work on: give --arns SRC, or a query "
+                   "(--query, --match-tag, --resource-type)\n")
     err = await cli.usage_error("tag", "--arns", str(src), "--tag", "A=b", "--max-rate", "0")
     assert "bulktag: error: option --max-rate: setting 'max_rate' = 0.0: must be positive" in err
     err = await cli.usage_error("tag", "--arns", str(src), "--tag", "A=b", "--tag", "A=c")
@@ -273,18 +274,21 @@ async def test_usage_errors_exit_2_naming_the_problem(
 
 
 async def test_dry_run_prints_batches_per_shard_and_enqueues_nothing(
-    run_cli: CliRunner, db_path: Path, tmp_path: Path
+    run_cli: CliRunner, db_path: Path, tmp_path: Path, sim: RunningSimulator
 ) -> None:
-    cli = Cli(run_cli, db_path, None)
+    cli = Cli(run_cli, db_path, sim)
     arns = [arn(n) for n in range(45)] + [arn(n, "eu-west-1") for n in range(5)] + [arn(0)]
     src = arns_file(tmp_path, arns)
     proc = await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--dry-run")
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("dry run: 51 rows, 0 invalid, 1 duplicates; TagResources at 5")
-    assert f"  aws/{ACCOUNT}/eu-west-1: 5 items, 1 tagset(s), 1 batches, ~0.2 s" in lines
-    assert f"  aws/{ACCOUNT}/us-east-1: 45 items, 1 tagset(s), 3 batches, ~0.6 s" in lines
+    assert lines[0].startswith("plan (tag, nothing sent): 50 to change, 0 already right, "
+                               "0 invalid; 5 calls/s")
+    assert any(line.split() == [ACCOUNT, "eu-west-1", "5", "0", "1", "0.2"] for line in lines)
+    assert any(line.split() == [ACCOUNT, "us-east-1", "45", "0", "3", "0.6"] for line in lines)
     data = await cli.json("tag", "--arns", str(src), "--tag", "A=b", "--dry-run")
     assert {s["region"]: s["batches"] for s in data["shards"]} == {"eu-west-1": 1, "us-east-1": 3}
+    assert data["duplicates"] == 1
+    assert sim.state.stats["requests"].get("TagResources", 0) == 0
     assert not db_path.exists() or sqlite3.connect(db_path).execute(
         "SELECT count(*) FROM jobs").fetchone()[0] == 0
 

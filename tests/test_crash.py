@@ -110,11 +110,16 @@ def test_sigkill_mid_run_then_run_again_loses_nothing(
     result = resume(db, sim_url, cli_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["jobs"][0]["state"] == "completed"
-    assert counts(db) == {"succeeded": len(arns)}  # every item recorded, exactly once
+    bound = len(REGIONS) * IN_FLIGHT * 20 + int(len(REGIONS) * 100 * RECORDER_INTERVAL) + 20
+    final = counts(db)
+    # Every item recorded exactly once. Those tagged but not recorded before the kill are found
+    # already right when the resumed run reads current tags first (skip-compliant): skipped.
+    assert set(final) <= {"succeeded", "skipped"}, final
+    assert sum(final.values()) == len(arns)
+    assert final.get("skipped", 0) <= bound
     assert_all_tagged(sim_url, arns)
     # Re-sent work is bounded by what was in flight (calls and the recorder's last window).
     sends = sim_get(sim_url, "/_sim/stats")["arn_sends"]["TagResources"]  # type: ignore[index]
-    bound = len(REGIONS) * IN_FLIGHT * 20 + int(len(REGIONS) * 100 * RECORDER_INTERVAL) + 20
     assert 0 <= sends - len(arns) <= bound, (sends, bound)
 
 

@@ -73,7 +73,9 @@ async def test_migrations_are_applied_once_and_recorded(db_path: Path) -> None:
         job = await job_with(store, [item(1)])
     with sqlite3.connect(db_path) as con:
         first = con.execute("SELECT version, name, applied_at FROM schema_migrations").fetchall()
-    assert [(v, n) for v, n, _ in first] == [(1, "0001_initial.sql")]
+    shipped = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    assert [(v, n) for v, n, _ in first] == [(int(n[:4]), n) for n in shipped]
+    assert shipped[:2] == ["0001_initial.sql", "0002_discovery.sql"]
 
     # A second open must not re-run 0001 (it would fail on CREATE TABLE, or wipe data).
     async with await Store.open(db_path) as store:
@@ -432,7 +434,9 @@ async def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: P
         _, err = await asyncio.to_thread(proc.communicate, timeout=60)
         assert proc.returncode == 0, err
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        versions = [int(p.name[:4]) for p in sorted((ROOT / "migrations").glob("*.sql"))]
+        assert con.execute("SELECT version FROM schema_migrations").fetchall() == [
+            (v,) for v in versions]
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
