@@ -24,7 +24,7 @@ from .logs import configure_logging
 from .progress import Progress, format_duration
 from .report import write_report
 from .sources import SourceError
-from .store import JOB_DONE, Counts, Store, StoreError, new_owner_token
+from .store import JOB_DONE, AccountPauses, Counts, Store, StoreError, new_owner_token
 from .submit import Request, SubmissionRefused, request_problem, submit
 from .tags import parse_tag_arg
 
@@ -93,9 +93,16 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
     _export_on_finish(p)
 
 
+def _export_destination(text: str) -> str:
+    """Checked while parsing, so a bad destination is refused before anything is enqueued."""
+    if text.startswith("s3://") and not text.removeprefix("s3://").split("/", 1)[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: no bucket name after s3://")
+    return text
+
+
 def _export_on_finish(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export when the job ends (kept with the job: a later run exports)")
-    g.add_argument("--export-on-finish", metavar="DEST",
+    g.add_argument("--export-on-finish", metavar="DEST", type=_export_destination,
                    help="s3://bucket/prefix or a directory: the report and manifest.json go to "
                         "DEST/job-<id>/ once the job is completed or failed")
     g.add_argument("--export-region", metavar="REGION", help="the bucket's region")
@@ -154,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="S3: encrypt with SSE-KMS under this key (default SSE-S3, AES256)")
     _common(p)
 
+    p = sub.add_parser("inventory", help="snapshot the resources and tags discovery sees "
+                       "(one JSON line per resource)")
+    p.add_argument("-o", "--output", required=True,
+                   help="a file, a directory (gets inventory-<time>.jsonl), or s3://bucket/prefix")
+    p.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
+    p.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    p.add_argument("--query", help="only resources matching this ResourceQuery")
+    p.add_argument("--match-tag", action="append", default=[], metavar="KEY[=VALUE]")
+    p.add_argument("--resource-type", action="append", default=[], metavar="SERVICE[:TYPE]")
+    p.add_argument("--region", dest="bucket_region", help="the S3 bucket's region")
+    p.add_argument("--kms-key-arn", help="SSE-KMS key for the S3 object (default SSE-S3)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
     p = sub.add_parser("verify", help="re-read the tags of a job's succeeded items; report drift")
     p.add_argument("job", type=int, metavar="JOB")
     p.add_argument("--json", action="store_true")
@@ -184,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", default="50-150", help="simulated call latency range")
     p.add_argument("--json", action="store_true")
     _common(p)
+    from .service_cli import add_parsers as add_service_parsers  # daemon, sync, priority
+
+    add_service_parsers(sub, _common)
     return parser
 
 
@@ -243,6 +267,8 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
         "shards": shard_table(await store.shard_counts(job_id), elapsed, quota),
         "top_errors": errors,
+        "paused_accounts": [{"account": a, "reason": r}
+                            for a, r in await AccountPauses(store).of_job(job_id)],
     }
 
 
@@ -258,6 +284,9 @@ def render_status(st: dict[str, Any]) -> str:
         f"elapsed {format_duration(st['elapsed_seconds'])}",
     ]
     lines += render_shard_table(st.get("shards") or [])
+    for p in st.get("paused_accounts") or []:
+        lines.append(f"  account {p['account']} PAUSED: {p['reason'][:160]}")
+        lines.append(f"      -> fix its role, then `bulktag resume {st['job']}`")
     if st["top_errors"]:
         lines.append("  top errors:")
         for e in st["top_errors"]:
@@ -273,7 +302,9 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def exit_code_for(counts: Counts, state: str) -> int:
+    """3 when anything did not end well, or is left open (a paused account's items)."""
     if state in ("failed", "cancelled") or counts["failed"] or counts["invalid"] or \
+            counts.open or \
             counts["cancelled"]:
         return EXIT_FAILED
     return EXIT_OK
@@ -432,6 +463,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     options["skip_compliant"] = (args.command == "tag" if args.skip_compliant is None
                                  else args.skip_compliant)
     options["if_absent"] = args.if_absent
+    options.update(export_on_finish_options(args))  # kept with the job, even with --detach
     if args.if_absent and args.command != "tag":
         raise UsageError("--if-absent applies to tag jobs only")
     query = _query_from_args(args)
@@ -579,7 +611,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with await Store.open(settings.db) as store:
         if args.job is not None:
-            st = await job_status(store, args.job)
+            st = await job_status(store, args.job, settings)
             emit(args, st, render_status(st))
             return EXIT_OK
         return await cmd_jobs(args, settings, store)
@@ -669,13 +701,59 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
             await store.set_job_state(job.id, "paused")
             human = f"job {job.id} paused"
         else:
-            if job.state != "paused":
+            from .store import AccountPauses
+
+            accounts = await AccountPauses(store).clear(job.id)
+            if job.state != "paused" and not accounts:
                 raise UsageError(f"job {job.id} is {job.state}, not paused")
-            await store.set_job_state(job.id, "ready")
-            human = f"job {job.id} resumed; `bulktag run {job.id}` works it"
+            if job.state == "paused":
+                await store.set_job_state(job.id, "ready")
+            data["accounts_resumed"] = accounts
+            human = (f"job {job.id} resumed"
+                     f"{f' ({accounts} paused account(s))' if accounts else ''}; "
+                     f"`bulktag run {job.id}` works it")
         data["state"] = (await store.get_job(job.id)).state  # type: ignore[union-attr]
         emit(args, data, human)
         return EXIT_OK
+
+
+async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
+    from .clients import ClientPool
+    from .discovery import QueryError, enabled_regions, parse_resource_query, query_from_flags
+    from .export import ExportError
+    from .inventory import take_snapshot
+
+    try:
+        if args.query and (args.match_tag or args.resource_type):
+            raise UsageError("--query and --match-tag/--resource-type do not combine")
+        query = (parse_resource_query(args.query) if args.query else
+                 query_from_flags(args.match_tag, args.resource_type)
+                 if args.match_tag or args.resource_type else None)
+    except QueryError as exc:
+        raise UsageError(str(exc)) from None
+    accounts = _csv_list(args.accounts, "accounts") or [""]
+    regions = _csv_list(args.regions, "regions")
+    if not regions:
+        clients = ClientPool(settings)
+        try:
+            regions = await enabled_regions(clients, settings)
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
+        finally:
+            await clients.close()
+    try:
+        snap = await take_snapshot(settings, args.output, accounts, regions, query,
+                                   region=args.bucket_region, kms_key_arn=args.kms_key_arn)
+    except ExportError as exc:
+        print(f"bulktag: error: {exc}", file=sys.stderr)
+        return EXIT_EXPORT
+    data = {"location": snap.location, "resources": snap.resources,
+            "per_shard": dict(snap.per_shard), "errors": snap.errors}
+    lines = [f"inventory: {snap.resources} resource(s) -> {snap.location}"]
+    lines += [f"  {shard}: {n}" for shard, n in sorted(snap.per_shard.items())]
+    lines += [f"  not read: {shard}: {why}" for shard, why in sorted(snap.errors.items())]
+    emit(args, data, "\n".join(lines))
+    return EXIT_FAILED if snap.errors else EXIT_OK
 
 
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -705,7 +783,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = 
     "tag": cmd_submit, "untag": cmd_submit, "run": cmd_run, "status": cmd_status,
     "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
     "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,
+    "inventory": cmd_inventory,
 }
+from .service_cli import COMMANDS as SERVICE_COMMANDS  # noqa: E402 - daemon, sync, priority
+
+COMMANDS.update(SERVICE_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -100,6 +100,13 @@ def _filters(data: Mapping[str, Any], where: str) -> Query:
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types) \
             or len(types) > 100:
         raise QueryError(f"{where}: ResourceTypeFilters must be a list of at most 100 strings")
+    # Resource Groups queries say AWS::AllSupported for "any type": GetResources has no such
+    # filter (it would match nothing), so it means no type filter at all.
+    types = [t for t in types if t != "AWS::AllSupported"]
+    for t in types:
+        if t.startswith("AWS::"):
+            raise QueryError(f"{where}: resource type {t!r} is a CloudFormation type name; "
+                             "the Tagging API filters by service[:type], e.g. ec2:instance")
     if not filters and not types:
         raise QueryError(f"{where}: matches every resource; give TagFilters or "
                          "ResourceTypeFilters")

@@ -38,11 +38,21 @@ from .clients import ClientPool
 from .config import Settings
 from .discovery import DiscoveryStats, decide, tags_of, walk
 from .limiter import ShardLimiter
-from .store import JOB_DONE, Claimed, DiscoveryStore, Outcome, Runnable, Store
+from .metrics import EngineMetrics
+from .store import (
+    JOB_DONE,
+    AccountPauses,
+    Claimed,
+    DiscoveryStore,
+    Outcome,
+    Runnable,
+    Store,
+)
 
 log = structlog.get_logger("bulktag.engine")
 
 BATCH_SIZE = 20
+RECORDER_INTERVAL = 0.1  # seconds outcomes may wait in memory before they are written
 OPERATIONS = {"tag": "TagResources", "untag": "UntagResources"}
 
 
@@ -66,7 +76,8 @@ class EngineStats:
 class Recorder:
     """Collects outcomes and writes them in batched transactions."""
 
-    def __init__(self, store: Store, owner: str, *, interval: float = 0.2, size: int = 2000,
+    def __init__(self, store: Store, owner: str, *, interval: float = RECORDER_INTERVAL,
+                 size: int = 2000,
                  on_flush: Callable[[], None] | None = None):
         self.store = store
         self.owner = owner
@@ -117,6 +128,8 @@ class Engine:
         self.clients = clients or ClientPool(settings)
         self.rng = rng or random.Random()
         self.stats = EngineStats()
+        self.metrics = EngineMetrics()  # per (operation, shard), for /metrics
+        self.last_tick = time.monotonic()  # the dispatcher loop's last pass, for /healthz
         self.recorder = Recorder(store, owner, on_flush=self._after_flush)
         self.limiters: dict[tuple[Shard, str], ShardLimiter] = {}
         self.discovery_stats = DiscoveryStats()
@@ -182,6 +195,7 @@ class Engine:
                     r for r in await store.runnable()
                     if self.job_ids is None or r.job_id in self.job_ids
                 ]
+                self.last_tick = time.monotonic()
                 work: dict[int, list[Runnable]] = defaultdict(list)
                 for r in runnable:
                     work[r.shard_id].append(r)
@@ -288,14 +302,12 @@ class Engine:
         """Read current tags (GetResources, 100 ARNs a call) and end compliant items as
         `skipped`; with --if-absent, send each item only the keys it lacks. A failed read is
         no reason to stop: the items are sent as they are."""
-        wanted = await self._tagset(claimed[0].tagset_id) if claimed else None
         limiter = self.limiter(shard, "GetResources")
-        keep: list[Claimed] = []
-        outcomes: list[Outcome] = []
-        for i in range(0, len(claimed), 100):
-            chunk = claimed[i : i + 100]
+
+        async def read(chunk: list[Claimed]) -> dict[str, dict[str, str]] | None:
             await limiter.acquire()
             self.stats.requests["GetResources"] += 1
+            self.metrics.request("GetResources", shard)
             try:
                 client = await self.clients.tagging(shard)
                 resp = await client.get_resources(ResourceARNList=[c.arn for c in chunk])
@@ -303,14 +315,23 @@ class Engine:
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
                 if code in THROTTLE_CODES:
                     limiter.on_throttle()
+                    self.metrics.throttle("GetResources", shard)
                 self.log.info("compliance_check_skipped", shard=str(shard), error=repr(exc))
+                return None
+            return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
+
+        # All reads of a claim at once: the lane waits one call's latency, not one per 100.
+        chunks = [claimed[i : i + 100] for i in range(0, len(claimed), 100)]
+        readings = await asyncio.gather(*(read(chunk) for chunk in chunks))
+        keep: list[Claimed] = []
+        outcomes: list[Outcome] = []
+        for chunk, current in zip(chunks, readings, strict=True):
+            if current is None:
                 keep.extend(chunk)
                 continue
-            current = {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
             for c in chunk:
-                want = wanted if c.tagset_id == claimed[0].tagset_id else \
-                    await self._tagset(c.tagset_id)
-                decision = decide(operation, want, current.get(c.arn, {}),
+                decision = decide(operation, await self._tagset(c.tagset_id),
+                                  current.get(c.arn, {}),
                                   if_absent=bool(options.get("if_absent")))
                 if decision.send:
                     c.override = decision.override
@@ -472,6 +493,7 @@ class Engine:
         self.stats.arns_sent += len(arns)
         failure: Failure | None = None
         failed_map: dict[str, Any] = {}
+        access_error = False
         try:
             client = await self.clients.tagging(shard)
             if operation == "tag":
@@ -481,6 +503,7 @@ class Engine:
             failed_map = resp.get("FailedResourcesMap") or {}
         except AccountAccessError as exc:
             failure = Failure(exc.code, exc.status, str(exc))
+            access_error = True
         except ClientError as exc:
             err = exc.response.get("Error", {})
             meta = exc.response.get("ResponseMetadata", {})
@@ -497,11 +520,13 @@ class Engine:
             else:
                 raise
         self.stats.batch_seconds.append(time.monotonic() - started)
+        self.metrics.batch(api, shard, self.stats.batch_seconds[-1])
         if len(self.stats.batch_seconds) > 10000:
             del self.stats.batch_seconds[:5000]
 
         if failure is None:
-            self._record_response(job_id, shard_id, batch, failed_map, limiter)
+            if self._record_response(job_id, shard_id, batch, failed_map, limiter):
+                self.metrics.throttle(api, shard)
             return
         self.stats.call_errors[failure.code] += 1
         verdict = classify_call_error(failure, len(batch))
@@ -509,6 +534,15 @@ class Engine:
             self.stats.splits += 1
             for half in split_batch(batch):
                 await self._send(job_id, operation, shard_id, shard, half, limiter)
+            return
+        if access_error and verdict is Verdict.PERMANENT and \
+                self.settings.on_access_error == "pause":
+            # The account, not the items, is at fault: park its items, keep the rest going.
+            if await AccountPauses(self.store).pause(job_id, shard.account, failure.message):
+                self.log.warning("account_paused", job=job_id, account=shard.account,
+                                 reason=failure.message, hint=f"bulktag resume {job_id}")
+            self.recorder.add(Outcome(c.id, "pending", c.attempts, time.time(), failure.code,
+                                      failure.status, failure.message) for c in batch)
             return
         if verdict is Verdict.CREDENTIALS and credentials_retry:
             self.log.info("credentials_refresh", shard=str(shard), code=failure.code)
@@ -518,6 +552,7 @@ class Engine:
             return
         if verdict is Verdict.THROTTLE:
             self.stats.throttled_calls += 1
+            self.metrics.throttle(api, shard)
             limiter.on_throttle()
         self._requeued.add(shard_id)
         self.recorder.add(self._outcome(job_id, c, verdict, failure) for c in batch)
@@ -525,7 +560,8 @@ class Engine:
     def _record_response(
         self, job_id: int, shard_id: int, batch: list[Claimed], failed_map: dict[str, Any],
         limiter: ShardLimiter,
-    ) -> None:
+    ) -> bool:
+        """Queue the outcomes of a 200 answer; True when resources in it were throttled."""
         outcomes = []
         throttled = False
         for c in batch:
@@ -550,6 +586,7 @@ class Engine:
         if failed_map:
             self._requeued.add(shard_id)
         self.recorder.add(outcomes)
+        return throttled
 
     def _outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
         now = time.time()

@@ -756,3 +756,21 @@ async def merge_job_options(store: Store, job_id: int, options: dict[str, Any]) 
     """Set top-level keys of a job's options, keeping the others (JSON merge patch: a None
     value removes its key). Used to remember an export destination and the last export."""
     await store._write(Q["merge_job_options"], (json.dumps(options), time.time(), job_id))
+
+
+class AccountPauses:
+    """Accounts paused for a job after their role was refused (--on-access-error pause)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def pause(self, job_id: int, account: str, reason: str) -> bool:
+        """True when this call paused it (False: it already was)."""
+        return await self.store._write(Q["pause_account"],
+                                       (job_id, account, reason, time.time())) > 0
+
+    async def of_job(self, job_id: int) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in await self.store._all(Q["paused_accounts"], (job_id,))]
+
+    async def clear(self, job_id: int) -> int:
+        return await self.store._write(Q["clear_paused_accounts"], (job_id,))

@@ -31,7 +31,7 @@ from bulktag.discovery import (
 from bulktag.engine import Engine
 from bulktag.limiter import ShardLimiter
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
-from bulktag.store import DiscoveryStore, Store, new_owner_token
+from bulktag.store import AccountPauses, DiscoveryStore, Store, new_owner_token
 from bulktag.submit import Request, submit
 from bulktag.verify import drift_of, verify_job
 
@@ -48,6 +48,7 @@ def test_tag_filters_query_is_parsed_as_users_paste_it() -> None:
         "TagFilters": [{"Key": "env", "Values": ["prod", "stage"]}, {"Key": "team"}]})})
     q = parse_resource_query(text)
     assert q.tag_filters == (("env", ("prod", "stage")), ("team", ()))
+    assert q.resource_types == ("ec2:instance",)  # AWS::AllSupported means any type
     assert q.params()["TagFilters"] == [{"Key": "env", "Values": ["prod", "stage"]},
                                         {"Key": "team"}]
 
@@ -65,6 +66,8 @@ def test_cloudformation_stack_query_selects_by_the_stack_id_tag() -> None:
     ('{"Type": "TAG_FILTERS_1_0", "Query": "{}"}', "matches every resource"),
     ('{"Type": "TAG_FILTERS_1_0", "Query": "{\\"TagFilter\\": []}"}', "unknown field(s) TagFilter"),
     ('{"Type": "CLOUDFORMATION_STACK_1_0", "Query": "{}"}', "needs a StackIdentifier"),
+    ('{"Type": "TAG_FILTERS_1_0", "Query": "{\\"ResourceTypeFilters\\": [\\"AWS::EC2::Instance\\"]}"}',
+     "is a CloudFormation type name"),
 ])
 def test_bad_queries_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(QueryError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -366,3 +369,30 @@ def test_sigkill_during_discovery_then_run_finds_and_tags_everything_once(
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+async def test_on_access_error_pause_parks_the_account_until_resumed(tmp_path: Path) -> None:
+    role = f"arn:aws:iam::{REFUSED}:role/bulktag-tagger"
+    config = SimConfig(default_account=CALLER, refused_roles=frozenset({role}))
+    async with await start_simulator(config) as sim:
+        arns = list(synthetic_arns([SECOND, REFUSED], ["us-east-1"], 20))
+        source = tmp_path / "arns.txt"
+        source.write_text("\n".join(arns))
+        settings = settings_for(tmp_path, sim.url, on_access_error="pause")
+        store = await Store.open(settings.db)
+        job = await submit(store, [str(source)], Request("tag", tags={"k": "v"}))
+        assert await Engine(store, settings, owner=new_owner_token()).run()
+        counts = await store.counts(job.job_id)
+        assert counts.by_state == {"succeeded": 20, "pending": 20}  # parked, not failed
+        rows = {r["arn"]: r async for r in store.report_rows(job.job_id)}
+        assert all(rows[a]["attempts"] == 0 for a in arns if REFUSED in a)
+        (paused,) = await AccountPauses(store).of_job(job.job_id)
+        assert paused[0] == REFUSED and role in paused[1]
+        assert (await store.get_job(job.job_id)).state == "active"  # type: ignore[union-attr]
+
+        sim.reconfigure(refused_roles=[])  # the role's trust policy is fixed
+        assert await AccountPauses(store).clear(job.job_id) == 1  # bulktag resume JOB
+        assert await Engine(store, settings, owner=new_owner_token()).run()
+        assert (await store.counts(job.job_id)).by_state == {"succeeded": 40}
+        assert all(sim.state.tags(a) == {"k": "v"} for a in arns)
+        await store.close()

@@ -80,6 +80,8 @@ SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state
 FROM counts c JOIN jobs j ON j.id = c.job_id
 WHERE c.state = 'pending' AND c.n > 0 AND c.shard_id <> 0
   AND j.state IN ('ready', 'active')
+  AND NOT EXISTS (SELECT 1 FROM paused_accounts p JOIN shards s ON s.account = p.account
+                  WHERE p.job_id = c.job_id AND s.id = c.shard_id)
 ORDER BY j.priority DESC, c.job_id;
 
 -- name: unfinished_jobs
@@ -205,3 +207,79 @@ UPDATE items SET verified_at = ?, drift = ? WHERE id = ?;
 
 -- name: merge_job_options
 UPDATE jobs SET options = json_patch(options, ?), updated_at = ? WHERE id = ?;
+
+-- name: sync_insert_rule
+INSERT INTO sync_rules (name, tag_key, tag_value, resource_query, apply_tags, regions, accounts,
+                        interval_seconds, created_at)
+VALUES (:name, :tag_key, :tag_value, :resource_query, :apply_tags, :regions, :accounts,
+        :interval, :now)
+RETURNING id;
+
+-- name: sync_get_rule
+SELECT * FROM sync_rules WHERE name = ?;
+
+-- name: sync_list_rules
+SELECT * FROM sync_rules ORDER BY name;
+
+-- name: sync_delete_rule
+DELETE FROM sync_rules WHERE id = ?;
+
+-- name: sync_delete_members
+DELETE FROM sync_members WHERE rule_id = ?;
+
+-- name: sync_due_rules
+SELECT name FROM sync_rules WHERE next_run_at <= ? ORDER BY next_run_at;
+
+-- name: sync_claim_due
+-- An evaluation is claimed by moving next_run_at past now: one daemon wins.
+UPDATE sync_rules SET next_run_at = :now + interval_seconds
+WHERE name = :name AND next_run_at <= :now
+RETURNING *;
+
+-- name: sync_claim_now
+UPDATE sync_rules SET next_run_at = :now + interval_seconds WHERE name = :name RETURNING *;
+
+-- name: sync_finish_rule
+UPDATE sync_rules SET status = :status, error = :error, last_run_at = :now,
+    members = (SELECT count(*) FROM sync_members WHERE rule_id = :id),
+    last_added = :added, last_removed = :removed, last_jobs = :jobs
+WHERE id = :id;
+
+-- name: sync_members_page
+SELECT arn, digest FROM sync_members WHERE rule_id = ? AND arn > ? ORDER BY arn LIMIT ?;
+
+-- name: sync_upsert_member
+INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (rule_id, arn) DO UPDATE SET applied = excluded.applied, digest = excluded.digest,
+    last_seen_at = excluded.last_seen_at;
+
+-- name: sync_delete_member
+DELETE FROM sync_members WHERE rule_id = ? AND arn = ?;
+
+-- name: sync_rule_status_counts
+SELECT status, count(*) FROM sync_rules GROUP BY status;
+
+-- name: metrics_items_by_state
+SELECT state, sum(n) FROM counts GROUP BY state;
+
+-- name: metrics_active_job_items
+SELECT j.id, j.name, j.operation, j.priority, c.state, sum(c.n) FROM jobs j
+JOIN counts c ON c.job_id = j.id
+WHERE j.state IN ('ready', 'active', 'paused')
+GROUP BY j.id, c.state;
+
+-- name: metrics_jobs_by_state
+SELECT state, count(*) FROM jobs GROUP BY state;
+
+-- name: metrics_ping
+SELECT 1;
+
+-- name: pause_account
+INSERT INTO paused_accounts (job_id, account, reason, paused_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (job_id, account) DO NOTHING;
+
+-- name: paused_accounts
+SELECT account, reason, paused_at FROM paused_accounts WHERE job_id = ? ORDER BY account;
+
+-- name: clear_paused_accounts
+DELETE FROM paused_accounts WHERE job_id = ?;

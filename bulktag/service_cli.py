@@ -1,0 +1,220 @@
+"""The service commands of the CLI: `daemon`, `sync ...` and `priority`.
+
+Kept apart from cli.py so that building the parser stays cheap: the daemon, the sync engine and
+aiobotocore are imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .config import Settings
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser(
+        "daemon", help="run every queued job and the tag-sync rules until stopped",
+        epilog="SIGTERM/SIGINT: finish in-flight batches within grace_seconds, release the "
+               "rest, exit 0. SIGHUP: reload max_rate, quotas, log level/format, grace, "
+               "retry and failure-threshold settings from the config file.")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="serve /healthz and /metrics (Prometheus) here, e.g. 127.0.0.1:9464")
+    common(p)
+
+    p = sub.add_parser("priority", help="change a job's priority (takes effect while it runs)")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("priority", type=int, metavar="N", help="higher runs first")
+    p.add_argument("--json", action="store_true")
+    common(p)
+
+    p = sub.add_parser("sync", help="tag-sync rules: keep tags on resources matching a query")
+    rules = p.add_subparsers(dest="sync_command", required=True, metavar="ACTION")
+    a = rules.add_parser("add", help="add a rule (the daemon evaluates it every --interval)")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--tag-key", help="resources carrying this tag key ...")
+    a.add_argument("--tag-value", help="... with this value")
+    a.add_argument("--resource-query", metavar="JSON",
+                   help='instead: a ResourceQuery {"Type": "TAG_FILTERS_1_0", "Query": "..."}')
+    a.add_argument("--apply", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tag to apply to matching resources; repeatable")
+    a.add_argument("--regions", help="comma-separated regions (default: every enabled region, "
+                   "looked up at each evaluation)")
+    a.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    a.add_argument("--interval", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds between evaluations (default 300)")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("list", help="list rules with status and member counts")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("show", help="one rule in full")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("remove", help="delete a rule")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--untag", action="store_true",
+                   help="also enqueue an untag job removing the applied keys from its members")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("run", help="evaluate a rule now and run the resulting jobs to the end")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--json", action="store_true")
+    common(a)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+async def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import UsageError, settings_from
+    from .daemon import ListenError, run_daemon
+
+    try:
+        return await run_daemon(settings, listen=args.listen,
+                                reload_settings=lambda: settings_from(args))
+    except ListenError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:  # the port is taken, or not ours to bind
+        raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+
+
+async def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import UsageError, emit
+    from .store import JOB_DONE, Store
+
+    async with await Store.open(settings.db) as store:
+        job = await store.get_job(args.job)
+        if job is None:
+            raise UsageError(f"no job {args.job} in {settings.db}")
+        if job.state in JOB_DONE:
+            raise UsageError(f"job {job.id} is already {job.state}")
+        await store.set_job_priority(job.id, args.priority)
+        emit(args, {"job": job.id, "priority": args.priority, "was": job.priority,
+                    "state": job.state},
+             f"job {job.id}: priority {job.priority} -> {args.priority}")
+    return 0
+
+
+def _rule_line(r: dict[str, Any]) -> str:
+    what = (f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] is not None
+            else "query " + (r["resource_query"] or ""))
+    last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_run_at"])) \
+        if r["last_run_at"] else "never"
+    text = (f"{r['name']:<20} {r['status']:<6} members {r['members']:<7} every "
+            f"{r['interval_seconds']:g}s  last run {last}  match {what} -> "
+            + ",".join(f"{k}={v}" for k, v in r["apply"].items()))
+    return text + (f"\n  error: {r['error']}" if r["error"] else "")
+
+
+async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, _csv_list, emit
+    from .store import Store
+    from .sync import RuleError, SyncStore
+    from .tags import parse_tag_arg
+
+    action = args.sync_command
+    async with await Store.open(settings.db) as store:
+        rules = SyncStore(store)
+        if action == "add":
+            apply: dict[str, str] = {}
+            for text in args.apply:
+                try:
+                    key, value = parse_tag_arg(text)
+                except ValueError as exc:
+                    raise UsageError(f"--apply: {exc}") from None
+                apply[key] = value
+            accounts = _csv_list(args.accounts, "accounts") or [""]
+            regions = _csv_list(args.regions, "regions")
+            from .sync import check_rule
+
+            try:
+                check_rule(args.name, args.tag_key, args.tag_value, args.resource_query, apply,
+                           accounts, args.interval)
+                rule = await rules.add(args.name, tag_key=args.tag_key,
+                                       tag_value=args.tag_value,
+                                       resource_query=args.resource_query, apply=apply,
+                                       regions=regions, accounts=accounts,
+                                       interval=args.interval)
+            except (RuleError, ValueError) as exc:
+                raise UsageError(str(exc)) from None
+            emit(args, rule.to_json(), f"sync rule {rule.name} added; the daemon evaluates it "
+                 f"every {rule.interval_seconds:g} s (`bulktag sync run {rule.name}`: now)")
+            return 0
+        if action == "list":
+            data = [r.to_json() for r in await rules.list()]
+            emit(args, {"rules": data}, "\n".join(_rule_line(r) for r in data) or "no rules")
+            return 0
+        rule = await rules.get(args.name)
+        if rule is None:
+            raise UsageError(f"no sync rule named {args.name!r} in {settings.db}")
+        if action == "show":
+            data = rule.to_json()
+            human = _rule_line(data) + f"\n  regions {','.join(rule.regions) or 'all enabled'}" \
+                f"  accounts {','.join(a or 'caller' for a in rule.accounts)}" \
+                f"\n  last evaluation: {rule.last_added} to tag, {rule.last_removed} to untag, " \
+                f"jobs {rule.last_jobs or '-'}"
+            emit(args, data, human)
+            return EXIT_FAILED if rule.status == "ERROR" else 0
+        if action == "remove":
+            job = None
+            if args.untag:
+                from .sync import _enqueue
+
+                members = await rules.member_arns(rule.id)
+                if members:
+                    job = await _enqueue(store, rule, "untag", members)
+            await rules.remove(rule)
+            emit(args, {"removed": rule.name, "untag_job": job},
+                 f"sync rule {rule.name} removed" + (
+                     f"; job {job} removes {','.join(rule.apply)} from its members "
+                     f"(the daemon or `bulktag run {job}` works it)" if job else ""))
+            return 0
+        return await _sync_run(args, settings, store, rule.name, EXIT_FAILED, EXIT_INTERRUPTED)
+
+
+async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, name: str,
+                    exit_failed: int, exit_interrupted: int) -> int:
+    from .cli import emit, exit_code_for, job_status, run_engine
+    from .clients import ClientPool
+    from .store import Counts
+    from .sync import SyncStore, evaluate, own_limiters
+
+    rules = SyncStore(store)
+    rule = await rules.claim(name, force=True)
+    assert rule is not None
+    clients = ClientPool(settings)
+    try:
+        ev = await evaluate(store, settings, clients, rule, own_limiters(settings))
+    except BaseException:
+        await clients.close()
+        raise
+    finished = True
+    if ev.jobs:
+        finished = await run_engine(store, settings, set(ev.jobs), progress_job=None,
+                                    clients=clients)
+    else:
+        await clients.close()
+    statuses = [await job_status(store, j, settings) for j in ev.jobs]
+    shown = await rules.get(name)
+    assert shown is not None
+    data = {"evaluation": ev.to_json(), "rule": shown.to_json(), "jobs": statuses,
+            "interrupted": not finished}
+    human = (f"sync rule {name}: {ev.matched} matching, {ev.added} to tag, {ev.removed} to "
+             f"untag" + (f"; jobs {', '.join(map(str, ev.jobs))}" if ev.jobs else "")
+             + (f"\n  ERROR: {ev.error}" if ev.error else ""))
+    emit(args, data, human)
+    if not finished:
+        return exit_interrupted
+    code = exit_failed if ev.errors else 0
+    for st in statuses:
+        code = max(code, exit_code_for(Counts(dict(st["counts"])), st["state"]))
+    return code
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+    "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync,
+}

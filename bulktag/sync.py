@@ -1,0 +1,379 @@
+"""Tag-sync rules, after AWS Resource Groups tag-sync tasks.
+
+A rule names what to match (a tag key and value, or a ResourceQuery), the tags to apply, and the
+accounts and regions to look in. An evaluation walks GetResources with the rule's query over
+accounts × regions at the GetResources quota and compares with the rule's members (what matched
+last time): resources that newly match or whose applied tags drifted go to a tag job with just
+those ARNs; members that stopped matching go to an untag job removing the applied keys, as AWS
+tag-sync does when a resource loses the matching tag. Both jobs are named `sync:NAME` and run
+like any job. An evaluation that cannot read some account or region (a refused role, access
+denied) sets the rule's status to ERROR with the reason: it still tags what it could read, but
+removes nothing and keeps the members it could not see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .accounts import AccountAccessError
+from .arn import ArnError, Shard, parse_arn
+from .classify import Verdict, backoff_delay, classify_call_error
+from .clients import ClientPool
+from .config import Settings
+from .discovery import PAGE, Query, _failure, enabled_regions, parse_resource_query, tags_of
+from .limiter import ShardLimiter
+from .store import Q, NewItem, Store, tagset_body
+
+log = structlog.get_logger("bulktag.sync")
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
+MAX_THROTTLE_RETRIES = 100
+CHUNK = 10_000
+
+
+class RuleError(ValueError):
+    """A rule that cannot be added: says which part and why."""
+
+
+@dataclass
+class SyncRule:
+    id: int
+    name: str
+    tag_key: str | None
+    tag_value: str | None
+    resource_query: str | None
+    apply: dict[str, str]
+    regions: list[str]
+    accounts: list[str]
+    interval_seconds: float
+    status: str
+    error: str | None
+    created_at: float
+    last_run_at: float | None
+    next_run_at: float
+    members: int
+    last_added: int
+    last_removed: int
+    last_jobs: list[int]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SyncRule:
+        return cls(row["id"], row["name"], row["tag_key"], row["tag_value"],
+                   row["resource_query"], json.loads(row["apply_tags"]),
+                   json.loads(row["regions"]), json.loads(row["accounts"]),
+                   row["interval_seconds"], row["status"], row["error"], row["created_at"],
+                   row["last_run_at"], row["next_run_at"], row["members"], row["last_added"],
+                   row["last_removed"], json.loads(row["last_jobs"]))
+
+    def query(self) -> Query:
+        if self.resource_query:
+            return rule_query(self.resource_query)
+        return Query(((str(self.tag_key), (str(self.tag_value),)),), ())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "tag_key": self.tag_key, "tag_value": self.tag_value,
+            "resource_query": self.resource_query, "apply": self.apply,
+            "regions": self.regions, "accounts": [a or "caller" for a in self.accounts],
+            "interval_seconds": self.interval_seconds, "status": self.status,
+            "error": self.error, "created_at": self.created_at, "last_run_at": self.last_run_at,
+            "next_run_at": self.next_run_at, "members": self.members,
+            "last_added": self.last_added, "last_removed": self.last_removed,
+            "last_jobs": self.last_jobs,
+        }
+
+
+def rule_query(text: str) -> Query:
+    """A ResourceQuery as tag-sync takes it. `AWS::AllSupported` means no type filter (GetResources
+    has no such type); other CloudFormation type names have no exact Tagging API equivalent, so
+    they are refused rather than guessed."""
+    query = parse_resource_query(text)
+    types = tuple(t for t in query.resource_types if t != "AWS::AllSupported")
+    cfn = [t for t in types if t.startswith("AWS::")]
+    if cfn:
+        raise RuleError(f"--resource-query: ResourceTypeFilters {', '.join(cfn)}: give the "
+                        "Tagging API's SERVICE[:TYPE] names instead (e.g. ec2:instance)")
+    if not types and not query.tag_filters:
+        raise RuleError("--resource-query: matches every resource; give TagFilters")
+    return Query(query.tag_filters, types)
+
+
+def check_rule(name: str, tag_key: str | None, tag_value: str | None,
+               resource_query: str | None, apply: dict[str, str], accounts: Sequence[str],
+               interval: float) -> None:
+    """Raise RuleError for a rule that cannot work (pure: no I/O)."""
+    from .tags import tagset_problem
+
+    if not NAME_PATTERN.match(name):
+        raise RuleError(f"rule name {name!r}: 1-128 letters, digits and _.:@+=- "
+                        "(starting with a letter or digit)")
+    if resource_query is not None:
+        if tag_key is not None or tag_value is not None:
+            raise RuleError("give either --tag-key/--tag-value or --resource-query, not both")
+        rule_query(resource_query)  # QueryError is a ValueError: says what is wrong
+    elif tag_key is None or tag_value is None:
+        raise RuleError("give --tag-key and --tag-value together, or --resource-query")
+    if not apply:
+        raise RuleError("--apply: give at least one KEY=VALUE to apply")
+    problem = tagset_problem(apply)
+    if problem:
+        raise RuleError(f"--apply: {problem}")
+    for account in accounts:
+        if account and not (len(account) == 12 and account.isdigit()):
+            raise RuleError(f"--accounts: {account!r} is not a 12-digit account id")
+    if not interval > 0:
+        raise RuleError(f"--interval must be positive, not {interval:g}")
+
+
+class SyncStore:
+    """Sync rules and their members, on the store's connection and lock."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def add(self, name: str, *, tag_key: str | None, tag_value: str | None,
+                  resource_query: str | None, apply: dict[str, str], regions: Sequence[str],
+                  accounts: Sequence[str], interval: float) -> SyncRule:
+        try:
+            await self.store._one(Q["sync_insert_rule"], {
+                "name": name, "tag_key": tag_key, "tag_value": tag_value,
+                "resource_query": resource_query,
+                "apply_tags": json.dumps(apply, sort_keys=True, ensure_ascii=False),
+                "regions": json.dumps(list(regions)),
+                "accounts": json.dumps(list(accounts) or [""]),
+                "interval": interval, "now": time.time()})
+        except sqlite3.IntegrityError:
+            raise RuleError(f"a sync rule named {name!r} exists already") from None
+        rule = await self.get(name)
+        assert rule is not None
+        return rule
+
+    async def get(self, name: str) -> SyncRule | None:
+        row = await self.store._one(Q["sync_get_rule"], (name,))
+        return SyncRule.from_row(row) if row else None
+
+    async def list(self) -> list[SyncRule]:
+        return [SyncRule.from_row(r) for r in await self.store._all(Q["sync_list_rules"])]
+
+    async def remove(self, rule: SyncRule) -> None:
+        async with self.store.transaction():
+            await self.store.db.execute(Q["sync_delete_members"], (rule.id,))
+            await self.store.db.execute(Q["sync_delete_rule"], (rule.id,))
+
+    async def due(self, now: float | None = None) -> list[str]:
+        rows = await self.store._all(Q["sync_due_rules"], (time.time() if now is None else now,))
+        return [r[0] for r in rows]
+
+    async def claim(self, name: str, *, force: bool = False) -> SyncRule | None:
+        """Take the rule's next evaluation (moves next_run_at one interval on); None when it
+        is not due or another process took it first. `force`: due or not (`sync run`)."""
+        row = await self.store._one(Q["sync_claim_now" if force else "sync_claim_due"],
+                                    {"name": name, "now": time.time()})
+        return SyncRule.from_row(row) if row else None
+
+    async def member_arns(self, rule_id: int, page: int = 5000) -> list[str]:
+        out: list[str] = []
+        last = ""
+        while True:
+            rows = await self.store._all(Q["sync_members_page"], (rule_id, last, page))
+            out.extend(r[0] for r in rows)
+            if len(rows) < page:
+                return out
+            last = rows[-1][0]
+
+    async def update_members(self, rule: SyncRule, seen: Sequence[str],
+                             gone: Sequence[str]) -> None:
+        body = tagset_body(rule.apply, None)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        now = time.time()
+        for i in range(0, max(len(seen), len(gone)), CHUNK):
+            async with self.store.transaction():
+                await self.store.db.executemany(
+                    Q["sync_upsert_member"],
+                    [(rule.id, arn, body, digest, now) for arn in seen[i:i + CHUNK]])
+                await self.store.db.executemany(
+                    Q["sync_delete_member"], [(rule.id, arn) for arn in gone[i:i + CHUNK]])
+
+    async def finish(self, rule: SyncRule, status: str, error: str | None, added: int,
+                     removed: int, jobs: Sequence[int]) -> None:
+        await self.store._write(Q["sync_finish_rule"], {
+            "status": status, "error": error, "now": time.time(), "id": rule.id,
+            "added": added, "removed": removed, "jobs": json.dumps(list(jobs))})
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    rule: str
+    matched: int = 0
+    added: int = 0  # new or drifted: in the tag job
+    removed: int = 0  # stopped matching: in the untag job
+    jobs: list[int] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # "account/region" -> reason
+    requests: int = 0
+
+    @property
+    def status(self) -> str:
+        return "ERROR" if self.errors else "ACTIVE"
+
+    @property
+    def error(self) -> str | None:
+        if not self.errors:
+            return None
+        return "; ".join(f"{where}: {why}" for where, why in sorted(self.errors.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "status": self.status, "error": self.error,
+                "matched": self.matched, "added": self.added, "removed": self.removed,
+                "jobs": self.jobs, "requests": self.requests}
+
+
+LimiterFor = Callable[[Shard], ShardLimiter]
+
+
+def own_limiters(settings: Settings) -> LimiterFor:
+    """GetResources limiters per shard for a process with no engine (`sync run`)."""
+    limiters: dict[Shard, ShardLimiter] = {}
+
+    def get(shard: Shard) -> ShardLimiter:
+        lim = limiters.get(shard)
+        if lim is None:
+            lim = limiters[shard] = ShardLimiter(settings.rate_for("GetResources"))
+        return lim
+
+    return get
+
+
+class _Unreadable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _read_pair(clients: ClientPool, settings: Settings, shard: Shard, query: Query,
+                     limiter: ShardLimiter, ev: Evaluation, rng: random.Random
+                     ) -> dict[str, dict[str, str]]:
+    """Every resource matching `query` in one (account, region), with its tags."""
+    found: dict[str, dict[str, str]] = {}
+    token: str | None = None
+    attempts = throttles = 0
+    while True:
+        params = query.params()
+        params["ResourcesPerPage"] = PAGE
+        if token:
+            params["PaginationToken"] = token
+        await limiter.acquire()
+        ev.requests += 1
+        try:
+            client = await clients.tagging(shard)
+            resp = await client.get_resources(**params)
+        except (ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError) as exc:
+            failure = _failure(exc)
+            if failure.code == "PaginationTokenExpiredException":
+                token, found = None, {}
+                continue
+            verdict = classify_call_error(failure, 1)
+            if verdict is Verdict.THROTTLE and throttles < MAX_THROTTLE_RETRIES:
+                throttles += 1
+                limiter.on_throttle()
+                continue
+            attempts += 1
+            if verdict is Verdict.TRANSIENT and attempts < settings.max_attempts:
+                await asyncio.sleep(backoff_delay(attempts, base=settings.backoff_base,
+                                                  cap=settings.backoff_cap, rng=rng))
+                continue
+            raise _Unreadable(f"{failure.code}: {failure.message}") from None
+        attempts = 0
+        for mapping in resp.get("ResourceTagMappingList", []):
+            found[mapping["ResourceARN"]] = tags_of(mapping)
+        token = resp.get("PaginationToken") or None
+        if not token:
+            return found
+
+
+async def _enqueue(store: Store, rule: SyncRule, operation: str, arns: Sequence[str]) -> int:
+    """A ready job `sync:NAME` over `arns`, its items added as submit() adds them."""
+    if operation == "tag":
+        body = tagset_body(rule.apply, None)
+        options = {"tags": rule.apply, "keys": [], "sync_rule": rule.name,
+                   "skip_compliant": False}
+    else:
+        body = tagset_body(None, list(rule.apply))
+        options = {"tags": {}, "keys": sorted(rule.apply), "sync_rule": rule.name,
+                   "skip_compliant": False}
+    job_id = await store.create_job(operation, options=options, name=f"sync:{rule.name}")
+    try:
+        for i in range(0, len(arns), CHUNK):
+            items = []
+            for arn in arns[i:i + CHUNK]:
+                try:
+                    items.append(NewItem(arn, parse_arn(arn).shard, body))
+                except ArnError as exc:
+                    items.append(NewItem(arn, None, None, None, f"malformed ARN: {exc}"))
+            await store.add_items(job_id, items)
+        await store.set_job_state(job_id, "ready")
+    except BaseException:
+        await store.delete_job(job_id)
+        raise
+    return job_id
+
+
+async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: SyncRule,
+                   limiter_for: LimiterFor, *, rng: random.Random | None = None) -> Evaluation:
+    """One evaluation of a claimed rule: read, compare, enqueue, record. Never raises for an
+    account or region it cannot read: that is the rule's ERROR status."""
+    rng = rng or random.Random()
+    ev = Evaluation(rule.name)
+    rule_log = log.bind(rule=rule.name)
+    matched: dict[str, dict[str, str]] = {}
+    regions = list(rule.regions)
+    if not regions:
+        try:
+            regions = await enabled_regions(clients, settings)
+        except Exception as exc:  # noqa: BLE001 - any failure is the rule's error to show
+            ev.errors["*"] = f"cannot list the enabled regions: {exc}"
+    query = rule.query()
+    for account in rule.accounts:
+        for region in regions:
+            shard = Shard("aws", account, region)
+            try:
+                matched.update(await _read_pair(clients, settings, shard, query,
+                                                limiter_for(shard), ev, rng))
+            except _Unreadable as exc:
+                ev.errors[f"{account or 'caller'}/{region}"] = exc.reason
+    ev.matched = len(matched)
+    wanted = rule.apply
+    to_tag = [arn for arn, tags in matched.items()
+              if any(tags.get(k) != v for k, v in wanted.items())]
+    members = await SyncStore(store).member_arns(rule.id)
+    # With part of the rule unread, a member missing from `matched` may just be unseen:
+    # remove nothing until a full evaluation says so.
+    gone = [] if ev.errors else [arn for arn in members if arn not in matched]
+    if to_tag:
+        ev.jobs.append(await _enqueue(store, rule, "tag", to_tag))
+        ev.added = len(to_tag)
+    if gone:
+        ev.jobs.append(await _enqueue(store, rule, "untag", gone))
+        ev.removed = len(gone)
+    await SyncStore(store).update_members(rule, list(matched), gone)
+    await SyncStore(store).finish(rule, ev.status, ev.error, ev.added, ev.removed, ev.jobs)
+    if ev.errors:
+        rule_log.error("sync_rule_error", error=ev.error, matched=ev.matched, added=ev.added)
+    else:
+        rule_log.info("sync_rule_evaluated", matched=ev.matched, added=ev.added,
+                      removed=ev.removed, jobs=ev.jobs)
+    return ev
