@@ -167,18 +167,22 @@ def describe(r: dict[str, Any], ceiling: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False, shards: list[int] | None = None) -> list[Row]:
+def run(quick: bool = False, shards: list[int] | None = None, per_shard: int | None = None,
+        latency_ms: str | None = None) -> list[Row]:
     print_machine("throughput: bulktag vs the quota ceiling (simulator in its own process)")
     shards = shards or ([1, 4] if quick else [1, 4, 16, 64])
-    print(f"   simulator: bulktag sim {' '.join(SIM_ARGS)} (quota 5 TagResources/s per "
+    sim_args = list(SIM_ARGS)
+    if latency_ms:
+        sim_args[1] = latency_ms
+    print(f"   simulator: bulktag sim {' '.join(sim_args)} (quota 5 TagResources/s per "
           f"account-region = 100 ARNs/s per shard)")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bulktag-bench-tp-") as tmpdir, \
-            SimProcess(SIM_ARGS) as sim:
+            SimProcess(sim_args) as sim:
         tmp = Path(tmpdir)
         print(f"   simulator at {sim.url}")
         for n in shards:
-            per = per_shard_for(n)
+            per = per_shard or per_shard_for(n)
             ceiling = n * 100.0
             r = run_bulktag(sim, tmp, regions(n), per, f"tp{n}",
                             timeout=max(180.0, 10 * n * per / ceiling + 120))
@@ -214,9 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 and 4 shards only")
     p.add_argument("--shards", help="comma-separated shard counts, e.g. 1,4,16")
+    p.add_argument("--per-shard", type=int, help="ARNs per shard (default 2,000; 1,500 at 64)")
+    p.add_argument("--latency-ms", help="simulator latency range (default 200-500)")
     a = p.parse_args(argv)
     shards = [int(x) for x in a.shards.split(",")] if a.shards else None
-    print_rows(run(a.quick, shards), "throughput summary")
+    print_rows(run(a.quick, shards, a.per_shard, a.latency_ms), "throughput summary")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bulktag.engine import RECORDER_INTERVAL
 from bulktag.sim import synthetic_arns
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.slow
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"]
 PER_REGION = 300
 IN_FLIGHT = 2
-RECORDER_INTERVAL = 0.2  # Recorder's flush interval (engine.Recorder)
 
 
 @pytest.fixture
