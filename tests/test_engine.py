@@ -220,3 +220,18 @@ async def test_higher_priority_job_on_a_shared_shard_finishes_first(
     first_low = min(str(r["finished_at"]) for r in low_rows.values())
     assert high_done <= first_low
     await store.close()
+
+
+async def test_expired_credentials_are_refreshed_not_counted_as_failures(tmp_path: Path) -> None:
+    config = SimConfig(expired_token_rate=0.3, enforce_quotas=False, seed=13)
+    async with await start_simulator(config) as sim:
+        arns = list(synthetic_arns([ACCOUNT], ["us-east-1"], 200))
+        # One attempt each: an expired token that spent an attempt would fail the item.
+        settings = fast_settings(tmp_path / "s.db", sim.url, max_attempts=1, max_rate=100.0)
+        store, job, engine = await run_job(tmp_path, settings, arns)
+        rows = await items(store, job)
+        assert {r["status"] for r in rows.values()} == {"succeeded"}
+        assert {r["attempts"] for r in rows.values()} == {1}
+        assert engine.stats.call_errors["ExpiredTokenException"] > 0
+        assert all(sim.state.tags(a) == TAGS for a in arns)
+        await store.close()

@@ -24,6 +24,7 @@ class SimConfig:
     enforce_quotas: bool = True
     latency_ms: tuple[float, float] = (0.0, 0.0)
     whole_call_error_rate: float = 0.0
+    expired_token_rate: float = 0.0  # Tag/Untag calls answered 400 ExpiredTokenException
     resource_error_rate: float = 0.0
     resource_throttle_rate: float = 0.0
     denied_marker: str = "denied"
@@ -53,6 +54,7 @@ class SimConfig:
 _FLOAT_FIELDS = (
     "burst_seconds",
     "whole_call_error_rate",
+    "expired_token_rate",
     "resource_error_rate",
     "resource_throttle_rate",
     "pagination_token_ttl",

@@ -122,6 +122,10 @@ class Simulator:
             await asyncio.sleep(self.ctx.rng.uniform(low, high) / 1000.0)
         if config.whole_call_error_rate and self.ctx.rng.random() < config.whole_call_error_rate:
             return _aws_error("InternalServiceException", "Internal service error", 500)
+        if config.expired_token_rate and op in ("TagResources", "UntagResources") and \
+                self.ctx.rng.random() < config.expired_token_rate:
+            return _aws_error("ExpiredTokenException",
+                              "The security token included in the request is expired", 400)
         try:
             result = handler(self.ctx, caller, body)
         except ApiError as e:
