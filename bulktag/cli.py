@@ -332,6 +332,9 @@ async def run_engine(
             log.warning("stopping", signal=signal.Signals(signum).name,
                         grace_seconds=settings.grace_seconds, hint="again to stop at once")
             engine.request_stop()
+        elif hits == 2:
+            log.warning("stopping_now", hint="in-flight calls cancelled; leases still released")
+            engine.stop_now()
         elif main is not None:
             main.cancel()
 

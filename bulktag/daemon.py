@@ -131,8 +131,8 @@ class Daemon:
                                  grace_seconds=self.settings.grace_seconds,
                                  hint="again to stop at once")
                 self.request_stop()
-            elif self._engine_task is not None:
-                self._engine_task.cancel()
+            else:  # in-flight calls cancelled; outcomes still written, leases released
+                self.engine.stop_now()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_stop, sig)

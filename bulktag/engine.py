@@ -96,7 +96,13 @@ class Recorder:
     async def flush(self) -> None:
         while self._pending:
             chunk, self._pending = self._pending, []
-            self.written += await self.store.record(self.owner, chunk)
+            try:
+                self.written += await self.store.record(self.owner, chunk)
+            except BaseException:
+                # Not written (rolled back, or cancelled): keep it for the next flush. A chunk
+                # that did land is harmless to write again: record() needs the lease.
+                self._pending[:0] = chunk
+                raise
             if self.on_flush:
                 self.on_flush()
 
@@ -140,6 +146,7 @@ class Engine:
         self._batches: set[asyncio.Task[None]] = set()
         self._global = asyncio.Semaphore(settings.max_open_requests)
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._wake = asyncio.Event()
         self._rr: dict[int, int] = defaultdict(int)
         self._tagsets: dict[int, Any] = {}
@@ -156,6 +163,14 @@ class Engine:
         """Stop claiming; in-flight batches finish within the grace period."""
         self._stopping.set()
         self._wake.set()
+
+    def stop_now(self) -> None:
+        """End the grace period at once: cancel in-flight calls. Outcomes already known are
+        still written and every lease still released (the shutdown path is not cut short)."""
+        self.request_stop()
+        self._hurry.set()
+        for t in list(self._batches):
+            t.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -233,7 +248,15 @@ class Engine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.25)
         finally:
-            await self._shutdown(recorder)
+            # Shielded: a second Ctrl-C (or a cancelled caller) must not skip the flush and the
+            # release of leases; stop_now() is how to hurry it.
+            shutdown = asyncio.ensure_future(self._shutdown(recorder))
+            try:
+                await asyncio.shield(shutdown)
+            except asyncio.CancelledError:
+                self.stop_now()
+                await shutdown
+                raise
         return not interrupted
 
     async def _shutdown(self, recorder: asyncio.Task[None]) -> None:
@@ -245,7 +268,14 @@ class Engine:
         if self._batches:
             self.log.info("draining", in_flight=len(self._batches),
                           grace_seconds=self.settings.grace_seconds)
-            _, late = await asyncio.wait(self._batches, timeout=self.settings.grace_seconds)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.grace_seconds
+            while self._batches and not self._hurry.is_set() and loop.time() < deadline:
+                hurry = asyncio.ensure_future(self._hurry.wait())
+                await asyncio.wait([*self._batches, hurry], timeout=deadline - loop.time(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                hurry.cancel()
+            late = {t for t in self._batches if not t.done()}
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)

@@ -11,6 +11,7 @@ other processes read while one writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -321,16 +322,37 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE … COMMIT under the store's lock (rolled back on any error)."""
+        """BEGIN IMMEDIATE … COMMIT under the store's lock (rolled back on any error).
+
+        aiosqlite runs a statement to its end even when the coroutine awaiting it is cancelled,
+        so BEGIN, COMMIT and ROLLBACK are awaited to completion whatever happens: a Ctrl-C
+        while another process holds the write lock never leaves the shared connection inside
+        a transaction nobody will end.
+        """
         async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._landed("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                if self.db.in_transaction:
+                    await self._landed("ROLLBACK")
+                raise
             try:
                 yield
             except BaseException:
-                await self.db.execute("ROLLBACK")
+                await self._landed("ROLLBACK")
                 raise
             else:
-                await self.db.execute("COMMIT")
+                await self._landed("COMMIT")
+
+    async def _landed(self, sql: str) -> None:
+        """Execute `sql`; if cancelled meanwhile, wait until it has run, then re-raise."""
+        task = asyncio.ensure_future(self.db.execute(sql))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await task
+            raise
 
     async def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         async with self._lock:

@@ -145,3 +145,23 @@ def test_sigint_drains_in_flight_work_exits_130_and_resumes(
     assert_all_tagged(sim_url, arns)
     sends = sim_get(sim_url, "/_sim/stats")["arn_sends"]["TagResources"]  # type: ignore[index]
     assert sends == len(arns)  # a clean stop re-sends nothing
+
+
+def test_a_second_sigint_cancels_in_flight_calls_but_still_releases_every_lease(
+    tmp_path: Path, sim_url: str, cli_env: dict[str, str]
+) -> None:
+    db = tmp_path / "bulktag.db"
+    proc, arns = start_tag(tmp_path, db, sim_url, cli_env)
+    wait_for_progress(db, proc, done=len(arns) // 4)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    after = counts(db)
+    assert after.get("leased", 0) == 0
+    assert sum(after.values()) == len(arns)
+    result = resume(db, sim_url, cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = counts(db)
+    assert set(final) <= {"succeeded", "skipped"} and sum(final.values()) == len(arns)
+    assert_all_tagged(sim_url, arns)
