@@ -580,6 +580,8 @@ class Engine:
             await self._send(job_id, operation, shard_id, shard, batch, limiter,
                              credentials_retry=False)
             return
+        if verdict is Verdict.CREDENTIALS:
+            verdict = Verdict.TRANSIENT  # fresh credentials did not help: spend an attempt
         if verdict is Verdict.THROTTLE:
             self.stats.throttled_calls += 1
             self.metrics.throttle(api, shard)
@@ -610,6 +612,11 @@ class Engine:
             if verdict is Verdict.THROTTLE:
                 throttled = True
                 self.stats.throttled_resources += 1
+            # A throttle of the owning service slows the shard like any throttle, but the item
+            # retries with backoff on its attempt budget (DESIGN, invariant 3): a resource
+            # whose service keeps refusing must not hold the run open forever.
+            if verdict is Verdict.THROTTLE:
+                verdict = Verdict.TRANSIENT
             outcomes.append(self._outcome(job_id, c, verdict, failure))
         if throttled:
             limiter.on_throttle()
@@ -620,8 +627,8 @@ class Engine:
 
     def _outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
         now = time.time()
-        if verdict in (Verdict.THROTTLE, Verdict.CREDENTIALS):
-            # Not the item's fault: back to the queue without spending an attempt.
+        if verdict is Verdict.THROTTLE:
+            # The service's quota, not the item: back to the queue without spending an attempt.
             delay = self.settings.throttle_retry_delay * (1 + self.rng.random())
             return Outcome(c.id, "pending", c.attempts, now + delay, failure.code,
                            failure.status, failure.message)

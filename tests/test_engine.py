@@ -105,16 +105,34 @@ async def test_throttles_slow_the_shard_and_spend_no_attempts(tmp_path: Path) ->
         await store.close()
 
 
-async def test_throttles_inside_failed_resources_map_are_requeued(tmp_path: Path) -> None:
-    config = SimConfig(resource_throttle_rate=0.4, enforce_quotas=False, seed=5)
+async def test_throttles_inside_failed_resources_map_slow_the_shard_and_retry_on_budget(
+    tmp_path: Path,
+) -> None:
+    config = SimConfig(resource_throttle_rate=0.3, enforce_quotas=False, seed=5)
     async with await start_simulator(config) as sim:
         arns = list(synthetic_arns([ACCOUNT], ["us-east-1"], 100))
-        settings = fast_settings(tmp_path / "s.db", sim.url, max_rate=100.0, max_attempts=1)
+        settings = fast_settings(tmp_path / "s.db", sim.url, max_rate=100.0, max_attempts=12)
         store, job, engine = await run_job(tmp_path, settings, arns)
         rows = await items(store, job)
-        # max_attempts=1: had a throttle spent an attempt, items would have failed.
         assert {r["status"] for r in rows.values()} == {"succeeded"}
+        assert max(r["attempts"] for r in rows.values()) > 1  # retried on the budget
         assert engine.stats.throttled_resources > 0
+        limiter = next(iter(engine.limiters.values()))
+        assert limiter.policy.throttles > 0  # and the shard slowed down
+        await store.close()
+
+
+async def test_a_service_that_keeps_throttling_a_resource_cannot_hold_the_run_open(
+    tmp_path: Path,
+) -> None:
+    config = SimConfig(resource_throttle_rate=1.0, enforce_quotas=False, seed=6)
+    async with await start_simulator(config) as sim:
+        arns = list(synthetic_arns([ACCOUNT], ["us-east-1"], 10))
+        settings = fast_settings(tmp_path / "s.db", sim.url, max_rate=100.0, max_attempts=3)
+        store, job, _ = await run_job(tmp_path, settings, arns)
+        rows = await items(store, job)
+        assert {(r["status"], r["attempts"], r["error_code"]) for r in rows.values()} == {
+            ("failed", 3, "ThrottlingException")}
         await store.close()
 
 
@@ -223,15 +241,18 @@ async def test_higher_priority_job_on_a_shared_shard_finishes_first(
 
 
 async def test_expired_credentials_are_refreshed_not_counted_as_failures(tmp_path: Path) -> None:
-    config = SimConfig(expired_token_rate=0.3, enforce_quotas=False, seed=13)
+    config = SimConfig(expired_token_rate=0.2, enforce_quotas=False, seed=13)
     async with await start_simulator(config) as sim:
-        arns = list(synthetic_arns([ACCOUNT], ["us-east-1"], 200))
-        # One attempt each: an expired token that spent an attempt would fail the item.
-        settings = fast_settings(tmp_path / "s.db", sim.url, max_attempts=1, max_rate=100.0)
+        arns = list(synthetic_arns([ACCOUNT], ["us-east-1"], 400))
+        settings = fast_settings(tmp_path / "s.db", sim.url, max_attempts=5, max_rate=100.0)
         store, job, engine = await run_job(tmp_path, settings, arns)
         rows = await items(store, job)
         assert {r["status"] for r in rows.values()} == {"succeeded"}
-        assert {r["attempts"] for r in rows.values()} == {1}
-        assert engine.stats.call_errors["ExpiredTokenException"] > 0
+        expired = engine.stats.call_errors["ExpiredTokenException"]
+        assert expired >= 2
+        # A fifth of the calls were refused, but the refresh-and-resend spent no attempt:
+        # only a batch refused twice in a row (1 in 25) spends one.
+        first_try = sum(1 for r in rows.values() if r["attempts"] == 1)
+        assert first_try >= 0.8 * len(arns)
         assert all(sim.state.tags(a) == TAGS for a in arns)
         await store.close()
