@@ -24,7 +24,15 @@ from .logs import configure_logging
 from .progress import Progress, format_duration
 from .report import write_report
 from .sources import SourceError
-from .store import JOB_DONE, AccountPauses, Counts, Store, StoreError, new_owner_token
+from .store import (
+    JOB_DONE,
+    AccountPauses,
+    Counts,
+    DiscoveryStore,
+    Store,
+    StoreError,
+    new_owner_token,
+)
 from .submit import Request, SubmissionRefused, request_problem, submit
 from .tags import parse_tag_arg
 
@@ -269,6 +277,9 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         "top_errors": errors,
         "paused_accounts": [{"account": a, "reason": r}
                             for a, r in await AccountPauses(store).of_job(job_id)],
+        "discovery": [{"account": d.account, "region": d.region, "state": d.state,
+                       "pages": d.pages, "found": d.found, "restarts": d.restarts,
+                       "error": d.error} for d in await DiscoveryStore(store).of_job(job_id)],
     }
 
 
@@ -284,6 +295,15 @@ def render_status(st: dict[str, Any]) -> str:
         f"elapsed {format_duration(st['elapsed_seconds'])}",
     ]
     lines += render_shard_table(st.get("shards") or [])
+    walks = st.get("discovery") or []
+    if walks:
+        done = sum(1 for w in walks if w["state"] == "done")
+        lines.append(f"  discovery: {done} of {len(walks)} account-region walks done, "
+                     f"{sum(w['found'] for w in walks)} resources found")
+        for w in walks:
+            if w["state"] == "failed":
+                lines.append(f"    FAILED {w['account'] or '(caller)'}/{w['region']}: "
+                             f"{(w['error'] or '')[:160]}")
     for p in st.get("paused_accounts") or []:
         lines.append(f"  account {p['account']} PAUSED: {p['reason'][:160]}")
         lines.append(f"      -> fix its role, then `bulktag resume {st['job']}`")
@@ -315,9 +335,10 @@ def exit_code_for(counts: Counts, state: str) -> int:
 
 async def run_engine(
     store: Store, settings: Settings, job_ids: set[int] | None, *, progress_job: int | None,
-    clients: Any = None,
+    clients: Any = None, seen: set[int] | None = None,
 ) -> bool:
-    """Run jobs to the end with signal handling; True when finished, False when interrupted."""
+    """Run jobs to the end with signal handling; True when finished, False when interrupted.
+    `seen` collects the ids of the jobs this run worked on."""
     from .engine import Engine  # aiobotocore: ~0.2 s to import, which status/report never need
 
     engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients)
@@ -350,7 +371,11 @@ async def run_engine(
 
     shower = asyncio.create_task(show()) if progress else None
     try:
-        finished = await engine.run()
+        try:
+            finished = await engine.run()
+        finally:
+            if seen is not None:
+                seen.update(engine._jobs_seen)
     except asyncio.CancelledError:
         finished = False
     finally:
@@ -466,6 +491,11 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     options["skip_compliant"] = (args.command == "tag" if args.skip_compliant is None
                                  else args.skip_compliant)
     options["if_absent"] = args.if_absent
+    if args.if_absent:
+        if args.skip_compliant is False:
+            raise UsageError("--if-absent reads current tags to keep existing values: it "
+                             "cannot go with --no-skip-compliant")
+        options["skip_compliant"] = True
     options.update(export_on_finish_options(args))  # kept with the job, even with --detach
     if args.if_absent and args.command != "tag":
         raise UsageError("--if-absent applies to tag jobs only")
@@ -509,9 +539,15 @@ async def finish_run(
 ) -> int:
     await remember_export_on_finish(args, store, job_ids)
     progress_job = next(iter(job_ids)) if job_ids and len(job_ids) == 1 else None
+    seen: set[int] = set()
     finished = await run_engine(store, settings, job_ids, progress_job=progress_job,
-                                clients=clients)
-    ids = sorted(job_ids) if job_ids else [j.id for j in await store.list_jobs()]
+                                clients=clients, seen=seen)
+    # `bulktag run` with no JOB answers for the jobs it worked, not the store's whole history.
+    # ... and for finished jobs whose export is still due (their bucket was missing, say).
+    ids = sorted(job_ids) if job_ids else sorted(
+        seen | {j.id for j in await store.list_jobs() if export_due(j)})
+    if not ids and not getattr(args, "json", False):
+        print("no queued work")
     statuses = [await job_status(store, j, settings) for j in ids]
     export_failed = False
     if finished:  # after Ctrl-C, stop now: the next `bulktag run` exports what is due
@@ -531,6 +567,8 @@ async def finish_run(
     for st in statuses:
         counts = Counts({k: v for k, v in st["counts"].items()})
         code = max(code, exit_code_for(counts, st["state"]))
+        if any(w["state"] == "failed" for w in st.get("discovery") or []):
+            code = max(code, EXIT_FAILED)  # part of the query was never read
     return max(code, EXIT_EXPORT) if export_failed else code
 
 
@@ -575,6 +613,15 @@ async def remember_export_on_finish(args: argparse.Namespace, store: Store,
         await merge_job_options(store, j, options)
 
 
+def export_due(job: Any) -> bool:
+    """A finished job with an export destination whose this end was not exported yet."""
+    spec = job.options.get("export_on_finish")
+    if not spec or job.state not in ("completed", "failed"):
+        return False
+    done = job.options.get("exported") or {}
+    return not (done.get("finished_at") == job.finished_at and done.get("spec") == spec)
+
+
 async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[str, Any] | None:
     """Export a completed or failed job with an export destination, unless this end of it
     (same finished_at, same destination) was already exported. Returns what happened."""
@@ -582,12 +629,9 @@ async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[s
     from .store import merge_job_options
 
     job = await store.get_job(job_id)
-    spec = job.options.get("export_on_finish") if job else None
-    if job is None or not spec or job.state not in ("completed", "failed"):
+    if job is None or not export_due(job):
         return None
-    done = job.options.get("exported") or {}
-    if done.get("finished_at") == job.finished_at and done.get("spec") == spec:
-        return None
+    spec = job.options["export_on_finish"]
     try:
         exported = await export_report(
             store, job, parse_destination(spec["destination"]), settings,

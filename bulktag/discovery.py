@@ -28,7 +28,7 @@ from .classify import Failure, Verdict, backoff_delay, classify_call_error
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
-from .store import DiscoveryStore, NewItem, Store, tagset_body
+from .store import JOB_DONE, DiscoveryStore, NewItem, Store, tagset_body
 from .tags import key_problem
 
 log = structlog.get_logger("bulktag.discovery")
@@ -207,8 +207,9 @@ async def walk(
     ds = DiscoveryStore(store)
     query = Query.from_json(job_options["query"])
     wanted = job_options["tags"] if operation == "tag" else job_options["keys"]
-    skip_compliant = bool(job_options.get("skip_compliant", operation == "tag"))
     if_absent = bool(job_options.get("if_absent", False))
+    # --if-absent never sends a key a resource has: what is already there is always skipped.
+    skip_compliant = if_absent or bool(job_options.get("skip_compliant", operation == "tag"))
     body = tagset_body(wanted, None) if operation == "tag" else tagset_body(None, wanted)
     walk_log = log.bind(job=d.job_id, account=d.account or "caller", region=d.region)
     token = d.token if d.token and d.token_at and time.time() - d.token_at < TOKEN_FRESH_SECONDS \
@@ -262,7 +263,17 @@ async def walk(
             if skip_compliant and not decision.send:
                 skipped.append((arn_text, decision.reason))
             item_body = tagset_body(decision.override, None) if decision.override else body
-            items.append(NewItem(arn_text, arn.shard, item_body))
+            # An ARN without account or region (an S3 bucket) belongs where it was found.
+            shard = arn.shard if arn.account and arn.region else Shard(
+                arn.partition, arn.account or d.account, arn.region or d.region)
+            items.append(NewItem(arn_text, shard, item_body))
+        job = await store.get_job(d.job_id)
+        if job is None or job.state in JOB_DONE:
+            # Cancelled, or failed its threshold: adding pending items to it would leave them
+            # open forever.
+            await ds.finish(d, "done", f"stopped: the job is {job.state if job else 'gone'}")
+            walk_log.info("discovery_stopped", job_state=job.state if job else None)
+            return
         if items:
             await store.add_items(d.job_id, items)
         stats.skipped += await ds.skip(d.job_id, skipped)

@@ -355,9 +355,17 @@ class Engine:
         readings = await asyncio.gather(*(read(chunk) for chunk in chunks))
         keep: list[Claimed] = []
         outcomes: list[Outcome] = []
+        if_absent = bool(options.get("if_absent"))
         for chunk, current in zip(chunks, readings, strict=True):
             if current is None:
-                keep.extend(chunk)
+                if if_absent:
+                    # Sending the full tags could overwrite values: wait for a readable moment.
+                    retry_at = time.time() + self.settings.throttle_retry_delay * 5
+                    outcomes += [Outcome(c.id, "pending", c.attempts, retry_at,
+                                         "TagsNotRead", None, "current tags could not be read")
+                                 for c in chunk]
+                else:
+                    keep.extend(chunk)
                 continue
             for c in chunk:
                 decision = decide(operation, await self._tagset(c.tagset_id),
@@ -464,7 +472,8 @@ class Engine:
                 operation = OPERATIONS[pick.operation]
                 limiter = self.limiter(shard, operation)
                 options = await self._options(pick.job_id)
-                if options.get("skip_compliant") and "query" not in options:
+                if (options.get("skip_compliant") or options.get("if_absent")) \
+                        and "query" not in options:
                     claimed = await self._unless_compliant(pick.job_id, pick.operation, shard,
                                                            claimed, options)
                 for batch in _batches(claimed):

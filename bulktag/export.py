@@ -195,7 +195,9 @@ def s3_error_message(dest: Destination, key: str, code: str, message: str,
     return f"{where}: {code}: {message}"
 
 
-def _describe(exc: Exception, dest: Destination, key: str, kms_key_arn: str | None) -> str:
+def describe_s3_error(exc: Exception, dest: Destination, key: str,
+                      kms_key_arn: str | None) -> str:
+    """A message naming the destination and, for AWS errors, the missing permission."""
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         return s3_error_message(dest, key, str(err.get("Code") or "Unknown"),
@@ -246,7 +248,7 @@ async def export_report(
             return await _export_s3(client, store, job, dest, fmt=fmt, failed_only=failed_only,
                                     kms_key_arn=kms_key_arn, part_size=part_size)
     except (ClientError, BotoCoreError) as exc:  # creating or closing the client
-        raise ExportError(_describe(exc, dest, dest.job_folder(job.id) + "/", kms_key_arn)
+        raise ExportError(describe_s3_error(exc, dest, dest.job_folder(job.id) + "/", kms_key_arn)
                           ) from None
 
 
@@ -310,7 +312,7 @@ async def _export_s3(client: Any, store: Store, job: Job, dest: Destination, *, 
     except BaseException as exc:
         await writer.abort()
         if isinstance(exc, Exception) and _is_aws_error(exc):
-            raise ExportError(_describe(exc, dest, key, kms_key_arn)) from None
+            raise ExportError(describe_s3_error(exc, dest, key, kms_key_arn)) from None
         raise
     manifest = await build_manifest(store, job, [written], fmt=fmt, failed_only=failed_only,
                                     destination=f"s3://{dest.bucket}/{folder}/")
@@ -323,7 +325,7 @@ async def _export_s3(client: Any, store: Store, job: Job, dest: Destination, *, 
     except Exception as exc:
         await mwriter.abort()
         if _is_aws_error(exc):
-            raise ExportError(_describe(exc, dest, manifest_key, kms_key_arn)) from None
+            raise ExportError(describe_s3_error(exc, dest, manifest_key, kms_key_arn)) from None
         raise
     log.info("report_exported", job=job.id, destination=f"s3://{dest.bucket}/{folder}/",
              rows=written.rows, bytes=written.bytes, parts=writer.parts or 1,

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .export import (
     LocalFileWriter,
     S3ObjectWriter,
     is_directory_target,
+    describe_s3_error,
     parse_destination,
     s3_client,
 )
@@ -48,8 +50,9 @@ class Snapshot:
 class _Lines:
     """Buffers JSON lines and hands ~1 MiB chunks to the writer, one at a time."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Any, describe: Callable[[Exception], str]) -> None:
         self.writer = writer
+        self.describe = describe  # what an output error means, naming the destination
         self.buf = bytearray()
         self.lock = asyncio.Lock()
 
@@ -59,14 +62,24 @@ class _Lines:
                 self.buf += line
             if len(self.buf) >= CHUNK:
                 data, self.buf = bytes(self.buf), bytearray()
-                await self.writer.write(data)
+                await self._write(data)
 
     async def close(self) -> None:
         async with self.lock:
             if self.buf:
-                await self.writer.write(bytes(self.buf))
+                await self._write(bytes(self.buf))
                 self.buf = bytearray()
-            await self.writer.close()
+            try:
+                await self.writer.close()
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise ExportError(self.describe(exc)) from None
+
+    async def _write(self, data: bytes) -> None:
+        # Output errors are the snapshot's, not a shard's: they must not pass for "not read".
+        try:
+            await self.writer.write(data)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise ExportError(self.describe(exc)) from None
 
 
 async def _walk(clients: ClientPool, settings: Settings, account: str, region: str,
@@ -133,14 +146,19 @@ async def take_snapshot(settings: Settings, output: str, accounts: list[str], re
         if dest.bucket is None:
             assert path is not None
             writer: Any = LocalFileWriter(path)
-            await writer.open()
-            return await _run(clients, settings, writer, str(path), accounts, regions, query)
+            try:
+                await writer.open()
+            except OSError as exc:
+                raise ExportError(f"inventory to {output}: {exc}") from None
+            return await _run(clients, settings, writer, str(path), accounts, regions, query,
+                              lambda exc: f"inventory to {path}: {exc}")
         async with s3_client(settings, region) as s3:
             writer = S3ObjectWriter(s3, dest, key, content_type="application/x-ndjson",
                                     kms_key_arn=kms_key_arn)
             try:
                 return await _run(clients, settings, writer, f"s3://{dest.bucket}/{key}",
-                                  accounts, regions, query)
+                                  accounts, regions, query,
+                                  lambda exc: describe_s3_error(exc, dest, key, kms_key_arn))
             except (ClientError, BotoCoreError) as exc:
                 raise ExportError(f"inventory to {output}: {exc}") from None
     finally:
@@ -148,9 +166,10 @@ async def take_snapshot(settings: Settings, output: str, accounts: list[str], re
 
 
 async def _run(clients: ClientPool, settings: Settings, writer: Any, location: str,
-               accounts: list[str], regions: list[str], query: Query | None) -> Snapshot:
+               accounts: list[str], regions: list[str], query: Query | None,
+               describe: Callable[[Exception], str]) -> Snapshot:
     snap = Snapshot(location)
-    lines = _Lines(writer)
+    lines = _Lines(writer, describe)
     try:
         await asyncio.gather(*(_walk(clients, settings, a, r, query, lines, snap)
                                for a in accounts for r in regions))

@@ -396,3 +396,26 @@ async def test_on_access_error_pause_parks_the_account_until_resumed(tmp_path: P
         assert (await store.counts(job.job_id)).by_state == {"succeeded": 40}
         assert all(sim.state.tags(a) == {"k": "v"} for a in arns)
         await store.close()
+
+
+async def test_a_query_job_with_an_unreadable_account_exits_3_and_says_which(
+    tmp_path: Path, run_cli: Any
+) -> None:
+    config = SimConfig(default_account=CALLER, refused_roles=frozenset(
+        {f"arn:aws:iam::{REFUSED}:role/bulktag-tagger"}))
+    async with await start_simulator(config) as sim:
+        seed(sim, [SECOND, REFUSED], 9)
+        db = tmp_path / "q.db"
+        proc = await asyncio.to_thread(
+            run_cli, "tag", "--match-tag", "env=prod", "--regions", "us-east-1",
+            "--accounts", f"{SECOND},{REFUSED}", "--role-name", "bulktag-tagger",
+            "--tag", "k=v", "--db", str(db), "--endpoint-url", sim.url, "--log-format", "json")
+        assert proc.returncode == 3, proc.stderr
+        assert "discovery: 1 of 2 account-region walks done" in proc.stdout
+        assert f"FAILED {REFUSED}/us-east-1:" in proc.stdout
+        status = json.loads((await asyncio.to_thread(
+            run_cli, "status", "1", "--json", "--db", str(db))).stdout)
+        walks = {w["account"]: w for w in status["discovery"]}
+        assert walks[SECOND]["state"] == "done" and walks[SECOND]["found"] == 3
+        assert walks[REFUSED]["state"] == "failed"
+        assert "bulktag-tagger" in walks[REFUSED]["error"]
