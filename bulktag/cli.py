@@ -375,7 +375,7 @@ async def run_engine(
             finished = await engine.run()
         finally:
             if seen is not None:
-                seen.update(engine._jobs_seen)
+                seen.update(engine.jobs_worked)
     except asyncio.CancelledError:
         finished = False
     finally:

@@ -41,6 +41,7 @@ from .limiter import ShardLimiter
 from .metrics import EngineMetrics
 from .store import (
     JOB_DONE,
+    TAGSET_CACHE,
     AccountPauses,
     Claimed,
     DiscoveryStore,
@@ -150,7 +151,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._rr: dict[int, int] = defaultdict(int)
         self._tagsets: dict[int, Any] = {}
-        self._jobs_seen: set[int] = set()
+        self._jobs_seen: set[int] = set()  # jobs to watch (thresholds, rates): open ones
+        self.jobs_worked: set[int] = set()  # every job this engine worked on
         # Shards whose items went back to pending (retry, throttle): their idle lanes are woken
         # once the outcomes are written, instead of polling for the requeued work.
         self._requeued: set[int] = set()
@@ -214,8 +216,10 @@ class Engine:
                 work: dict[int, list[Runnable]] = defaultdict(list)
                 for r in runnable:
                     work[r.shard_id].append(r)
-                    if r.job_id not in self._jobs_seen:
+                    # `ready` again after resume or retry: active again, with a live rate.
+                    if r.job_id not in self._jobs_seen or r.state == "ready":
                         self._jobs_seen.add(r.job_id)
+                        self.jobs_worked.add(r.job_id)
                         await self._activate(r.job_id)
                 self._work = work
                 await self._start_discoveries()
@@ -307,6 +311,7 @@ class Engine:
                 continue
             if d.job_id not in self._jobs_seen:
                 self._jobs_seen.add(d.job_id)
+                self.jobs_worked.add(d.job_id)
                 await self._activate(d.job_id)
             shard = Shard(d.partition, d.account, d.region)
             task = asyncio.create_task(
@@ -407,7 +412,12 @@ class Engine:
                 self.log.info("job_completed", job=job_id, **counts.by_state)
         for job_id in list(self._jobs_seen):
             job = await self.store.get_job(job_id)
-            if job is None or job.state in JOB_DONE or job.state == "paused":
+            if job is None or job.state in JOB_DONE:
+                # Finished: stop watching (a daemon's tick must not grow with history).
+                self._jobs_seen.discard(job_id)
+                self._job_options.pop(job_id, None)
+                continue
+            if job.state == "paused":
                 continue
             counts = await self.store.counts(job_id)
             attempted = counts["succeeded"] + counts["failed"]
@@ -422,7 +432,7 @@ class Engine:
 
     async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
         """Store each active job's recent rate (items finished per second) for `status`."""
-        for job_id in self._jobs_seen:
+        for job_id in list(self._jobs_seen):
             job = await self.store.get_job(job_id)
             if job and job.state == "active":
                 await self.store.set_job_rate(job_id, finished[job_id] / seconds)
@@ -513,6 +523,8 @@ class Engine:
     async def _tagset(self, tagset_id: int) -> Any:
         value = self._tagsets.get(tagset_id)
         if value is None:
+            if len(self._tagsets) >= TAGSET_CACHE:
+                self._tagsets.clear()  # flat memory with per-row tags (one tagset per ARN)
             value = self._tagsets[tagset_id] = json.loads(await self.store.tagset(tagset_id))
         return value
 

@@ -29,6 +29,7 @@ import aiosqlite
 
 from .arn import Shard
 
+TAGSET_CACHE = 50_000  # tagsets kept in memory per Store before the cache starts over
 TERMINAL = ("succeeded", "skipped", "failed", "invalid", "cancelled")
 ITEM_STATES = ("pending", "leased", *TERMINAL)
 JOB_DONE = ("completed", "failed", "cancelled")
@@ -215,6 +216,7 @@ class Runnable:
     shard_id: int
     priority: int
     operation: str
+    state: str = "active"
 
 
 @dataclass
@@ -459,6 +461,10 @@ class Store:
             cur = await self.db.execute(Q["upsert_tagset"], (digest, body))
             tid = int((await cur.fetchone())[0])
             await cur.close()
+            if len(self._tagset_ids) >= TAGSET_CACHE:
+                # Per-row tags can make millions of tagsets: memory stays flat, not the cache.
+                self._tagset_ids.clear()
+                self._tagsets_by_id.clear()
             self._tagset_ids[body] = tid
             self._tagsets_by_id[tid] = body
         return tid
@@ -549,6 +555,8 @@ class Store:
         if body is None:
             row = await self._one(Q["get_tagset"], (tagset_id,))
             body = str(row[0])
+            if len(self._tagsets_by_id) >= TAGSET_CACHE:
+                self._tagsets_by_id.clear()
             self._tagsets_by_id[tagset_id] = body
         return body
 
@@ -576,7 +584,7 @@ class Store:
 
     async def runnable(self) -> list[Runnable]:
         return [
-            Runnable(r["job_id"], r["shard_id"], r["priority"], r["operation"])
+            Runnable(r["job_id"], r["shard_id"], r["priority"], r["operation"], r["state"])
             for r in await self._all(Q["runnable"])
         ]
 
