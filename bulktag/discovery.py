@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .accounts import AccountAccessError
 from .arn import ArnError, Shard, parse_arn
-from .classify import Failure, Verdict, backoff_delay, classify_call_error
+from .classify import THROTTLE_CODES, Failure, Verdict, backoff_delay, classify_call_error
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
@@ -180,6 +180,19 @@ def decide(operation: str, wanted: Any, current: Mapping[str, str], *, if_absent
     if all(current.get(k) == v for k, v in wanted.items()):
         return Decision(False, "already carries the tags")
     return Decision(True)
+
+
+async def get_resources(client: Any, limiter: ShardLimiter, **params: Any) -> dict[str, Any]:
+    """One GetResources call at the limiter's pace; a throttle slows the limiter and retries.
+    Any other error is the caller's to judge."""
+    while True:
+        await limiter.acquire()
+        try:
+            return await client.get_resources(**params)  # type: ignore[no-any-return]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in THROTTLE_CODES:
+                raise
+            limiter.on_throttle()
 
 
 def tags_of(mapping: Mapping[str, Any]) -> dict[str, str]:

@@ -20,10 +20,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .accounts import AccountAccessError
 from .arn import ArnError, Shard, parse_arn
-from .classify import THROTTLE_CODES
 from .clients import ClientPool
 from .config import Settings
-from .discovery import PAGE, Query, tags_of
+from .discovery import PAGE, Query, get_resources, tags_of
 from .export import (
     Destination,
     ExportError,
@@ -95,15 +94,8 @@ async def _walk(clients: ClientPool, settings: Settings, account: str, region: s
                                       "ResourcesPerPage": PAGE}
             if token:
                 params["PaginationToken"] = token
-            await limiter.acquire()
-            try:
-                resp = await client.get_resources(**params)
-            except ClientError as exc:
-                # A snapshot is one pass: an expired token fails this shard, named in errors.
-                if exc.response.get("Error", {}).get("Code", "") in THROTTLE_CODES:
-                    limiter.on_throttle()
-                    continue
-                raise
+            # A snapshot is one pass: an expired token fails this shard, named in errors.
+            resp = await get_resources(client, limiter, **params)
             out = []
             for m in resp.get("ResourceTagMappingList", []):
                 arn = m["ResourceARN"]

@@ -22,7 +22,7 @@ from .accounts import AccountAccessError
 from .arn import Shard, parse_arn
 from .clients import ClientPool
 from .config import Settings
-from .discovery import PAGE, Query, decide, tags_of
+from .discovery import PAGE, Query, decide, get_resources, tags_of
 from .limiter import ShardLimiter
 from .sources import open_rows, read_chunks
 from .submit import Request, item_for_row
@@ -65,17 +65,8 @@ def _tally(specs: list[str], request: Request, fmt: str | None
 
 async def _read_tags(clients: ClientPool, limiter: ShardLimiter, shard: Shard,
                      arns: list[str]) -> dict[str, dict[str, str]]:
-    client = await clients.tagging(shard)
-    while True:
-        await limiter.acquire()
-        try:
-            resp = await client.get_resources(ResourceARNList=arns)
-        except ClientError as exc:
-            if "Throttl" in str(exc.response.get("Error", {}).get("Code", "")):
-                limiter.on_throttle()
-                continue
-            raise
-        return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
+    resp = await get_resources(await clients.tagging(shard), limiter, ResourceARNList=arns)
+    return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
 
 
 async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
@@ -120,14 +111,7 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
             params = {**query.params(), "ResourcesPerPage": PAGE}
             if token:
                 params["PaginationToken"] = token
-            await limiter.acquire()
-            try:
-                resp = await client.get_resources(**params)
-            except ClientError as exc:
-                if "Throttl" in str(exc.response.get("Error", {}).get("Code", "")):
-                    limiter.on_throttle()
-                    continue
-                raise
+            resp = await get_resources(client, limiter, **params)
             for m in resp.get("ResourceTagMappingList", []):
                 shard = parse_arn(m["ResourceARN"]).shard
                 plan = plans.setdefault(shard, ShardPlan())

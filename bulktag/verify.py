@@ -21,7 +21,7 @@ from .accounts import AccountAccessError
 from .arn import Shard
 from .clients import ClientPool
 from .config import Settings
-from .discovery import tags_of
+from .discovery import get_resources, tags_of
 from .limiter import ShardLimiter
 from .store import DiscoveryStore, Store
 
@@ -86,27 +86,14 @@ async def _verify_shard(store: Store, ds: DiscoveryStore, clients: ClientPool, o
     limiter = limiters.setdefault(shard, ShardLimiter(settings.rate_for("GetResources")))
     for i in range(0, len(rows), 100):
         chunk = rows[i : i + 100]
-        current = None
-        while current is None:
-            await limiter.acquire()
-            try:
-                client = await clients.tagging(shard)
-                resp = await client.get_resources(ResourceARNList=[r["arn"] for r in chunk])
-                current = {m["ResourceARN"]: tags_of(m)
-                           for m in resp.get("ResourceTagMappingList", [])}
-            except ClientError as exc:
-                if "Throttl" in str(exc.response.get("Error", {}).get("Code", "")):
-                    limiter.on_throttle()
-                    continue
-                result.errors[str(shard)] = str(exc)
-                result.unreadable += len(chunk)
-                break
-            except (BotoCoreError, AccountAccessError, OSError) as exc:
-                result.errors[str(shard)] = str(exc)
-                result.unreadable += len(chunk)
-                break
-        if current is None:
+        try:
+            resp = await get_resources(await clients.tagging(shard), limiter,
+                                       ResourceARNList=[r["arn"] for r in chunk])
+        except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
+            result.errors[str(shard)] = str(exc)
+            result.unreadable += len(chunk)
             continue
+        current = {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
         findings = []
         for r in chunk:
             tid = r["tagset_id"]
