@@ -34,7 +34,7 @@ from .store import (
     new_owner_token,
 )
 from .submit import Request, SubmissionRefused, request_problem, submit
-from .tags import parse_tag_arg
+from .tags import parse_tag_args
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -463,15 +463,10 @@ async def submit_query_job(
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "tag":
-        tags: dict[str, str] = {}
-        for text in args.tag:
-            try:
-                key, value = parse_tag_arg(text)
-            except ValueError as exc:
-                raise UsageError(f"--tag: {exc}") from None
-            if key in tags and tags[key] != value:
-                raise UsageError(f"--tag: key {key!r} given twice, as {tags[key]!r} and {value!r}")
-            tags[key] = value
+        try:
+            tags = parse_tag_args(args.tag)
+        except ValueError as exc:
+            raise UsageError(f"--tag: {exc}") from None
         request = Request("tag", tags=tags, skip_invalid=args.skip_invalid)
     else:
         request = Request("untag", keys=tuple(args.key), skip_invalid=args.skip_invalid)

@@ -114,19 +114,16 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from .cli import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, _csv_list, emit
     from .store import Store
     from .sync import RuleError, SyncStore
-    from .tags import parse_tag_arg
+    from .tags import parse_tag_args
 
     action = args.sync_command
     async with await Store.open(settings.db) as store:
         rules = SyncStore(store)
         if action == "add":
-            apply: dict[str, str] = {}
-            for text in args.apply:
-                try:
-                    key, value = parse_tag_arg(text)
-                except ValueError as exc:
-                    raise UsageError(f"--apply: {exc}") from None
-                apply[key] = value
+            try:
+                apply = parse_tag_args(args.apply)
+            except ValueError as exc:
+                raise UsageError(f"--apply: {exc}") from None
             accounts = _csv_list(args.accounts, "accounts") or [""]
             regions = _csv_list(args.regions, "regions")
             from .sync import check_rule

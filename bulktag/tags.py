@@ -126,3 +126,14 @@ def parse_tag_arg(text: str) -> tuple[str, str]:
     if not sep:
         raise ValueError(f"expected KEY=VALUE, got {text!r}: no '=' in it")
     return key, value
+
+
+def parse_tag_args(texts: Sequence[str]) -> dict[str, str]:
+    """Repeated KEY=VALUE arguments as a map; a key given twice with two values is refused."""
+    tags: dict[str, str] = {}
+    for text in texts:
+        key, value = parse_tag_arg(text)
+        if key in tags and tags[key] != value:
+            raise ValueError(f"key {key!r} given twice, as {tags[key]!r} and {value!r}")
+        tags[key] = value
+    return tags

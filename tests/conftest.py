@@ -4,10 +4,11 @@ config files are pointed at nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,21 @@ for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BULKTAG_DB"):
     os.environ.pop(var, None)
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def simulator_process(*args: str) -> Iterator[str]:
+    """`bulktag sim` in its own process on a free port; yields its URL, stops it after."""
+    proc = subprocess.Popen([sys.executable, "-m", "bulktag", "sim", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("bulktag-sim listening on "), line
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import simulator_process
 
 from bulktag.engine import RECORDER_INTERVAL
 from bulktag.sim import synthetic_arns
@@ -29,16 +30,8 @@ IN_FLIGHT = 2
 
 @pytest.fixture
 def sim_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulktag", "sim", "--port", "0", "--latency-ms", "100-200"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("bulktag-sim listening on "), line
-    yield line.rsplit(" ", 1)[1].strip()
-    proc.terminate()
-    proc.wait(10)
+    with simulator_process("--latency-ms", "100-200") as url:
+        yield url
 
 
 def sim_get(url: str, path: str) -> dict[str, object]:

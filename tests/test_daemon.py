@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import simulator_process
 
 from bulktag.metrics import parse_exposition, total
 from bulktag.sim import synthetic_arns
@@ -31,16 +32,8 @@ GRACE = 5.0
 
 @pytest.fixture
 def sim_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulktag", "sim", "--port", "0", "--latency-ms", "50-100"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("bulktag-sim listening on "), line
-    yield line.rsplit(" ", 1)[1].strip()
-    proc.terminate()
-    proc.wait(10)
+    with simulator_process("--latency-ms", "50-100") as url:
+        yield url
 
 
 def free_port() -> int:
