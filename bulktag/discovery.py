@@ -15,7 +15,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,55 @@ class DiscoveryStats:
     errors: dict[str, int] = field(default_factory=dict)
 
 
+class TokenExpired(Exception):
+    """The pagination token expired (15 minutes): the walk must start again."""
+
+
+class Unreadable(Exception):
+    """GetResources kept failing (or failed for good): `reason` is code and message."""
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+        self.reason = f"{failure.code}: {failure.message}"
+        super().__init__(self.reason)
+
+
+async def fetch_page(
+    clients: ClientPool, shard: Shard, limiter: ShardLimiter, params: dict[str, Any],
+    settings: Settings, rng: random.Random | None = None, *,
+    errors: dict[str, int] | None = None, max_throttles: int | None = None,
+    on_call: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """One page of a GetResources walk, retried as the engine retries a batch: a throttle
+    slows the limiter (up to `max_throttles` times), a transient error backs off on the attempt
+    budget. Raises TokenExpired or Unreadable; `errors` counts the error codes seen."""
+    attempts = throttles = 0
+    while True:
+        await limiter.acquire()
+        if on_call is not None:
+            on_call()
+        try:
+            client = await clients.tagging(shard)
+            return await client.get_resources(**params)  # type: ignore[no-any-return]
+        except (ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError) as exc:
+            failure = _failure(exc)
+        if errors is not None:
+            errors[failure.code] = errors.get(failure.code, 0) + 1
+        if failure.code == "PaginationTokenExpiredException":
+            raise TokenExpired
+        verdict = classify_call_error(failure, 1)
+        if verdict is Verdict.THROTTLE and (max_throttles is None or throttles < max_throttles):
+            throttles += 1
+            limiter.on_throttle()
+            continue
+        attempts += 1
+        if verdict is Verdict.TRANSIENT and attempts < settings.max_attempts:
+            await asyncio.sleep(backoff_delay(attempts, base=settings.backoff_base,
+                                              cap=settings.backoff_cap, rng=rng))
+            continue
+        raise Unreadable(failure)
+
+
 async def walk(
     store: Store, settings: Settings, clients: ClientPool, limiter: ShardLimiter, owner: str,
     d: Any, job_options: Mapping[str, Any], operation: str, stats: DiscoveryStats,
@@ -231,38 +280,25 @@ async def walk(
         stats.restarts += 1
         await ds.restart(d)
         walk_log.info("discovery_restarted", reason="saved pagination token too old")
-    attempts = 0
     while not stopping.is_set():
         params = query.params()
         params["ResourcesPerPage"] = PAGE
         if token:
             params["PaginationToken"] = token
-        await limiter.acquire()
         try:
-            client = await clients.tagging(Shard(d.partition, d.account, d.region))
-            resp = await client.get_resources(**params)
-        except (ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError) as exc:
-            failure = _failure(exc)
-            stats.errors[failure.code] = stats.errors.get(failure.code, 0) + 1
-            if failure.code == "PaginationTokenExpiredException":
-                token = None
-                stats.restarts += 1
-                await ds.restart(d)
-                walk_log.info("discovery_restarted", reason="pagination token expired")
-                continue
-            verdict = classify_call_error(failure, 1)
-            if verdict is Verdict.THROTTLE:
-                limiter.on_throttle()
-                continue
-            attempts += 1
-            if verdict is Verdict.TRANSIENT and attempts < settings.max_attempts:
-                await asyncio.sleep(backoff_delay(attempts, base=settings.backoff_base,
-                                                  cap=settings.backoff_cap, rng=rng))
-                continue
-            await ds.finish(d, "failed", f"{failure.code}: {failure.message}")
-            walk_log.error("discovery_failed", code=failure.code, message=failure.message)
+            resp = await fetch_page(clients, Shard(d.partition, d.account, d.region), limiter,
+                                    params, settings, rng, errors=stats.errors)
+        except TokenExpired:
+            token = None
+            stats.restarts += 1
+            await ds.restart(d)
+            walk_log.info("discovery_restarted", reason="pagination token expired")
+            continue
+        except Unreadable as exc:
+            await ds.finish(d, "failed", exc.reason)
+            walk_log.error("discovery_failed", code=exc.failure.code,
+                           message=exc.failure.message)
             return
-        attempts = 0
         items: list[NewItem] = []
         skipped: list[tuple[str, str]] = []
         for mapping in resp.get("ResourceTagMappingList", []):

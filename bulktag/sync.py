@@ -13,7 +13,6 @@ removes nothing and keeps the members it could not see.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -25,14 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
-from .accounts import AccountAccessError
 from .arn import ArnError, Shard, parse_arn
-from .classify import Verdict, backoff_delay, classify_call_error
 from .clients import ClientPool
 from .config import Settings
-from .discovery import PAGE, Query, _failure, enabled_regions, parse_resource_query, tags_of
+from .discovery import (
+    PAGE,
+    Query,
+    TokenExpired,
+    Unreadable,
+    enabled_regions,
+    fetch_page,
+    parse_resource_query,
+    tags_of,
+)
 from .limiter import ShardLimiter
 from .store import Q, NewItem, Store, tagset_body
 
@@ -226,6 +231,9 @@ class Evaluation:
     errors: dict[str, str] = field(default_factory=dict)  # "account/region" -> reason
     requests: int = 0
 
+    def count_request(self) -> None:
+        self.requests += 1
+
     @property
     def status(self) -> str:
         return "ERROR" if self.errors else "ACTIVE"
@@ -258,46 +266,23 @@ def own_limiters(settings: Settings) -> LimiterFor:
     return get
 
 
-class _Unreadable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 async def _read_pair(clients: ClientPool, settings: Settings, shard: Shard, query: Query,
                      limiter: ShardLimiter, ev: Evaluation, rng: random.Random
                      ) -> dict[str, dict[str, str]]:
     """Every resource matching `query` in one (account, region), with its tags."""
     found: dict[str, dict[str, str]] = {}
     token: str | None = None
-    attempts = throttles = 0
     while True:
         params = query.params()
         params["ResourcesPerPage"] = PAGE
         if token:
             params["PaginationToken"] = token
-        await limiter.acquire()
-        ev.requests += 1
         try:
-            client = await clients.tagging(shard)
-            resp = await client.get_resources(**params)
-        except (ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError) as exc:
-            failure = _failure(exc)
-            if failure.code == "PaginationTokenExpiredException":
-                token, found = None, {}
-                continue
-            verdict = classify_call_error(failure, 1)
-            if verdict is Verdict.THROTTLE and throttles < MAX_THROTTLE_RETRIES:
-                throttles += 1
-                limiter.on_throttle()
-                continue
-            attempts += 1
-            if verdict is Verdict.TRANSIENT and attempts < settings.max_attempts:
-                await asyncio.sleep(backoff_delay(attempts, base=settings.backoff_base,
-                                                  cap=settings.backoff_cap, rng=rng))
-                continue
-            raise _Unreadable(f"{failure.code}: {failure.message}") from None
-        attempts = 0
+            resp = await fetch_page(clients, shard, limiter, params, settings, rng,
+                                    max_throttles=MAX_THROTTLE_RETRIES, on_call=ev.count_request)
+        except TokenExpired:
+            token, found = None, {}
+            continue
         for mapping in resp.get("ResourceTagMappingList", []):
             found[mapping["ResourceARN"]] = tags_of(mapping)
         token = resp.get("PaginationToken") or None
@@ -353,7 +338,7 @@ async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: 
             try:
                 matched.update(await _read_pair(clients, settings, shard, query,
                                                 limiter_for(shard), ev, rng))
-            except _Unreadable as exc:
+            except Unreadable as exc:
                 ev.errors[f"{account or 'caller'}/{region}"] = exc.reason
     ev.matched = len(matched)
     wanted = rule.apply
