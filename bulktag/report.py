@@ -53,15 +53,10 @@ async def write_report(
 ) -> int:
     """Write the report to `out` as csv or jsonl; returns the number of rows."""
     n = 0
-    writer = csv.DictWriter(out, fieldnames=COLUMNS) if fmt == "csv" else None
-    if writer:
-        writer.writeheader()
-    async for record in report_records(store, job_id, operation, failed_only=failed_only):
-        if writer:
-            writer.writerow(record)
-        else:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        n += 1
+    async for chunk, rows in report_chunks(store, job_id, operation, fmt=fmt,
+                                           failed_only=failed_only):
+        out.write(chunk.decode("utf-8"))
+        n += rows
     return n
 
 
