@@ -114,8 +114,9 @@ def backoff_delay(
     Exponential with "equal jitter": half the step is fixed, half random, so delays grow
     reliably while retries of one failed batch spread out instead of returning together.
     """
-    step = min(cap, base * (2 ** max(0, attempt - 1)))
-    return step / 2 + (rng or random).uniform(0, step / 2)
+    step = min(cap, base * 2.0 ** max(0, attempt - 1))
+    jitter = float((rng or random).uniform(0, step / 2))
+    return step / 2 + jitter
 
 
 def split_batch(items: list[T]) -> tuple[list[T], list[T]]:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -26,9 +26,10 @@ from .report import write_report
 from .sources import SourceError
 from .store import (
     JOB_DONE,
-    AccountPauses,
     Counts,
-    DiscoveryStore,
+    Job,
+    JobOptions,
+    JobState,
     Store,
     StoreError,
     new_owner_token,
@@ -276,10 +277,10 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         "shards": shard_table(await store.shard_counts(job_id), elapsed, quota),
         "top_errors": errors,
         "paused_accounts": [{"account": a, "reason": r}
-                            for a, r in await AccountPauses(store).of_job(job_id)],
+                            for a, r in await store.paused_accounts(job_id)],
         "discovery": [{"account": d.account, "region": d.region, "state": d.state,
                        "pages": d.pages, "found": d.found, "restarts": d.restarts,
-                       "error": d.error} for d in await DiscoveryStore(store).of_job(job_id)],
+                       "error": d.error} for d in await store.job_discoveries(job_id)],
     }
 
 
@@ -417,12 +418,11 @@ def _csv_list(text: str | None, what: str) -> list[str]:
 
 async def submit_query_job(
     args: argparse.Namespace, settings: Settings, request: Request, query: Any,
-    options: dict[str, Any],
+    options: JobOptions,
 ) -> int:
     """A job whose items discovery finds: one walk per (account, region), tagging as it goes."""
     from .clients import ClientPool
     from .discovery import enabled_regions
-    from .store import DiscoveryStore
 
     if request.operation == "tag" and not request.tags:
         raise UsageError("--tag: give at least one tag to apply")
@@ -441,8 +441,8 @@ async def submit_query_job(
             raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
         finally:
             await clients.close()
-    options.update({"query": query.to_json(), "tags": request.tags, "keys": list(request.keys),
-                    "accounts": accounts, "regions": regions})
+    options = options.with_(query=query.to_json(), tags=request.tags, keys=list(request.keys),
+                            accounts=accounts, regions=regions)
     if args.dry_run:
         from .plan import plan_query
 
@@ -450,9 +450,9 @@ async def submit_query_job(
     async with await Store.open(settings.db) as store:
         job_id = await store.create_job(request.operation, options=options, name=args.name,
                                         priority=args.priority, owner=new_owner_token())
-        await DiscoveryStore(store).create(job_id, [("aws", a, r) for a in accounts
-                                                    for r in regions])
-        await store.set_job_state(job_id, "ready")
+        await store.create_discoveries(job_id, [("aws", a, r) for a in accounts
+                                                for r in regions])
+        await store.set_job_state(job_id, JobState.READY)
         log.info("job_submitted", job=job_id, query=query.to_json(), accounts=accounts,
                  regions=regions)
         if args.detach:
@@ -473,25 +473,23 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     problem = request_problem(request)
     if problem:
         raise UsageError(f"--{'tag' if args.command == 'tag' else 'key'}: {problem}")
-    options: dict[str, Any] = {}
-    if args.failure_ratio is not None:
-        if not 0 < args.failure_ratio <= 1:
-            raise UsageError(f"--failure-ratio must be in (0, 1], not {args.failure_ratio:g}")
-        options["failure_ratio"] = args.failure_ratio
-    if args.failure_min_items is not None:
-        if args.failure_min_items < 0:
-            raise UsageError(f"--failure-min-items must not be negative, "
-                             f"not {args.failure_min_items}")
-        options["failure_min_items"] = args.failure_min_items
-    options["skip_compliant"] = (args.command == "tag" if args.skip_compliant is None
-                                 else args.skip_compliant)
-    options["if_absent"] = args.if_absent
+    if args.failure_ratio is not None and not 0 < args.failure_ratio <= 1:
+        raise UsageError(f"--failure-ratio must be in (0, 1], not {args.failure_ratio:g}")
+    if args.failure_min_items is not None and args.failure_min_items < 0:
+        raise UsageError(f"--failure-min-items must not be negative, "
+                         f"not {args.failure_min_items}")
+    skip_compliant = (args.command == "tag" if args.skip_compliant is None
+                      else args.skip_compliant)
     if args.if_absent:
         if args.skip_compliant is False:
             raise UsageError("--if-absent reads current tags to keep existing values: it "
                              "cannot go with --no-skip-compliant")
-        options["skip_compliant"] = True
-    options.update(export_on_finish_options(args))  # kept with the job, even with --detach
+        skip_compliant = True
+    options = JobOptions(
+        failure_ratio=args.failure_ratio, failure_min_items=args.failure_min_items,
+        skip_compliant=skip_compliant, if_absent=args.if_absent,
+        # kept with the job, even with --detach
+        export_on_finish=export_on_finish_options(args).get("export_on_finish"))
     if args.if_absent and args.command != "tag":
         raise UsageError("--if-absent applies to tag jobs only")
     query = _query_from_args(args)
@@ -598,22 +596,20 @@ async def remember_export_on_finish(args: argparse.Namespace, store: Store,
                                     job_ids: set[int] | None) -> None:
     """Keep --export-on-finish in the jobs' options before running them, so a run that
     crashes still exports from the next `bulktag run`. Without job ids: every unfinished job."""
-    from .store import merge_job_options
-
     options = export_on_finish_options(args)
     if not options:
         return
     ids = job_ids or {j.id for j in await store.list_jobs() if j.state not in JOB_DONE}
     for j in sorted(ids):
-        await merge_job_options(store, j, options)
+        await store.merge_job_options(j, options)
 
 
-def export_due(job: Any) -> bool:
+def export_due(job: Job) -> bool:
     """A finished job with an export destination whose this end was not exported yet."""
-    spec = job.options.get("export_on_finish")
-    if not spec or job.state not in ("completed", "failed"):
+    spec = job.options.export_on_finish
+    if not spec or job.state not in (JobState.COMPLETED, JobState.FAILED):
         return False
-    done = job.options.get("exported") or {}
+    done = job.options.exported or {}
     return not (done.get("finished_at") == job.finished_at and done.get("spec") == spec)
 
 
@@ -621,12 +617,12 @@ async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[s
     """Export a completed or failed job with an export destination, unless this end of it
     (same finished_at, same destination) was already exported. Returns what happened."""
     from .export import ExportError, export_report, parse_destination
-    from .store import merge_job_options
 
     job = await store.get_job(job_id)
     if job is None or not export_due(job):
         return None
-    spec = job.options["export_on_finish"]
+    spec = job.options.export_on_finish
+    assert spec is not None
     try:
         exported = await export_report(
             store, job, parse_destination(spec["destination"]), settings,
@@ -636,7 +632,7 @@ async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[s
         print(f"bulktag: error: job {job.id}: {exc}", file=sys.stderr)
         log.error("export_failed", job=job.id, destination=spec["destination"], error=str(exc))
         return {"destination": spec["destination"], "error": str(exc)}
-    await merge_job_options(store, job.id, {"exported": {
+    await store.merge_job_options(job.id, {"exported": {
         "spec": spec, "finished_at": job.finished_at, "manifest": exported.manifest_location,
         "at": time.time()}})
     return {"destination": spec["destination"], "manifest": exported.manifest_location}
@@ -727,29 +723,28 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "retry":
             n = await store.retry_failed(job.id, args.code)
             if n:
-                await store.set_job_state(job.id, "ready")
+                await store.set_job_state(job.id, JobState.READY)
             data["requeued"] = n
             human = f"job {job.id}: {n} item(s) back to pending; `bulktag run {job.id}` works them"
         elif args.command == "cancel":
             if job.state in JOB_DONE:
                 raise UsageError(f"job {job.id} is already {job.state}")
             n = await store.cancel_items(job.id, "cancelled by the operator")
-            await store.set_job_state(job.id, "cancelled", reason="cancelled by the operator")
+            await store.set_job_state(job.id, JobState.CANCELLED,
+                                      reason="cancelled by the operator")
             data["cancelled"] = n
             human = f"job {job.id} cancelled ({n} open item(s))"
         elif args.command == "pause":
             if job.state not in ("ready", "active"):
                 raise UsageError(f"job {job.id} is {job.state}; only ready or active jobs pause")
-            await store.set_job_state(job.id, "paused")
+            await store.set_job_state(job.id, JobState.PAUSED)
             human = f"job {job.id} paused"
         else:
-            from .store import AccountPauses
-
-            accounts = await AccountPauses(store).clear(job.id)
+            accounts = await store.clear_paused_accounts(job.id)
             if job.state != "paused" and not accounts:
                 raise UsageError(f"job {job.id} is {job.state}, not paused")
-            if job.state == "paused":
-                await store.set_job_state(job.id, "ready")
+            if job.state == JobState.PAUSED:
+                await store.set_job_state(job.id, JobState.READY)
             data["accounts_resumed"] = accounts
             human = (f"job {job.id} resumed"
                      f"{f' ({accounts} paused account(s))' if accounts else ''}; "
@@ -821,7 +816,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return await run_demo(args, settings)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
     "tag": cmd_submit, "untag": cmd_submit, "run": cmd_run, "status": cmd_status,
     "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
     "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -30,8 +31,8 @@ from .config import ConfigError, Settings
 from .engine import Engine
 from .logs import configure_logging
 from .metrics import Family, engine_families, render, store_families
-from .store import Q, Store, new_owner_token
-from .sync import SyncRule, SyncStore, evaluate
+from .store import Store, SyncRule, new_owner_token
+from .sync import evaluate
 
 log = structlog.get_logger("bulktag.daemon")
 
@@ -137,7 +138,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        others = [r["owner"] for r in await self.store._all(Q["all_owners"])]
+        others = [w.owner for w in await self.store.workers()]
         runner = await self._serve() if self.listen else None
         self.log.info("daemon_started", db=self.store.path, url=self.url, pid=os.getpid(),
                       sharing_with=others or None)
@@ -166,22 +167,24 @@ class Daemon:
         return code
 
     async def _sync_loop(self) -> None:
-        rules = SyncStore(self.store)
         while not self._stop.is_set():
             try:
-                for name in await rules.due():
+                for name in await self.store.due_sync_rules(time.time()):
                     if name in self._evaluations or len(self._evaluations) >= SYNC_CONCURRENCY:
                         continue
-                    rule = await rules.claim(name)
+                    rule = await self.store.claim_sync_rule(name)
                     if rule is None:
                         continue  # another daemon took it
                     task = asyncio.create_task(self._evaluate(rule), name=f"sync-{name}")
                     self._evaluations[name] = task
-                    task.add_done_callback(lambda _t, n=name: self._evaluations.pop(n, None))
+                    task.add_done_callback(functools.partial(self._evaluation_done, name))
             except Exception:  # noqa: BLE001 - a store hiccup: try again next poll
                 self.log.exception("sync_poll_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), SYNC_POLL_SECONDS)
+
+    def _evaluation_done(self, name: str, _task: asyncio.Task[None]) -> None:
+        self._evaluations.pop(name, None)
 
     async def _evaluate(self, rule: SyncRule) -> None:
         try:
@@ -191,7 +194,7 @@ class Daemon:
             raise
         except Exception as exc:  # noqa: BLE001 - the rule shows it; the daemon goes on
             self.log.exception("sync_rule_crashed", rule=rule.name)
-            await SyncStore(self.store).finish(rule, "ERROR", f"evaluation failed: {exc!r}",
+            await self.store.finish_sync_rule(rule, "ERROR", f"evaluation failed: {exc!r}",
                                                0, 0, [])
             self.sync_evaluations["ERROR"] += 1
             return
@@ -217,7 +220,7 @@ class Daemon:
     async def health(self) -> tuple[bool, dict[str, Any]]:
         problems = []
         try:
-            await asyncio.wait_for(self.store._one(Q["metrics_ping"]), 5)
+            await asyncio.wait_for(self.store.ping(), 5)
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             problems.append(f"store does not answer: {exc!r}")
         age = time.monotonic() - self.engine.last_tick

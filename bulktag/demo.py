@@ -87,14 +87,14 @@ async def verify(store: Store, job_id: int, sim: Any) -> list[str]:
     """Every succeeded item carries the tags in the simulator; every failure is an expected one."""
     problems = []
     async for row in store.report_rows(job_id):
-        arn, state = row["arn"], row["state"]
+        arn, state = row.arn, row.state
         tags = sim.state.tags(arn) or {}
         has = all(tags.get(k) == v for k, v in DEMO_TAGS.items())
         expected_fail = "denied" in arn or "unsupported" in arn
         if state == "succeeded" and not has:
             problems.append(f"{arn}: recorded succeeded but the simulator has {tags}")
         elif state != "succeeded" and not expected_fail:
-            problems.append(f"{arn}: recorded {state} ({row['error_code']}: {row['message']})")
+            problems.append(f"{arn}: recorded {state} ({row.error_code}: {row.message})")
         elif expected_fail and state != "failed":
             problems.append(f"{arn}: expected a failure, recorded {state}")
     return problems

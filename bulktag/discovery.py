@@ -28,7 +28,7 @@ from .classify import THROTTLE_CODES, Failure, Verdict, backoff_delay, classify_
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
-from .store import JOB_DONE, DiscoveryStore, NewItem, Store, tagset_body
+from .store import JOB_DONE, Discovery, JobOptions, NewItem, Store, tagset_body
 from .tags import key_problem
 
 log = structlog.get_logger("bulktag.discovery")
@@ -262,23 +262,28 @@ async def fetch_page(
 
 async def walk(
     store: Store, settings: Settings, clients: ClientPool, limiter: ShardLimiter, owner: str,
-    d: Any, job_options: Mapping[str, Any], operation: str, stats: DiscoveryStats,
+    d: Discovery, job_options: JobOptions, operation: str, stats: DiscoveryStats,
     stopping: asyncio.Event, rng: random.Random | None = None,
 ) -> None:
     """Walk one (job, account, region) discovery to its end, saving the position each page."""
-    ds = DiscoveryStore(store)
-    query = Query.from_json(job_options["query"])
-    wanted = job_options["tags"] if operation == "tag" else job_options["keys"]
-    if_absent = bool(job_options.get("if_absent", False))
+    assert job_options.query is not None, "a discovery job has a query"
+    query = Query.from_json(job_options.query)
+    if_absent = job_options.if_absent
     # --if-absent never sends a key a resource has: what is already there is always skipped.
-    skip_compliant = if_absent or bool(job_options.get("skip_compliant", operation == "tag"))
-    body = tagset_body(wanted, None) if operation == "tag" else tagset_body(None, wanted)
+    skip_compliant = if_absent or job_options.skip_compliant
+    wanted: Any
+    if operation == "tag":
+        wanted = job_options.tags or {}
+        body = tagset_body(wanted, None)
+    else:
+        wanted = job_options.keys or []
+        body = tagset_body(None, wanted)
     walk_log = log.bind(job=d.job_id, account=d.account or "caller", region=d.region)
     token = d.token if d.token and d.token_at and time.time() - d.token_at < TOKEN_FRESH_SECONDS \
         else None
     if d.token and token is None:
         stats.restarts += 1
-        await ds.restart(d)
+        await store.restart_discovery(d)
         walk_log.info("discovery_restarted", reason="saved pagination token too old")
     while not stopping.is_set():
         params = query.params()
@@ -291,11 +296,11 @@ async def walk(
         except TokenExpired:
             token = None
             stats.restarts += 1
-            await ds.restart(d)
+            await store.restart_discovery(d)
             walk_log.info("discovery_restarted", reason="pagination token expired")
             continue
         except Unreadable as exc:
-            await ds.finish(d, "failed", exc.reason)
+            await store.finish_discovery(d, "failed", exc.reason)
             walk_log.error("discovery_failed", code=exc.failure.code,
                            message=exc.failure.message)
             return
@@ -320,18 +325,18 @@ async def walk(
         if job is None or job.state in JOB_DONE:
             # Cancelled, or failed its threshold: adding pending items to it would leave them
             # open forever.
-            await ds.finish(d, "done", f"stopped: the job is {job.state if job else 'gone'}")
+            await store.finish_discovery(d, "done", f"stopped: the job is {job.state if job else 'gone'}")
             walk_log.info("discovery_stopped", job_state=job.state if job else None)
             return
         if items:
             await store.add_items(d.job_id, items)
-        stats.skipped += await ds.skip(d.job_id, skipped)
+        stats.skipped += await store.skip_items(d.job_id, skipped)
         token = resp.get("PaginationToken") or None
         stats.pages += 1
         stats.found += len(items)
-        await ds.save_page(d, owner, token, len(items))
+        await store.save_discovery_page(d, owner, token, len(items))
         if not token:
-            await ds.finish(d, "done")
+            await store.finish_discovery(d, "done")
             walk_log.info("discovery_done")
             return
 

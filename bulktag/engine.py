@@ -41,14 +41,16 @@ from .limiter import ShardLimiter
 from .metrics import EngineMetrics
 from .store import (
     JOB_DONE,
-    TAGSET_CACHE,
-    AccountPauses,
     Claimed,
-    DiscoveryStore,
+    ItemState,
+    JobOptions,
+    JobState,
     Outcome,
     Runnable,
     Store,
 )
+
+TAGSET_CACHE = 50_000  # tagsets kept decoded in memory before the cache starts over
 
 log = structlog.get_logger("bulktag.engine")
 
@@ -141,7 +143,7 @@ class Engine:
         self.limiters: dict[tuple[Shard, str], ShardLimiter] = {}
         self.discovery_stats = DiscoveryStats()
         self._discoveries: set[asyncio.Task[None]] = set()
-        self._job_options: dict[int, dict[str, Any]] = {}
+        self._job_options: dict[int, JobOptions] = {}
         self._work: dict[int, list[Runnable]] = {}
         self._lanes: dict[int, asyncio.Task[None]] = {}
         self._batches: set[asyncio.Task[None]] = set()
@@ -217,7 +219,7 @@ class Engine:
                 for r in runnable:
                     work[r.shard_id].append(r)
                     # `ready` again after resume or retry: active again, with a live rate.
-                    if r.job_id not in self._jobs_seen or r.state == "ready":
+                    if r.job_id not in self._jobs_seen or r.state == JobState.READY:
                         self._jobs_seen.add(r.job_id)
                         self.jobs_worked.add(r.job_id)
                         await self._activate(r.job_id)
@@ -292,18 +294,17 @@ class Engine:
         await self._settle_jobs()
         await self.clients.close()
 
-    async def _options(self, job_id: int) -> dict[str, Any]:
+    async def _options(self, job_id: int) -> JobOptions:
         options = self._job_options.get(job_id)
         if options is None:
             job = await self.store.get_job(job_id)
-            options = self._job_options[job_id] = job.options if job else {}
+            options = self._job_options[job_id] = job.options if job else JobOptions()
         return options
 
     async def _start_discoveries(self, limit: int = 16) -> None:
         """Claim pending discovery walks (this process's jobs) and run them alongside lanes."""
-        ds = DiscoveryStore(self.store)
         while not self.stopping and len(self._discoveries) < limit:
-            d = await ds.claim(self.owner, self.job_ids)
+            d = await self.store.claim_discovery(self.owner, self.job_ids)
             if d is None:
                 return
             job = await self.store.get_job(d.job_id)
@@ -332,7 +333,7 @@ class Engine:
 
     async def _unless_compliant(
         self, job_id: int, operation: str, shard: Shard, claimed: list[Claimed],
-        options: dict[str, Any],
+        options: JobOptions,
     ) -> list[Claimed]:
         """Read current tags (GetResources, 100 ARNs a call) and end compliant items as
         `skipped`; with --if-absent, send each item only the keys it lacks. A failed read is
@@ -360,13 +361,13 @@ class Engine:
         readings = await asyncio.gather(*(read(chunk) for chunk in chunks))
         keep: list[Claimed] = []
         outcomes: list[Outcome] = []
-        if_absent = bool(options.get("if_absent"))
+        if_absent = options.if_absent
         for chunk, current in zip(chunks, readings, strict=True):
             if current is None:
                 if if_absent:
                     # Sending the full tags could overwrite values: wait for a readable moment.
                     retry_at = time.time() + self.settings.throttle_retry_delay * 5
-                    outcomes += [Outcome(c.id, "pending", c.attempts, retry_at,
+                    outcomes += [Outcome(c.id, ItemState.PENDING, c.attempts, retry_at,
                                          "TagsNotRead", None, "current tags could not be read")
                                  for c in chunk]
                 else:
@@ -375,12 +376,12 @@ class Engine:
             for c in chunk:
                 decision = decide(operation, await self._tagset(c.tagset_id),
                                   current.get(c.arn, {}),
-                                  if_absent=bool(options.get("if_absent")))
+                                  if_absent=options.if_absent)
                 if decision.send:
                     c.override = decision.override
                     keep.append(c)
                 else:
-                    outcomes.append(Outcome(c.id, "skipped", c.attempts, message=decision.reason))
+                    outcomes.append(Outcome(c.id, ItemState.SKIPPED, c.attempts, message=decision.reason))
                     self.stats.finished[job_id] += 1
         self.recorder.add(outcomes)
         return keep
@@ -399,15 +400,15 @@ class Engine:
 
     async def _activate(self, job_id: int) -> None:
         job = await self.store.get_job(job_id)
-        if job and job.state == "ready":
-            await self.store.set_job_state(job_id, "active")
+        if job and job.state == JobState.READY:
+            await self.store.set_job_state(job_id, JobState.ACTIVE)
             self.log.info("job_started", job=job_id, operation=job.operation)
 
     async def _settle_jobs(self) -> None:
         """Complete jobs with nothing left; fail those past their failure threshold."""
         for job_id in await self.store.finished_jobs():
             if self.job_ids is None or job_id in self.job_ids:
-                await self.store.set_job_state(job_id, "completed")
+                await self.store.set_job_state(job_id, JobState.COMPLETED)
                 counts = await self.store.counts(job_id)
                 self.log.info("job_completed", job=job_id, **counts.by_state)
         for job_id in list(self._jobs_seen):
@@ -417,24 +418,27 @@ class Engine:
                 self._jobs_seen.discard(job_id)
                 self._job_options.pop(job_id, None)
                 continue
-            if job.state == "paused":
+            if job.state == JobState.PAUSED:
                 continue
             counts = await self.store.counts(job_id)
             attempted = counts["succeeded"] + counts["failed"]
-            min_items = int(job.options.get("failure_min_items", self.settings.failure_min_items))
-            ratio = float(job.options.get("failure_ratio", self.settings.failure_ratio))
+            min_items = (job.options.failure_min_items
+                         if job.options.failure_min_items is not None
+                         else self.settings.failure_min_items)
+            ratio = (job.options.failure_ratio if job.options.failure_ratio is not None
+                     else self.settings.failure_ratio)
             if attempted >= min_items and counts["failed"] > ratio * attempted:
                 reason = (f"failure threshold passed: {counts['failed']} of {attempted} "
                           f"attempted items failed (limit {ratio:.0%} after {min_items})")
                 await self.store.cancel_items(job_id, f"job failed: {reason}", code="JobFailed")
-                await self.store.set_job_state(job_id, "failed", reason=reason)
+                await self.store.set_job_state(job_id, JobState.FAILED, reason=reason)
                 self.log.error("job_failed", job=job_id, reason=reason)
 
     async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
         """Store each active job's recent rate (items finished per second) for `status`."""
         for job_id in list(self._jobs_seen):
             job = await self.store.get_job(job_id)
-            if job and job.state == "active":
+            if job and job.state == JobState.ACTIVE:
                 await self.store.set_job_rate(job_id, finished[job_id] / seconds)
 
     # -- lanes -----------------------------------------------------------------------------
@@ -482,8 +486,7 @@ class Engine:
                 operation = OPERATIONS[pick.operation]
                 limiter = self.limiter(shard, operation)
                 options = await self._options(pick.job_id)
-                if (options.get("skip_compliant") or options.get("if_absent")) \
-                        and "query" not in options:
+                if (options.skip_compliant or options.if_absent) and options.query is None:
                     claimed = await self._unless_compliant(pick.job_id, pick.operation, shard,
                                                            claimed, options)
                 for batch in _batches(claimed):
@@ -589,10 +592,10 @@ class Engine:
         if access_error and verdict is Verdict.PERMANENT and \
                 self.settings.on_access_error == "pause":
             # The account, not the items, is at fault: park its items, keep the rest going.
-            if await AccountPauses(self.store).pause(job_id, shard.account, failure.message):
+            if await self.store.pause_account(job_id, shard.account, failure.message):
                 self.log.warning("account_paused", job=job_id, account=shard.account,
                                  reason=failure.message, hint=f"bulktag resume {job_id}")
-            self.recorder.add(Outcome(c.id, "pending", c.attempts, time.time(), failure.code,
+            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(), failure.code,
                                       failure.status, failure.message) for c in batch)
             return
         if verdict is Verdict.CREDENTIALS and credentials_retry:
@@ -620,7 +623,7 @@ class Engine:
         for c in batch:
             info = failed_map.get(c.arn)
             if info is None:
-                outcomes.append(Outcome(c.id, "succeeded", c.attempts + 1))
+                outcomes.append(Outcome(c.id, ItemState.SUCCEEDED, c.attempts + 1))
                 self.stats.finished[job_id] += 1
                 continue
             failure = Failure(
@@ -651,19 +654,19 @@ class Engine:
         if verdict is Verdict.THROTTLE:
             # The service's quota, not the item: back to the queue without spending an attempt.
             delay = self.settings.throttle_retry_delay * (1 + self.rng.random())
-            return Outcome(c.id, "pending", c.attempts, now + delay, failure.code,
+            return Outcome(c.id, ItemState.PENDING, c.attempts, now + delay, failure.code,
                            failure.status, failure.message)
         attempts = c.attempts + 1
         if verdict is Verdict.TRANSIENT and attempts < self.settings.max_attempts:
             delay = backoff_delay(attempts, base=self.settings.backoff_base,
                                   cap=self.settings.backoff_cap, rng=self.rng)
-            return Outcome(c.id, "pending", attempts, now + delay, failure.code, failure.status,
+            return Outcome(c.id, ItemState.PENDING, attempts, now + delay, failure.code, failure.status,
                            failure.message)
         self.stats.finished[job_id] += 1
         message = failure.message
         if verdict is Verdict.TRANSIENT:
             message = f"gave up after {attempts} attempts: {message}"
-        return Outcome(c.id, "failed", attempts, 0.0, failure.code, failure.status, message)
+        return Outcome(c.id, ItemState.FAILED, attempts, 0.0, failure.code, failure.status, message)
 
 
 def _batches(claimed: list[Claimed]) -> Iterable[list[Claimed]]:

@@ -146,25 +146,24 @@ def engine_families(engine: Engine) -> list[Family]:
 
 
 async def store_families(store: Store) -> list[Family]:
-    from .store import ITEM_STATES, Q
+    from .store import ITEM_STATES
 
+    totals = await store.totals()
     items = Family("bulktag_items", "gauge", "Items of every job, by state.")
-    by_state = {r[0]: int(r[1] or 0) for r in await store._all(Q["metrics_items_by_state"])}
     for state in ITEM_STATES:
-        items.add(by_state.get(state, 0), state=state)
+        items.add(totals.items_by_state.get(state, 0), state=state)
     depth = Family("bulktag_queue_depth", "gauge", "Pending items (every job).")
-    depth.add(by_state.get("pending", 0))
+    depth.add(totals.items_by_state.get("pending", 0))
     job_items = Family("bulktag_job_items", "gauge",
                        "Items of ready, active and paused jobs, by job and state.")
-    for r in await store._all(Q["metrics_active_job_items"]):
-        if r[5]:
-            job_items.add(int(r[5]), job=r[0], name=r[1] or "", operation=r[2], state=r[4])
+    for job, name, operation, item_state, n in totals.job_items:
+        job_items.add(n, job=job, name=name or "", operation=operation, state=item_state)
     jobs = Family("bulktag_jobs", "gauge", "Jobs by state.")
-    for r in await store._all(Q["metrics_jobs_by_state"]):
-        jobs.add(int(r[1]), state=r[0])
+    for job_state, n in totals.jobs_by_state.items():
+        jobs.add(n, state=job_state)
     rules = Family("bulktag_sync_rules", "gauge", "Tag-sync rules by status.")
-    for r in await store._all(Q["sync_rule_status_counts"]):
-        rules.add(int(r[1]), status=r[0])
+    for status, n in totals.sync_rules_by_status.items():
+        rules.add(n, status=status)
     return [items, depth, job_items, jobs, rules]
 
 

@@ -11,7 +11,6 @@ import functools
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,7 @@ from .config import Settings
 from .discovery import PAGE, Query, decide, get_resources, tags_of
 from .limiter import ShardLimiter
 from .sources import open_rows, read_chunks
+from .store import JobOptions
 from .submit import Request, item_for_row
 
 BATCH = 20
@@ -70,10 +70,10 @@ async def _read_tags(clients: ClientPool, limiter: ShardLimiter, shard: Shard,
 
 
 async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
-                      items: list[tuple[str, str]], request: Request, options: Mapping[str, Any],
+                      items: list[tuple[str, str]], request: Request, options: JobOptions,
                       ) -> ShardPlan:
     plan = ShardPlan()
-    check = bool(options.get("skip_compliant"))
+    check = options.skip_compliant
     limiter = ShardLimiter(settings.rate_for("GetResources"))
     for i in range(0, len(items), 100):
         chunk = items[i : i + 100]
@@ -90,7 +90,7 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                 plan.unread += int(check)
                 continue
             d = decide(request.operation, wanted, current.get(arn, {}),
-                       if_absent=bool(options.get("if_absent")))
+                       if_absent=options.if_absent)
             if d.send:
                 plan.change[json.dumps(d.override, sort_keys=True) if d.override else body] += 1
             else:
@@ -99,7 +99,7 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
 
 
 async def _walk_plan(clients: ClientPool, settings: Settings, account: str, region: str,
-                     query: Query, request: Request, options: Mapping[str, Any],
+                     query: Query, request: Request, options: JobOptions,
                      plans: dict[Shard, ShardPlan]) -> None:
     limiter = ShardLimiter(settings.rate_for("GetResources"))
     wanted: Any = request.tags if request.operation == "tag" else list(request.keys)
@@ -116,8 +116,8 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
                 shard = parse_arn(m["ResourceARN"]).shard
                 plan = plans.setdefault(shard, ShardPlan())
                 d = decide(request.operation, wanted, tags_of(m),
-                           if_absent=bool(options.get("if_absent")))
-                if d.send or not options.get("skip_compliant"):
+                           if_absent=options.if_absent)
+                if d.send or not options.skip_compliant:
                     plan.change[json.dumps(d.override or wanted, sort_keys=True)] += 1
                 else:
                     plan.skip += 1
@@ -131,7 +131,7 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
 def _render(args: argparse.Namespace, request: Request, settings: Settings,
             plans: dict[Shard, ShardPlan], header: dict[str, Any], invalid: int) -> int:
     rate = settings.rate_for("TagResources" if request.operation == "tag" else "UntagResources")
-    shards = []
+    shards: list[dict[str, Any]] = []
     for shard, plan in sorted(plans.items(), key=lambda kv: str(kv[0])):
         batches = sum(math.ceil(n / BATCH) for n in plan.change.values())
         shards.append({"partition": shard.partition, "account": shard.account,
@@ -162,7 +162,7 @@ def _render(args: argparse.Namespace, request: Request, settings: Settings,
 
 
 async def dry_run(args: argparse.Namespace, request: Request, settings: Settings,
-                  options: Mapping[str, Any]) -> int:
+                  options: JobOptions) -> int:
     """The plan for file sources."""
     per_shard, rows, invalid, dupes = await anyio.to_thread.run_sync(
         functools.partial(_tally, args.arns, request, args.source_format)
@@ -180,7 +180,7 @@ async def dry_run(args: argparse.Namespace, request: Request, settings: Settings
 
 
 async def plan_query(args: argparse.Namespace, settings: Settings, request: Request, query: Query,
-                     accounts: list[str], regions: list[str], options: Mapping[str, Any]) -> int:
+                     accounts: list[str], regions: list[str], options: JobOptions) -> int:
     """The plan for a query: walk it without enqueuing."""
     clients = ClientPool(settings)
     plans: dict[Shard, ShardPlan] = {}

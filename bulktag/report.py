@@ -34,16 +34,16 @@ async def report_records(
     """One dict per item with COLUMNS; failed_only keeps failed and invalid items."""
     async for row in store.report_rows(job_id, unsuccessful_only=failed_only):
         yield {
-            "arn": row["arn"],
-            "account": row["account"],
-            "region": row["region"],
+            "arn": row.arn,
+            "account": row.account,
+            "region": row.region,
             "operation": operation,
-            "status": row["state"],
-            "attempts": row["attempts"],
-            "error_code": row["error_code"],
-            "http_status": row["http_status"],
-            "message": row["message"],
-            "finished_at": _iso(row["finished_at"]),
+            "status": row.state,
+            "attempts": row.attempts,
+            "error_code": row.error_code,
+            "http_status": row.http_status,
+            "message": row.message,
+            "finished_at": _iso(row.finished_at),
         }
 
 
@@ -154,8 +154,8 @@ async def build_manifest(
         "job": job.id,
         "name": job.name,
         "operation": job.operation,
-        "tags": job.options.get("tags") if job.operation == "tag" else None,
-        "keys": job.options.get("keys") if job.operation == "untag" else None,
+        "tags": job.options.tags if job.operation == "tag" else None,
+        "keys": job.options.keys if job.operation == "untag" else None,
         "state": job.state,
         "reason": job.reason,
         "created_at": _iso(job.created_at),

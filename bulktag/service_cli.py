@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .config import Settings
@@ -113,12 +113,12 @@ def _rule_line(r: dict[str, Any]) -> str:
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from .cli import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, _csv_list, emit
     from .store import Store
-    from .sync import RuleError, SyncStore
+    from .store import NewSyncRule
+    from .sync import RuleError, add_rule
     from .tags import parse_tag_args
 
     action = args.sync_command
-    async with await Store.open(settings.db) as store:
-        rules = SyncStore(store)
+    async with await Store.open(settings.db, create=action == "add") as store:
         if action == "add":
             try:
                 apply = parse_tag_args(args.apply)
@@ -126,28 +126,24 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                 raise UsageError(f"--apply: {exc}") from None
             accounts = _csv_list(args.accounts, "accounts") or [""]
             regions = _csv_list(args.regions, "regions")
-            from .sync import check_rule
-
             try:
-                check_rule(args.name, args.tag_key, args.tag_value, args.resource_query, apply,
-                           accounts, args.interval)
-                rule = await rules.add(args.name, tag_key=args.tag_key,
-                                       tag_value=args.tag_value,
-                                       resource_query=args.resource_query, apply=apply,
-                                       regions=regions, accounts=accounts,
-                                       interval=args.interval)
+                rule = await add_rule(store, NewSyncRule(
+                    args.name, tag_key=args.tag_key, tag_value=args.tag_value,
+                    resource_query=args.resource_query, apply=apply, regions=regions,
+                    accounts=accounts, interval=args.interval))
             except (RuleError, ValueError) as exc:
                 raise UsageError(str(exc)) from None
             emit(args, rule.to_json(), f"sync rule {rule.name} added; the daemon evaluates it "
                  f"every {rule.interval_seconds:g} s (`bulktag sync run {rule.name}`: now)")
             return 0
         if action == "list":
-            data = [r.to_json() for r in await rules.list()]
-            emit(args, {"rules": data}, "\n".join(_rule_line(r) for r in data) or "no rules")
+            listed = [r.to_json() for r in await store.list_sync_rules()]
+            emit(args, {"rules": listed}, "\n".join(_rule_line(r) for r in listed) or "no rules")
             return 0
-        rule = await rules.get(args.name)
-        if rule is None:
+        found = await store.get_sync_rule(args.name)
+        if found is None:
             raise UsageError(f"no sync rule named {args.name!r} in {settings.db}")
+        rule = found
         if action == "show":
             data = rule.to_json()
             human = _rule_line(data) + f"\n  regions {','.join(rule.regions) or 'all enabled'}" \
@@ -161,10 +157,10 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             if args.untag:
                 from .sync import _enqueue
 
-                members = await rules.member_arns(rule.id)
+                members = await store.sync_member_arns(rule.id)
                 if members:
                     job = await _enqueue(store, rule, "untag", members)
-            await rules.remove(rule)
+            await store.remove_sync_rule(rule)
             emit(args, {"removed": rule.name, "untag_job": job},
                  f"sync rule {rule.name} removed" + (
                      f"; job {job} removes {','.join(rule.apply)} from its members "
@@ -178,10 +174,9 @@ async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, na
     from .cli import emit, exit_code_for, job_status, run_engine
     from .clients import ClientPool
     from .store import Counts
-    from .sync import SyncStore, evaluate, own_limiters
+    from .sync import evaluate, own_limiters
 
-    rules = SyncStore(store)
-    rule = await rules.claim(name, force=True)
+    rule = await store.claim_sync_rule(name, force=True)
     assert rule is not None
     clients = ClientPool(settings)
     try:
@@ -196,7 +191,7 @@ async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, na
     else:
         await clients.close()
     statuses = [await job_status(store, j, settings) for j in ev.jobs]
-    shown = await rules.get(name)
+    shown = await store.get_sync_rule(name)
     assert shown is not None
     data = {"evaluation": ev.to_json(), "rule": shown.to_json(), "jobs": statuses,
             "interrupted": not finished}
@@ -212,6 +207,6 @@ async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, na
     return code
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
     "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync,
 }

@@ -13,13 +13,13 @@ import asyncio
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import anyio.to_thread
 
 from .arn import ArnError, Shard, parse_arn
 from .sources import Row, open_rows, read_chunks, source_name
-from .store import NewItem, Store, tagset_body
+from .store import JobOptions, JobState, NewItem, Store, tagset_body
 from .tags import keys_problem, tagset_problem
 
 CHUNK = 10_000
@@ -158,16 +158,15 @@ async def submit(
     *,
     name: str | None = None,
     priority: int = 0,
-    options: dict[str, Any] | None = None,
+    options: JobOptions | None = None,
     owner: str | None = None,
     fmt: str | None = None,
     stdin: BinaryIO | None = None,
 ) -> Submitted:
     """Create a job from sources. Raises SubmissionRefused (nothing kept) on bad rows."""
-    job_options = {
-        "tags": request.tags, "keys": list(request.keys), "sources": sources,
-        "skip_invalid": request.skip_invalid, **(options or {}),
-    }
+    job_options = (options or JobOptions()).with_(
+        tags=request.tags, keys=list(request.keys), skip_invalid=request.skip_invalid,
+        sources=list(sources))
     job_id = await store.create_job(
         request.operation, options=job_options, name=name, priority=priority, owner=owner
     )
@@ -208,7 +207,7 @@ async def submit(
             # Not a bad row: --skip-invalid cannot help, so the message does not suggest it.
             empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")
             raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")
-        await store.set_job_state(job_id, "ready")
+        await store.set_job_state(job_id, JobState.READY)
     except BaseException:
         await store.delete_job(job_id)
         raise

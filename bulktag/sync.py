@@ -13,12 +13,8 @@ removes nothing and keeps the members it could not see.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
-import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,65 +35,24 @@ from .discovery import (
     tags_of,
 )
 from .limiter import ShardLimiter
-from .store import Q, NewItem, Store, tagset_body
+from .store import JobOptions, JobState, NewItem, NewSyncRule, Store, SyncRule, tagset_body
 
 log = structlog.get_logger("bulktag.sync")
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
 MAX_THROTTLE_RETRIES = 100
-CHUNK = 10_000
+ENQUEUE_CHUNK = 10_000  # ARNs per add_items call
 
 
 class RuleError(ValueError):
     """A rule that cannot be added: says which part and why."""
 
 
-@dataclass
-class SyncRule:
-    id: int
-    name: str
-    tag_key: str | None
-    tag_value: str | None
-    resource_query: str | None
-    apply: dict[str, str]
-    regions: list[str]
-    accounts: list[str]
-    interval_seconds: float
-    status: str
-    error: str | None
-    created_at: float
-    last_run_at: float | None
-    next_run_at: float
-    members: int
-    last_added: int
-    last_removed: int
-    last_jobs: list[int]
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> SyncRule:
-        return cls(row["id"], row["name"], row["tag_key"], row["tag_value"],
-                   row["resource_query"], json.loads(row["apply_tags"]),
-                   json.loads(row["regions"]), json.loads(row["accounts"]),
-                   row["interval_seconds"], row["status"], row["error"], row["created_at"],
-                   row["last_run_at"], row["next_run_at"], row["members"], row["last_added"],
-                   row["last_removed"], json.loads(row["last_jobs"]))
-
-    def query(self) -> Query:
-        if self.resource_query:
-            return rule_query(self.resource_query)
-        return Query(((str(self.tag_key), (str(self.tag_value),)),), ())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "tag_key": self.tag_key, "tag_value": self.tag_value,
-            "resource_query": self.resource_query, "apply": self.apply,
-            "regions": self.regions, "accounts": [a or "caller" for a in self.accounts],
-            "interval_seconds": self.interval_seconds, "status": self.status,
-            "error": self.error, "created_at": self.created_at, "last_run_at": self.last_run_at,
-            "next_run_at": self.next_run_at, "members": self.members,
-            "last_added": self.last_added, "last_removed": self.last_removed,
-            "last_jobs": self.last_jobs,
-        }
+def query_of(rule: SyncRule) -> Query:
+    """What a rule matches, as a GetResources query."""
+    if rule.resource_query:
+        return rule_query(rule.resource_query)
+    return Query(((str(rule.tag_key), (str(rule.tag_value),)),), ())
 
 
 def rule_query(text: str) -> Query:
@@ -142,80 +97,14 @@ def check_rule(name: str, tag_key: str | None, tag_value: str | None,
         raise RuleError(f"--interval must be positive, not {interval:g}")
 
 
-class SyncStore:
-    """Sync rules and their members, on the store's connection and lock."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def add(self, name: str, *, tag_key: str | None, tag_value: str | None,
-                  resource_query: str | None, apply: dict[str, str], regions: Sequence[str],
-                  accounts: Sequence[str], interval: float) -> SyncRule:
-        try:
-            await self.store._one(Q["sync_insert_rule"], {
-                "name": name, "tag_key": tag_key, "tag_value": tag_value,
-                "resource_query": resource_query,
-                "apply_tags": json.dumps(apply, sort_keys=True, ensure_ascii=False),
-                "regions": json.dumps(list(regions)),
-                "accounts": json.dumps(list(accounts) or [""]),
-                "interval": interval, "now": time.time()})
-        except sqlite3.IntegrityError:
-            raise RuleError(f"a sync rule named {name!r} exists already") from None
-        rule = await self.get(name)
-        assert rule is not None
-        return rule
-
-    async def get(self, name: str) -> SyncRule | None:
-        row = await self.store._one(Q["sync_get_rule"], (name,))
-        return SyncRule.from_row(row) if row else None
-
-    async def list(self) -> list[SyncRule]:
-        return [SyncRule.from_row(r) for r in await self.store._all(Q["sync_list_rules"])]
-
-    async def remove(self, rule: SyncRule) -> None:
-        async with self.store.transaction():
-            await self.store.db.execute(Q["sync_delete_members"], (rule.id,))
-            await self.store.db.execute(Q["sync_delete_rule"], (rule.id,))
-
-    async def due(self, now: float | None = None) -> list[str]:
-        rows = await self.store._all(Q["sync_due_rules"], (time.time() if now is None else now,))
-        return [r[0] for r in rows]
-
-    async def claim(self, name: str, *, force: bool = False) -> SyncRule | None:
-        """Take the rule's next evaluation (moves next_run_at one interval on); None when it
-        is not due or another process took it first. `force`: due or not (`sync run`)."""
-        row = await self.store._one(Q["sync_claim_now" if force else "sync_claim_due"],
-                                    {"name": name, "now": time.time()})
-        return SyncRule.from_row(row) if row else None
-
-    async def member_arns(self, rule_id: int, page: int = 5000) -> list[str]:
-        out: list[str] = []
-        last = ""
-        while True:
-            rows = await self.store._all(Q["sync_members_page"], (rule_id, last, page))
-            out.extend(r[0] for r in rows)
-            if len(rows) < page:
-                return out
-            last = rows[-1][0]
-
-    async def update_members(self, rule: SyncRule, seen: Sequence[str],
-                             gone: Sequence[str]) -> None:
-        body = tagset_body(rule.apply, None)
-        digest = hashlib.sha256(body.encode()).hexdigest()
-        now = time.time()
-        for i in range(0, max(len(seen), len(gone)), CHUNK):
-            async with self.store.transaction():
-                await self.store.db.executemany(
-                    Q["sync_upsert_member"],
-                    [(rule.id, arn, body, digest, now) for arn in seen[i:i + CHUNK]])
-                await self.store.db.executemany(
-                    Q["sync_delete_member"], [(rule.id, arn) for arn in gone[i:i + CHUNK]])
-
-    async def finish(self, rule: SyncRule, status: str, error: str | None, added: int,
-                     removed: int, jobs: Sequence[int]) -> None:
-        await self.store._write(Q["sync_finish_rule"], {
-            "status": status, "error": error, "now": time.time(), "id": rule.id,
-            "added": added, "removed": removed, "jobs": json.dumps(list(jobs))})
+async def add_rule(store: Store, rule: NewSyncRule) -> SyncRule:
+    """Check and add a rule; RuleError says what is wrong (or that the name is taken)."""
+    check_rule(rule.name, rule.tag_key, rule.tag_value, rule.resource_query, rule.apply,
+               rule.accounts, rule.interval)
+    try:
+        return await store.add_sync_rule(rule)
+    except KeyError:
+        raise RuleError(f"a sync rule named {rule.name!r} exists already") from None
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -294,23 +183,21 @@ async def _enqueue(store: Store, rule: SyncRule, operation: str, arns: Sequence[
     """A ready job `sync:NAME` over `arns`, its items added as submit() adds them."""
     if operation == "tag":
         body = tagset_body(rule.apply, None)
-        options = {"tags": rule.apply, "keys": [], "sync_rule": rule.name,
-                   "skip_compliant": False}
+        options = JobOptions(tags=rule.apply, keys=[], sync_rule=rule.name)
     else:
         body = tagset_body(None, list(rule.apply))
-        options = {"tags": {}, "keys": sorted(rule.apply), "sync_rule": rule.name,
-                   "skip_compliant": False}
+        options = JobOptions(tags={}, keys=sorted(rule.apply), sync_rule=rule.name)
     job_id = await store.create_job(operation, options=options, name=f"sync:{rule.name}")
     try:
-        for i in range(0, len(arns), CHUNK):
+        for i in range(0, len(arns), ENQUEUE_CHUNK):
             items = []
-            for arn in arns[i:i + CHUNK]:
+            for arn in arns[i:i + ENQUEUE_CHUNK]:
                 try:
                     items.append(NewItem(arn, parse_arn(arn).shard, body))
                 except ArnError as exc:
                     items.append(NewItem(arn, None, None, None, f"malformed ARN: {exc}"))
             await store.add_items(job_id, items)
-        await store.set_job_state(job_id, "ready")
+        await store.set_job_state(job_id, JobState.READY)
     except BaseException:
         await store.delete_job(job_id)
         raise
@@ -331,7 +218,7 @@ async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: 
             regions = await enabled_regions(clients, settings)
         except Exception as exc:  # noqa: BLE001 - any failure is the rule's error to show
             ev.errors["*"] = f"cannot list the enabled regions: {exc}"
-    query = rule.query()
+    query = query_of(rule)
     for account in rule.accounts:
         for region in regions:
             shard = Shard("aws", account, region)
@@ -344,7 +231,7 @@ async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: 
     wanted = rule.apply
     to_tag = [arn for arn, tags in matched.items()
               if any(tags.get(k) != v for k, v in wanted.items())]
-    members = await SyncStore(store).member_arns(rule.id)
+    members = await store.sync_member_arns(rule.id)
     # With part of the rule unread, a member missing from `matched` may just be unseen:
     # remove nothing until a full evaluation says so.
     gone = [] if ev.errors else [arn for arn in members if arn not in matched]
@@ -354,8 +241,8 @@ async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: 
     if gone:
         ev.jobs.append(await _enqueue(store, rule, "untag", gone))
         ev.removed = len(gone)
-    await SyncStore(store).update_members(rule, list(matched), gone)
-    await SyncStore(store).finish(rule, ev.status, ev.error, ev.added, ev.removed, ev.jobs)
+    await store.update_sync_members(rule, list(matched), gone)
+    await store.finish_sync_rule(rule, ev.status, ev.error, ev.added, ev.removed, ev.jobs)
     if ev.errors:
         rule_log.error("sync_rule_error", error=ev.error, matched=ev.matched, added=ev.added)
     else:

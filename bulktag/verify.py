@@ -23,7 +23,7 @@ from .clients import ClientPool
 from .config import Settings
 from .discovery import get_resources, tags_of
 from .limiter import ShardLimiter
-from .store import DiscoveryStore, Store
+from .store import Store, SucceededItem
 
 
 def drift_of(operation: str, wanted: Any, current: Mapping[str, str] | None) -> str | None:
@@ -56,20 +56,19 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
     job = await store.get_job(job_id)
     if job is None:
         raise ValueError(f"no job {job_id}")
-    ds = DiscoveryStore(store)
     own = clients is None
     clients = clients or ClientPool(settings)
     result = VerifyResult()
     limiters: dict[Shard, ShardLimiter] = {}
     tagsets: dict[int, Any] = {}
     try:
-        async for page in ds.succeeded(job_id):
-            by_shard: dict[int, list[Any]] = defaultdict(list)
+        async for page in store.succeeded_items(job_id):
+            by_shard: dict[int, list[SucceededItem]] = defaultdict(list)
             for row in page:
-                by_shard[row["shard_id"]].append(row)
+                by_shard[row.shard_id].append(row)
             shards = {sid: await store.shard(sid) for sid in by_shard}
             await asyncio.gather(*(
-                _verify_shard(store, ds, clients, job.operation, shards[sid], rows,
+                _verify_shard(store, clients, job.operation, shards[sid], rows,
                               limiters, tagsets, result, settings)
                 for sid, rows in by_shard.items()
             ))
@@ -79,8 +78,8 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
     return result
 
 
-async def _verify_shard(store: Store, ds: DiscoveryStore, clients: ClientPool, operation: str,
-                        shard: Shard, rows: list[Any], limiters: dict[Shard, ShardLimiter],
+async def _verify_shard(store: Store, clients: ClientPool, operation: str,
+                        shard: Shard, rows: list[SucceededItem], limiters: dict[Shard, ShardLimiter],
                         tagsets: dict[int, Any], result: VerifyResult,
                         settings: Settings) -> None:
     limiter = limiters.setdefault(shard, ShardLimiter(settings.rate_for("GetResources")))
@@ -88,23 +87,23 @@ async def _verify_shard(store: Store, ds: DiscoveryStore, clients: ClientPool, o
         chunk = rows[i : i + 100]
         try:
             resp = await get_resources(await clients.tagging(shard), limiter,
-                                       ResourceARNList=[r["arn"] for r in chunk])
+                                       ResourceARNList=[r.arn for r in chunk])
         except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
             result.errors[str(shard)] = str(exc)
             result.unreadable += len(chunk)
             continue
         current = {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
-        findings = []
+        findings: list[tuple[int, str | None]] = []
         for r in chunk:
-            tid = r["tagset_id"]
+            tid = r.tagset_id
             if tid not in tagsets:
                 tagsets[tid] = json.loads(await store.tagset(tid))
-            drift = drift_of(operation, tagsets[tid], current.get(r["arn"]))
-            findings.append((r["id"], drift))
+            drift = drift_of(operation, tagsets[tid], current.get(r.arn))
+            findings.append((r.id, drift))
             result.checked += 1
             if drift:
                 result.drifted += 1
                 if len(result.rows) < 1000:
-                    result.rows.append({"arn": r["arn"], "account": shard.account,
+                    result.rows.append({"arn": r.arn, "account": shard.account,
                                         "region": shard.region, "drift": drift})
-        await ds.set_drift(findings)
+        await store.set_drift(findings)

@@ -85,3 +85,73 @@ def run_cli(cli_env: dict[str, str]) -> CliRunner:
         )
 
     return run
+
+
+# -- PostgreSQL: a fresh database per test -----------------------------------------------------
+
+#: The server tests create their databases on (trust auth). CI runs PostgreSQL: when it is not
+#: reachable, tests that need it FAIL, never skip.
+PG_ADMIN_URL = os.environ.get("BULKTAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin(url: str, *statements: str) -> None:
+    """Run statements on the server's maintenance database, outside any transaction."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        con = await asyncpg.connect(url, timeout=10)
+        try:
+            for statement in statements:
+                await con.execute(statement)
+        finally:
+            await con.close()
+
+    asyncio.run(run())
+
+
+def pg_database_url(admin_url: str, database: str) -> str:
+    """admin_url with its database replaced."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(admin_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """The PostgreSQL server for tests ($BULKTAG_TEST_PG, default postgres@127.0.0.1:5432),
+    checked once per session; fails every test that needs it when it does not answer."""
+    try:
+        _pg_admin(PG_ADMIN_URL, "SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same failure
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({type(exc).__name__}: {exc}). "
+            "Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main "
+            "start) or point BULKTAG_TEST_PG at a server where this role may CREATE DATABASE.",
+            pytrace=False)
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty database bulktag_test_<random>, dropped after the test."""
+    import uuid
+
+    name = f"bulktag_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_database_url(pg_admin_url, name)
+    finally:
+        _pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's store lives, once per backend: a SQLite path in a temp dir, or the URL of
+    a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "state" / "bulktag.db")

@@ -12,7 +12,7 @@ from bulktag.config import Settings
 from bulktag.engine import Engine
 from bulktag.report import report_records
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
-from bulktag.store import Store, new_owner_token
+from bulktag.store import JobOptions, Store, new_owner_token
 from bulktag.submit import Request, submit
 
 TAGS = {"team": "platform", "env": "prod"}
@@ -27,7 +27,7 @@ def fast_settings(db: Path, url: str, **changes: object) -> Settings:
 
 async def run_job(
     tmp_path: Path, settings: Settings, arns: list[str], request: Request | None = None,
-    options: dict[str, object] | None = None,
+    options: JobOptions | None = None,
 ) -> tuple[Store, int, Engine]:
     source = tmp_path / "arns.txt"
     source.write_text("\n".join(arns) + "\n")
@@ -192,7 +192,7 @@ async def test_job_fails_once_its_failure_threshold_is_passed(tmp_path: Path) ->
         arns = [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-denied{n:04d}" for n in range(600)]
         settings = fast_settings(tmp_path / "s.db", sim.url, max_rate=2.0)
         store, job, _ = await run_job(tmp_path, settings, arns,
-                                      options={"failure_min_items": 40, "failure_ratio": 0.5})
+                                      options=JobOptions(failure_min_items=40, failure_ratio=0.5))
         state = await store.get_job(job)
         assert state is not None and state.state == "failed"
         assert "failure threshold passed" in (state.reason or "")

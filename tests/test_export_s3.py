@@ -20,7 +20,7 @@ import pytest
 
 from bulktag.export import parse_destination, s3_error_message
 from bulktag.sim import RunningSimulator
-from bulktag.store import NewItem, Store
+from bulktag.store import JobOptions, JobState, NewItem, Store
 from conftest import CliRunner
 from test_report import ACCOUNT, DENIED, GOOD, Cli, check_manifest, ec2, mixed_job, store_counts
 
@@ -131,12 +131,12 @@ async def test_a_report_over_8_mib_goes_up_in_parts(
     run_cli: CliRunner, db_path: Path, moto_url: str, s3: Any, bucket: str
 ) -> None:
     async with await Store.open(db_path) as store:
-        job = await store.create_job("tag", options={"tags": {"A": "b"}})
+        job = await store.create_job("tag", options=JobOptions(tags={"A": "b"}))
         message = "x" * 1000
         for start in range(0, 18_000, 3000):
             await store.add_items(job, [NewItem(f"bad-{n}", None, None, n, message)
                                         for n in range(start, start + 3000)])
-        await store.set_job_state(job, "completed")
+        await store.set_job_state(job, JobState.COMPLETED)
     cli = Cli(run_cli, db_path, None, env={"BULKTAG_S3_ENDPOINT_URL": moto_url})
     await cli.ok("report", str(job), "-o", f"s3://{bucket}/big")
     head = s3.head_object(Bucket=bucket, Key=f"big/job-{job}/report.csv")

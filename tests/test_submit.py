@@ -281,8 +281,8 @@ async def test_duplicates_across_sources_are_one_item(tmp_path: Path, db_path: P
         assert (await store.counts(result.job_id)).by_state == {"pending": 3}
         job = await store.get_job(result.job_id)
         assert job is not None and job.state == "ready"
-        assert job.options["tags"] == {"A": "b"}
-        assert job.options["sources"] == [str(a), str(b)]
+        assert job.options.tags == {"A": "b"}
+        assert job.options.sources == [str(a), str(b)]
 
 
 async def test_gzip_sources_of_every_format(

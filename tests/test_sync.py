@@ -17,9 +17,9 @@ from bulktag.clients import ClientPool
 from bulktag.config import Settings
 from bulktag.engine import Engine
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator
-from bulktag.store import Store, new_owner_token
+from bulktag.store import JobOptions, Store, new_owner_token
 from bulktag.submit import Request, submit
-from bulktag.sync import RuleError, SyncStore, check_rule, evaluate, own_limiters
+from bulktag.sync import RuleError, check_rule, evaluate, own_limiters
 
 CALLER, REFUSED = "123456789012", "444444444444"
 APPLIED = {"team": "web", "cc": "42"}
@@ -86,9 +86,8 @@ async def test_resources_gaining_and_losing_the_matching_tag_gain_and_lose_the_a
     before = sim.state.stats["arn_sends"]
     settings = Settings(db=db, endpoint_url=sim.url, backoff_base=0.02, backoff_cap=0.2)
     store = await Store.open(db)
-    rules = SyncStore(store)
-    assert await rules.claim("shop") is None  # not due for another minute
-    rule = await rules.claim("shop", force=True)
+    assert await store.claim_sync_rule("shop") is None  # not due for another minute
+    rule = await store.claim_sync_rule("shop", force=True)
     assert rule is not None
     clients = ClientPool(settings)
     ev = await evaluate(store, settings, clients, rule, own_limiters(settings))
@@ -165,7 +164,7 @@ async def test_a_refused_role_puts_the_rule_in_error_with_the_reason_and_keeps_m
         settings = Settings(db=db, endpoint_url=sim.url, role_name="bulktag-tagger")
         sim.state.put(arn(0), {"team": "web"}, account=CALLER)  # lost the match meanwhile
         store = await Store.open(db)
-        rule = await SyncStore(store).claim("shop", force=True)
+        rule = await store.claim_sync_rule("shop", force=True)
         assert rule is not None
         clients = ClientPool(settings)
         ev = await evaluate(store, settings, clients, rule, own_limiters(settings))
@@ -174,7 +173,7 @@ async def test_a_refused_role_puts_the_rule_in_error_with_the_reason_and_keeps_m
         # Once the role is allowed, the rule recovers to ACTIVE and removals resume.
         sim.reconfigure(refused_roles=[])
         clients = ClientPool(settings)
-        rule = await SyncStore(store).claim("shop", force=True)
+        rule = await store.claim_sync_rule("shop", force=True)
         assert rule is not None
         ev = await evaluate(store, settings, clients, rule, own_limiters(settings))
         assert (ev.status, ev.removed, ev.added) == ("ACTIVE", 1, 5)
@@ -183,7 +182,7 @@ async def test_a_refused_role_puts_the_rule_in_error_with_the_reason_and_keeps_m
         assert sim.state.tags(arn(0)) == {}
         assert sim.state.tags(f"arn:aws:sqs:us-east-1:{REFUSED}:q-0") == {"app": "shop",
                                                                           "team": "web"}
-        shown_rule = await SyncStore(store).get("shop")
+        shown_rule = await store.get_sync_rule("shop")
         assert shown_rule is not None and (shown_rule.status, shown_rule.error) == ("ACTIVE", None)
         await store.close()
 
@@ -199,13 +198,13 @@ async def test_priority_changed_while_a_job_runs_is_served_first(
         (tmp_path / "urgent.txt").write_text("\n".join(arn(n) + "-u" for n in range(40)))
         store = await Store.open(db)
         slow = await submit(store, [str(tmp_path / "slow.txt")], Request("tag", tags={"a": "1"}),
-                            options={"skip_compliant": False})
+                            options=JobOptions(skip_compliant=False))
         engine = Engine(store, settings, owner=new_owner_token())
         running = asyncio.create_task(engine.run())
         while (await store.counts(slow.job_id))["succeeded"] < 20:
             await asyncio.sleep(0.05)
         urgent = await submit(store, [str(tmp_path / "urgent.txt")],
-                              Request("tag", tags={"a": "1"}), options={"skip_compliant": False})
+                              Request("tag", tags={"a": "1"}), options=JobOptions(skip_compliant=False))
         r = await cli(run_cli, "priority", str(urgent.job_id), "10", "--json", "--db", db)
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)

@@ -1,5 +1,5 @@
--- Every statement the store runs, by name. `-- name: x` starts a query; the loader keeps them
--- in a dict so the engine and the CLI never hold SQL of their own.
+-- Every statement the SQLite store runs, by name. `-- name: x` starts a query; the loader keeps
+-- them in a dict so that no module outside bulktag/store/ holds SQL of its own.
 
 -- name: create_job
 INSERT INTO jobs (name, operation, state, priority, options, owner, created_at, updated_at)
@@ -17,7 +17,7 @@ UPDATE jobs SET state = :state, updated_at = :now,
     started_at = CASE WHEN :state = 'active' AND started_at IS NULL THEN :now ELSE started_at END,
     finished_at = CASE WHEN :state IN ('completed', 'failed', 'cancelled') THEN :now
                        ELSE NULL END,
-    reason = coalesce(:reason, reason),
+    reason = CASE WHEN :state = 'ready' THEN NULL ELSE coalesce(:reason, reason) END,
     owner = CASE WHEN :state = 'preparing' THEN owner ELSE NULL END
 WHERE id = :job_id;
 
@@ -32,6 +32,12 @@ DELETE FROM items WHERE job_id = ?;
 
 -- name: delete_job
 DELETE FROM jobs WHERE id = ?;
+
+-- name: delete_job_discoveries
+DELETE FROM discoveries WHERE job_id = ?;
+
+-- name: delete_job_paused_accounts
+DELETE FROM paused_accounts WHERE job_id = ?;
 
 -- name: delete_job_counts
 DELETE FROM counts WHERE job_id = ?;
@@ -205,8 +211,8 @@ WHERE i.job_id = ? AND i.state = 'succeeded' AND i.id > ? ORDER BY i.id LIMIT ?;
 -- name: set_drift
 UPDATE items SET verified_at = ?, drift = ? WHERE id = ?;
 
--- name: merge_job_options
-UPDATE jobs SET options = json_patch(options, ?), updated_at = ? WHERE id = ?;
+-- name: set_job_options
+UPDATE jobs SET options = ?, updated_at = ? WHERE id = ?;
 
 -- name: sync_insert_rule
 INSERT INTO sync_rules (name, tag_key, tag_value, resource_query, apply_tags, regions, accounts,
@@ -283,3 +289,68 @@ SELECT account, reason, paused_at FROM paused_accounts WHERE job_id = ? ORDER BY
 
 -- name: clear_paused_accounts
 DELETE FROM paused_accounts WHERE job_id = ?;
+
+-- name: has_count_trigger
+-- Stores made before counts were added per chunk kept an insert trigger.
+SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'items_count_insert';
+
+-- name: max_item_id
+SELECT max(id) FROM items;
+
+-- name: insert_run
+-- A run of consecutive items of one shard and tagset with consecutive source lines: one
+-- JSON array of ARNs bound as a single parameter.
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line)
+SELECT ?, value, ?, ?, 'pending', ? + key FROM json_each(?) WHERE true
+ON CONFLICT (job_id, arn) DO NOTHING;
+
+-- name: insert_run_lines
+-- Lines not consecutive: an array of [arn, line] pairs.
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line)
+SELECT ?, json_extract(value, '$[0]'), ?, ?, 'pending', json_extract(value, '$[1]')
+FROM json_each(?) WHERE true
+ON CONFLICT (job_id, arn) DO NOTHING;
+
+-- name: add_counts
+-- Both read only the rows just inserted: `+` keeps the planner on the rowid range (id > ?2)
+-- instead of an index on job_id, which would scan the whole job every chunk.
+INSERT INTO counts (job_id, shard_id, state, n)
+SELECT job_id, shard_id, state, count(*) FROM items WHERE id > ?2 AND +job_id = ?1
+GROUP BY shard_id, state
+ON CONFLICT (job_id, shard_id, state) DO UPDATE SET n = n + excluded.n;
+
+-- name: add_error_counts
+INSERT INTO error_counts (job_id, error_code, n)
+SELECT job_id, coalesce(error_code, 'Unknown'), count(*) FROM items
+WHERE id > ?2 AND +job_id = ?1 AND +state IN ('failed', 'invalid')
+GROUP BY coalesce(error_code, 'Unknown')
+ON CONFLICT (job_id, error_code) DO UPDATE SET n = n + excluded.n;
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations
+    (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);
+
+-- name: migration_applied
+SELECT 1 FROM schema_migrations WHERE version = ?;
+
+-- name: migration_done
+INSERT INTO schema_migrations VALUES (?, ?, ?);
+
+-- name: acquire_shard
+-- Take a free or expired shard lease, or renew our own; RETURNING says whether we hold it.
+INSERT INTO shard_leases (shard_id, owner, expires_at) VALUES (:shard_id, :owner, :expires)
+ON CONFLICT (shard_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE shard_leases.owner = excluded.owner OR shard_leases.expires_at < :now
+RETURNING shard_id;
+
+-- name: release_shards
+DELETE FROM shard_leases WHERE owner = ?;
+
+-- name: release_shard
+DELETE FROM shard_leases WHERE owner = ? AND shard_id = ?;
+
+-- name: shard_holders
+SELECT shard_id, owner, expires_at FROM shard_leases WHERE expires_at >= ?;
+
+-- name: workers
+SELECT owner, host, pid, started_at, heartbeat_at FROM owners ORDER BY started_at;

@@ -1,59 +1,75 @@
-"""The durable queue: jobs, items, tagsets and shards in one SQLite file.
+"""The SQLite backend: jobs, items, tagsets and shards in one file on one host.
 
-All SQL lives in `sql/queries.sql` and the numbered files of `migrations/`; this module is the
-narrow interface the engine and the CLI use (create a job, add items in bulk, claim a batch for
-a shard with a lease, record outcomes, release leases of dead processes, counts). One aiosqlite
-connection per Store; a lock keeps one coroutine's transaction from interleaving with another's.
+All SQL lives in `sql/sqlite.sql` and the numbered files of `migrations/sqlite/`. One aiosqlite
+connection per store; a lock keeps one coroutine's transaction from interleaving with another's.
 WAL mode with synchronous=NORMAL: a process killed at any point leaves the file consistent, and
-other processes read while one writes.
+other processes read while one writes. The file and its directory are private to their user
+(0600 in 0700): they hold whole account inventories.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from .arn import Shard
+from ..arn import Shard
+from .base import Store
+from .models import (
+    TERMINAL,
+    Claimed,
+    Counts,
+    Discovery,
+    Job,
+    JobOptions,
+    JobState,
+    NewItem,
+    NewSyncRule,
+    Outcome,
+    QueueTotals,
+    ReportRow,
+    Runnable,
+    StoreError,
+    SucceededItem,
+    SyncRule,
+    Worker,
+    owner_host_pid,
+    tagset_body,
+)
 
-TAGSET_CACHE = 50_000  # tagsets kept in memory per Store before the cache starts over
-TERMINAL = ("succeeded", "skipped", "failed", "invalid", "cancelled")
-ITEM_STATES = ("pending", "leased", *TERMINAL)
-JOB_DONE = ("completed", "failed", "cancelled")
+TAGSET_CACHE = 50_000  # tagsets kept in memory per store before the cache starts over
+SYNC_CHUNK = 10_000  # sync members written per transaction
 
 _HERE = Path(__file__).resolve().parent
 
 
-class StoreError(Exception):
-    """The store file cannot be opened or migrated (bad path, not a database, locked)."""
-
-
-def _migrations_dir() -> Path:
-    # Inside a wheel the migrations sit in the package; in a source checkout, beside it.
-    for candidate in (_HERE / "migrations", _HERE.parent / "migrations"):
+def migrations_dir(dialect: str) -> Path:
+    """Inside a wheel the migrations sit in the package; in a source checkout, at the top."""
+    for candidate in (_HERE.parent / "migrations" / dialect,
+                      _HERE.parent.parent / "migrations" / dialect):
         if candidate.is_dir():
             return candidate
-    raise RuntimeError("bulktag's migrations/ folder is missing from this installation")
+    raise RuntimeError(f"bulktag's migrations/{dialect}/ folder is missing from this installation")
 
 
-def _load_queries() -> dict[str, str]:
+def load_queries(dialect: str) -> dict[str, str]:
+    """The `-- name: x` blocks of sql/<dialect>.sql, by name."""
     queries: dict[str, str] = {}
     name = None
     lines: list[str] = []
-    for line in (_HERE / "sql" / "queries.sql").read_text().splitlines():
+    for line in (_HERE / "sql" / f"{dialect}.sql").read_text().splitlines():
         if line.startswith("-- name: "):
             if name:
                 queries[name] = "\n".join(lines).strip()
@@ -65,7 +81,7 @@ def _load_queries() -> dict[str, str]:
     return queries
 
 
-Q = _load_queries()
+Q = load_queries("sqlite")
 
 
 def _statements(script: str) -> Iterable[str]:
@@ -85,40 +101,10 @@ def _statements(script: str) -> Iterable[str]:
         raise ValueError(f"incomplete SQL statement at the end of a migration: {rest[:80]!r}")
 
 
-def tagset_body(tags: dict[str, str] | None, keys: Sequence[str] | None) -> str:
-    """Canonical JSON of a tag map (tag jobs) or key list (untag jobs), the tagset identity."""
-    if tags is not None:
-        return json.dumps(tags, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return json.dumps(sorted(set(keys or ())), separators=(",", ":"), ensure_ascii=False)
-
-
 # -- bulk insert of items (add_items) ---------------------------------------------------------
 
 _MAX_RUNS = 64  # runs of one shard and tagset per add_items call before one plain executemany
 _RUN_SIZE = 50_000  # items per INSERT … SELECT at most (bounds the JSON text)
-_HAS_COUNT_TRIGGER = (
-    "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'items_count_insert'"
-)
-_MAX_ITEM_ID = "SELECT max(id) FROM items"
-_INSERT_RUN = """INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line)
-SELECT ?, value, ?, ?, 'pending', ? + key FROM json_each(?) WHERE true
-ON CONFLICT (job_id, arn) DO NOTHING"""
-# Lines not consecutive: an array of [arn, line] pairs.
-_INSERT_RUN_LINES = """INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line)
-SELECT ?, json_extract(value, '$[0]'), ?, ?, 'pending', json_extract(value, '$[1]')
-FROM json_each(?) WHERE true
-ON CONFLICT (job_id, arn) DO NOTHING"""
-# Both read only the rows just inserted: `+` keeps the planner on the rowid range (id > ?2)
-# instead of an index on job_id, which would scan the whole job every chunk.
-_ADD_COUNTS = """INSERT INTO counts (job_id, shard_id, state, n)
-SELECT job_id, shard_id, state, count(*) FROM items WHERE id > ?2 AND +job_id = ?1
-GROUP BY shard_id, state
-ON CONFLICT (job_id, shard_id, state) DO UPDATE SET n = n + excluded.n"""
-_ADD_ERROR_COUNTS = """INSERT INTO error_counts (job_id, error_code, n)
-SELECT job_id, coalesce(error_code, 'Unknown'), count(*) FROM items
-WHERE id > ?2 AND +job_id = ?1 AND +state IN ('failed', 'invalid')
-GROUP BY coalesce(error_code, 'Unknown')
-ON CONFLICT (job_id, error_code) DO UPDATE SET n = n + excluded.n"""
 
 
 def _runs(items: Sequence[NewItem]) -> list[tuple[Shard | None, str | None, list[NewItem]]]:
@@ -144,119 +130,49 @@ def _runs(items: Sequence[NewItem]) -> list[tuple[Shard | None, str | None, list
     return runs
 
 
-@dataclass(slots=True)
-class Job:
-    id: int
-    name: str | None
-    operation: str
-    state: str
-    priority: int
-    options: dict[str, Any]
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    updated_at: float
-    rate: float
-    reason: str | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            operation=row["operation"],
-            state=row["state"],
-            priority=row["priority"],
-            options=json.loads(row["options"]),
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            updated_at=row["updated_at"],
-            rate=row["rate"],
-            reason=row["reason"],
-        )
-
-
-@dataclass(slots=True)
-class NewItem:
-    """An item to add: a valid one has a shard and a tagset body; an invalid one a reason."""
-
-    arn: str
-    shard: Shard | None
-    tagset: str | None  # canonical body from tagset_body()
-    line: int | None = None
-    problem: str | None = None
-
-
-@dataclass(slots=True)
-class Claimed:
-    id: int
-    arn: str
-    tagset_id: int
-    attempts: int
-    override: dict[str, str] | None = None  # tags to send instead of the tagset (--if-absent)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """A leased item's new state, written by record()."""
-
-    item_id: int
-    state: str  # pending (retry or requeue) or a terminal state
-    attempts: int
-    next_attempt_at: float = 0.0
-    error_code: str | None = None
-    http_status: int | None = None
-    message: str | None = None
-
-
-@dataclass(slots=True)
-class Runnable:
-    job_id: int
-    shard_id: int
-    priority: int
-    operation: str
-    state: str = "active"
-
-
-@dataclass
-class Counts:
-    by_state: dict[str, int] = field(default_factory=dict)
-
-    def __getitem__(self, state: str) -> int:
-        return self.by_state.get(state, 0)
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_state.values())
-
-    @property
-    def open(self) -> int:
-        return self["pending"] + self["leased"]
-
-    @property
-    def done(self) -> int:
-        return self.total - self.open
-
-
-def new_owner_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def _pid_alive(pid: int) -> bool:
+    """A process of this host that still runs (a zombie its parent has not reaped is dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
-class Store:
+def _open_problem(path: str, exc: BaseException) -> str:
+    """Say what is wrong with a store path in words an operator can act on."""
+    parent = Path(path).parent
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"cannot write the store {path}: the disk is full; free space or use --db elsewhere"
+    if not parent.exists():
+        return (f"cannot open the store {path}: the directory {parent} does not exist; "
+                "create it or give --db another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return (f"cannot open the store {path}: no permission to write in {parent}; "
+                "give --db a path you own")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"cannot open the store {path}: no permission to read and write this file"
+    if "disk is full" in str(exc) or "database or disk is full" in str(exc):
+        return f"cannot write the store {path}: the disk is full; free space or use --db elsewhere"
+    return f"cannot open the store {path}: {exc}"
+
+
+def _private_dir(directory: Path) -> None:
+    """Create the store's directory 0700 (the store holds account inventories)."""
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+
+
+class SqliteStore(Store):
     def __init__(self, db: aiosqlite.Connection, path: str) -> None:
         self.db = db
-        self.path = path
+        self.location = path
         self._lock = asyncio.Lock()
         self._shard_ids: dict[Shard, int] = {}
         self._shards_by_id: dict[int, Shard] = {}
@@ -267,15 +183,24 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> Store:
-        """Open (creating if needed) the store at path and apply pending migrations."""
-        path = str(path)
+    async def connect(cls, path: str, *, create: bool = True) -> SqliteStore:
+        """Open (creating if needed and allowed) the store at path; apply pending migrations."""
+        memory = path == ":memory:"
+        if not memory and not create and not os.path.exists(path):
+            raise StoreError(f"no store at {path} (nothing was submitted there yet); check --db "
+                             "or BULKTAG_DB")
         try:
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not memory:
+                _private_dir(Path(path).parent)
+                if not os.path.exists(path):
+                    # 0600 before SQLite writes a byte of it
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreError(_open_problem(path, exc)) from None
+        try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+            raise StoreError(_open_problem(path, exc)) from None
         db.row_factory = sqlite3.Row
         try:
             await db.execute("PRAGMA busy_timeout = 60000")
@@ -287,40 +212,30 @@ class Store:
             store = cls(db, path)
             await store._migrate()
         except BaseException as exc:
-            await db.close()
+            with contextlib.suppress(Exception):
+                await db.close()
             if isinstance(exc, (OSError, sqlite3.Error)):
-                raise StoreError(f"cannot open the store {path}: {exc}") from exc
+                raise StoreError(_open_problem(path, exc)) from None
             raise
         return store
 
     async def close(self) -> None:
         await self.db.close()
 
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def ping(self) -> None:
+        await self._one(Q["metrics_ping"])
 
     async def _migrate(self) -> None:
-        await self.db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        for path in sorted(_migrations_dir().glob("*.sql")):
+        await self.db.execute(Q["create_migrations_table"])
+        for path in sorted(migrations_dir("sqlite").glob("*.sql")):
             version = int(path.name.split("_", 1)[0])
             async with self.transaction():
-                cur = await self.db.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                )
+                cur = await self.db.execute(Q["migration_applied"], (version,))
                 if await cur.fetchone():
                     continue
                 for statement in _statements(path.read_text()):
                     await self.db.execute(statement)
-                await self.db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, path.name, time.time()),
-                )
+                await self.db.execute(Q["migration_done"], (version, path.name, time.time()))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -383,19 +298,18 @@ class Store:
         self,
         operation: str,
         *,
-        options: dict[str, Any],
+        options: JobOptions,
         name: str | None = None,
         priority: int = 0,
         owner: str | None = None,
     ) -> int:
-        """A new job in state `preparing`: invisible to runners until mark_ready()."""
         row = await self._one(
             Q["create_job"],
             {
                 "name": name,
                 "operation": operation,
                 "priority": priority,
-                "options": json.dumps(options),
+                "options": options.to_json(),
                 "owner": owner,
                 "now": time.time(),
             },
@@ -404,12 +318,13 @@ class Store:
 
     async def get_job(self, job_id: int) -> Job | None:
         row = await self._one(Q["get_job"], (job_id,))
-        return Job.from_row(row) if row else None
+        return _job(row) if row else None
 
     async def list_jobs(self) -> list[Job]:
-        return [Job.from_row(r) for r in await self._all(Q["list_jobs"])]
+        return [_job(r) for r in await self._all(Q["list_jobs"])]
 
-    async def set_job_state(self, job_id: int, state: str, reason: str | None = None) -> None:
+    async def set_job_state(self, job_id: int, state: JobState,
+                            reason: str | None = None) -> None:
         await self._write(
             Q["set_job_state"],
             {"state": state, "now": time.time(), "reason": reason, "job_id": job_id},
@@ -425,7 +340,8 @@ class Store:
         """Remove a job and everything of it (used when a submission is refused)."""
         async with self.transaction():
             for name in ("delete_job_items", "delete_job", "delete_job_counts",
-                         "delete_job_error_counts"):
+                         "delete_job_error_counts", "delete_job_discoveries",
+                         "delete_job_paused_accounts"):
                 await self.db.execute(Q[name], (job_id,))
 
     async def reap_abandoned_submissions(self) -> list[int]:
@@ -448,7 +364,9 @@ class Store:
             cur = await self.db.execute(
                 Q["upsert_shard"], (shard.partition, shard.account, shard.region)
             )
-            sid = int((await cur.fetchone())[0])
+            row = await cur.fetchone()
+            assert row is not None  # RETURNING of an upsert always yields the row
+            sid = int(row[0])
             await cur.close()
             self._shard_ids[shard] = sid
             self._shards_by_id[sid] = shard
@@ -459,7 +377,9 @@ class Store:
         if tid is None:
             digest = hashlib.sha256(body.encode()).hexdigest()
             cur = await self.db.execute(Q["upsert_tagset"], (digest, body))
-            tid = int((await cur.fetchone())[0])
+            row = await cur.fetchone()
+            assert row is not None
+            tid = int(row[0])
             await cur.close()
             if len(self._tagset_ids) >= TAGSET_CACHE:
                 # Per-row tags can make millions of tagsets: memory stays flat, not the cache.
@@ -490,15 +410,16 @@ class Store:
         each instead of a trigger firing per row."""
         async with self.transaction():
             if self._count_trigger is None:
-                cur = await self.db.execute(_HAS_COUNT_TRIGGER)
+                cur = await self.db.execute(Q["has_count_trigger"])
                 self._count_trigger = await cur.fetchone() is not None  # a store made before
                 await cur.close()
-            cur = await self.db.execute(_MAX_ITEM_ID)
-            last_id = (await cur.fetchone())[0] or 0
+            cur = await self.db.execute(Q["max_item_id"])
+            row = await cur.fetchone()
+            last_id = (row[0] if row else 0) or 0
             await cur.close()
             runs = _runs(items)
             if len(runs) > _MAX_RUNS:  # rows of many shards interleaved: one statement
-                rows = []
+                rows: list[tuple[Any, ...]] = []
                 for it in items:
                     if it.problem is not None or it.shard is None or it.tagset is None:
                         rows.append((job_id, it.arn, 0, 0, "invalid", it.line, "InvalidInput",
@@ -515,8 +436,8 @@ class Store:
                 for shard, body, run in runs:
                     added += await self._insert_run(job_id, shard, body, run, now)
             if added and not self._count_trigger:
-                await self.db.execute(_ADD_COUNTS, (job_id, last_id))
-                await self.db.execute(_ADD_ERROR_COUNTS, (job_id, last_id))
+                await self.db.execute(Q["add_counts"], (job_id, last_id))
+                await self.db.execute(Q["add_error_counts"], (job_id, last_id))
         return int(added)
 
     async def _insert_run(
@@ -534,10 +455,10 @@ class Store:
             first = lines[0]
             if first is not None and lines == list(range(first, first + len(lines))):
                 arns = json.dumps([it.arn for it in run], ensure_ascii=False)
-                cur = await self.db.execute(_INSERT_RUN, (job_id, sid, tid, first, arns))
+                cur = await self.db.execute(Q["insert_run"], (job_id, sid, tid, first, arns))
             else:
                 pairs = json.dumps([(it.arn, it.line) for it in run], ensure_ascii=False)
-                cur = await self.db.execute(_INSERT_RUN_LINES, (job_id, sid, tid, pairs))
+                cur = await self.db.execute(Q["insert_run_lines"], (job_id, sid, tid, pairs))
         n = cur.rowcount
         await cur.close()
         return int(n)
@@ -554,6 +475,8 @@ class Store:
         body = self._tagsets_by_id.get(tagset_id)
         if body is None:
             row = await self._one(Q["get_tagset"], (tagset_id,))
+            if row is None:
+                raise StoreError(f"tagset {tagset_id} is missing from {self.location}")
             body = str(row[0])
             if len(self._tagsets_by_id) >= TAGSET_CACHE:
                 self._tagsets_by_id.clear()
@@ -584,7 +507,8 @@ class Store:
 
     async def runnable(self) -> list[Runnable]:
         return [
-            Runnable(r["job_id"], r["shard_id"], r["priority"], r["operation"], r["state"])
+            Runnable(r["job_id"], r["shard_id"], r["priority"], r["operation"],
+                     JobState(r["state"]))
             for r in await self._all(Q["runnable"])
         ]
 
@@ -596,7 +520,6 @@ class Store:
         self, owner: str, job_id: int, shard_id: int, limit: int, *, lease_seconds: float,
         now: float | None = None,
     ) -> list[Claimed]:
-        """Lease up to `limit` due pending items of one job and shard, grouped by tagset."""
         now = time.time() if now is None else now
         rows = await self._all(
             Q["claim"],
@@ -610,11 +533,6 @@ class Store:
         return float(row[0]) if row and row[0] is not None else None
 
     async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:
-        """Write outcomes of items this owner leased, in one transaction. Returns rows written.
-
-        An item whose lease was lost (released as dead, or cancelled) is left as it is: the work
-        is idempotent, and its new holder records it.
-        """
         if not outcomes:
             return 0
         now = time.time()
@@ -630,7 +548,7 @@ class Store:
         return int(n)
 
     async def register_owner(self, owner: str) -> None:
-        host, pid = owner.split(":")[0], int(owner.split(":")[1])
+        host, pid = owner_host_pid(owner)
         now = time.time()
         await self._write(Q["register_owner"], (owner, host, pid, now, now))
 
@@ -643,12 +561,12 @@ class Store:
             cur = await self.db.execute(Q["release_owner"], (owner,))
             n = cur.rowcount
             await self.db.execute(Q["release_discoveries"], (owner,))
+            await self.db.execute(Q["release_shards"], (owner,))
             if forget:
                 await self.db.execute(Q["delete_owner"], (owner,))
         return int(n)
 
     async def reap_dead_owners(self, *, stale_seconds: float, me: str | None = None) -> int:
-        """Release leases of owners that are gone: a dead pid on this host, or a stale heartbeat."""
         host = socket.gethostname()
         now = time.time()
         released = 0
@@ -674,133 +592,233 @@ class Store:
 
     async def report_rows(
         self, job_id: int, *, unsuccessful_only: bool = False, page: int = 5000
-    ) -> AsyncIterator[sqlite3.Row]:
-        """Every item of a job in id order, read a page at a time (flat memory)."""
+    ) -> AsyncIterator[ReportRow]:
         query = Q["report_page_unsuccessful" if unsuccessful_only else "report_page"]
         last = 0
         while True:
             rows = await self._all(query, (job_id, last, page))
             for row in rows:
-                yield row
+                yield ReportRow(*row)
             if len(rows) < page:
                 return
             last = rows[-1]["id"]
 
-
-# -- discovery and verification -----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Discovery:
-    id: int
-    job_id: int
-    partition: str
-    account: str
-    region: str
-    state: str
-    token: str | None
-    token_at: float | None
-    pages: int
-    found: int
-    restarts: int
-    error: str | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Discovery:
-        return cls(row["id"], row["job_id"], row["partition"], row["account"], row["region"],
-                   row["state"], row["token"], row["token_at"], row["pages"], row["found"],
-                   row["restarts"], row["error"])
-
-
-class DiscoveryStore:
-    """The discovery and verification half of the store, on the same connection and lock."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def create(self, job_id: int, pairs: Iterable[tuple[str, str, str]]) -> None:
-        now = time.time()
-        async with self.store.transaction():
-            await self.store.db.executemany(
-                Q["create_discovery"], [(job_id, p, a, r, now) for p, a, r in pairs]
-            )
-
-    async def claim(self, owner: str, job_ids: set[int] | None) -> Discovery | None:
-        row = await self.store._one(
-            Q["claim_discovery"],
-            {"owner": owner, "now": time.time(),
-             "jobs": None if job_ids is None else json.dumps(sorted(job_ids))},
-        )
-        return Discovery.from_row(row) if row else None
-
-    async def save_page(self, d: Discovery, owner: str, token: str | None, found: int) -> None:
-        now = time.time()
-        await self.store._write(Q["save_discovery_page"], (token, now, found, now, d.id, owner))
-
-    async def restart(self, d: Discovery) -> None:
-        await self.store._write(Q["restart_discovery"], (time.time(), d.id))
-
-    async def finish(self, d: Discovery, state: str, error: str | None = None) -> None:
-        await self.store._write(Q["finish_discovery"], (state, error, time.time(), d.id))
-
-    async def of_job(self, job_id: int) -> list[Discovery]:
-        return [Discovery.from_row(r) for r in await self.store._all(Q["job_discoveries"],
-                                                                        (job_id,))]
-
-    async def skip(self, job_id: int, skipped: Sequence[tuple[str, str]]) -> int:
-        """Mark pending items `skipped` with a reason: (arn, reason) pairs."""
-        if not skipped:
-            return 0
-        now = time.time()
-        async with self.store.transaction():
-            cur = await self.store.db.executemany(
-                Q["skip_arn"], [(now, reason, job_id, arn) for arn, reason in skipped]
-            )
-            n = cur.rowcount
-            await cur.close()
-        return int(n)
-
-    async def succeeded(self, job_id: int, page: int = 1000) -> AsyncIterator[list[sqlite3.Row]]:
-        """Succeeded items of a job, a page at a time."""
+    async def succeeded_items(self, job_id: int,
+                              page: int = 1000) -> AsyncIterator[list[SucceededItem]]:
         last = 0
         while True:
-            rows = await self.store._all(Q["succeeded_page"], (job_id, last, page))
+            rows = await self._all(Q["succeeded_page"], (job_id, last, page))
             if rows:
-                yield rows
+                yield [SucceededItem(*r) for r in rows]
             if len(rows) < page:
                 return
             last = rows[-1]["id"]
 
     async def set_drift(self, results: Sequence[tuple[int, str | None]]) -> None:
         now = time.time()
-        async with self.store.transaction():
-            await self.store.db.executemany(
+        async with self.transaction():
+            await self.db.executemany(
                 Q["set_drift"], [(now, drift, item_id) for item_id, drift in results]
             )
 
+    async def skip_items(self, job_id: int, skipped: Sequence[tuple[str, str]]) -> int:
+        if not skipped:
+            return 0
+        now = time.time()
+        async with self.transaction():
+            cur = await self.db.executemany(
+                Q["skip_arn"], [(now, reason, job_id, arn) for arn, reason in skipped]
+            )
+            n = cur.rowcount
+            await cur.close()
+        return int(n)
 
-# -- report exports -----------------------------------------------------------------------------
+    async def merge_job_options(self, job_id: int, patch: dict[str, Any]) -> None:
+        # Read, merge, write in one transaction: top-level keys are replaced whole (SQLite's
+        # json_patch would merge nested objects, which the contract does not want).
+        async with self.transaction():
+            cur = await self.db.execute(Q["get_job"], (job_id,))
+            row = await cur.fetchone()
+            await cur.close()
+            if row is None:
+                return
+            merged = JobOptions.from_json(row["options"]).merged(patch)
+            await self.db.execute(Q["set_job_options"], (merged.to_json(), time.time(), job_id))
+
+    # -- workers and shard leases ----------------------------------------------------------
+
+    async def workers(self) -> list[Worker]:
+        return [Worker(r[0], r[1], int(r[2]), float(r[3]), float(r[4]))
+                for r in await self._all(Q["workers"])]
+
+    async def acquire_shards(self, owner: str, wanted: Iterable[int], *,
+                             lease_seconds: float) -> set[int]:
+        now = time.time()
+        held: set[int] = set()
+        async with self.transaction():
+            for shard_id in wanted:
+                cur = await self.db.execute(Q["acquire_shard"], {
+                    "shard_id": shard_id, "owner": owner, "expires": now + lease_seconds,
+                    "now": now})
+                if await cur.fetchone() is not None:
+                    held.add(shard_id)
+                await cur.close()
+        return held
+
+    async def release_shards(self, owner: str, shard_ids: Iterable[int] | None = None) -> None:
+        if shard_ids is None:
+            await self._write(Q["release_shards"], (owner,))
+            return
+        async with self.transaction():
+            await self.db.executemany(Q["release_shard"], [(owner, s) for s in shard_ids])
+
+    async def shard_holders(self) -> dict[int, tuple[str, float]]:
+        return {int(r[0]): (str(r[1]), float(r[2]))
+                for r in await self._all(Q["shard_holders"], (time.time(),))}
+
+    # -- discovery -------------------------------------------------------------------------
+
+    async def create_discoveries(self, job_id: int,
+                                 pairs: Iterable[tuple[str, str, str]]) -> None:
+        now = time.time()
+        async with self.transaction():
+            await self.db.executemany(
+                Q["create_discovery"], [(job_id, p, a, r, now) for p, a, r in pairs]
+            )
+
+    async def claim_discovery(self, owner: str, job_ids: set[int] | None) -> Discovery | None:
+        row = await self._one(
+            Q["claim_discovery"],
+            {"owner": owner, "now": time.time(),
+             "jobs": None if job_ids is None else json.dumps(sorted(job_ids))},
+        )
+        return _discovery(row) if row else None
+
+    async def save_discovery_page(self, d: Discovery, owner: str, token: str | None,
+                                  found: int) -> None:
+        now = time.time()
+        await self._write(Q["save_discovery_page"], (token, now, found, now, d.id, owner))
+
+    async def restart_discovery(self, d: Discovery) -> None:
+        await self._write(Q["restart_discovery"], (time.time(), d.id))
+
+    async def finish_discovery(self, d: Discovery, state: str,
+                               error: str | None = None) -> None:
+        await self._write(Q["finish_discovery"], (state, error, time.time(), d.id))
+
+    async def job_discoveries(self, job_id: int) -> list[Discovery]:
+        return [_discovery(r) for r in await self._all(Q["job_discoveries"], (job_id,))]
+
+    # -- paused accounts -------------------------------------------------------------------
+
+    async def pause_account(self, job_id: int, account: str, reason: str) -> bool:
+        return await self._write(Q["pause_account"],
+                                 (job_id, account, reason, time.time())) > 0
+
+    async def paused_accounts(self, job_id: int) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in await self._all(Q["paused_accounts"], (job_id,))]
+
+    async def clear_paused_accounts(self, job_id: int) -> int:
+        return await self._write(Q["clear_paused_accounts"], (job_id,))
+
+    # -- tag-sync rules --------------------------------------------------------------------
+
+    async def add_sync_rule(self, rule: NewSyncRule) -> SyncRule:
+        try:
+            await self._one(Q["sync_insert_rule"], {
+                "name": rule.name, "tag_key": rule.tag_key, "tag_value": rule.tag_value,
+                "resource_query": rule.resource_query,
+                "apply_tags": json.dumps(rule.apply, sort_keys=True, ensure_ascii=False),
+                "regions": json.dumps(list(rule.regions)),
+                "accounts": json.dumps(list(rule.accounts) or [""]),
+                "interval": rule.interval, "now": time.time()})
+        except sqlite3.IntegrityError:
+            raise KeyError(rule.name) from None
+        added = await self.get_sync_rule(rule.name)
+        assert added is not None
+        return added
+
+    async def get_sync_rule(self, name: str) -> SyncRule | None:
+        row = await self._one(Q["sync_get_rule"], (name,))
+        return _sync_rule(row) if row else None
+
+    async def list_sync_rules(self) -> list[SyncRule]:
+        return [_sync_rule(r) for r in await self._all(Q["sync_list_rules"])]
+
+    async def remove_sync_rule(self, rule: SyncRule) -> None:
+        async with self.transaction():
+            await self.db.execute(Q["sync_delete_members"], (rule.id,))
+            await self.db.execute(Q["sync_delete_rule"], (rule.id,))
+
+    async def due_sync_rules(self, now: float) -> list[str]:
+        return [r[0] for r in await self._all(Q["sync_due_rules"], (now,))]
+
+    async def claim_sync_rule(self, name: str, *, force: bool = False) -> SyncRule | None:
+        row = await self._one(Q["sync_claim_now" if force else "sync_claim_due"],
+                              {"name": name, "now": time.time()})
+        return _sync_rule(row) if row else None
+
+    async def sync_member_arns(self, rule_id: int) -> list[str]:
+        out: list[str] = []
+        last, page = "", 5000
+        while True:
+            rows = await self._all(Q["sync_members_page"], (rule_id, last, page))
+            out.extend(r[0] for r in rows)
+            if len(rows) < page:
+                return out
+            last = rows[-1][0]
+
+    async def update_sync_members(self, rule: SyncRule, seen: Sequence[str],
+                                  gone: Sequence[str]) -> None:
+        body = tagset_body(rule.apply, None)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        now = time.time()
+        for i in range(0, max(len(seen), len(gone)), SYNC_CHUNK):
+            async with self.transaction():
+                await self.db.executemany(
+                    Q["sync_upsert_member"],
+                    [(rule.id, arn, body, digest, now) for arn in seen[i:i + SYNC_CHUNK]])
+                await self.db.executemany(
+                    Q["sync_delete_member"],
+                    [(rule.id, arn) for arn in gone[i:i + SYNC_CHUNK]])
+
+    async def finish_sync_rule(self, rule: SyncRule, status: str, error: str | None,
+                               added: int, removed: int, jobs: Sequence[int]) -> None:
+        await self._write(Q["sync_finish_rule"], {
+            "status": status, "error": error, "now": time.time(), "id": rule.id,
+            "added": added, "removed": removed, "jobs": json.dumps(list(jobs))})
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def totals(self) -> QueueTotals:
+        items = {r[0]: int(r[1] or 0) for r in await self._all(Q["metrics_items_by_state"])}
+        job_items = [(int(r[0]), r[1], str(r[2]), str(r[4]), int(r[5]))
+                     for r in await self._all(Q["metrics_active_job_items"]) if r[5]]
+        jobs = {r[0]: int(r[1]) for r in await self._all(Q["metrics_jobs_by_state"])}
+        rules = {r[0]: int(r[1]) for r in await self._all(Q["sync_rule_status_counts"])}
+        return QueueTotals(items, job_items, jobs, rules)
 
 
-async def merge_job_options(store: Store, job_id: int, options: dict[str, Any]) -> None:
-    """Set top-level keys of a job's options, keeping the others (JSON merge patch: a None
-    value removes its key). Used to remember an export destination and the last export."""
-    await store._write(Q["merge_job_options"], (json.dumps(options), time.time(), job_id))
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"], name=row["name"], operation=row["operation"],
+        state=JobState(row["state"]), priority=row["priority"],
+        options=JobOptions.from_json(row["options"]), created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
+        updated_at=row["updated_at"], rate=row["rate"], reason=row["reason"],
+    )
 
 
-class AccountPauses:
-    """Accounts paused for a job after their role was refused (--on-access-error pause)."""
+def _discovery(row: sqlite3.Row) -> Discovery:
+    return Discovery(row["id"], row["job_id"], row["partition"], row["account"], row["region"],
+                     row["state"], row["token"], row["token_at"], row["pages"], row["found"],
+                     row["restarts"], row["error"])
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
 
-    async def pause(self, job_id: int, account: str, reason: str) -> bool:
-        """True when this call paused it (False: it already was)."""
-        return await self.store._write(Q["pause_account"],
-                                       (job_id, account, reason, time.time())) > 0
-
-    async def of_job(self, job_id: int) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in await self.store._all(Q["paused_accounts"], (job_id,))]
-
-    async def clear(self, job_id: int) -> int:
-        return await self.store._write(Q["clear_paused_accounts"], (job_id,))
+def _sync_rule(row: sqlite3.Row) -> SyncRule:
+    return SyncRule(row["id"], row["name"], row["tag_key"], row["tag_value"],
+                    row["resource_query"], json.loads(row["apply_tags"]),
+                    json.loads(row["regions"]), json.loads(row["accounts"]),
+                    row["interval_seconds"], row["status"], row["error"], row["created_at"],
+                    row["last_run_at"], row["next_run_at"], row["members"], row["last_added"],
+                    row["last_removed"], json.loads(row["last_jobs"]))

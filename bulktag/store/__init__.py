@@ -1,0 +1,36 @@
+"""The durable queue behind one interface: `Store` (the contract, `base.py`), its records
+(`models.py`), and two backends: SQLite (`sqlite.py`, the embedded default) and PostgreSQL
+(`postgres.py`, a fleet on one queue). `await Store.open(url_or_path)` picks the backend."""
+
+from .base import Store, is_postgres_url
+from .models import (
+    ITEM_STATES,
+    JOB_DONE,
+    TERMINAL,
+    Claimed,
+    Counts,
+    Discovery,
+    ItemState,
+    Job,
+    JobOptions,
+    JobState,
+    NewItem,
+    NewSyncRule,
+    Outcome,
+    QueueTotals,
+    ReportRow,
+    Runnable,
+    StoreError,
+    SucceededItem,
+    SyncRule,
+    Worker,
+    new_owner_token,
+    tagset_body,
+)
+
+__all__ = [
+    "ITEM_STATES", "JOB_DONE", "TERMINAL", "Claimed", "Counts", "Discovery", "ItemState", "Job",
+    "JobOptions", "JobState", "NewItem", "NewSyncRule", "Outcome", "QueueTotals", "ReportRow",
+    "Runnable", "Store", "StoreError", "SucceededItem", "SyncRule", "Worker", "is_postgres_url",
+    "new_owner_token", "tagset_body",
+]

@@ -1,0 +1,308 @@
+"""The store's contract: every operation the engine, the CLI, the daemon, discovery, sync,
+metrics and reports need, and nothing else.
+
+Two backends sit behind it: `sqlite.py` (one file, one host, zero set-up: the default) and
+`postgres.py` (a fleet of workers on many hosts sharing one queue). Nobody outside this package
+sees SQL, a connection or a private attribute. A backend guarantees:
+
+- items are unique per (job, ARN); `add_items` ignores an ARN already in the job;
+- a claim leases items to one owner; only the lease holder's `record` lands (exactly-once
+  recording over at-least-once sending); an owner whose heartbeat is stale loses its leases;
+- a shard is driven by one owner at a time through a shard lease renewed with the heartbeat;
+- counts per (job, shard, state) and per error code are kept as items change, so `status`
+  reads a handful of rows on any job size.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from ..arn import Shard
+from .models import (
+    Claimed,
+    Counts,
+    Discovery,
+    Job,
+    JobOptions,
+    JobState,
+    NewItem,
+    NewSyncRule,
+    Outcome,
+    QueueTotals,
+    ReportRow,
+    Runnable,
+    SucceededItem,
+    SyncRule,
+    Worker,
+)
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+class Store(abc.ABC):
+    """A durable queue of jobs and items. Open with `await Store.open(url_or_path)`."""
+
+    #: where the store is, for messages (a path, or a URL without its password)
+    location: str
+
+    @staticmethod
+    async def open(url: str | os.PathLike[str], *, create: bool = True) -> Store:
+        """Open the store a URL names (postgresql://…) or a path (SQLite), applying pending
+        migrations. `create=False`: refuse a SQLite file that does not exist yet (read-only
+        commands must not create a store at a mistyped path)."""
+        text = os.fspath(url)
+        if is_postgres_url(text):
+            from .postgres import PostgresStore
+
+            store: Store = await PostgresStore.connect(text)
+            return store
+        from .sqlite import SqliteStore
+
+        return await SqliteStore.connect(text, create=create)
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> str:
+        return self.location
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise when the store does not answer."""
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_job(self, operation: str, *, options: JobOptions, name: str | None = None,
+                         priority: int = 0, owner: str | None = None) -> int:
+        """A new job in state `preparing`: invisible to runners until set `ready`."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: int) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def list_jobs(self) -> list[Job]: ...
+
+    @abc.abstractmethod
+    async def set_job_state(self, job_id: int, state: JobState,
+                            reason: str | None = None) -> None:
+        """Move a job; `reason` (why it failed or was cancelled) is kept until replaced, and
+        cleared when the job becomes ready again."""
+
+    @abc.abstractmethod
+    async def set_job_priority(self, job_id: int, priority: int) -> None: ...
+
+    @abc.abstractmethod
+    async def set_job_rate(self, job_id: int, rate: float) -> None: ...
+
+    @abc.abstractmethod
+    async def merge_job_options(self, job_id: int, patch: dict[str, Any]) -> None:
+        """Set top-level keys of a job's options, keeping the others (None removes a key)."""
+
+    @abc.abstractmethod
+    async def delete_job(self, job_id: int) -> None:
+        """Remove a job and everything of it (a refused submission)."""
+
+    @abc.abstractmethod
+    async def reap_abandoned_submissions(self) -> list[int]:
+        """Delete jobs left in `preparing` by a submitting process that is gone."""
+
+    # -- items -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_items(self, job_id: int, items: Sequence[NewItem]) -> int:
+        """Insert items in one transaction; an ARN already in the job is ignored. Returns how
+        many were added."""
+
+    @abc.abstractmethod
+    async def shard(self, shard_id: int) -> Shard: ...
+
+    @abc.abstractmethod
+    async def tagset(self, tagset_id: int) -> str:
+        """A tagset's canonical JSON body."""
+
+    @abc.abstractmethod
+    async def counts(self, job_id: int) -> Counts: ...
+
+    @abc.abstractmethod
+    async def shard_counts(self, job_id: int) -> dict[Shard | None, Counts]: ...
+
+    @abc.abstractmethod
+    async def error_counts(self, job_id: int, limit: int = 5) -> list[tuple[str, int]]: ...
+
+    @abc.abstractmethod
+    async def error_example(self, job_id: int,
+                            code: str) -> tuple[str, int | None, str] | None:
+        """(arn, http status, message) of one failed or invalid item with this code."""
+
+    @abc.abstractmethod
+    def report_rows(self, job_id: int, *, unsuccessful_only: bool = False,
+                    page: int = 5000) -> AsyncIterator[ReportRow]:
+        """Every item of a job in id order, read a page at a time (flat memory)."""
+
+    @abc.abstractmethod
+    def succeeded_items(self, job_id: int,
+                        page: int = 1000) -> AsyncIterator[list[SucceededItem]]:
+        """Succeeded items of a job, a page at a time."""
+
+    @abc.abstractmethod
+    async def set_drift(self, results: Sequence[tuple[int, str | None]]) -> None:
+        """Record what `verify` found per item: (item id, drift or None)."""
+
+    @abc.abstractmethod
+    async def skip_items(self, job_id: int, skipped: Sequence[tuple[str, str]]) -> int:
+        """Mark pending items `skipped` with a reason: (arn, reason) pairs."""
+
+    @abc.abstractmethod
+    async def retry_failed(self, job_id: int, code: str | None = None) -> int:
+        """Failed items (and those cancelled by the failure threshold) back to pending."""
+
+    @abc.abstractmethod
+    async def cancel_items(self, job_id: int, message: str, *, code: str = "Cancelled") -> int:
+        """End a job's open items as `cancelled` with a code and message saying why."""
+
+    # -- work --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def runnable(self) -> list[Runnable]:
+        """(job, shard) pairs with pending work in jobs that may run, best priority first."""
+
+    @abc.abstractmethod
+    async def finished_jobs(self) -> list[int]:
+        """Jobs in ready/active whose items are all terminal and whose discovery is over."""
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, job_id: int, shard_id: int, limit: int, *,
+                    lease_seconds: float, now: float | None = None) -> list[Claimed]:
+        """Lease up to `limit` due pending items of one job and shard, grouped by tagset."""
+
+    @abc.abstractmethod
+    async def next_due(self, job_id: int, shard_id: int) -> float | None: ...
+
+    @abc.abstractmethod
+    async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:
+        """Write outcomes of items this owner leased, in one transaction; an item whose lease
+        was lost is left to its new holder. Returns rows written."""
+
+    # -- owners (workers) and shard leases ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_owner(self, owner: str) -> None: ...
+
+    @abc.abstractmethod
+    async def heartbeat(self, owner: str) -> None: ...
+
+    @abc.abstractmethod
+    async def workers(self) -> list[Worker]: ...
+
+    @abc.abstractmethod
+    async def release_owner(self, owner: str, *, forget: bool = True) -> int:
+        """Return an owner's leased items (attempts untouched), discoveries and shard leases."""
+
+    @abc.abstractmethod
+    async def reap_dead_owners(self, *, stale_seconds: float, me: str | None = None) -> int:
+        """Release leases of owners that are gone: a stale heartbeat wherever they ran, or a
+        dead pid on this host."""
+
+    @abc.abstractmethod
+    async def acquire_shards(self, owner: str, wanted: Iterable[int], *,
+                             lease_seconds: float) -> set[int]:
+        """Take or renew shard leases for `wanted`; returns those this owner now holds (a
+        shard another live owner holds is not taken)."""
+
+    @abc.abstractmethod
+    async def release_shards(self, owner: str, shard_ids: Iterable[int] | None = None) -> None:
+        """Hand shards back (all of this owner's when None)."""
+
+    @abc.abstractmethod
+    async def shard_holders(self) -> dict[int, tuple[str, float]]:
+        """shard id → (owner, lease expiry) of every live shard lease."""
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_discoveries(self, job_id: int,
+                                 pairs: Iterable[tuple[str, str, str]]) -> None:
+        """One walk per (partition, account, region)."""
+
+    @abc.abstractmethod
+    async def claim_discovery(self, owner: str, job_ids: set[int] | None) -> Discovery | None: ...
+
+    @abc.abstractmethod
+    async def save_discovery_page(self, d: Discovery, owner: str, token: str | None,
+                                  found: int) -> None: ...
+
+    @abc.abstractmethod
+    async def restart_discovery(self, d: Discovery) -> None: ...
+
+    @abc.abstractmethod
+    async def finish_discovery(self, d: Discovery, state: str,
+                               error: str | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def job_discoveries(self, job_id: int) -> list[Discovery]: ...
+
+    # -- accounts paused after a refused role (--on-access-error pause) ---------------------
+
+    @abc.abstractmethod
+    async def pause_account(self, job_id: int, account: str, reason: str) -> bool:
+        """True when this call paused it (False: it already was)."""
+
+    @abc.abstractmethod
+    async def paused_accounts(self, job_id: int) -> list[tuple[str, str]]: ...
+
+    @abc.abstractmethod
+    async def clear_paused_accounts(self, job_id: int) -> int: ...
+
+    # -- tag-sync rules ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_sync_rule(self, rule: NewSyncRule) -> SyncRule:
+        """Raise KeyError when a rule of that name exists."""
+
+    @abc.abstractmethod
+    async def get_sync_rule(self, name: str) -> SyncRule | None: ...
+
+    @abc.abstractmethod
+    async def list_sync_rules(self) -> list[SyncRule]: ...
+
+    @abc.abstractmethod
+    async def remove_sync_rule(self, rule: SyncRule) -> None: ...
+
+    @abc.abstractmethod
+    async def due_sync_rules(self, now: float) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def claim_sync_rule(self, name: str, *, force: bool = False) -> SyncRule | None:
+        """Take the rule's next evaluation (moves next_run_at one interval on); None when it
+        is not due or another process took it first. `force`: due or not."""
+
+    @abc.abstractmethod
+    async def sync_member_arns(self, rule_id: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def update_sync_members(self, rule: SyncRule, seen: Sequence[str],
+                                  gone: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def finish_sync_rule(self, rule: SyncRule, status: str, error: str | None,
+                               added: int, removed: int, jobs: Sequence[int]) -> None: ...
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def totals(self) -> QueueTotals: ...

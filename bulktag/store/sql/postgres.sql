@@ -1,0 +1,416 @@
+-- Every statement the PostgreSQL store runs, by name (`-- name: x` starts a query). Parameters
+-- are positional ($1, $2 …); the Python side passes them in the order the comment above each
+-- query gives when it is not obvious. Many rows travel as arrays bound once and read back
+-- with unnest(), not as one statement per row.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations
+    (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL);
+
+-- name: migrate_lock
+-- One fixed key ('bulktag!' as a bigint): ten workers opening a new store migrate it once.
+SELECT pg_advisory_lock(7094695996761925409);
+
+-- name: migrate_unlock
+SELECT pg_advisory_unlock(7094695996761925409);
+
+-- name: migrations_applied
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: migration_applied
+SELECT 1 FROM schema_migrations WHERE version = $1;
+
+-- name: migration_done
+INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3);
+
+-- name: metrics_ping
+SELECT 1;
+
+-- name: create_job
+-- $1 name, $2 operation, $3 priority, $4 options (JSON text), $5 owner, $6 now
+INSERT INTO jobs (name, operation, state, priority, options, owner, created_at, updated_at)
+VALUES ($1, $2, 'preparing', $3, $4::jsonb, $5, $6, $6)
+RETURNING id;
+
+-- name: get_job
+SELECT id, name, operation, state, priority, options::text AS options, owner, created_at,
+       started_at, finished_at, updated_at, rate, reason
+FROM jobs WHERE id = $1;
+
+-- name: list_jobs
+SELECT id, name, operation, state, priority, options::text AS options, owner, created_at,
+       started_at, finished_at, updated_at, rate, reason
+FROM jobs ORDER BY id;
+
+-- name: set_job_state
+-- $1 state, $2 now, $3 reason, $4 job id
+UPDATE jobs SET state = $1::text, updated_at = $2::float8,
+    started_at = CASE WHEN $1::text = 'active' AND started_at IS NULL THEN $2::float8
+                      ELSE started_at END,
+    finished_at = CASE WHEN $1::text IN ('completed', 'failed', 'cancelled') THEN $2::float8
+                       ELSE NULL END,
+    reason = CASE WHEN $1::text = 'ready' THEN NULL ELSE coalesce($3::text, reason) END,
+    owner = CASE WHEN $1::text = 'preparing' THEN owner ELSE NULL END
+WHERE id = $4;
+
+-- name: set_job_priority
+UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3;
+
+-- name: set_job_rate
+UPDATE jobs SET rate = $1 WHERE id = $2;
+
+-- name: merge_job_options
+-- Top-level keys of the patch replace the job's; a key the patch sets to null is removed.
+UPDATE jobs SET
+    options = (options || $1::jsonb)
+              - ARRAY(SELECT key FROM jsonb_each($1::jsonb) WHERE value = 'null'::jsonb),
+    updated_at = $2
+WHERE id = $3;
+
+-- name: delete_job_items
+DELETE FROM items WHERE job_id = $1;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = $1;
+
+-- name: delete_job_counts
+DELETE FROM counts WHERE job_id = $1;
+
+-- name: delete_job_error_counts
+DELETE FROM error_counts WHERE job_id = $1;
+
+-- name: delete_job_paused_accounts
+DELETE FROM paused_accounts WHERE job_id = $1;
+
+-- name: stale_preparing
+SELECT id, owner FROM jobs WHERE state = 'preparing';
+
+-- name: upsert_shards
+-- $1 partitions, $2 accounts, $3 regions (parallel arrays). Rows another transaction inserted
+-- while this statement ran are not in its snapshot: the caller asks again for any missing.
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS w(partition, account, region)
+), ins AS (
+    INSERT INTO shards (partition, account, region)
+    SELECT partition, account, region FROM wanted
+    ON CONFLICT (partition, account, region) DO NOTHING
+    RETURNING id, partition, account, region
+)
+SELECT id, partition, account, region FROM ins
+UNION ALL
+SELECT s.id, s.partition, s.account, s.region
+FROM shards s JOIN wanted w USING (partition, account, region);
+
+-- name: all_shards
+SELECT id, partition, account, region FROM shards;
+
+-- name: upsert_tagsets
+-- $1 digests, $2 bodies (parallel arrays); same caveat as upsert_shards.
+WITH ins AS (
+    INSERT INTO tagsets (digest, body)
+    SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (digest) DO NOTHING
+    RETURNING id, digest
+)
+SELECT id, digest FROM ins
+UNION ALL
+SELECT id, digest FROM tagsets WHERE digest = ANY($1::text[]);
+
+-- name: get_tagset
+SELECT body FROM tagsets WHERE id = $1;
+
+-- name: insert_items
+-- One chunk of add_items: $1 job id, then parallel arrays $2 arn, $3 shard id, $4 tagset id,
+-- $5 state, $6 line, $7 error code, $8 message, $9 finished_at. Ids follow the array order.
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, message,
+                   finished_at)
+SELECT $1, arn, shard_id, tagset_id, state, line, error_code, message, finished_at
+FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[],
+            $8::text[], $9::float8[])
+     AS u(arn, shard_id, tagset_id, state, line, error_code, message, finished_at)
+ON CONFLICT (job_id, arn) DO NOTHING;
+
+-- name: counts
+SELECT state, sum(n)::bigint FROM counts WHERE job_id = $1 GROUP BY state;
+
+-- name: shard_counts
+SELECT shard_id, state, n FROM counts WHERE job_id = $1 AND n > 0;
+
+-- name: error_counts
+SELECT error_code, n FROM error_counts WHERE job_id = $1 AND n > 0 ORDER BY n DESC LIMIT $2;
+
+-- name: error_example
+SELECT arn, http_status, message FROM items
+WHERE job_id = $1 AND state IN ('failed', 'invalid') AND error_code = $2
+ORDER BY id LIMIT 1;
+
+-- name: runnable
+-- (job, shard) pairs with pending work in jobs that may run, best priority first.
+SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state
+FROM counts c JOIN jobs j ON j.id = c.job_id
+WHERE c.state = 'pending' AND c.n > 0 AND c.shard_id <> 0
+  AND j.state IN ('ready', 'active')
+  AND NOT EXISTS (SELECT 1 FROM paused_accounts p JOIN shards s ON s.account = p.account
+                  WHERE p.job_id = c.job_id AND s.id = c.shard_id)
+ORDER BY j.priority DESC, c.job_id, c.shard_id;
+
+-- name: unfinished_jobs
+-- Jobs whose items are all terminal (and discovery over) but whose state still says otherwise.
+SELECT j.id FROM jobs j
+WHERE j.state IN ('ready', 'active')
+  AND NOT EXISTS (SELECT 1 FROM counts c WHERE c.job_id = j.id
+                  AND c.state IN ('pending', 'leased') AND c.n > 0)
+  AND NOT EXISTS (SELECT 1 FROM discoveries d WHERE d.job_id = j.id
+                  AND d.state IN ('pending', 'running'))
+ORDER BY j.id;
+
+-- name: claim
+-- $1 job, $2 shard, $3 now, $4 limit, $5 owner, $6 lease expiry. SKIP LOCKED: two owners
+-- claiming at once each take rows the other has not locked, instead of waiting or colliding.
+WITH picked AS (
+    SELECT id FROM items
+    WHERE job_id = $1 AND shard_id = $2 AND state = 'pending' AND next_attempt_at <= $3
+    ORDER BY tagset_id, next_attempt_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE items i SET state = 'leased', lease_owner = $5, lease_expires_at = $6
+    FROM picked WHERE i.id = picked.id
+    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at
+)
+SELECT id, arn, tagset_id, attempts FROM leased ORDER BY tagset_id, next_attempt_at, id;
+
+-- name: next_due
+SELECT min(next_attempt_at) FROM items
+WHERE job_id = $1 AND shard_id = $2 AND state = 'pending';
+
+-- name: record
+-- $1 owner, then parallel arrays: $2 id, $3 state, $4 attempts, $5 next_attempt_at,
+-- $6 error code, $7 http status, $8 message, $9 finished_at. Only the lease holder's rows land.
+UPDATE items SET state = o.state, attempts = o.attempts, next_attempt_at = o.next_attempt_at,
+                 error_code = o.error_code, http_status = o.http_status, message = o.message,
+                 finished_at = o.finished_at, lease_owner = NULL, lease_expires_at = NULL
+FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::float8[], $6::text[], $7::integer[],
+            $8::text[], $9::float8[])
+     AS o(id, state, attempts, next_attempt_at, error_code, http_status, message, finished_at)
+WHERE items.id = o.id AND items.state = 'leased' AND items.lease_owner = $1;
+
+-- name: release_owner
+UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
+WHERE state = 'leased' AND lease_owner = $1;
+
+-- name: release_expired
+UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
+WHERE state = 'leased' AND lease_expires_at < $1;
+
+-- name: register_owner
+INSERT INTO owners (owner, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: heartbeat
+UPDATE owners SET heartbeat_at = $1 WHERE owner = $2;
+
+-- name: all_owners
+SELECT owner, host, pid, heartbeat_at FROM owners;
+
+-- name: delete_owner
+DELETE FROM owners WHERE owner = $1;
+
+-- name: workers
+SELECT owner, host, pid, started_at, heartbeat_at FROM owners ORDER BY started_at;
+
+-- name: retry_failed
+-- Failed items, and those cancelled because their job passed its failure threshold.
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+WHERE job_id = $1 AND (state = 'failed' OR (state = 'cancelled' AND error_code = 'JobFailed'));
+
+-- name: retry_failed_code
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+WHERE job_id = $1 AND state = 'failed' AND error_code = $2;
+
+-- name: cancel_items
+UPDATE items SET state = 'cancelled', finished_at = $1, lease_owner = NULL,
+                 lease_expires_at = NULL, error_code = $2, message = $3
+WHERE job_id = $4 AND state IN ('pending', 'leased');
+
+-- name: report_page
+SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+WHERE i.job_id = $1 AND i.id > $2
+ORDER BY i.id LIMIT $3;
+
+-- name: report_page_unsuccessful
+SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.id > $2
+ORDER BY i.id LIMIT $3;
+
+-- name: succeeded_page
+SELECT i.id, i.arn, i.shard_id, i.tagset_id FROM items i
+WHERE i.job_id = $1 AND i.state = 'succeeded' AND i.id > $2 ORDER BY i.id LIMIT $3;
+
+-- name: set_drift
+-- $1 now, $2 item ids, $3 drifts (parallel arrays)
+UPDATE items SET verified_at = $1, drift = d.drift
+FROM unnest($2::bigint[], $3::text[]) AS d(id, drift)
+WHERE items.id = d.id;
+
+-- name: skip_arns
+-- $1 now, $2 job, $3 ARNs, $4 reasons (parallel arrays)
+UPDATE items SET state = 'skipped', finished_at = $1, message = s.reason
+FROM unnest($3::text[], $4::text[]) AS s(arn, reason)
+WHERE items.job_id = $2 AND items.arn = s.arn AND items.state = 'pending';
+
+-- name: create_discoveries
+-- $1 job, $2 now, then parallel arrays $3 partition, $4 account, $5 region
+INSERT INTO discoveries (job_id, partition, account, region, updated_at)
+SELECT $1, p, a, r, $2 FROM unnest($3::text[], $4::text[], $5::text[]) AS u(p, a, r)
+ON CONFLICT (job_id, account, region) DO NOTHING;
+
+-- name: claim_discovery
+-- $1 owner, $2 now, $3 job ids (NULL: any job)
+WITH picked AS (
+    SELECT d.id FROM discoveries d JOIN jobs j ON j.id = d.job_id
+    WHERE d.state = 'pending' AND j.state IN ('ready', 'active')
+      AND ($3::bigint[] IS NULL OR d.job_id = ANY($3::bigint[]))
+    ORDER BY j.priority DESC, d.id
+    LIMIT 1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE discoveries d SET state = 'running', owner = $1, updated_at = $2
+FROM picked WHERE d.id = picked.id
+RETURNING d.*;
+
+-- name: save_discovery_page
+UPDATE discoveries SET token = $1, token_at = $2, pages = pages + 1, found = found + $3,
+                       updated_at = $4
+WHERE id = $5 AND owner = $6;
+
+-- name: restart_discovery
+UPDATE discoveries SET token = NULL, token_at = NULL, restarts = restarts + 1, updated_at = $1
+WHERE id = $2;
+
+-- name: finish_discovery
+UPDATE discoveries SET state = $1, error = $2, owner = NULL, token = NULL, updated_at = $3
+WHERE id = $4;
+
+-- name: release_discoveries
+UPDATE discoveries SET state = 'pending', owner = NULL WHERE state = 'running' AND owner = $1;
+
+-- name: job_discoveries
+SELECT * FROM discoveries WHERE job_id = $1 ORDER BY account, region;
+
+-- name: pause_account
+INSERT INTO paused_accounts (job_id, account, reason, paused_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (job_id, account) DO NOTHING;
+
+-- name: paused_accounts
+SELECT account, reason, paused_at FROM paused_accounts WHERE job_id = $1 ORDER BY account;
+
+-- name: clear_paused_accounts
+DELETE FROM paused_accounts WHERE job_id = $1;
+
+-- name: acquire_shards
+-- $1 shard ids (sorted, distinct), $2 owner, $3 lease expiry, $4 now. Take free or expired
+-- leases, renew our own; RETURNING says which we hold. Sorted ids: two owners asking for the
+-- same shards lock them in the same order.
+INSERT INTO shard_leases (shard_id, owner, expires_at)
+SELECT s, $2, $3 FROM unnest($1::bigint[]) AS s ORDER BY s
+ON CONFLICT (shard_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE shard_leases.owner = excluded.owner OR shard_leases.expires_at < $4
+RETURNING shard_id;
+
+-- name: release_shards
+DELETE FROM shard_leases WHERE owner = $1;
+
+-- name: release_some_shards
+DELETE FROM shard_leases WHERE owner = $1 AND shard_id = ANY($2::bigint[]);
+
+-- name: shard_holders
+SELECT shard_id, owner, expires_at FROM shard_leases WHERE expires_at >= $1;
+
+-- name: sync_insert_rule
+-- $1 name, $2 tag key, $3 tag value, $4 resource query, $5 apply (JSON), $6 regions (JSON),
+-- $7 accounts (JSON), $8 interval, $9 now
+INSERT INTO sync_rules (name, tag_key, tag_value, resource_query, apply_tags, regions, accounts,
+                        interval_seconds, created_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9)
+RETURNING id;
+
+-- name: sync_get_rule
+SELECT id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
+       regions::text AS regions, accounts::text AS accounts, interval_seconds, status, error,
+       created_at, last_run_at, next_run_at, members, last_added, last_removed,
+       last_jobs::text AS last_jobs
+FROM sync_rules WHERE name = $1;
+
+-- name: sync_list_rules
+SELECT id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
+       regions::text AS regions, accounts::text AS accounts, interval_seconds, status, error,
+       created_at, last_run_at, next_run_at, members, last_added, last_removed,
+       last_jobs::text AS last_jobs
+FROM sync_rules ORDER BY name;
+
+-- name: sync_delete_rule
+DELETE FROM sync_rules WHERE id = $1;
+
+-- name: sync_delete_members
+DELETE FROM sync_members WHERE rule_id = $1;
+
+-- name: sync_due_rules
+SELECT name FROM sync_rules WHERE next_run_at <= $1 ORDER BY next_run_at;
+
+-- name: sync_claim_due
+-- An evaluation is claimed by moving next_run_at past now: of two daemons, the second waits for
+-- the first's row lock, then re-reads the row, finds it no longer due, and updates nothing.
+UPDATE sync_rules SET next_run_at = $2 + interval_seconds
+WHERE name = $1 AND next_run_at <= $2
+RETURNING id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
+          regions::text AS regions, accounts::text AS accounts, interval_seconds, status,
+          error, created_at, last_run_at, next_run_at, members, last_added, last_removed,
+          last_jobs::text AS last_jobs;
+
+-- name: sync_claim_now
+UPDATE sync_rules SET next_run_at = $2 + interval_seconds WHERE name = $1
+RETURNING id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
+          regions::text AS regions, accounts::text AS accounts, interval_seconds, status,
+          error, created_at, last_run_at, next_run_at, members, last_added, last_removed,
+          last_jobs::text AS last_jobs;
+
+-- name: sync_finish_rule
+-- $1 status, $2 error, $3 now, $4 rule id, $5 added, $6 removed, $7 job ids (JSON)
+UPDATE sync_rules SET status = $1, error = $2, last_run_at = $3,
+    members = (SELECT count(*) FROM sync_members WHERE rule_id = $4),
+    last_added = $5, last_removed = $6, last_jobs = $7::jsonb
+WHERE id = $4;
+
+-- name: sync_members_page
+SELECT arn FROM sync_members WHERE rule_id = $1 AND arn > $2 ORDER BY arn LIMIT $3;
+
+-- name: sync_upsert_members
+-- $1 rule, $2 applied (JSON), $3 digest, $4 now, $5 ARNs
+INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at)
+SELECT $1, arn, $2, $3, $4 FROM unnest($5::text[]) AS arn
+ON CONFLICT (rule_id, arn) DO UPDATE SET applied = excluded.applied, digest = excluded.digest,
+    last_seen_at = excluded.last_seen_at;
+
+-- name: sync_delete_members_arns
+DELETE FROM sync_members WHERE rule_id = $1 AND arn = ANY($2::text[]);
+
+-- name: sync_rule_status_counts
+SELECT status, count(*) FROM sync_rules GROUP BY status;
+
+-- name: metrics_items_by_state
+SELECT state, sum(n)::bigint FROM counts GROUP BY state;
+
+-- name: metrics_active_job_items
+SELECT j.id, j.name, j.operation, j.priority, c.state, sum(c.n)::bigint FROM jobs j
+JOIN counts c ON c.job_id = j.id
+WHERE j.state IN ('ready', 'active', 'paused')
+GROUP BY j.id, c.state
+ORDER BY j.id, c.state;
+
+-- name: metrics_jobs_by_state
+SELECT state, count(*) FROM jobs GROUP BY state;
