@@ -140,6 +140,10 @@ async def test_create_describe_delete_round_trip(ec2: Any, sim: RunningSimulator
     await call(ec2.delete_tags, Resources=["vol-1"],
                Tags=[{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": ""}])
     assert sim.state.tags(arn_of("vol-1")) == {"team": "blue", "empty": ""}
+    # DryRun answers 412 DryRunOperation and changes nothing.
+    code, _, status = await client_error(ec2.delete_tags, Resources=["i-1"], DryRun=True)
+    assert (code, status) == ("DryRunOperation", 412)
+    assert len(sim.state.tags(arn_of("i-1")) or {}) == 3
     # No tags at all: every tag of the resource goes.
     await call(ec2.delete_tags, Resources=["i-1"])
     assert sim.state.tags(arn_of("i-1")) == {}
