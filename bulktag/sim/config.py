@@ -1,4 +1,9 @@
-"""The simulator's knobs: quotas, latency and fault rates, changeable while it runs."""
+"""The simulator's knobs: quotas, latency and fault rates, changeable while it runs.
+
+Two quota shapes, as AWS documents them: the Tagging API's `quotas` are requests/s (a bucket of
+`rate * burst_seconds` tokens refilled at `rate`); EC2's `ec2_buckets` give each action's bucket
+capacity and refill rate directly. Both are per (account, region, operation).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,14 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "GetTagValues": 5.0,
 }
 
+# EC2's request token buckets per (account, region, action): (capacity, refill tokens/s).
+# CreateTags and DeleteTags are "mutating" actions with a bucket each; DescribeTags a "describe".
+DEFAULT_EC2_BUCKETS: dict[str, tuple[float, float]] = {
+    "CreateTags": (100.0, 10.0),
+    "DeleteTags": (100.0, 10.0),
+    "DescribeTags": (100.0, 20.0),
+}
+
 
 @dataclass
 class SimConfig:
@@ -21,9 +34,13 @@ class SimConfig:
 
     quotas: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     burst_seconds: float = 1.0
-    enforce_quotas: bool = True
+    ec2_buckets: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(DEFAULT_EC2_BUCKETS)
+    )
+    enforce_quotas: bool = True  # both the Tagging API quotas and the EC2 buckets
     latency_ms: tuple[float, float] = (0.0, 0.0)
-    whole_call_error_rate: float = 0.0
+    whole_call_error_rate: float = 0.0  # Tagging API: 500 InternalServiceException; EC2: 500
+    # InternalError
     expired_token_rate: float = 0.0  # Tag/Untag calls answered 400 ExpiredTokenException
     resource_error_rate: float = 0.0
     resource_throttle_rate: float = 0.0
@@ -41,10 +58,15 @@ class SimConfig:
     def __post_init__(self) -> None:
         # A partial quota map means "override these"; operations left out keep their default.
         self.quotas = {**DEFAULT_QUOTAS, **self.quotas}
+        self.ec2_buckets = {**DEFAULT_EC2_BUCKETS, **self.ec2_buckets}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["latency_ms"] = list(self.latency_ms)
+        data["ec2_buckets"] = {
+            op: {"capacity": capacity, "refill": refill}
+            for op, (capacity, refill) in self.ec2_buckets.items()
+        }
         data["unsupported_types"] = sorted(self.unsupported_types)
         data["refused_roles"] = sorted(self.refused_roles)
         data["enabled_regions"] = list(self.enabled_regions)
@@ -97,6 +119,8 @@ def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:
                 ops = sorted(DEFAULT_QUOTAS)
                 raise ValueError(f"quotas must map operations {ops} to rates > 0")
             updates[name] = {**config.quotas, **{k: float(v) for k, v in value.items()}}
+        elif name == "ec2_buckets":
+            updates[name] = _ec2_buckets(config.ec2_buckets, value)
         elif name == "seed":
             if value is not None and not isinstance(value, int):
                 raise ValueError("seed must be an integer or null")
@@ -105,6 +129,45 @@ def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:
             raise ValueError(f"unknown config field {name!r}")
     for name, value in updates.items():
         setattr(config, name, value)
+
+
+def _ec2_buckets(
+    current: dict[str, tuple[float, float]], value: Any
+) -> dict[str, tuple[float, float]]:
+    """Merge `{action: {"capacity": C, "refill": R}}` (either field may be left out) into
+    `current`."""
+    problem = (f"ec2_buckets must map actions {sorted(DEFAULT_EC2_BUCKETS)} to "
+               '{"capacity": number > 0, "refill": number > 0}')
+    if not isinstance(value, dict):
+        raise ValueError(problem)  # noqa: TRY004 - apply_changes reports every problem so
+    merged = dict(current)
+    for op, bucket in value.items():
+        if op not in DEFAULT_EC2_BUCKETS or not isinstance(bucket, dict) or \
+                not bucket.keys() <= {"capacity", "refill"}:
+            raise ValueError(problem)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                   for v in bucket.values()):
+            raise ValueError(problem)
+        capacity, refill = merged[op]
+        merged[op] = (float(bucket.get("capacity", capacity)), float(bucket.get("refill", refill)))
+    return merged
+
+
+def parse_ec2_bucket(text: str) -> tuple[str, tuple[float, float]]:
+    """`"CreateTags=100:10"` -> ("CreateTags", (100.0, 10.0)): ACTION=CAPACITY:REFILL."""
+    op, sep, spec = text.partition("=")
+    capacity, colon, refill = spec.partition(":")
+    if not sep or not colon or op not in DEFAULT_EC2_BUCKETS:
+        raise ValueError(
+            f"{text}: expected ACTION=CAPACITY:REFILL, ACTION one of {sorted(DEFAULT_EC2_BUCKETS)}"
+        )
+    try:
+        values = float(capacity), float(refill)
+    except ValueError:
+        raise ValueError(f"{text}: CAPACITY and REFILL must be numbers") from None
+    if min(values) <= 0:
+        raise ValueError(f"{text}: CAPACITY and REFILL must be positive")
+    return op, values
 
 
 def _latency(value: Any) -> tuple[float, float]:

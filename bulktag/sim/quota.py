@@ -1,4 +1,6 @@
-"""Token buckets enforcing the Tagging API's per-(account, region, operation) request quotas."""
+"""Token buckets enforcing per-(account, region, operation) request quotas: the Tagging API's
+(`SimConfig.quotas`, a rate and `burst_seconds` of it) and EC2's (`SimConfig.ec2_buckets`, a
+capacity and a refill rate each)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,15 @@
-"""The simulator's HTTP face: the Tagging API (JSON 1.1) and STS (query) on one aiohttp port,
-plus plain-JSON `/_sim/...` endpoints for tests and demos."""
+"""The simulator's HTTP face: the Tagging API (JSON 1.1), STS and EC2 (both query protocol) on
+one aiohttp port, plus plain-JSON `/_sim/...` endpoints for tests and demos.
+
+Calls with an `X-Amz-Target` header go to the Tagging API; form-encoded calls go to EC2 when their
+`Action` is one of `ec2.ACTIONS`, else to STS. Tagging API and EC2 tag calls share the same
+order: count the call, spend a quota token (throttle: Tagging API ThrottledException 400, EC2
+RequestLimitExceeded 503), count the ARNs sent, sleep the configured latency, maybe answer the
+whole-call fault (InternalServiceException / EC2 InternalError, 500), then run the operation.
+
+`/_sim/stats` counts calls and throttles per operation (EC2 under its action names: CreateTags,
+DeleteTags, DescribeTags) and per "account/region"; `/_sim/delete` deletes resources.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +22,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bulktag.sim import sts
+from bulktag.sim import ec2, sts
+from bulktag.sim.arns import ec2_arn
 from bulktag.sim.config import DEFAULT_QUOTAS, SimConfig, apply_changes
 from bulktag.sim.quota import TokenBuckets
 from bulktag.sim.store import SimState
@@ -37,6 +48,7 @@ class SeedSpec:
     regions: list[str]
     per_region: int
     tags: dict[str, str] = field(default_factory=dict)
+    ec2_share: float = 0.0  # of each region's resources: EC2 snapshots, volumes and instances
 
 
 def credentials_of(authorization: str | None) -> tuple[str, str]:
@@ -65,7 +77,7 @@ class Simulator:
     def reconfigure(self, changes: dict[str, Any]) -> None:
         """Apply JSON-shaped config changes; quota changes refill every bucket."""
         apply_changes(self.config, changes)
-        if {"quotas", "burst_seconds", "enforce_quotas"} & changes.keys():
+        if {"quotas", "burst_seconds", "enforce_quotas", "ec2_buckets"} & changes.keys():
             self.buckets.reset()
         if "seed" in changes:
             self.ctx.rng.seed(self.config.seed)
@@ -80,9 +92,13 @@ class Simulator:
 
     async def root(self, request: web.Request) -> web.Response:
         target = request.headers.get("X-Amz-Target")
-        if target is None:
-            return await self.sts(request)
-        return await self.tagging(request, target)
+        if target is not None:
+            return await self.tagging(request, target)
+        body = (await request.read()).decode("utf-8", errors="replace")
+        params = dict(parse_qsl(body, keep_blank_values=True))
+        if params.get("Action") in ec2.ACTIONS:
+            return await self.ec2(request, params)
+        return self.sts(request, params)
 
     async def tagging(self, request: web.Request, target: str) -> web.Response:
         op = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
@@ -91,7 +107,7 @@ class Simulator:
             return _aws_error("UnknownOperationException", f"Unknown operation {target}", 400)
         state, config = self.state, self.config
         _, caller = self.caller(request)
-        state.requests[op] += 1
+        state.count_request(op, caller.account, caller.region)
         raw = await request.read()
 
         if config.enforce_quotas:
@@ -99,13 +115,13 @@ class Simulator:
             if not self.buckets.take(
                 (caller.account, caller.region, op), rate, rate * config.burst_seconds
             ):
-                state.throttled[op] += 1
+                state.count_throttle(op, caller.account, caller.region)
                 return _aws_error("ThrottledException", "Rate exceeded", 400)
 
         try:
             body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
-                raise ValueError
+                raise ValueError  # noqa: TRY004 - answered as SerializationException below
         except ValueError:
             return _aws_error("SerializationException", "Request body is not a JSON object", 400)
 
@@ -117,10 +133,7 @@ class Simulator:
                     if isinstance(arn, str):
                         state.sends[arn] += 1
 
-        low, high = config.latency_ms
-        if high > 0:
-            await asyncio.sleep(self.ctx.rng.uniform(low, high) / 1000.0)
-        if config.whole_call_error_rate and self.ctx.rng.random() < config.whole_call_error_rate:
+        if await self.latency_then_fault():
             return _aws_error("InternalServiceException", "Internal service error", 500)
         if config.expired_token_rate and op in ("TagResources", "UntagResources") and \
                 self.ctx.rng.random() < config.expired_token_rate:
@@ -135,11 +148,42 @@ class Simulator:
             headers={"Content-Type": JSON_11, "x-amzn-RequestId": str(uuid.uuid4())},
         )
 
-    async def sts(self, request: web.Request) -> web.Response:
+    async def latency_then_fault(self) -> bool:
+        """Sleep the configured latency; True if this call gets the whole-call fault."""
+        config = self.config
+        low, high = config.latency_ms
+        if high > 0:
+            await asyncio.sleep(self.ctx.rng.uniform(low, high) / 1000.0)
+        return bool(config.whole_call_error_rate) and \
+            self.ctx.rng.random() < config.whole_call_error_rate
+
+    async def ec2(self, request: web.Request, params: dict[str, str]) -> web.Response:
+        action = params["Action"]
+        _, caller = self.caller(request)
+        if action not in ec2.TAG_ACTIONS:  # DescribeRegions: not counted, throttled or faulted
+            return _xml(*ec2.handle(self.ctx, caller, params))
+        state, config = self.state, self.config
+        state.count_request(action, caller.account, caller.region)
+        if config.enforce_quotas:
+            capacity, refill = config.ec2_buckets[action]
+            if not self.buckets.take((caller.account, caller.region, action), refill, capacity):
+                state.count_throttle(action, caller.account, caller.region)
+                return _xml(503, ec2.error_xml("RequestLimitExceeded", "Request limit exceeded."))
+        if action in ec2.CHANGE_ACTIONS:
+            ids = ec2.resource_ids(params)
+            state.arn_sends[action] += len(ids)
+            for resource_id in ids:
+                arn = ec2_arn(resource_id, caller.region, caller.account)
+                if arn is not None:
+                    state.sends[arn] += 1
+        if await self.latency_then_fault():
+            return _xml(500, ec2.error_xml("InternalError",
+                                           "An internal error has occurred"))
+        return _xml(*ec2.handle(self.ctx, caller, params))
+
+    def sts(self, request: web.Request, params: dict[str, str]) -> web.Response:
         key, _ = self.caller(request)
-        params = dict(parse_qsl((await request.read()).decode(), keep_blank_values=True))
-        status, xml = sts.handle(self.state, self.config, key, params)
-        return web.Response(status=status, text=xml, content_type="text/xml")
+        return _xml(*sts.handle(self.state, self.config, key, params))
 
     # ------------------------------------------------------------ /_sim endpoints
 
@@ -159,7 +203,7 @@ class Simulator:
         try:
             changes = await request.json()
             if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
+                raise ValueError("expected a JSON object")  # noqa: TRY004 - answered 400
             self.reconfigure(changes)
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
@@ -173,10 +217,23 @@ class Simulator:
                 list(spec["regions"]),
                 int(spec["per_region"]),
                 dict(spec.get("tags") or {}),
+                ec2_share=float(spec.get("ec2_share", 0.0)),
             )
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": f"bad seed request: {e}"}, status=400)
         return web.json_response({"added": added, "resources": len(self.state)})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        """`{"arns": [...]}`: mark those resources deleted; answers how many were."""
+        try:
+            spec = await request.json()
+            arns = spec["arns"]
+            if not isinstance(arns, list) or not all(isinstance(a, str) for a in arns):
+                raise TypeError("arns must be a list of strings")
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"error": f"bad delete request: {e}"}, status=400)
+        deleted = sum(self.state.delete(arn) for arn in arns)
+        return web.json_response({"deleted": deleted})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -186,7 +243,12 @@ class Simulator:
         app.router.add_get("/_sim/config", self.get_config)
         app.router.add_post("/_sim/config", self.set_config)
         app.router.add_post("/_sim/seed", self.seed)
+        app.router.add_post("/_sim/delete", self.delete)
         return app
+
+
+def _xml(status: int, body: str) -> web.Response:
+    return web.Response(status=status, text=body, content_type="text/xml")
 
 
 def _aws_error(code: str, message: str, status: int) -> web.Response:
@@ -226,7 +288,7 @@ class RunningSimulator:
     async def close(self) -> None:
         await self._runner.cleanup()
 
-    async def __aenter__(self) -> RunningSimulator:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -265,7 +327,8 @@ async def serve_forever(
     cancellation."""
     state = SimState()
     if seed is not None:
-        state.seed(seed.accounts, seed.regions, seed.per_region, seed.tags)
+        state.seed(seed.accounts, seed.regions, seed.per_region, seed.tags,
+                   ec2_share=seed.ec2_share)
     sim = await start_simulator(config, host, port, state=state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

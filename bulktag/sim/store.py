@@ -1,4 +1,10 @@
-"""The simulator's in-memory world: resources and their tags, STS sessions, and counters."""
+"""The simulator's in-memory world: resources and their tags, STS sessions, and counters.
+
+One store of truth for every API: resources are keyed by ARN, and EC2 resource ids are mapped to
+their ARN (`arns.ec2_arn`) before they reach it, so tags written by EC2 CreateTags are the tags
+GetResources lists and the other way round. A deleted resource keeps its record (and shard
+position) but no longer exists for any API.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulktag.sim.arns import SimArn, read_arn, synthetic_arns
+from bulktag.sim.arns import SimArn, read_arn, synthetic_resources
 
 
 @dataclass(slots=True)
@@ -16,6 +22,7 @@ class Resource:
     region: str
     resource_type: str
     tags: dict[str, str] = field(default_factory=dict)
+    deleted: bool = False  # deleted resources exist for no API; the record stays for the cursor
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,7 @@ class SimState:
     """Resources by ARN, plus each (account, region)'s resources in creation order.
 
     Resources are never removed ("ever had a tag" is still listed by GetResources), so a position
-    in a shard's list is a stable pagination cursor.
+    in a shard's list is a stable pagination cursor; `delete` only marks them deleted.
     """
 
     def __init__(self) -> None:
@@ -40,6 +47,9 @@ class SimState:
         self.throttled: Counter[str] = Counter()
         self.arn_sends: Counter[str] = Counter()  # per operation
         self.sends: Counter[str] = Counter()  # per ARN, over non-throttled Tag/Untag calls
+        # (account, region, operation) -> calls; and throttled calls
+        self.shard_requests: Counter[tuple[str, str, str]] = Counter()
+        self.shard_throttled: Counter[tuple[str, str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self._resources)
@@ -51,6 +61,23 @@ class SimState:
 
     def resource(self, arn: str) -> Resource | None:
         return self._resources.get(arn)
+
+    def delete(self, arn: str) -> bool:
+        """Mark the resource deleted (tags kept for inspection); False if it never existed or
+        was deleted already. Every API then answers for it as for a missing resource."""
+        resource = self._resources.get(arn)
+        if resource is None or resource.deleted:
+            return False
+        resource.deleted = True
+        return True
+
+    def count_request(self, op: str, account: str, region: str) -> None:
+        self.requests[op] += 1
+        self.shard_requests[account, region, op] += 1
+
+    def count_throttle(self, op: str, account: str, region: str) -> None:
+        self.throttled[op] += 1
+        self.shard_throttled[account, region, op] += 1
 
     def shard(self, account: str, region: str) -> list[Resource]:
         return self._shards.get((account, region), [])
@@ -80,12 +107,16 @@ class SimState:
         regions: list[str],
         per_region: int,
         tags: dict[str, str] | None = None,
+        *,
+        ec2_share: float = 0.0,
     ) -> int:
-        """Create the synthetic resources of `synthetic_arns`; return how many were added."""
+        """Create the synthetic resources of `synthetic_resources` (`ec2_share` of them EC2
+        snapshots, volumes and instances); return how many were added."""
         before = len(self._resources)
-        for arn in synthetic_arns(accounts, regions, per_region):
+        for account, arn in synthetic_resources(accounts, regions, per_region,
+                                                ec2_share=ec2_share):
             if arn not in self._resources:
-                self.put(arn, tags or {})
+                self.put(arn, tags or {}, account=account)
         return len(self._resources) - before
 
     @property
@@ -95,4 +126,15 @@ class SimState:
             "throttled": dict(self.throttled),
             "arn_sends": dict(self.arn_sends),
             "resources": len(self._resources),
+            # "account/region" -> {"requests": {op: n}, "throttled": {op: n}}
+            "by_account_region": self._by_account_region(),
         }
+
+    def _by_account_region(self) -> dict[str, dict[str, dict[str, int]]]:
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for name, counter in (("requests", self.shard_requests),
+                              ("throttled", self.shard_throttled)):
+            for (account, region, op), n in sorted(counter.items()):
+                shard = out.setdefault(f"{account}/{region}", {"requests": {}, "throttled": {}})
+                shard[name][op] = n
+        return out

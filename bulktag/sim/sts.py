@@ -1,5 +1,8 @@
 """STS on the simulator's port: GetCallerIdentity and AssumeRole in the query protocol.
 
+The server sends every form-encoded call here except EC2's actions (`ec2.ACTIONS`), so an unknown
+action gets STS's InvalidAction.
+
 Access keys the simulator issues read `sim-<account>-<random>`, so the tagging side can tell the
 caller's account from the key alone, without a lookup.
 """
@@ -48,25 +51,9 @@ def handle(
             return 200, _get_caller_identity(state, config, access_key_id)
         if action == "AssumeRole":
             return 200, _assume_role(state, config, params)
-        if action == "DescribeRegions":  # EC2's query protocol: "every enabled region"
-            return 200, _describe_regions(config)
         raise StsError("InvalidAction", f"Could not find operation {action or '(none)'}")
     except StsError as e:
         return e.status, error_xml(e.code, e.message, "Sender" if e.status < 500 else "Receiver")
-
-
-def _describe_regions(config: SimConfig) -> str:
-    items = "".join(
-        f"<item><regionName>{escape(r)}</regionName>"
-        f"<regionEndpoint>ec2.{escape(r)}.amazonaws.com</regionEndpoint>"
-        "<optInStatus>opt-in-not-required</optInStatus></item>"
-        for r in config.enabled_regions
-    )
-    return (
-        '<DescribeRegionsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
-        f"<requestId>{uuid.uuid4()}</requestId><regionInfo>{items}</regionInfo>"
-        "</DescribeRegionsResponse>"
-    )
 
 
 def error_xml(code: str, message: str, kind: str = "Sender") -> str:

@@ -3,6 +3,11 @@
 Each operation takes the caller, the decoded JSON body and returns the JSON response, or raises
 ApiError for a whole-call failure. Checks follow the AWS API reference: parameter constraints
 fail the whole call; per-resource problems land in FailedResourcesMap.
+
+Existence: an ARN containing the config's `missing_marker`, or of a resource deleted through
+`SimState.delete`, does not exist (ResourceNotFoundException; not listed). Any other ARN is
+created on first tagging. `ec2.py` uses the same rule for EC2 ids, except that EC2 creates nothing:
+an id must already be in the store.
 """
 
 from __future__ import annotations
@@ -140,6 +145,11 @@ def _read_token(ctx: Context, caller: Caller, op: str, token: Any) -> str | None
 # ---------------------------------------------------------------- TagResources / UntagResources
 
 
+def _deleted(ctx: Context, arn: str) -> bool:
+    resource = ctx.state.resource(arn)
+    return resource is not None and resource.deleted
+
+
 def _failure(code: str, message: str, status: int) -> dict[str, Any]:
     return {"ErrorCode": code, "ErrorMessage": message, "StatusCode": status}
 
@@ -185,7 +195,7 @@ def _change_tags(
             failed[arn] = _failure(
                 "AccessDeniedException", f"You are not authorized to change tags of {arn}", 403
             )
-        elif config.missing_marker and config.missing_marker in arn:
+        elif (config.missing_marker and config.missing_marker in arn) or _deleted(ctx, arn):
             failed[arn] = _failure("ResourceNotFoundException", f"{arn} does not exist", 404)
         elif config.resource_error_rate and rng.random() < config.resource_error_rate:
             failed[arn] = _failure("InternalServiceException", "Internal service error", 500)
@@ -292,6 +302,8 @@ def get_resources(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[st
     types = _type_filter(body)
 
     def wanted(resource: Resource) -> bool:
+        if resource.deleted:
+            return False
         if types is not None and not matches_type(resource.resource_type, types):
             return False
         return tag_match is None or tag_match(resource.tags)
@@ -360,7 +372,8 @@ def _page_of_sorted(
 
 
 def get_tag_keys(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-    keys = {key for r in ctx.state.shard(caller.account, caller.region) for key in r.tags}
+    shard = ctx.state.shard(caller.account, caller.region)
+    keys = {key for r in shard if not r.deleted for key in r.tags}
     page, token = _page_of_sorted(ctx, caller, "GetTagKeys", body, keys)
     return {"PaginationToken": token, "TagKeys": page}
 
@@ -370,7 +383,9 @@ def get_tag_values(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[s
     if not isinstance(key, str) or not 1 <= len(key) <= 128:
         raise invalid("Key is required: a string of 1 to 128 characters")
     values = {
-        r.tags[key] for r in ctx.state.shard(caller.account, caller.region) if key in r.tags
+        r.tags[key]
+        for r in ctx.state.shard(caller.account, caller.region)
+        if key in r.tags and not r.deleted
     }
     page, token = _page_of_sorted(ctx, caller, "GetTagValues", body, values)
     return {"PaginationToken": token, "TagValues": page}
