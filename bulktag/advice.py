@@ -3,6 +3,8 @@ in `bulktag status` and at the end of a run. Pure: code (and message) in, advice
 
 from __future__ import annotations
 
+from .classify import THROTTLE_CODES, TRANSIENT_CODES
+
 ROLE_PERMISSION = ("the role lacks the owning service's tagging permission (e.g. ec2:CreateTags) "
                    "or tag:TagResources")
 TRUST_POLICY = "check the role's trust policy and external id"
@@ -16,12 +18,8 @@ JOB_FAILED = ("the job passed its failure threshold and its open items were canc
 CANCELLED = "cancelled by the operator; submit these ARNs again to work them"
 DEFAULT = "see the example message; `bulktag retry JOB --code {code}` once the cause is fixed"
 
-_THROTTLES = ("Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-              "TooManyRequestsException", "SlowDown", "RequestThrottled",
-              "RequestThrottledException", "ProvisionedThroughputExceededException")
-_TRANSIENT = ("InternalServiceException", "InternalFailure", "InternalError",
-              "InternalServerError", "ServiceUnavailable", "ServiceUnavailableException",
-              "RequestTimeout", "RequestTimeoutException")
+_THROTTLES = THROTTLE_CODES
+_TRANSIENT = TRANSIENT_CODES
 
 
 def _sts(code: str, message: str) -> bool:

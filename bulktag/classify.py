@@ -66,8 +66,48 @@ CREDENTIAL_CODES = frozenset(
 
 WHOLE_CALL_SPLIT_CODES = frozenset({"InvalidParameterException"})
 
+# The endpoint cannot be reached at all (refused, reset, DNS, timeouts): an outage of the shard,
+# not a verdict on the items. botocore's and aiohttp's names, and the OS's.
+UNREACHABLE_CODES = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionError",
+        "HTTPClientError",
+        "ProxyConnectionError",
+        "ClientConnectorError",
+        "ClientOSError",
+        "ServerDisconnectedError",
+        "ServerTimeoutError",
+        "ConnectionResetError",
+        "ConnectionRefusedError",
+        "ConnectionAbortedError",
+        "BrokenPipeError",
+        "TimeoutError",
+        "gaierror",
+    }
+)
+
+# No usable credentials for the caller: a set-up problem (found before work starts), never a
+# verdict on the items.
+NO_CREDENTIALS_CODES = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "ProfileNotFound",
+        "UnauthorizedSSOTokenError",
+        "SSOTokenLoadError",
+        "TokenRetrievalError",
+        "CredentialRetrievalError",
+        "InvalidConfigError",
+    }
+)
+
 
 class Verdict(enum.Enum):
+    UNREACHABLE = "unreachable"  #: the endpoint is away: pause the shard, spend no attempts
     THROTTLE = "throttle"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
@@ -86,6 +126,9 @@ class Failure:
 
 def classify_call_error(failure: Failure, batch_size: int) -> Verdict:
     """Classify an error that failed the whole TagResources/UntagResources call."""
+    if failure.status is None and (failure.code in UNREACHABLE_CODES
+                                   or failure.code in NO_CREDENTIALS_CODES):
+        return Verdict.UNREACHABLE
     if failure.code in THROTTLE_CODES or failure.status == 429:
         return Verdict.THROTTLE
     if failure.code in CREDENTIAL_CODES:

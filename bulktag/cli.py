@@ -690,8 +690,13 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             await write_report(store, job.id, job.operation, sys.stdout,
                                fmt=args.report_format, failed_only=args.failed_only)
             return EXIT_OK
-        from .export import (ExportError, export_report, is_directory_target,
-                             parse_destination, write_report_file)
+        from .export import (
+            ExportError,
+            export_report,
+            is_directory_target,
+            parse_destination,
+            write_report_file,
+        )
 
         try:
             if s3 or is_directory_target(out):

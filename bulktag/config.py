@@ -18,13 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_QUOTAS = {
-    "TagResources": 5.0,
-    "UntagResources": 5.0,
-    "GetResources": 15.0,
-    "GetTagKeys": 5.0,
-    "GetTagValues": 5.0,
-}
+from .limits import QUOTAS
+
+DEFAULT_QUOTAS = dict(QUOTAS)
 
 
 class ConfigError(Exception):

@@ -200,7 +200,7 @@ class Daemon:
             return
         self.sync_requests += ev.requests
         self.sync_evaluations[ev.status] += 1
-        self.engine._wake.set()  # noqa: SLF001 - new jobs: look now, not at the next tick
+        self.engine.wake()  # new jobs: look now, not at the next tick
 
     # -- HTTP --------------------------------------------------------------------------------
 

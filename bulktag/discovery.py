@@ -11,30 +11,29 @@ a re-walk adds nothing twice. The tags GetResources returns decide skip-complian
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
-from .accounts import AccountAccessError
 from .arn import ArnError, Shard, parse_arn
-from .classify import THROTTLE_CODES, Failure, Verdict, backoff_delay, classify_call_error
+from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
+from .limits import PAGE_SIZE as PAGE
+from .limits import PAGINATION_TOKEN_SECONDS, RESOURCE_TYPE_FILTERS_MAX
 from .store import JOB_DONE, Discovery, JobOptions, NewItem, Store, tagset_body
 from .tags import key_problem
 
 log = structlog.get_logger("bulktag.discovery")
 
-PAGE = 100
-TOKEN_FRESH_SECONDS = 14 * 60  # tokens live 15 minutes; leave a margin
+TOKEN_FRESH_SECONDS = PAGINATION_TOKEN_SECONDS - 60  # leave a margin
 STACK_TAG = "aws:cloudformation:stack-id"
 
 
@@ -98,7 +97,7 @@ def _filters(data: Mapping[str, Any], where: str) -> Query:
         filters.append((f["Key"], tuple(values)))
     types = data.get("ResourceTypeFilters", [])
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types) \
-            or len(types) > 100:
+            or len(types) > RESOURCE_TYPE_FILTERS_MAX:
         raise QueryError(f"{where}: ResourceTypeFilters must be a list of at most 100 strings")
     # Resource Groups queries say AWS::AllSupported for "any type": GetResources has no such
     # filter (it would match nothing), so it means no type filter at all.
@@ -182,23 +181,6 @@ def decide(operation: str, wanted: Any, current: Mapping[str, str], *, if_absent
     return Decision(True)
 
 
-async def get_resources(client: Any, limiter: ShardLimiter, **params: Any) -> dict[str, Any]:
-    """One GetResources call at the limiter's pace; a throttle slows the limiter and retries.
-    Any other error is the caller's to judge."""
-    while True:
-        await limiter.acquire()
-        try:
-            return await client.get_resources(**params)  # type: ignore[no-any-return]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") not in THROTTLE_CODES:
-                raise
-            limiter.on_throttle()
-
-
-def tags_of(mapping: Mapping[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t.get("Value", "") for t in mapping.get("Tags", [])}
-
-
 # -- walking --------------------------------------------------------------------------------------
 
 
@@ -211,59 +193,10 @@ class DiscoveryStats:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-class TokenExpired(Exception):
-    """The pagination token expired (15 minutes): the walk must start again."""
-
-
-class Unreadable(Exception):
-    """GetResources kept failing (or failed for good): `reason` is code and message."""
-
-    def __init__(self, failure: Failure) -> None:
-        self.failure = failure
-        self.reason = f"{failure.code}: {failure.message}"
-        super().__init__(self.reason)
-
-
-async def fetch_page(
-    clients: ClientPool, shard: Shard, limiter: ShardLimiter, params: dict[str, Any],
-    settings: Settings, rng: random.Random | None = None, *,
-    errors: dict[str, int] | None = None, max_throttles: int | None = None,
-    on_call: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """One page of a GetResources walk, retried as the engine retries a batch: a throttle
-    slows the limiter (up to `max_throttles` times), a transient error backs off on the attempt
-    budget. Raises TokenExpired or Unreadable; `errors` counts the error codes seen."""
-    attempts = throttles = 0
-    while True:
-        await limiter.acquire()
-        if on_call is not None:
-            on_call()
-        try:
-            client = await clients.tagging(shard)
-            return await client.get_resources(**params)  # type: ignore[no-any-return]
-        except (ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError) as exc:
-            failure = _failure(exc)
-        if errors is not None:
-            errors[failure.code] = errors.get(failure.code, 0) + 1
-        if failure.code == "PaginationTokenExpiredException":
-            raise TokenExpired
-        verdict = classify_call_error(failure, 1)
-        if verdict is Verdict.THROTTLE and (max_throttles is None or throttles < max_throttles):
-            throttles += 1
-            limiter.on_throttle()
-            continue
-        attempts += 1
-        if verdict is Verdict.TRANSIENT and attempts < settings.max_attempts:
-            await asyncio.sleep(backoff_delay(attempts, base=settings.backoff_base,
-                                              cap=settings.backoff_cap, rng=rng))
-            continue
-        raise Unreadable(failure)
-
-
 async def walk(
     store: Store, settings: Settings, clients: ClientPool, limiter: ShardLimiter, owner: str,
     d: Discovery, job_options: JobOptions, operation: str, stats: DiscoveryStats,
-    stopping: asyncio.Event, rng: random.Random | None = None,
+    stopping: anyio.Event, rng: random.Random | None = None,
 ) -> None:
     """Walk one (job, account, region) discovery to its end, saving the position each page."""
     assert job_options.query is not None, "a discovery job has a query"
@@ -291,7 +224,7 @@ async def walk(
         if token:
             params["PaginationToken"] = token
         try:
-            resp = await fetch_page(clients, Shard(d.partition, d.account, d.region), limiter,
+            resp = await get_resources_page(clients, Shard(d.partition, d.account, d.region), limiter,
                                     params, settings, rng, errors=stats.errors)
         except TokenExpired:
             token = None
@@ -339,17 +272,6 @@ async def walk(
             await store.finish_discovery(d, "done")
             walk_log.info("discovery_done")
             return
-
-
-def _failure(exc: BaseException) -> Failure:
-    if isinstance(exc, AccountAccessError):
-        return Failure(exc.code, exc.status, str(exc))
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return Failure(str(err.get("Code") or "Unknown"),
-                       exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
-                       str(err.get("Message") or exc))
-    return Failure(type(exc).__name__, None, str(exc) or type(exc).__name__)
 
 
 async def enabled_regions(clients: ClientPool, settings: Settings) -> list[str]:

@@ -27,8 +27,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Settings
-from .report import (WrittenFile, build_manifest, manifest_bytes, rows_file_name,
-                     stream_report)
+from .report import WrittenFile, build_manifest, manifest_bytes, rows_file_name, stream_report
 from .store import Job, Store
 
 log = structlog.get_logger("bulktag.export")

@@ -18,22 +18,23 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .accounts import AccountAccessError
 from .arn import ArnError, Shard, parse_arn
+from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
-from .discovery import PAGE, Query, get_resources, tags_of
+from .discovery import Query
 from .export import (
     Destination,
     ExportError,
     LocalFileWriter,
     S3ObjectWriter,
-    is_directory_target,
     describe_s3_error,
+    is_directory_target,
     parse_destination,
     s3_client,
 )
 from .limiter import ShardLimiter
+from .limits import PAGE_SIZE as PAGE
 
 CHUNK = 1 << 20
 
@@ -88,14 +89,13 @@ async def _walk(clients: ClientPool, settings: Settings, account: str, region: s
     token = None
     seen_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
-        client = await clients.tagging(shard)
         while True:
             params: dict[str, Any] = {**(query.params() if query else {}),
                                       "ResourcesPerPage": PAGE}
             if token:
                 params["PaginationToken"] = token
             # A snapshot is one pass: an expired token fails this shard, named in errors.
-            resp = await get_resources(client, limiter, **params)
+            resp = await get_resources_page(clients, shard, limiter, params, settings)
             out = []
             for m in resp.get("ResourceTagMappingList", []):
                 arn = m["ResourceARN"]
@@ -114,8 +114,8 @@ async def _walk(clients: ClientPool, settings: Settings, account: str, region: s
             token = resp.get("PaginationToken")
             if not token:
                 return
-    except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
-        snap.errors[f"{account or '(caller)'}/{region}"] = str(exc)
+    except (Unreadable, TokenExpired) as exc:
+        snap.errors[f"{account or '(caller)'}/{region}"] = str(exc) or "pagination token expired"
 
 
 def _target(dest: Destination, output: str, stamp: str) -> tuple[str, Path | None]:

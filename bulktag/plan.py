@@ -15,19 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
-from botocore.exceptions import BotoCoreError, ClientError
 
-from .accounts import AccountAccessError
 from .arn import Shard, parse_arn
+from .aws import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
 from .clients import ClientPool
 from .config import Settings
-from .discovery import PAGE, Query, decide, get_resources, tags_of
+from .discovery import Query, decide
 from .limiter import ShardLimiter
+from .limits import ARNS_PER_READ
+from .limits import ARNS_PER_TAG_CALL as BATCH
+from .limits import PAGE_SIZE as PAGE
 from .sources import open_rows, read_chunks
 from .store import JobOptions
 from .submit import Request, item_for_row
-
-BATCH = 20
 
 
 @dataclass
@@ -63,26 +63,21 @@ def _tally(specs: list[str], request: Request, fmt: str | None
     return per_shard, rows, invalid, dupes
 
 
-async def _read_tags(clients: ClientPool, limiter: ShardLimiter, shard: Shard,
-                     arns: list[str]) -> dict[str, dict[str, str]]:
-    resp = await get_resources(await clients.tagging(shard), limiter, ResourceARNList=arns)
-    return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
-
-
 async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                       items: list[tuple[str, str]], request: Request, options: JobOptions,
                       ) -> ShardPlan:
     plan = ShardPlan()
     check = options.skip_compliant
     limiter = ShardLimiter(settings.rate_for("GetResources"))
-    for i in range(0, len(items), 100):
-        chunk = items[i : i + 100]
+    for i in range(0, len(items), ARNS_PER_READ):
+        chunk = items[i : i + ARNS_PER_READ]
         current: dict[str, dict[str, str]] | None = None
         if check and plan.error is None:
             try:
-                current = await _read_tags(clients, limiter, shard, [a for a, _ in chunk])
-            except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
-                plan.error = str(exc)
+                current = await read_tags(clients, shard, limiter, [a for a, _ in chunk],
+                                          settings)
+            except Unreadable as exc:
+                plan.error = exc.reason
         for arn, body in chunk:
             wanted = json.loads(body)
             if current is None:
@@ -106,12 +101,11 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
     token = None
     shard_key = Shard("aws", account, region)
     try:
-        client = await clients.tagging(shard_key)
         while True:
             params = {**query.params(), "ResourcesPerPage": PAGE}
             if token:
                 params["PaginationToken"] = token
-            resp = await get_resources(client, limiter, **params)
+            resp = await get_resources_page(clients, shard_key, limiter, params, settings)
             for m in resp.get("ResourceTagMappingList", []):
                 shard = parse_arn(m["ResourceARN"]).shard
                 plan = plans.setdefault(shard, ShardPlan())
@@ -124,8 +118,8 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
             token = resp.get("PaginationToken")
             if not token:
                 return
-    except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
-        plans.setdefault(shard_key, ShardPlan()).error = str(exc)
+    except (Unreadable, TokenExpired) as exc:
+        plans.setdefault(shard_key, ShardPlan()).error = str(exc) or "pagination token expired"
 
 
 def _render(args: argparse.Namespace, request: Request, settings: Settings,

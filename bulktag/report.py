@@ -179,7 +179,7 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 # -- the per account and region summary ----------------------------------------------------------
 
-ARNS_PER_CALL = 20  # TagResources / UntagResources take up to 20 ARNs a call
+from .limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 
 
 def quota_arns(settings_rate: float) -> float:

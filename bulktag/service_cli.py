@@ -112,8 +112,7 @@ def _rule_line(r: dict[str, Any]) -> str:
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from .cli import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, _csv_list, emit
-    from .store import Store
-    from .store import NewSyncRule
+    from .store import NewSyncRule, Store
     from .sync import RuleError, add_rule
     from .tags import parse_tag_args
 

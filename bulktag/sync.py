@@ -22,19 +22,12 @@ from typing import Any
 import structlog
 
 from .arn import ArnError, Shard, parse_arn
+from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
-from .discovery import (
-    PAGE,
-    Query,
-    TokenExpired,
-    Unreadable,
-    enabled_regions,
-    fetch_page,
-    parse_resource_query,
-    tags_of,
-)
+from .discovery import Query, enabled_regions, parse_resource_query
 from .limiter import ShardLimiter
+from .limits import PAGE_SIZE as PAGE
 from .store import JobOptions, JobState, NewItem, NewSyncRule, Store, SyncRule, tagset_body
 
 log = structlog.get_logger("bulktag.sync")
@@ -167,7 +160,7 @@ async def _read_pair(clients: ClientPool, settings: Settings, shard: Shard, quer
         if token:
             params["PaginationToken"] = token
         try:
-            resp = await fetch_page(clients, shard, limiter, params, settings, rng,
+            resp = await get_resources_page(clients, shard, limiter, params, settings, rng,
                                     max_throttles=MAX_THROTTLE_RETRIES, on_call=ev.count_request)
         except TokenExpired:
             token, found = None, {}

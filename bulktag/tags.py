@@ -12,10 +12,10 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-MAX_TAGS = 50  # tags per TagResources call, keys per UntagResources call, tags per resource
-MAX_KEY_LENGTH = 128
-MAX_VALUE_LENGTH = 256
-RESERVED_PREFIX = "aws:"
+from .limits import KEY_MAX as MAX_KEY_LENGTH
+from .limits import RESERVED_PREFIX
+from .limits import TAGS_PER_CALL as MAX_TAGS
+from .limits import VALUE_MAX as MAX_VALUE_LENGTH
 
 # The API's pattern is ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$. Python's re has no \p{}, so ASCII text
 # (the common case) is accepted by this regex and anything else is checked a character at a time.

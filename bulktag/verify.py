@@ -15,14 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .accounts import AccountAccessError
 from .arn import Shard
+from .aws import Unreadable, read_tags
 from .clients import ClientPool
 from .config import Settings
-from .discovery import get_resources, tags_of
 from .limiter import ShardLimiter
+from .limits import ARNS_PER_READ
 from .store import Store, SucceededItem
 
 
@@ -83,16 +81,14 @@ async def _verify_shard(store: Store, clients: ClientPool, operation: str,
                         tagsets: dict[int, Any], result: VerifyResult,
                         settings: Settings) -> None:
     limiter = limiters.setdefault(shard, ShardLimiter(settings.rate_for("GetResources")))
-    for i in range(0, len(rows), 100):
-        chunk = rows[i : i + 100]
+    for i in range(0, len(rows), ARNS_PER_READ):
+        chunk = rows[i : i + ARNS_PER_READ]
         try:
-            resp = await get_resources(await clients.tagging(shard), limiter,
-                                       ResourceARNList=[r.arn for r in chunk])
-        except (ClientError, BotoCoreError, AccountAccessError, OSError) as exc:
-            result.errors[str(shard)] = str(exc)
+            current = await read_tags(clients, shard, limiter, [r.arn for r in chunk], settings)
+        except Unreadable as exc:
+            result.errors[str(shard)] = exc.reason
             result.unreadable += len(chunk)
             continue
-        current = {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
         findings: list[tuple[int, str | None]] = []
         for r in chunk:
             tid = r.tagset_id

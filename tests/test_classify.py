@@ -33,8 +33,11 @@ def test_throttle_codes_cover_botocores_own_list() -> None:
         ("Whatever", 429, 20, Verdict.THROTTLE),
         ("InternalServiceException", 500, 20, Verdict.TRANSIENT),
         ("ServiceUnavailable", 503, 20, Verdict.TRANSIENT),
-        ("EndpointConnectionError", None, 20, Verdict.TRANSIENT),  # network: no HTTP status
-        ("ReadTimeoutError", None, 1, Verdict.TRANSIENT),
+        # the endpoint away (refused, reset, timeouts): an outage, not a verdict on the items
+        ("EndpointConnectionError", None, 20, Verdict.UNREACHABLE),
+        ("NoCredentialsError", None, 20, Verdict.UNREACHABLE),
+        ("SomethingElseOffTheWire", None, 1, Verdict.TRANSIENT),
+        ("ReadTimeoutError", None, 1, Verdict.UNREACHABLE),
         ("InvalidParameterException", 400, 20, Verdict.SPLIT),
         ("InvalidParameterException", 400, 1, Verdict.PERMANENT),
         ("AccessDeniedException", 403, 20, Verdict.PERMANENT),

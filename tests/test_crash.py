@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import simulator_process
 
-from bulktag.engine import RECORDER_INTERVAL
+from bulktag.engine.recorder import RECORDER_INTERVAL
 from bulktag.sim import synthetic_arns
 
 pytestmark = pytest.mark.slow

@@ -3,6 +3,7 @@ the split of a bad batch, attempt budgets, throttles that spend no attempts, thr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from pathlib import Path
@@ -105,7 +106,7 @@ async def test_throttles_slow_the_shard_and_spend_no_attempts(tmp_path: Path) ->
         await store.close()
 
 
-async def test_throttles_inside_failed_resources_map_slow_the_shard_and_retry_on_budget(
+async def test_throttles_inside_failed_resources_map_retry_on_budget_and_leave_the_shard_rate(
     tmp_path: Path,
 ) -> None:
     config = SimConfig(resource_throttle_rate=0.3, enforce_quotas=False, seed=5)
@@ -118,7 +119,8 @@ async def test_throttles_inside_failed_resources_map_slow_the_shard_and_retry_on
         assert max(r["attempts"] for r in rows.values()) > 1  # retried on the budget
         assert engine.stats.throttled_resources > 0
         limiter = next(iter(engine.limiters.values()))
-        assert limiter.policy.throttles > 0  # and the shard slowed down
+        # the owning service's quota, not the Tagging API's: the shard's rate is untouched
+        assert limiter.policy.throttles == 0
         await store.close()
 
 
@@ -170,19 +172,34 @@ async def test_permanent_errors_end_the_item_at_once(tmp_path: Path, sim: Runnin
     await store.close()
 
 
-async def test_network_errors_are_transient_and_bounded_by_the_budget(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
+async def test_an_unreachable_endpoint_pauses_the_shard_and_spends_no_attempts(
+    tmp_path: Path,
+) -> None:
+    """Connection refused is an outage, not a verdict on the items: the lane stops sending,
+    probes, and carries on by itself once the endpoint answers; no attempt is spent on it."""
+    with socket.socket() as s:  # a port nobody listens on yet
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = fast_settings(tmp_path / "s.db", f"http://127.0.0.1:{port}", max_attempts=2,
-                             connect_timeout=1.0)
-    arns = [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-{n}" for n in range(5)]
-    store, job, _ = await run_job(tmp_path, settings, arns)
-    rows = await items(store, job)
-    assert {r["status"] for r in rows.values()} == {"failed"}
-    assert {r["attempts"] for r in rows.values()} == {2}
-    assert {r["http_status"] for r in rows.values()} == {None}
-    assert "EndpointConnectionError" in {r["error_code"] for r in rows.values()}
+                             connect_timeout=1.0, max_rate=100.0)
+    arns = [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-{n}" for n in range(45)]
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join(arns) + "\n")
+    store = await Store.open(settings.db)
+    job = await submit(store, [str(source)], Request("tag", tags=TAGS))
+    engine = Engine(store, settings, owner=new_owner_token(), job_ids={job.job_id})
+    running = asyncio.create_task(engine.run())
+    await asyncio.sleep(3.0)  # refused for a while: several probes
+    assert engine.stats.unreachable_calls >= 2
+    assert len(engine.snapshot().unreachable_shards) == 1
+    counts = await store.counts(job.job_id)
+    assert counts["failed"] == 0 and counts["succeeded"] == 0
+    async with await start_simulator(SimConfig(seed=3), port=port) as sim:
+        assert await asyncio.wait_for(running, 120)
+        rows = await items(store, job.job_id)
+        assert {r["status"] for r in rows.values()} == {"succeeded"}
+        assert {r["attempts"] for r in rows.values()} == {1}  # the outage spent none
+        assert all(sim.state.tags(a) == TAGS for a in arns)
     await store.close()
 
 

@@ -1,0 +1,124 @@
+"""The one path for reading tags from AWS, and the one mapping from an exception to a Failure.
+
+Every GetResources call — the compliance read before a batch, discovery walks, tag-sync
+evaluations, the plan, verify and inventory — goes through `get_resources_page`: a throttle
+slows the shard's limiter and is retried without spending attempts, a transient error backs off
+on the attempt budget, and what still fails is raised as `Unreadable` with its `Failure`.
+`failure_of` turns whatever a call raised (botocore's ClientError with or without a response,
+a dropped connection, an aiohttp error, a timeout, a refused role) into the code, status and
+message bulktag records; nothing else in bulktag reads an exception's attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .accounts import AccountAccessError
+from .arn import Shard
+from .classify import Failure, Verdict, backoff_delay, classify_call_error
+from .clients import ClientPool
+from .config import Settings
+from .limiter import ShardLimiter
+from .limits import ARNS_PER_READ
+
+#: what a call to AWS can raise that is about the call, not a bug of ours
+CALL_ERRORS: tuple[type[BaseException], ...] = (
+    ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError,
+)
+
+
+def is_call_error(exc: BaseException) -> bool:
+    """An error of the call (network, protocol, AWS) rather than a bug in bulktag."""
+    if isinstance(exc, CALL_ERRORS):
+        return True
+    return type(exc).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore")
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """What a failed call means as a record: code, HTTP status (None off the wire), message."""
+    if isinstance(exc, AccountAccessError):
+        return Failure(exc.code, exc.status, str(exc))
+    if isinstance(exc, ClientError):
+        response: Mapping[str, Any] = getattr(exc, "response", None) or {}
+        err = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        return Failure(str(err.get("Code") or "Unknown"), meta.get("HTTPStatusCode"),
+                       str(err.get("Message") or exc))
+    return Failure(type(exc).__name__, None, str(exc) or type(exc).__name__)
+
+
+def tags_of(mapping: Mapping[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in mapping.get("Tags", [])}
+
+
+class TokenExpired(Exception):
+    """The pagination token expired (15 minutes): the walk must start again."""
+
+
+class Unreadable(Exception):
+    """GetResources kept failing (or failed for good): `reason` is code and message."""
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+        self.reason = f"{failure.code}: {failure.message}"
+        super().__init__(self.reason)
+
+
+async def get_resources_page(
+    clients: ClientPool, shard: Shard, limiter: ShardLimiter, params: dict[str, Any],
+    settings: Settings, rng: random.Random | None = None, *,
+    errors: dict[str, int] | None = None, max_throttles: int | None = None,
+    max_attempts: int | None = None, on_call: Callable[[], None] | None = None,
+    on_throttle: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """One GetResources answer (a page of a query, or up to 100 ARNs), retried as the engine
+    retries a batch. Raises TokenExpired or Unreadable; `errors` counts the codes seen."""
+    attempts = throttles = 0
+    budget = settings.max_attempts if max_attempts is None else max_attempts
+    while True:
+        await limiter.acquire()
+        if on_call is not None:
+            on_call()
+        try:
+            client = await clients.tagging(shard)
+            return await client.get_resources(**params)  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - judged by is_call_error below
+            if not is_call_error(exc):
+                raise
+            failure = failure_of(exc)
+        if errors is not None:
+            errors[failure.code] = errors.get(failure.code, 0) + 1
+        if failure.code == "PaginationTokenExpiredException":
+            raise TokenExpired
+        verdict = classify_call_error(failure, 1)
+        if verdict is Verdict.THROTTLE and (max_throttles is None or throttles < max_throttles):
+            throttles += 1
+            limiter.on_throttle()
+            if on_throttle is not None:
+                on_throttle()
+            continue
+        if verdict is Verdict.CREDENTIALS:
+            await clients.invalidate(shard)
+        attempts += 1
+        if verdict in (Verdict.TRANSIENT, Verdict.CREDENTIALS) and attempts < budget:
+            await asyncio.sleep(backoff_delay(attempts, base=settings.backoff_base,
+                                              cap=settings.backoff_cap, rng=rng))
+            continue
+        raise Unreadable(failure)
+
+
+async def read_tags(
+    clients: ClientPool, shard: Shard, limiter: ShardLimiter, arns: Sequence[str],
+    settings: Settings, **retry: Any,
+) -> dict[str, dict[str, str]]:
+    """Current tags of up to 100 ARNs of one shard (absent ARNs: not in the answer)."""
+    if len(arns) > ARNS_PER_READ:
+        raise ValueError(f"GetResources reads at most {ARNS_PER_READ} ARNs a call")
+    resp = await get_resources_page(clients, shard, limiter,
+                                    {"ResourceARNList": list(arns)}, settings, **retry)
+    return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}

@@ -1,0 +1,9 @@
+"""The engine: runs queued jobs to the end. `core.py` is the dispatcher (shard leases, jobs,
+shutdown), `lane.py` drives one shard, `sender.py` sends one batch and classifies what came
+back, `recorder.py` writes outcomes in batched transactions."""
+
+from .core import Engine, EngineSnapshot, LeaseHolders
+from .recorder import Recorder
+from .sender import OPERATIONS, EngineStats
+
+__all__ = ["OPERATIONS", "Engine", "EngineSnapshot", "EngineStats", "LeaseHolders", "Recorder"]

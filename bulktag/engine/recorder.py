@@ -1,0 +1,58 @@
+"""The recorder: outcomes collected in memory and written in batched transactions.
+
+A batch's outcomes wait here at most `interval` seconds (or until `size` of them are waiting),
+so a run writes a few transactions a second instead of one per batch. Only the lease holder's
+outcomes land (`Store.record` checks the lease), so writing a chunk twice is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import anyio
+
+from ..store import Outcome, Store
+
+RECORDER_INTERVAL = 0.1  # seconds outcomes may wait in memory before they are written
+
+
+class Recorder:
+    def __init__(self, store: Store, owner: str, *, interval: float = RECORDER_INTERVAL,
+                 size: int = 2000, on_flush: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.owner = owner
+        self.on_flush = on_flush
+        self.interval = interval
+        self.size = size
+        self._pending: list[Outcome] = []
+        self._wake = anyio.Event()
+        self.written = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        self._pending.extend(outcomes)
+        if len(self._pending) >= self.size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending, []
+            try:
+                self.written += await self.store.record(self.owner, chunk)
+            except BaseException:
+                # Not written (rolled back, or cancelled): keep it for the next flush.
+                self._pending[:0] = chunk
+                raise
+            if self.on_flush:
+                self.on_flush()
+
+    async def run(self) -> None:
+        """Flush every `interval` (sooner when `size` outcomes wait) until cancelled."""
+        while True:
+            with anyio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()

@@ -1,0 +1,200 @@
+"""One batch: send TagResources or UntagResources, classify what came back, queue the outcomes.
+
+The verdicts of `classify.py` decide each item: success; a whole-call throttle slows the shard
+and requeues without spending attempts; an unreachable endpoint requeues without spending
+attempts and tells the lane to pause and probe; a transient error retries with backoff on the
+attempt budget; a whole-call InvalidParameterException splits the batch; a permanent error ends
+the item. A throttle inside FailedResourcesMap is the owning service's quota, not the Tagging
+API's: those items back off on their own budget and the shard's rate is left alone.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from ..arn import Shard
+from ..aws import failure_of, is_call_error
+from ..classify import (
+    Failure,
+    Verdict,
+    backoff_delay,
+    classify_call_error,
+    classify_resource_error,
+    split_batch,
+)
+from ..clients import ClientPool
+from ..config import Settings
+from ..limiter import ShardLimiter
+from ..metrics import EngineMetrics
+from ..store import Claimed, ItemState, Outcome, Store
+from .recorder import Recorder
+
+log = structlog.get_logger("bulktag.engine")
+
+OPERATIONS = {"tag": "TagResources", "untag": "UntagResources"}
+
+
+@dataclass
+class EngineStats:
+    requests: Counter[str] = field(default_factory=Counter)  # by API operation
+    throttled_calls: int = 0
+    throttled_resources: int = 0
+    arns_sent: int = 0
+    splits: int = 0
+    unreachable_calls: int = 0
+    call_errors: Counter[str] = field(default_factory=Counter)
+    resource_errors: Counter[str] = field(default_factory=Counter)
+    finished: Counter[int] = field(default_factory=Counter)  # terminal items, by job
+    batch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a batch's call told about its shard: None, or why the endpoint is unreachable."""
+
+    unreachable: Failure | None = None
+
+
+class Sender:
+    def __init__(self, store: Store, settings: Settings, clients: ClientPool,
+                 recorder: Recorder, stats: EngineStats, metrics: EngineMetrics,
+                 rng: random.Random, on_requeue: Callable[[int], None]) -> None:
+        self.store = store
+        self.settings = settings
+        self.clients = clients
+        self.recorder = recorder
+        self.stats = stats
+        self.metrics = metrics
+        self.rng = rng
+        self.on_requeue = on_requeue  # a shard's items went back to pending
+
+    async def send(self, job_id: int, operation: str, shard_id: int, shard: Shard,
+                   batch: list[Claimed], tagset: Any, limiter: ShardLimiter, *,
+                   acquired: bool = False, credentials_retry: bool = True) -> Sent:
+        if not acquired:
+            await limiter.acquire()
+        api = OPERATIONS[operation]
+        arns = [c.arn for c in batch]
+        started = time.monotonic()
+        self.stats.requests[api] += 1
+        self.stats.arns_sent += len(arns)
+        failure: Failure | None = None
+        failed_map: dict[str, Any] = {}
+        access_error = False
+        try:
+            client = await self.clients.tagging(shard)
+            if operation == "tag":
+                resp = await client.tag_resources(ResourceARNList=arns, Tags=tagset)
+            else:
+                resp = await client.untag_resources(ResourceARNList=arns, TagKeys=tagset)
+            failed_map = resp.get("FailedResourcesMap") or {}
+        except Exception as exc:  # noqa: BLE001 - a call error is judged; a bug re-raised
+            if not is_call_error(exc):
+                raise
+            failure = failure_of(exc)
+            access_error = type(exc).__name__ == "AccountAccessError"
+        seconds = time.monotonic() - started
+        self.stats.batch_seconds.append(seconds)
+        self.metrics.batch(api, shard, seconds)
+        if len(self.stats.batch_seconds) > 10000:
+            del self.stats.batch_seconds[:5000]
+
+        if failure is None:
+            self._record_response(job_id, shard_id, batch, failed_map)
+            return Sent()
+        self.stats.call_errors[failure.code] += 1
+        verdict = classify_call_error(failure, len(batch))
+        if access_error and failure.status is None and verdict is Verdict.TRANSIENT:
+            verdict = Verdict.UNREACHABLE  # STS cannot be reached: the same outage
+        if verdict is Verdict.UNREACHABLE:
+            self.stats.unreachable_calls += 1
+            self.on_requeue(shard_id)
+            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
+                                      failure.code, failure.status, failure.message)
+                              for c in batch)
+            return Sent(unreachable=failure)
+        if verdict is Verdict.SPLIT:
+            self.stats.splits += 1
+            for half in split_batch(batch):
+                sent = await self.send(job_id, operation, shard_id, shard, half, tagset, limiter)
+                if sent.unreachable is not None:
+                    return sent
+            return Sent()
+        if access_error and verdict is Verdict.PERMANENT and \
+                self.settings.on_access_error == "pause":
+            # The account, not the items, is at fault: park its items, keep the rest going.
+            if await self.store.pause_account(job_id, shard.account, failure.message):
+                log.warning("account_paused", job=job_id, account=shard.account,
+                            reason=failure.message, hint=f"bulktag resume {job_id}")
+            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
+                                      failure.code, failure.status, failure.message)
+                              for c in batch)
+            return Sent()
+        if verdict is Verdict.CREDENTIALS and credentials_retry:
+            log.info("credentials_refresh", shard=str(shard), code=failure.code)
+            await self.clients.invalidate(shard)
+            return await self.send(job_id, operation, shard_id, shard, batch, tagset, limiter,
+                                   credentials_retry=False)
+        if verdict is Verdict.CREDENTIALS:
+            verdict = Verdict.TRANSIENT  # fresh credentials did not help: spend an attempt
+        if verdict is Verdict.THROTTLE:
+            self.stats.throttled_calls += 1
+            self.metrics.throttle(api, shard)
+            if limiter.on_throttle():
+                log.info("shard_slowed", shard=str(shard), operation=api,
+                         rate=round(limiter.rate, 2))
+        self.on_requeue(shard_id)
+        self.recorder.add(self.outcome(job_id, c, verdict, failure) for c in batch)
+        return Sent()
+
+    def _record_response(self, job_id: int, shard_id: int, batch: list[Claimed],
+                         failed_map: dict[str, Any]) -> None:
+        """Queue the outcomes of a 200 answer."""
+        outcomes = []
+        for c in batch:
+            info = failed_map.get(c.arn)
+            if info is None:
+                outcomes.append(Outcome(c.id, ItemState.SUCCEEDED, c.attempts + 1))
+                self.stats.finished[job_id] += 1
+                continue
+            failure = Failure(str(info.get("ErrorCode") or "Unknown"), info.get("StatusCode"),
+                              str(info.get("ErrorMessage") or ""))
+            self.stats.resource_errors[failure.code] += 1
+            verdict = classify_resource_error(failure)
+            if verdict is Verdict.THROTTLE:
+                # The owning service's quota: this item backs off on its attempt budget (a
+                # service that never stops refusing cannot hold the run open); the shard's
+                # Tagging API rate is not the one at fault and is left alone.
+                self.stats.throttled_resources += 1
+                verdict = Verdict.TRANSIENT
+            outcomes.append(self.outcome(job_id, c, verdict, failure))
+        if failed_map:
+            self.on_requeue(shard_id)
+        self.recorder.add(outcomes)
+
+    def outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
+        now = time.time()
+        if verdict is Verdict.THROTTLE:
+            # The quota, not the item: back to the queue without spending an attempt.
+            delay = self.settings.throttle_retry_delay * (1 + self.rng.random())
+            return Outcome(c.id, ItemState.PENDING, c.attempts, now + delay, failure.code,
+                           failure.status, failure.message)
+        attempts = c.attempts + 1
+        if verdict is Verdict.TRANSIENT and attempts < self.settings.max_attempts:
+            delay = backoff_delay(attempts, base=self.settings.backoff_base,
+                                  cap=self.settings.backoff_cap, rng=self.rng)
+            return Outcome(c.id, ItemState.PENDING, attempts, now + delay, failure.code,
+                           failure.status, failure.message)
+        self.stats.finished[job_id] += 1
+        message = failure.message
+        if verdict is Verdict.TRANSIENT:
+            message = f"gave up after {attempts} attempts: {message}"
+        return Outcome(c.id, ItemState.FAILED, attempts, 0.0, failure.code, failure.status,
+                       message)

@@ -1,0 +1,21 @@
+"""The Resource Groups Tagging API's limits, in one place (DESIGN.md, the API reference).
+
+Everything that sizes a call, a page or a tag map reads them from here.
+"""
+
+from __future__ import annotations
+
+ARNS_PER_TAG_CALL = 20  #: TagResources / UntagResources take 1-20 ARNs
+ARNS_PER_READ = 100  #: GetResources: ResourceARNList of at most 100
+PAGE_SIZE = 100  #: GetResources: ResourcesPerPage of at most 100
+TAGS_PER_CALL = 50  #: TagResources: 1-50 tags; UntagResources: 1-50 keys
+TAGS_PER_RESOURCE = 50  #: user tags a resource may carry
+KEY_MAX = 128  #: characters in a tag key
+VALUE_MAX = 256  #: characters in a tag value
+RESOURCE_TYPE_FILTERS_MAX = 100
+RESERVED_PREFIX = "aws:"  #: in any letter case
+PAGINATION_TOKEN_SECONDS = 15 * 60  #: a GetResources pagination token lives this long
+
+#: documented requests per second per account and region
+QUOTAS = {"TagResources": 5.0, "UntagResources": 5.0, "GetResources": 15.0,
+          "GetTagKeys": 5.0, "GetTagValues": 5.0}
