@@ -1,4 +1,5 @@
-"""The service commands of the CLI: `daemon`, `sync ...` and `priority`.
+"""The service commands of the CLI: `daemon`, `sync ...`, `priority`, `workers` and
+`store copy`.
 
 Kept apart from cli.py so that building the parser stays cheap: the daemon, the sync engine and
 aiobotocore are imported only when one of these commands runs.
@@ -7,6 +8,7 @@ aiobotocore are imported only when one of these commands runs.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -64,6 +66,23 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     a.add_argument("name", metavar="NAME")
     a.add_argument("--json", action="store_true")
     common(a)
+
+    p = sub.add_parser("workers", help="live workers of the store: host, pid, heartbeat, shards")
+    p.add_argument("--json", action="store_true")
+    common(p)
+
+    p = sub.add_parser("store", help="whole-store operations")
+    actions = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    a = actions.add_parser(
+        "copy", help="copy every job, item and sync rule to another, empty store",
+        epilog="SRC and DST are store paths (SQLite) or postgresql:// URLs, either way round. "
+               "Job ids are kept. Refused (exit 2) when DST holds jobs or sync rules, or when "
+               "a live worker works SRC; leases of workers that are gone are released first.")
+    a.add_argument("src", metavar="SRC")
+    a.add_argument("dst", metavar="DST")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.add_argument("--config", help="config file (owner_stale_seconds decides which workers "
+                   "are gone)")
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -206,6 +225,49 @@ async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, na
     return code
 
 
+async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import emit
+    from .store import Store
+    from .workers import list_workers, render_workers
+
+    async with await Store.open(settings.db, create=False) as store:
+        listed = await list_workers(store, settings)
+    emit(args, {"workers": listed}, render_workers(listed))
+    return 0
+
+
+async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import UsageError, emit
+    from .storecopy import CopyProgress, CopyRefused, copy_store
+
+    tty = sys.stderr.isatty()
+
+    def progress(p: CopyProgress) -> None:
+        end = "\n" if p.phase == "done" else ""
+        print(f"\rcopy: {p.phase:<5} {p.jobs} jobs, {p.items_done}/{p.items_total} items, "
+              f"{p.seconds:.0f}s", end=end, file=sys.stderr, flush=True)
+
+    try:
+        result = await copy_store(args.src, args.dst, progress=progress if tty else None,
+                                  stale_seconds=settings.owner_stale_seconds)
+    except CopyRefused as exc:
+        raise UsageError(f"store copy refused: {exc}") from None
+    notes = []
+    if result.released_leases:
+        notes.append(f"released {result.released_leases} items leased by workers that are gone "
+                     "(on the source)")
+    if result.skipped_preparing:
+        notes.append("skipped jobs still being submitted: "
+                     + ", ".join(map(str, result.skipped_preparing)))
+    emit(args, result.to_json(),
+         f"copied {result.jobs} jobs ({result.items} items, {result.discoveries} discovery "
+         f"walks, {result.paused_accounts} paused accounts) and {result.sync_rules} sync rules "
+         f"({result.sync_members} members) from {result.source} to {result.destination} in "
+         f"{result.seconds:.1f}s" + "".join(f"\n  {n}" for n in notes))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
     "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync,
+    "workers": cmd_workers, "store": cmd_store,
 }

@@ -10,6 +10,7 @@ from .models import (
     Claimed,
     Counts,
     Discovery,
+    ItemRecord,
     ItemState,
     Job,
     JobOptions,
@@ -17,11 +18,13 @@ from .models import (
     NewItem,
     NewSyncRule,
     Outcome,
+    PausedAccount,
     QueueTotals,
     ReportRow,
     Runnable,
     StoreError,
     SucceededItem,
+    SyncMember,
     SyncRule,
     Worker,
     new_owner_token,
@@ -29,8 +32,9 @@ from .models import (
 )
 
 __all__ = [
-    "ITEM_STATES", "JOB_DONE", "TERMINAL", "Claimed", "Counts", "Discovery", "ItemState", "Job",
-    "JobOptions", "JobState", "NewItem", "NewSyncRule", "Outcome", "QueueTotals", "ReportRow",
-    "Runnable", "Store", "StoreError", "SucceededItem", "SyncRule", "Worker", "is_postgres_url",
-    "new_owner_token", "tagset_body",
+    "ITEM_STATES", "JOB_DONE", "TERMINAL", "Claimed", "Counts", "Discovery", "ItemRecord",
+    "ItemState", "Job", "JobOptions", "JobState", "NewItem", "NewSyncRule", "Outcome",
+    "PausedAccount", "QueueTotals", "ReportRow", "Runnable", "Store", "StoreError",
+    "SucceededItem", "SyncMember", "SyncRule", "Worker", "is_postgres_url", "new_owner_token",
+    "tagset_body",
 ]

@@ -10,7 +10,10 @@ sees SQL, a connection or a private attribute. A backend guarantees:
   recording over at-least-once sending); an owner whose heartbeat is stale loses its leases;
 - a shard is driven by one owner at a time through a shard lease renewed with the heartbeat;
 - counts per (job, shard, state) and per error code are kept as items change, so `status`
-  reads a handful of rows on any job size.
+  reads a handful of rows on any job size;
+- a store can be copied to another of either kind (`bulktag store copy`, `storecopy.py`):
+  the `export_*`/`import_*` methods move every row with its id, a page at a time, and
+  `finish_import` moves the destination's id generators past what was imported.
 """
 
 from __future__ import annotations
@@ -18,23 +21,26 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from ..arn import Shard
 from .models import (
     Claimed,
     Counts,
     Discovery,
+    ItemRecord,
     Job,
     JobOptions,
     JobState,
     NewItem,
     NewSyncRule,
     Outcome,
+    PausedAccount,
     QueueTotals,
     ReportRow,
     Runnable,
     SucceededItem,
+    SyncMember,
     SyncRule,
     Worker,
 )
@@ -70,7 +76,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -306,3 +312,54 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def totals(self) -> QueueTotals: ...
+
+    # -- moving a store (bulktag store copy) -------------------------------------------------
+    # Export reads pages by id (flat memory); import writes rows with the ids they had, so
+    # `bulktag status 7` names the same job after the move. Imports expect a destination
+    # without jobs or sync rules (the caller checks); an id already taken raises StoreError.
+
+    @abc.abstractmethod
+    async def lease_holders(self) -> dict[str, int]:
+        """owner → how many items it holds leased right now (expired leases included)."""
+
+    @abc.abstractmethod
+    async def import_job(self, job: Job) -> None:
+        """Insert a job with its id and every column (no preparing owner)."""
+
+    @abc.abstractmethod
+    async def export_items(self, after_id: int, limit: int,
+                           job_id: int | None = None) -> list[ItemRecord]:
+        """Up to `limit` items with id > after_id in id order (of one job, or of all)."""
+
+    @abc.abstractmethod
+    async def import_items(self, records: Sequence[ItemRecord]) -> int:
+        """Insert items with their ids and every column in one transaction, creating their
+        shards and tagsets as needed and adding them to counts and error_counts."""
+
+    @abc.abstractmethod
+    async def import_discoveries(self, records: Sequence[Discovery]) -> None:
+        """Insert discovery walks with their ids (none running: owner is not copied)."""
+
+    @abc.abstractmethod
+    async def export_paused_accounts(self, job_id: int) -> list[PausedAccount]: ...
+
+    @abc.abstractmethod
+    async def import_paused_accounts(self, job_id: int,
+                                     accounts: Sequence[PausedAccount]) -> None: ...
+
+    @abc.abstractmethod
+    async def import_sync_rule(self, rule: SyncRule) -> None:
+        """Insert a rule with its id and every column (`list_sync_rules` exports them)."""
+
+    @abc.abstractmethod
+    async def export_sync_members(self, rule_id: int, after_arn: str,
+                                  limit: int) -> list[SyncMember]:
+        """Up to `limit` members of a rule with ARN > after_arn, in ARN order."""
+
+    @abc.abstractmethod
+    async def import_sync_members(self, rule_id: int, members: Sequence[SyncMember]) -> None: ...
+
+    @abc.abstractmethod
+    async def finish_import(self) -> None:
+        """Move id generators past the highest imported ids (PostgreSQL identities; SQLite
+        takes max(id) + 1 by itself), so jobs made later never collide."""

@@ -219,6 +219,49 @@ class Discovery:
     found: int
     restarts: int
     error: str | None
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """One item with every column, as `store copy` moves it between stores. The shard and the
+    tagset travel by value (a store's shard and tagset ids are its own); invalid items have
+    neither."""
+
+    id: int
+    job_id: int
+    arn: str
+    shard: Shard | None
+    tagset: str | None  # canonical body
+    state: ItemState
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_expires_at: float | None
+    error_code: str | None
+    http_status: int | None
+    message: str | None
+    finished_at: float | None
+    line: int | None
+    verified_at: float | None
+    drift: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PausedAccount:
+    account: str
+    reason: str
+    paused_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMember:
+    """A resource a tag-sync rule applied its tags to."""
+
+    arn: str
+    applied: str  # JSON of the tags applied
+    digest: str  # sha256 of applied
+    last_seen_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,17 +63,21 @@ from .models import (
     Claimed,
     Counts,
     Discovery,
+    ItemRecord,
+    ItemState,
     Job,
     JobOptions,
     JobState,
     NewItem,
     NewSyncRule,
     Outcome,
+    PausedAccount,
     QueueTotals,
     ReportRow,
     Runnable,
     StoreError,
     SucceededItem,
+    SyncMember,
     SyncRule,
     Worker,
     owner_host_pid,
@@ -781,6 +785,107 @@ class PostgresStore(Store):
         rules = {r[0]: int(r[1]) for r in await self._all(Q["sync_rule_status_counts"])}
         return QueueTotals(items, job_items, jobs, rules)
 
+    # -- moving a store --------------------------------------------------------------------
+    # Imports insert explicit ids, so none is safe to repeat after it may have landed
+    # (safe=False: a lost connection mid-write raises instead of inserting twice).
+
+    async def lease_holders(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in await self._all(Q["lease_holders"])}
+
+    async def import_job(self, job: Job) -> None:
+        try:
+            await self._write(Q["import_job"], (
+                job.id, job.name, job.operation, str(job.state), job.priority,
+                job.options.to_json(), job.created_at, job.started_at, job.finished_at,
+                job.updated_at, job.rate, job.reason), safe=False)
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreError(f"cannot import job {job.id} into {self.location}: {exc}") from None
+
+    async def export_items(self, after_id: int, limit: int,
+                           job_id: int | None = None) -> list[ItemRecord]:
+        if job_id is None:
+            rows = await self._all(Q["export_items"], (after_id, limit))
+        else:
+            rows = await self._all(Q["export_job_items"], (job_id, after_id, limit))
+        return [_item_record(r) for r in rows]
+
+    async def import_items(self, records: Sequence[ItemRecord]) -> int:
+        if not records:
+            return 0
+        shard_ids = await self._resolve_shards(r.shard for r in records if r.shard is not None)
+        tagset_ids = await self._resolve_tagsets(
+            r.tagset for r in records if r.tagset is not None)
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(17))
+        for r in records:
+            row = (r.id, r.job_id, r.arn, shard_ids[r.shard] if r.shard is not None else 0,
+                   tagset_ids[r.tagset] if r.tagset is not None else 0, str(r.state),
+                   r.attempts, r.next_attempt_at, r.lease_owner, r.lease_expires_at,
+                   r.error_code, r.http_status, r.message, r.finished_at, r.line, r.verified_at,
+                   r.drift)
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
+        try:
+            return await self._write(Q["import_items"], cols, safe=False)
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreError(f"cannot import items {records[0].id}..{records[-1].id} into "
+                             f"{self.location}: {exc}") from None
+
+    async def import_discoveries(self, records: Sequence[Discovery]) -> None:
+        if records:
+            await self._write(Q["import_discoveries"], tuple(
+                [getattr(d, f) for d in records]
+                for f in ("id", "job_id", "partition", "account", "region", "state", "token",
+                          "token_at", "pages", "found", "restarts", "error", "updated_at")),
+                safe=False)
+
+    async def export_paused_accounts(self, job_id: int) -> list[PausedAccount]:
+        return [PausedAccount(r[0], r[1], float(r[2]))
+                for r in await self._all(Q["paused_accounts"], (job_id,))]
+
+    async def import_paused_accounts(self, job_id: int,
+                                     accounts: Sequence[PausedAccount]) -> None:
+        if accounts:
+            await self._write(Q["import_paused_accounts"], (
+                job_id, [a.account for a in accounts], [a.reason for a in accounts],
+                [a.paused_at for a in accounts]), safe=False)
+
+    async def import_sync_rule(self, rule: SyncRule) -> None:
+        try:
+            await self._write(Q["import_sync_rule"], (
+                rule.id, rule.name, rule.tag_key, rule.tag_value, rule.resource_query,
+                json.dumps(rule.apply, sort_keys=True, ensure_ascii=False),
+                json.dumps(rule.regions), json.dumps(rule.accounts), rule.interval_seconds,
+                rule.status, rule.error, rule.created_at, rule.last_run_at, rule.next_run_at,
+                rule.members, rule.last_added, rule.last_removed, json.dumps(rule.last_jobs)),
+                safe=False)
+        except asyncpg.UniqueViolationError as exc:
+            raise StoreError(f"cannot import sync rule {rule.name!r} into {self.location}: "
+                             f"{exc}") from None
+
+    async def export_sync_members(self, rule_id: int, after_arn: str,
+                                  limit: int) -> list[SyncMember]:
+        return [SyncMember(r[0], r[1], r[2], float(r[3]))
+                for r in await self._all(Q["export_sync_members"], (rule_id, after_arn, limit))]
+
+    async def import_sync_members(self, rule_id: int, members: Sequence[SyncMember]) -> None:
+        if members:
+            await self._write(Q["import_sync_members"], (
+                rule_id, [m.arn for m in members], [m.applied for m in members],
+                [m.digest for m in members], [m.last_seen_at for m in members]), safe=False)
+
+    async def finish_import(self) -> None:
+        await self._all(Q["advance_identities"])
+
+
+def _item_record(row: Any) -> ItemRecord:
+    shard = Shard(row[3], row[4], row[5]) if row[3] is not None else None
+    return ItemRecord(
+        id=int(row[0]), job_id=int(row[1]), arn=row[2], shard=shard, tagset=row[6],
+        state=ItemState(row[7]), attempts=int(row[8]), next_attempt_at=float(row[9]),
+        lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
+        http_status=row[13], message=row[14], finished_at=row[15],
+        line=None if row[16] is None else int(row[16]), verified_at=row[17], drift=row[18])
+
 
 def _job(row: Any) -> Job:
     return Job(
@@ -795,7 +900,8 @@ def _job(row: Any) -> Job:
 def _discovery(row: Any) -> Discovery:
     return Discovery(int(row["id"]), int(row["job_id"]), row["partition"], row["account"],
                      row["region"], row["state"], row["token"], row["token_at"],
-                     int(row["pages"]), int(row["found"]), int(row["restarts"]), row["error"])
+                     int(row["pages"]), int(row["found"]), int(row["restarts"]), row["error"],
+                     row["updated_at"])
 
 
 def _sync_rule(row: Any) -> SyncRule:

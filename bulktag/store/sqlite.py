@@ -18,6 +18,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,17 +33,21 @@ from .models import (
     Claimed,
     Counts,
     Discovery,
+    ItemRecord,
+    ItemState,
     Job,
     JobOptions,
     JobState,
     NewItem,
     NewSyncRule,
     Outcome,
+    PausedAccount,
     QueueTotals,
     ReportRow,
     Runnable,
     StoreError,
     SucceededItem,
+    SyncMember,
     SyncRule,
     Worker,
     owner_host_pid,
@@ -798,6 +803,126 @@ class SqliteStore(Store):
         rules = {r[0]: int(r[1]) for r in await self._all(Q["sync_rule_status_counts"])}
         return QueueTotals(items, job_items, jobs, rules)
 
+    # -- moving a store --------------------------------------------------------------------
+
+    async def lease_holders(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in await self._all(Q["lease_holders"])}
+
+    async def import_job(self, job: Job) -> None:
+        try:
+            await self._write(Q["import_job"], {
+                "id": job.id, "name": job.name, "operation": job.operation,
+                "state": str(job.state), "priority": job.priority,
+                "options": job.options.to_json(), "created_at": job.created_at,
+                "started_at": job.started_at, "finished_at": job.finished_at,
+                "updated_at": job.updated_at, "rate": job.rate, "reason": job.reason})
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"cannot import job {job.id} into {self.location}: {exc}") from None
+
+    async def export_items(self, after_id: int, limit: int,
+                           job_id: int | None = None) -> list[ItemRecord]:
+        if job_id is None:
+            rows = await self._all(Q["export_items"], (after_id, limit))
+        else:
+            rows = await self._all(Q["export_job_items"], (job_id, after_id, limit))
+        return [_item_record(r) for r in rows]
+
+    async def import_items(self, records: Sequence[ItemRecord]) -> int:
+        if not records:
+            return 0
+        try:
+            return await self._import_items(records)
+        except BaseException as exc:
+            self._shard_ids.clear()
+            self._shards_by_id.clear()
+            self._tagset_ids.clear()
+            self._tagsets_by_id.clear()
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise StoreError(f"cannot import items {records[0].id}..{records[-1].id} into "
+                                 f"{self.location}: {exc}") from None
+            raise
+
+    async def _import_items(self, records: Sequence[ItemRecord]) -> int:
+        """One executemany; counters added up here from the records (an id conflict aborts
+        the whole page, so every record counted was inserted)."""
+        counts: Counter[tuple[int, int, str]] = Counter()
+        errors: Counter[tuple[int, str]] = Counter()
+        async with self.transaction():
+            if self._count_trigger is None:
+                cur = await self.db.execute(Q["has_count_trigger"])
+                self._count_trigger = await cur.fetchone() is not None
+                await cur.close()
+            rows = []
+            for r in records:
+                sid = await self._shard_id(r.shard) if r.shard is not None else 0
+                tid = await self._tagset_id(r.tagset) if r.tagset is not None else 0
+                rows.append((r.id, r.job_id, r.arn, sid, tid, str(r.state), r.attempts,
+                             r.next_attempt_at, r.lease_owner, r.lease_expires_at, r.error_code,
+                             r.http_status, r.message, r.finished_at, r.line, r.verified_at,
+                             r.drift))
+                counts[(r.job_id, sid, str(r.state))] += 1
+                if r.state in (ItemState.FAILED, ItemState.INVALID):
+                    errors[(r.job_id, r.error_code or "Unknown")] += 1
+            cur = await self.db.executemany(Q["import_item"], rows)
+            await cur.close()
+            if not self._count_trigger:
+                await self.db.executemany(Q["import_counts"],
+                                          [(*k, n) for k, n in sorted(counts.items())])
+                await self.db.executemany(Q["import_error_counts"],
+                                          [(*k, n) for k, n in sorted(errors.items())])
+        return len(rows)
+
+    async def import_discoveries(self, records: Sequence[Discovery]) -> None:
+        async with self.transaction():
+            await self.db.executemany(Q["import_discovery"], [
+                (d.id, d.job_id, d.partition, d.account, d.region, d.state, d.token, d.token_at,
+                 d.pages, d.found, d.restarts, d.error, d.updated_at) for d in records])
+
+    async def export_paused_accounts(self, job_id: int) -> list[PausedAccount]:
+        return [PausedAccount(r[0], r[1], float(r[2]))
+                for r in await self._all(Q["paused_accounts"], (job_id,))]
+
+    async def import_paused_accounts(self, job_id: int,
+                                     accounts: Sequence[PausedAccount]) -> None:
+        async with self.transaction():
+            await self.db.executemany(Q["import_paused_account"], [
+                (job_id, a.account, a.reason, a.paused_at) for a in accounts])
+
+    async def import_sync_rule(self, rule: SyncRule) -> None:
+        try:
+            await self._write(Q["import_sync_rule"], (
+                rule.id, rule.name, rule.tag_key, rule.tag_value, rule.resource_query,
+                json.dumps(rule.apply, sort_keys=True, ensure_ascii=False),
+                json.dumps(rule.regions), json.dumps(rule.accounts), rule.interval_seconds,
+                rule.status, rule.error, rule.created_at, rule.last_run_at, rule.next_run_at,
+                rule.members, rule.last_added, rule.last_removed, json.dumps(rule.last_jobs)))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"cannot import sync rule {rule.name!r} into {self.location}: "
+                             f"{exc}") from None
+
+    async def export_sync_members(self, rule_id: int, after_arn: str,
+                                  limit: int) -> list[SyncMember]:
+        return [SyncMember(r[0], r[1], r[2], float(r[3]))
+                for r in await self._all(Q["export_sync_members"], (rule_id, after_arn, limit))]
+
+    async def import_sync_members(self, rule_id: int, members: Sequence[SyncMember]) -> None:
+        async with self.transaction():
+            await self.db.executemany(Q["import_sync_member"], [
+                (rule_id, m.arn, m.applied, m.digest, m.last_seen_at) for m in members])
+
+    async def finish_import(self) -> None:
+        """Nothing to move: an INTEGER PRIMARY KEY takes max(id) + 1."""
+
+
+def _item_record(row: Any) -> ItemRecord:
+    shard = Shard(row[3], row[4], row[5]) if row[3] is not None else None
+    return ItemRecord(
+        id=int(row[0]), job_id=int(row[1]), arn=row[2], shard=shard, tagset=row[6],
+        state=ItemState(row[7]), attempts=int(row[8]), next_attempt_at=float(row[9]),
+        lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
+        http_status=row[13], message=row[14], finished_at=row[15], line=row[16],
+        verified_at=row[17], drift=row[18])
+
 
 def _job(row: sqlite3.Row) -> Job:
     return Job(
@@ -812,7 +937,7 @@ def _job(row: sqlite3.Row) -> Job:
 def _discovery(row: sqlite3.Row) -> Discovery:
     return Discovery(row["id"], row["job_id"], row["partition"], row["account"], row["region"],
                      row["state"], row["token"], row["token_at"], row["pages"], row["found"],
-                     row["restarts"], row["error"])
+                     row["restarts"], row["error"], row["updated_at"])
 
 
 def _sync_rule(row: sqlite3.Row) -> SyncRule:

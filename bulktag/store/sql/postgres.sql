@@ -137,7 +137,8 @@ SELECT state, sum(n)::bigint FROM counts WHERE job_id = $1 GROUP BY state;
 SELECT shard_id, state, n FROM counts WHERE job_id = $1 AND n > 0;
 
 -- name: error_counts
-SELECT error_code, n FROM error_counts WHERE job_id = $1 AND n > 0 ORDER BY n DESC LIMIT $2;
+SELECT error_code, n FROM error_counts WHERE job_id = $1 AND n > 0 ORDER BY n DESC, error_code
+LIMIT $2;
 
 -- name: error_example
 SELECT arn, http_status, message FROM items
@@ -414,3 +415,87 @@ ORDER BY j.id, c.state;
 
 -- name: metrics_jobs_by_state
 SELECT state, count(*) FROM jobs GROUP BY state;
+
+-- name: lease_holders
+SELECT lease_owner, count(*) FROM items WHERE state = 'leased' GROUP BY lease_owner;
+
+-- name: import_job
+-- $1 id, $2 name, $3 operation, $4 state, $5 priority, $6 options (JSON text), $7 created_at,
+-- $8 started_at, $9 finished_at, $10 updated_at, $11 rate, $12 reason
+INSERT INTO jobs (id, name, operation, state, priority, options, owner, created_at, started_at,
+                  finished_at, updated_at, rate, reason)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, NULL, $7, $8, $9, $10, $11, $12);
+
+-- name: export_items
+-- Every column of a page of items, the shard and tagset by value (ids are per store).
+SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
+       i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line, i.verified_at, i.drift
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.id > $1 ORDER BY i.id LIMIT $2;
+
+-- name: export_job_items
+SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
+       i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line, i.verified_at, i.drift
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
+
+-- name: import_items
+-- Parallel arrays, one per column, in the items table's order. The insert trigger keeps the
+-- counters, as for add_items.
+INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
+                   lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
+                   line, verified_at, drift)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::text[], $7::integer[], $8::float8[], $9::text[], $10::float8[],
+                     $11::text[], $12::integer[], $13::text[], $14::float8[], $15::bigint[],
+                     $16::float8[], $17::text[]);
+
+-- name: import_discoveries
+-- Parallel arrays: $1 id, $2 job, $3 partition, $4 account, $5 region, $6 state, $7 token,
+-- $8 token_at, $9 pages, $10 found, $11 restarts, $12 error, $13 updated_at
+INSERT INTO discoveries (id, job_id, partition, account, region, state, owner, token, token_at,
+                         pages, found, restarts, error, updated_at)
+SELECT id, job_id, partition, account, region, state, NULL, token, token_at, pages, found,
+       restarts, error, updated_at
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::float8[], $9::integer[], $10::bigint[], $11::integer[], $12::text[],
+            $13::float8[])
+     AS d(id, job_id, partition, account, region, state, token, token_at, pages, found,
+          restarts, error, updated_at);
+
+-- name: import_paused_accounts
+-- $1 job, then parallel arrays $2 account, $3 reason, $4 paused_at
+INSERT INTO paused_accounts (job_id, account, reason, paused_at)
+SELECT $1, a, r, p FROM unnest($2::text[], $3::text[], $4::float8[]) AS u(a, r, p);
+
+-- name: import_sync_rule
+INSERT INTO sync_rules (id, name, tag_key, tag_value, resource_query, apply_tags, regions,
+                        accounts, interval_seconds, status, error, created_at, last_run_at,
+                        next_run_at, members, last_added, last_removed, last_jobs)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14, $15,
+        $16, $17, $18::jsonb);
+
+-- name: export_sync_members
+SELECT arn, applied, digest, last_seen_at FROM sync_members
+WHERE rule_id = $1 AND arn > $2 ORDER BY arn LIMIT $3;
+
+-- name: import_sync_members
+-- $1 rule, then parallel arrays $2 arn, $3 applied, $4 digest, $5 last_seen_at
+INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[]);
+
+-- name: advance_identities
+-- After rows were inserted with their own ids: the next generated id of each table follows
+-- the highest one present (never goes back below where the sequence already was).
+SELECT setval(pg_get_serial_sequence(t, 'id'),
+              greatest(m, (SELECT last_value FROM pg_sequences
+                           WHERE format('%I.%I', schemaname, sequencename)
+                                 = pg_get_serial_sequence(t, 'id'))),
+              true)
+FROM (VALUES ('jobs', (SELECT max(id) FROM jobs)), ('items', (SELECT max(id) FROM items)),
+             ('shards', (SELECT max(id) FROM shards)), ('tagsets', (SELECT max(id) FROM tagsets)),
+             ('discoveries', (SELECT max(id) FROM discoveries)),
+             ('sync_rules', (SELECT max(id) FROM sync_rules))) AS v(t, m)
+WHERE m IS NOT NULL;

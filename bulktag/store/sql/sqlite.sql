@@ -74,11 +74,12 @@ SELECT state, sum(n) FROM counts WHERE job_id = ? GROUP BY state;
 SELECT shard_id, state, n FROM counts WHERE job_id = ? AND n > 0;
 
 -- name: error_counts
-SELECT error_code, n FROM error_counts WHERE job_id = ? AND n > 0 ORDER BY n DESC LIMIT ?;
+SELECT error_code, n FROM error_counts WHERE job_id = ? AND n > 0 ORDER BY n DESC, error_code
+LIMIT ?;
 
 -- name: error_example
 SELECT arn, http_status, message FROM items
-WHERE job_id = ? AND state IN ('failed', 'invalid') AND error_code = ? LIMIT 1;
+WHERE job_id = ? AND state IN ('failed', 'invalid') AND error_code = ? ORDER BY id LIMIT 1;
 
 -- name: runnable
 -- (job, shard) pairs with pending work in jobs that may run, best priority first.
@@ -354,3 +355,64 @@ SELECT shard_id, owner, expires_at FROM shard_leases WHERE expires_at >= ?;
 
 -- name: workers
 SELECT owner, host, pid, started_at, heartbeat_at FROM owners ORDER BY started_at;
+
+-- name: lease_holders
+SELECT lease_owner, count(*) FROM items INDEXED BY items_leased
+WHERE state = 'leased' GROUP BY lease_owner;
+
+-- name: import_job
+INSERT INTO jobs (id, name, operation, state, priority, options, owner, created_at, started_at,
+                  finished_at, updated_at, rate, reason)
+VALUES (:id, :name, :operation, :state, :priority, :options, NULL, :created_at, :started_at,
+        :finished_at, :updated_at, :rate, :reason);
+
+-- name: export_items
+-- Every column of a page of items, the shard and tagset by value (ids are per store).
+SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
+       i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line, i.verified_at, i.drift
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.id > ? ORDER BY i.id LIMIT ?;
+
+-- name: export_job_items
+SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
+       i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line, i.verified_at, i.drift
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.job_id = ? AND i.id > ? ORDER BY i.id LIMIT ?;
+
+-- name: import_item
+INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
+                   lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
+                   line, verified_at, drift)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: import_counts
+-- Counters of imported items, added up by the caller (SQLite counts inserts itself).
+INSERT INTO counts (job_id, shard_id, state, n) VALUES (?, ?, ?, ?)
+ON CONFLICT (job_id, shard_id, state) DO UPDATE SET n = n + excluded.n;
+
+-- name: import_error_counts
+INSERT INTO error_counts (job_id, error_code, n) VALUES (?, ?, ?)
+ON CONFLICT (job_id, error_code) DO UPDATE SET n = n + excluded.n;
+
+-- name: import_discovery
+INSERT INTO discoveries (id, job_id, partition, account, region, state, owner, token, token_at,
+                         pages, found, restarts, error, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: import_paused_account
+INSERT INTO paused_accounts (job_id, account, reason, paused_at) VALUES (?, ?, ?, ?);
+
+-- name: import_sync_rule
+INSERT INTO sync_rules (id, name, tag_key, tag_value, resource_query, apply_tags, regions,
+                        accounts, interval_seconds, status, error, created_at, last_run_at,
+                        next_run_at, members, last_added, last_removed, last_jobs)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: export_sync_members
+SELECT arn, applied, digest, last_seen_at FROM sync_members
+WHERE rule_id = ? AND arn > ? ORDER BY arn LIMIT ?;
+
+-- name: import_sync_member
+INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at) VALUES (?, ?, ?, ?, ?);
