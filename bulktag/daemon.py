@@ -216,7 +216,7 @@ class Daemon:
         while not self._stop.is_set():
             try:
                 live = await sample_jobs(self.store, live, interval=SAMPLE_SECONDS)
-            except Exception:  # noqa: BLE001 - a store hiccup: a gap in the chart, no more
+            except Exception:  # a store hiccup: a gap in the chart, no more
                 self.log.exception("sampling_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), SAMPLE_SECONDS)

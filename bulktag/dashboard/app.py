@@ -29,7 +29,7 @@ from ..control import ControlError, JobNotFound, control_job
 from ..report import build_manifest, manifest_bytes, report_chunks, rows_file_name
 from ..store import JOB_DONE, Job, Store
 from . import chart as charts
-from .security import NONCE_KEY, check_action, new_nonce, security_headers
+from .security import check_action, new_nonce, security_headers
 
 RECENT_FINISHED = 30  # finished jobs listed on / after every unfinished one
 LAST_FAILURES = 20
@@ -115,16 +115,17 @@ class Dashboard:
 
     @staticmethod
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:
-        for name, value in security_headers(request.get(NONCE_KEY)).items():
+        # Pages set their own (with their script nonce) first; everything else gets these.
+        for name, value in security_headers(None).items():
             response.headers.setdefault(name, value)
 
     def _page(self, request: web.Request, template: str, **context: Any) -> web.Response:
         nonce = new_nonce()
-        request[NONCE_KEY] = nonce
         body = self.templates.get_template(template).render(
             nonce=nonce, poll_ms=POLL_MS, actions_enabled=bool(self.settings.ui_token),
             **context)
-        return web.Response(text=body, content_type="text/html", charset="utf-8")
+        return web.Response(text=body, content_type="text/html", charset="utf-8",
+                            headers=security_headers(nonce))
 
     async def _job(self, request: web.Request) -> Job:
         job = await self.store.get_job(int(request.match_info["job"]))

@@ -60,8 +60,8 @@ def _nice_ceiling(value: float) -> float:
     """1, 2, 2.5 or 5 times a power of ten, at or above value (an axis maximum)."""
     if value <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    exp: float = 10.0 ** math.floor(math.log10(value))
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value <= step * exp:
             return step * exp
     return 10 * exp

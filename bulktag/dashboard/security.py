@@ -22,8 +22,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-NONCE_KEY = "bulktag_csp_nonce"  # where a request keeps its nonce (aiohttp request[...])
-
 
 def new_nonce() -> str:
     return secrets.token_urlsafe(18)
