@@ -81,6 +81,7 @@ class Settings:
     # `Authorization: Bearer` header; unset, the dashboard is read-only. At least 16 printable
     # characters without spaces; keep it out of the config file's history (BULKTAG_UI_TOKEN).
     ui_token: str | None = None
+    sample_seconds: float = 10.0  # the daemon's throughput samples for the dashboard's chart
 
     def rate_for(self, operation: str) -> float:
         """Requests/s per shard for an API operation."""
@@ -95,7 +96,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _CHOICES = {"log_format": ("auto", "console", "json"),
             "log_level": ("debug", "info", "warning", "error")}
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
-             "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout"}
+             "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
+             "sample_seconds"}
 
 
 def _number(value: Any, whole: bool) -> float:

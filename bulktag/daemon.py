@@ -210,16 +210,17 @@ class Daemon:
 
     async def _sample_loop(self) -> None:
         """Throughput samples of live jobs for the dashboard's chart, from the counters."""
-        from .dashboard import SAMPLE_SECONDS, sample_jobs
+        from .dashboard import sample_jobs
 
         live: set[int] = set()
         while not self._stop.is_set():
+            interval = self.settings.sample_seconds
             try:
-                live = await sample_jobs(self.store, live, interval=SAMPLE_SECONDS)
+                live = await sample_jobs(self.store, live, interval=interval)
             except Exception:  # a store hiccup: a gap in the chart, no more
                 self.log.exception("sampling_failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), SAMPLE_SECONDS)
+                await asyncio.wait_for(self._stop.wait(), interval)
 
     def _throttles_by_shard(self) -> dict[Shard, int]:
         by_shard: dict[Shard, int] = {}

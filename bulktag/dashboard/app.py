@@ -165,6 +165,7 @@ class Dashboard:
         detail["throughput"] = [{"at": at, "rate": round(rate, 2)}
                                 for at, rate in charts.throughput(samples)]
         detail["samples"] = len(samples)
+        detail["sample_seconds"] = self.settings.sample_seconds
         detail["last_failures"] = [
             {"arn": r.arn, "account": r.account, "region": r.region, "state": r.state,
              "attempts": r.attempts, "error_code": r.error_code, "http_status": r.http_status,
@@ -201,7 +202,8 @@ class Dashboard:
 
     def chart(self, throughput: list[dict[str, Any]]) -> str:
         built = charts.build_chart([(p["at"], p["rate"]) for p in throughput])
-        return self.templates.get_template("chart.svg").render(chart=built)
+        return self.templates.get_template("chart.svg").render(
+            chart=built, sample_seconds=self.settings.sample_seconds)
 
     # -- pages -----------------------------------------------------------------------------
 

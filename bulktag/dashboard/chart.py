@@ -48,6 +48,7 @@ class Chart:
     width: int
     height: int
     points: str  #: "x,y x,y ..." for <polyline points=...>, empty with no data
+    markers: list[tuple[float, float]]  #: the same points, for dots on short series
     area: str  #: the same line closed down to the x axis, for a filled <polygon>
     y_ticks: list[tuple[float, str]]  #: (y, label)
     x_labels: list[tuple[float, str, str]]  #: (x, text-anchor, label)
@@ -67,8 +68,8 @@ def _nice_ceiling(value: float) -> float:
     return 10 * exp
 
 
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M", time.localtime(ts))
+def _clock(ts: float, seconds: bool = False) -> str:
+    return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(ts))
 
 
 def build_chart(points: Sequence[tuple[float, float]], *, width: int = WIDTH,
@@ -78,7 +79,8 @@ def build_chart(points: Sequence[tuple[float, float]], *, width: int = WIDTH,
     top_value = _nice_ceiling(max((r for _, r in points), default=0.0) * 1.05)
     ticks = [(bottom - (bottom - top) * f, f"{top_value * f:g}") for f in (0, 0.25, 0.5, 0.75, 1)]
     if not points:
-        return Chart(width, height, "", "", ticks, [], 0.0, None, (left, top, right, bottom))
+        return Chart(width, height, "", [], "", ticks, [], 0.0, None,
+                     (left, top, right, bottom))
     t0, t1 = points[0][0], points[-1][0]
     span = max(t1 - t0, 1e-9)
 
@@ -88,10 +90,12 @@ def build_chart(points: Sequence[tuple[float, float]], *, width: int = WIDTH,
     def y(r: float) -> float:
         return bottom - (bottom - top) * r / top_value
 
-    coords = [f"{x(t):.1f},{y(r):.1f}" for t, r in points]
+    markers = [(x(t), y(r)) for t, r in points]
+    coords = [f"{mx:.1f},{my:.1f}" for mx, my in markers]
     area = " ".join([f"{x(t0):.1f},{bottom}", *coords, f"{x(t1):.1f},{bottom}"])
-    labels = [(float(left), "start", _clock(t0)), (float(right), "end", _clock(t1))]
-    if span >= 120:
-        labels.insert(1, ((left + right) / 2, "middle", _clock((t0 + t1) / 2)))
-    return Chart(width, height, " ".join(coords), area, ticks, labels,
+    short = span < PER_MINUTE_FROM
+    labels = [(float(left), "start", _clock(t0, short)), (float(right), "end", _clock(t1, short))]
+    if span >= 30:
+        labels.insert(1, ((left + right) / 2, "middle", _clock((t0 + t1) / 2, short)))
+    return Chart(width, height, " ".join(coords), markers, area, ticks, labels,
                  max(r for _, r in points), points[-1][1], (left, top, right, bottom))

@@ -117,7 +117,8 @@
       set("c-skipped", num(j.counts.skipped)); set("c-failed", num(j.failures));
       set("c-open", num(j.counts.pending + j.counts.leased)); set("c-rate", j.rate);
       set("c-eta", dur(j.eta_seconds)); set("c-elapsed", dur(j.elapsed_seconds));
-      set("samples", j.samples + " sample(s), taken by the daemon about every 10 s; ARNs/s between samples (per minute from ten minutes on).");
+      set("samples", j.samples + " sample(s), taken by the daemon every " + j.sample_seconds +
+        " s; ARNs/s between samples (per minute from ten minutes on).");
       var p = document.getElementById("progress");
       p.replaceChildren(bar(j.progress));
       fill("shards", j.shards.map(function (r) {
