@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--quick] [--only NAME]
 
-NAME: throughput, alternatives, local_cost, enqueue (comma-separated for several).
+NAME: throughput, alternatives, local_cost, enqueue, dashboard (comma-separated for several).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alternatives  # noqa: E402
+import dashboard  # noqa: E402
 import enqueue  # noqa: E402
 import local_cost  # noqa: E402
 import throughput  # noqa: E402
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "alternatives": alternatives.run,
     "local_cost": local_cost.run,
     "enqueue": enqueue.run,
+    "dashboard": dashboard.run,
 }
 
 
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
                    help="throughput 1 and 4 shards; alternatives 400 ARNs/region; local_cost "
-                        "40k ARNs; enqueue 1M only")
+                        "40k ARNs; enqueue and dashboard 1M only")
     p.add_argument("--only", help=f"one or more of {', '.join(BENCHMARKS)} (comma-separated)")
     a = p.parse_args(argv)
     names = [n.strip() for n in a.only.split(",")] if a.only else list(BENCHMARKS)

@@ -73,6 +73,11 @@ class Settings:
     on_access_error: str = "fail"  # fail | pause: items of an account whose role is refused
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
+    # The dashboard's actions (pause, resume, cancel, retry, priority) need this token in an
+    # `Authorization: Bearer` header; unset, the dashboard is read-only. At least 16 printable
+    # characters without spaces; keep it out of the config file's history (BULKTAG_UI_TOKEN).
+    ui_token: str | None = None
+    sample_seconds: float = 10.0  # the daemon's throughput samples for the dashboard's chart
 
     def rate_for(self, operation: str) -> float:
         """Requests/s per shard for an API operation."""
@@ -87,7 +92,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _CHOICES = {"log_format": ("auto", "console", "json"),
             "log_level": ("debug", "info", "warning", "error")}
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
-             "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout"}
+             "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
+             "sample_seconds"}
 
 
 def _number(value: Any, whole: bool) -> float:
@@ -102,6 +108,19 @@ def _number(value: Any, whole: bool) -> float:
     if not math.isfinite(v):
         raise ValueError("expected a finite number")
     return v
+
+
+UI_TOKEN_MIN_LENGTH = 16
+SECRET_SETTINGS = frozenset({"ui_token"})  # never echoed in messages
+
+
+def _check_token(value: str) -> None:
+    """A bearer token: long enough not to be guessed, and sendable in an HTTP header."""
+    if len(value) < UI_TOKEN_MIN_LENGTH:
+        raise ValueError(f"must be at least {UI_TOKEN_MIN_LENGTH} characters (e.g. the output "
+                         "of `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+    if not all("!" <= ch <= "~" for ch in value):
+        raise ValueError("must be printable ASCII without spaces (it travels in an HTTP header)")
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -152,9 +171,12 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 raise ValueError("must not be empty")
             if name in _CHOICES and value not in _CHOICES[name]:
                 raise ValueError(f"expected one of {', '.join(_CHOICES[name])}")
+            if name == "ui_token":
+                _check_token(value)
             return value
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: setting {name!r} = {value!r}: {exc}") from None
+        shown = "<redacted>" if name in SECRET_SETTINGS else repr(value)
+        raise ConfigError(f"{where}: setting {name!r} = {shown}: {exc}") from None
     return value
 
 

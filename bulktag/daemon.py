@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from .arn import Shard
 from .config import ConfigError, Settings
 from .engine import Engine
 from .logs import configure_logging
@@ -144,6 +145,7 @@ class Daemon:
                       sharing_with=others or None)
         self._engine_task = asyncio.create_task(self.engine.run(), name="engine")
         syncer = asyncio.create_task(self._sync_loop(), name="sync")
+        sampler = asyncio.create_task(self._sample_loop(), name="samples")
         code = EXIT_OK
         try:
             await self._engine_task
@@ -158,7 +160,9 @@ class Daemon:
         finally:
             self._stop.set()
             syncer.cancel()
-            await asyncio.gather(syncer, *self._evaluations.values(), return_exceptions=True)
+            sampler.cancel()
+            await asyncio.gather(syncer, sampler, *self._evaluations.values(),
+                                 return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -202,6 +206,28 @@ class Daemon:
         self.sync_evaluations[ev.status] += 1
         self.engine.wake()  # new jobs: look now, not at the next tick
 
+    # -- dashboard ---------------------------------------------------------------------------
+
+    async def _sample_loop(self) -> None:
+        """Throughput samples of live jobs for the dashboard's chart, from the counters."""
+        from .dashboard import sample_jobs
+
+        live: set[int] = set()
+        while not self._stop.is_set():
+            interval = self.settings.sample_seconds
+            try:
+                live = await sample_jobs(self.store, live, interval=interval)
+            except Exception:  # a store hiccup: a gap in the chart, no more
+                self.log.exception("sampling_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    def _throttles_by_shard(self) -> dict[Shard, int]:
+        by_shard: dict[Shard, int] = {}
+        for (_operation, shard), n in self.engine.metrics.throttles.items():
+            by_shard[shard] = by_shard.get(shard, 0) + n
+        return by_shard
+
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _serve(self) -> web.AppRunner:
@@ -209,6 +235,9 @@ class Daemon:
         app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
+        from .dashboard import Dashboard
+
+        Dashboard(self.store, self.settings, throttles=self._throttles_by_shard).register(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.listen[0], self.listen[1])
@@ -268,7 +297,7 @@ async def run_daemon(settings: Settings, *, listen: str | None,
     address = parse_listen(listen) if listen else None
     if address and address[0] not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening_beyond_localhost", host=address[0],
-                    hint="/metrics and /healthz have no authentication")
+                    hint="/metrics, /healthz and the dashboard pages have no authentication")
     async with await Store.open(settings.db) as store:
         daemon = Daemon(store, settings, reload_settings=reload_settings, listen=address)
         return await daemon.run()

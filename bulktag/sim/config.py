@@ -19,6 +19,9 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "GetTagValues": 5.0,
 }
 
+# The per-resource error message of ARNs containing `markup_marker`.
+MARKUP_MESSAGE = "Tag policy refused <img src=x onerror=alert(1)> & <b>bold</b> for this resource"
+
 # EC2's request token buckets per (account, region, action): (capacity, refill tokens/s).
 # CreateTags and DeleteTags are "mutating" actions with a bucket each; DescribeTags a "describe".
 DEFAULT_EC2_BUCKETS: dict[str, tuple[float, float]] = {
@@ -46,6 +49,9 @@ class SimConfig:
     resource_throttle_rate: float = 0.0
     denied_marker: str = "denied"
     missing_marker: str = "missing"
+    # ARNs containing it fail with an error message carrying HTML markup (MARKUP_MESSAGE), as
+    # any text can come back from AWS: a dashboard must show it as text.
+    markup_marker: str = "markup"
     unsupported_types: frozenset[str] = frozenset({"iam:role"})
     pagination_token_ttl: float = 900.0
     default_account: str = "123456789012"
@@ -81,7 +87,7 @@ _FLOAT_FIELDS = (
     "resource_throttle_rate",
     "pagination_token_ttl",
 )
-_STR_FIELDS = ("denied_marker", "missing_marker", "default_account")
+_STR_FIELDS = ("denied_marker", "missing_marker", "markup_marker", "default_account")
 _SET_FIELDS = ("unsupported_types", "refused_roles")
 
 

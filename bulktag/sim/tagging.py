@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from bulktag.sim.arns import matches_type, read_arn
-from bulktag.sim.config import SimConfig
+from bulktag.sim.config import MARKUP_MESSAGE, SimConfig
 from bulktag.sim.store import Resource, SimState
 
 MAX_TAGS_PER_RESOURCE = 50
@@ -195,6 +195,8 @@ def _change_tags(
             failed[arn] = _failure(
                 "AccessDeniedException", f"You are not authorized to change tags of {arn}", 403
             )
+        elif config.markup_marker and config.markup_marker in arn:
+            failed[arn] = _failure("TagPolicyViolation", MARKUP_MESSAGE, 400)
         elif (config.missing_marker and config.missing_marker in arn) or _deleted(ctx, arn):
             failed[arn] = _failure("ResourceNotFoundException", f"{arn} does not exist", 404)
         elif config.resource_error_rate and rng.random() < config.resource_error_rate:

@@ -181,6 +181,24 @@ class Store(abc.ABC):
     async def cancel_items(self, job_id: int, message: str, *, code: str = "Cancelled") -> int:
         """End a job's open items as `cancelled` with a code and message saying why."""
 
+    @abc.abstractmethod
+    async def last_failures(self, job_id: int, limit: int = 20) -> list[ReportRow]:
+        """The `limit` failed or invalid items of a job that ended last, newest first, read
+        through an index over failed items only (never a scan of the job)."""
+
+    # -- throughput samples (the dashboard's chart) ------------------------------------------
+
+    @abc.abstractmethod
+    async def record_sample(self, job_id: int, at: float, done_total: int, *,
+                            min_gap: float = 0.0) -> bool:
+        """Keep a job's worked total (succeeded + skipped + failed) at time `at`. Skipped, and
+        False returned, when the job has a sample less than `min_gap` seconds before `at`
+        (several daemons sharing a store then write one sample an interval between them)."""
+
+    @abc.abstractmethod
+    async def samples(self, job_id: int, since: float = 0.0) -> list[tuple[float, int]]:
+        """(at, done_total) of a job's samples taken at or after `since`, oldest first."""
+
     # -- work --------------------------------------------------------------------------------
 
     @abc.abstractmethod

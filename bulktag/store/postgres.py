@@ -355,7 +355,8 @@ class PostgresStore(Store):
     async def delete_job(self, job_id: int) -> None:
         async def run(con: Any) -> None:
             for name in ("delete_job_items", "delete_job", "delete_job_counts",
-                         "delete_job_error_counts", "delete_job_paused_accounts"):
+                         "delete_job_error_counts", "delete_job_paused_accounts",
+                         "delete_job_samples"):
                 await con.execute(Q[name], job_id)
 
         await self._tx(run)
@@ -519,6 +520,16 @@ class PostgresStore(Store):
     async def error_example(self, job_id: int, code: str) -> tuple[str, int | None, str] | None:
         row = await self._one(Q["error_example"], (job_id, code))
         return (row[0], row[1], row[2]) if row else None
+
+    async def last_failures(self, job_id: int, limit: int = 20) -> list[ReportRow]:
+        return [ReportRow(*r) for r in await self._all(Q["last_failures"], (job_id, limit))]
+
+    async def record_sample(self, job_id: int, at: float, done_total: int, *,
+                            min_gap: float = 0.0) -> bool:
+        return await self._write(Q["record_sample"], (job_id, at, done_total, min_gap)) > 0
+
+    async def samples(self, job_id: int, since: float = 0.0) -> list[tuple[float, int]]:
+        return [(float(r[0]), int(r[1])) for r in await self._all(Q["samples"], (job_id, since))]
 
     async def report_rows(self, job_id: int, *, unsuccessful_only: bool = False,
                           page: int = 5000) -> AsyncIterator[ReportRow]:

@@ -346,7 +346,7 @@ class SqliteStore(Store):
         async with self.transaction():
             for name in ("delete_job_items", "delete_job", "delete_job_counts",
                          "delete_job_error_counts", "delete_job_discoveries",
-                         "delete_job_paused_accounts"):
+                         "delete_job_paused_accounts", "delete_job_samples"):
                 await self.db.execute(Q[name], (job_id,))
 
     async def reap_abandoned_submissions(self) -> list[int]:
@@ -594,6 +594,17 @@ class SqliteStore(Store):
     async def cancel_items(self, job_id: int, message: str, *, code: str = "Cancelled") -> int:
         """End a job's open items as `cancelled` with a code and message saying why."""
         return await self._write(Q["cancel_items"], (time.time(), code, message, job_id))
+
+    async def last_failures(self, job_id: int, limit: int = 20) -> list[ReportRow]:
+        return [ReportRow(*r) for r in await self._all(Q["last_failures"], (job_id, limit))]
+
+    async def record_sample(self, job_id: int, at: float, done_total: int, *,
+                            min_gap: float = 0.0) -> bool:
+        return await self._write(Q["record_sample"], {
+            "job_id": job_id, "at": at, "done": done_total, "min_gap": min_gap}) > 0
+
+    async def samples(self, job_id: int, since: float = 0.0) -> list[tuple[float, int]]:
+        return [(float(r[0]), int(r[1])) for r in await self._all(Q["samples"], (job_id, since))]
 
     async def report_rows(
         self, job_id: int, *, unsuccessful_only: bool = False, page: int = 5000

@@ -499,3 +499,25 @@ FROM (VALUES ('jobs', (SELECT max(id) FROM jobs)), ('items', (SELECT max(id) FRO
              ('discoveries', (SELECT max(id) FROM discoveries)),
              ('sync_rules', (SELECT max(id) FROM sync_rules))) AS v(t, m)
 WHERE m IS NOT NULL;
+-- name: record_sample
+-- A job's worked total at a time ($1 job, $2 at, $3 done, $4 min gap); skipped when the job
+-- has a sample less than $4 seconds old (several workers write one sample an interval).
+INSERT INTO job_samples (job_id, at, done)
+SELECT $1::bigint, $2::double precision, $3::bigint
+WHERE NOT EXISTS (SELECT 1 FROM job_samples
+                  WHERE job_id = $1::bigint AND at > $2::double precision - $4::double precision)
+ON CONFLICT (job_id, at) DO NOTHING;
+
+-- name: samples
+SELECT at, done FROM job_samples WHERE job_id = $1 AND at >= $2 ORDER BY at;
+
+-- name: delete_job_samples
+DELETE FROM job_samples WHERE job_id = $1;
+
+-- name: last_failures
+-- The latest failed or invalid items of a job, newest first, read from items_failed_at.
+SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
+ORDER BY i.finished_at DESC, i.id DESC LIMIT $2;

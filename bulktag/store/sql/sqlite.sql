@@ -416,3 +416,24 @@ WHERE rule_id = ? AND arn > ? ORDER BY arn LIMIT ?;
 
 -- name: import_sync_member
 INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at) VALUES (?, ?, ?, ?, ?);
+-- name: record_sample
+-- A job's worked total at a time; skipped when the job has a sample less than :min_gap seconds
+-- old (several daemons sharing a store write one sample an interval between them).
+INSERT INTO job_samples (job_id, at, done)
+SELECT :job_id, :at, :done
+WHERE NOT EXISTS (SELECT 1 FROM job_samples WHERE job_id = :job_id AND at > :at - :min_gap)
+ON CONFLICT (job_id, at) DO NOTHING;
+
+-- name: samples
+SELECT at, done FROM job_samples WHERE job_id = ? AND at >= ? ORDER BY at;
+
+-- name: delete_job_samples
+DELETE FROM job_samples WHERE job_id = ?;
+
+-- name: last_failures
+-- The latest failed or invalid items of a job, newest first, read from items_failed_at.
+SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
+       i.message, i.finished_at, i.line
+FROM items i INDEXED BY items_failed_at LEFT JOIN shards s ON s.id = i.shard_id
+WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
+ORDER BY i.finished_at DESC, i.id DESC LIMIT ?;
