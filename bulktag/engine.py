@@ -76,6 +76,25 @@ class EngineStats:
         return sum(self.requests.values())
 
 
+@dataclass(frozen=True, slots=True)
+class LimiterFigures:
+    shard: Shard
+    operation: str
+    rate: float  # requests per second allowed now
+    ceiling: float  # the configured quota or max_rate
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """A read-only view of a running engine, for /metrics and /healthz."""
+
+    lanes: int  # shards with a running lane
+    in_flight: int  # batches sent and not answered
+    limiters: tuple[LimiterFigures, ...]
+    discovery_pages: int  # GetResources pages walked by discoveries
+    last_tick: float  # time.monotonic() of the dispatcher loop's last pass
+
+
 class Recorder:
     """Collects outcomes and writes them in batched transactions."""
 
@@ -183,6 +202,20 @@ class Engine:
     @property
     def in_flight(self) -> int:
         return len(self._batches)
+
+    def wake(self) -> None:
+        """Look for runnable work now rather than at the next dispatcher tick."""
+        self._wake.set()
+
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot(
+            lanes=len(self._lanes),
+            in_flight=len(self._batches),
+            limiters=tuple(LimiterFigures(shard, operation, lim.rate, lim.policy.ceiling)
+                           for (shard, operation), lim in self.limiters.items()),
+            discovery_pages=self.discovery_stats.pages,
+            last_tick=self.last_tick,
+        )
 
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""
