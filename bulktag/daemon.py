@@ -26,12 +26,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .arn import Shard
 from .config import ConfigError, Settings
 from .engine import Engine
 from .logs import configure_logging
-from .metrics import Family, engine_families, render, store_families
+from .metrics import BulktagCollector, DaemonFigures, Scrape
 from .store import Store, SyncRule, new_owner_token
 from .sync import evaluate
 
@@ -81,6 +82,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._engine_task: asyncio.Task[bool] | None = None
         self._evaluations: dict[str, asyncio.Task[None]] = {}
+        self._collector = BulktagCollector()
+        self.registry = CollectorRegistry()  # this daemon's own: never the process-wide default
+        self.registry.register(self._collector)
         self.log = log.bind(owner=self.owner)
 
     # -- control ---------------------------------------------------------------------------
@@ -154,7 +158,7 @@ class Daemon:
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise
-        except Exception:  # noqa: BLE001 - logged with its traceback; systemd restarts us
+        except Exception:  # logged with its traceback; systemd restarts us
             self.log.exception("engine_failed")
             code = EXIT_ENGINE_FAILED
         finally:
@@ -182,7 +186,7 @@ class Daemon:
                     task = asyncio.create_task(self._evaluate(rule), name=f"sync-{name}")
                     self._evaluations[name] = task
                     task.add_done_callback(functools.partial(self._evaluation_done, name))
-            except Exception:  # noqa: BLE001 - a store hiccup: try again next poll
+            except Exception:  # a store hiccup: try again next poll
                 self.log.exception("sync_poll_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), SYNC_POLL_SECONDS)
@@ -196,7 +200,7 @@ class Daemon:
                                 lambda shard: self.engine.limiter(shard, "GetResources"))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the rule shows it; the daemon goes on
+        except Exception as exc:  # the rule shows it; the daemon goes on
             self.log.exception("sync_rule_crashed", rule=rule.name)
             await self.store.finish_sync_rule(rule, "ERROR", f"evaluation failed: {exc!r}",
                                                0, 0, [])
@@ -252,7 +256,8 @@ class Daemon:
             await asyncio.wait_for(self.store.ping(), 5)
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             problems.append(f"store does not answer: {exc!r}")
-        age = time.monotonic() - self.engine.last_tick
+        engine = self.engine.snapshot()
+        age = time.monotonic() - engine.last_tick
         if age > HEALTH_TICK_SECONDS:
             problems.append(f"engine loop silent for {age:.0f} s")
         if self._engine_task is None or self._engine_task.done():
@@ -263,7 +268,7 @@ class Daemon:
             "status": "ok" if not problems else "unhealthy", "problems": problems,
             "owner": self.owner, "pid": os.getpid(), "db": self.store.path,
             "uptime_seconds": round(time.time() - self.started, 1),
-            "engine_tick_age_seconds": round(age, 3), "in_flight": self.engine.in_flight,
+            "engine_tick_age_seconds": round(age, 3), "in_flight": engine.in_flight,
             "sync_evaluations_running": len(self._evaluations),
         }
 
@@ -272,24 +277,15 @@ class Daemon:
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        families = await store_families(self.store) + engine_families(self.engine)
-        up = Family("bulktag_daemon_up", "gauge", "1 while the daemon runs and is healthy.")
-        up.add(1 if (await self.health())[0] else 0)
-        started = Family("bulktag_daemon_start_time_seconds", "gauge",
-                         "Unix time the daemon started.")
-        started.add(self.started)
-        reloads = Family("bulktag_config_reloads_total", "counter", "SIGHUP reloads.")
-        reloads.add(self.reloads)
-        evals = Family("bulktag_sync_evaluations_total", "counter",
-                       "Tag-sync rule evaluations by resulting status.")
-        for status, n in sorted(self.sync_evaluations.items()):
-            evals.add(n, status=status)
-        sync_req = Family("bulktag_sync_requests_total", "counter",
-                          "GetResources calls made by tag-sync evaluations.")
-        sync_req.add(self.sync_requests)
-        text = render([up, started, reloads, *families, evals, sync_req])
-        return web.Response(body=text.encode(), headers={
-            "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        figures = DaemonFigures(
+            up=(await self.health())[0], start_time=self.started, reloads=self.reloads,
+            sync_evaluations=dict(self.sync_evaluations), sync_requests=self.sync_requests)
+        scrape = Scrape(await self.store.totals(), self.engine.snapshot(), self.engine.metrics,
+                        figures)
+        # No await from here on: the collector reads exactly this scrape.
+        self._collector.load(scrape)
+        return web.Response(body=generate_latest(self.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def run_daemon(settings: Settings, *, listen: str | None,

@@ -1,32 +1,42 @@
-"""Engine counters and the Prometheus text exposition format (version 0.0.4), no dependency.
+"""Engine counters, and what `/metrics` serves, through prometheus_client.
 
 `EngineMetrics` is what the engine updates per batch (never per ARN): requests and throttles
-by (operation, shard) and a batch latency histogram. `render` turns families of samples into
-the text `/metrics` serves; `daemon_metrics` gathers them from the store and a running engine.
+by (operation, shard) and a batch latency histogram, plain counters with no lock and no
+registry. The figures `/metrics` serves are gathered at scrape time instead: the daemon reads
+a `Scrape` (store totals, which need an await, the engine's snapshot and its own figures),
+loads it into its `BulktagCollector`, and prometheus_client's `generate_latest` writes the text
+from the collector's families. One `CollectorRegistry` per daemon, never the global default,
+so several daemons in one process (tests) do not collide.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from .arn import Shard
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .store import Store
+    from .engine import EngineSnapshot
+    from .store import QueueTotals
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-Labels = tuple[tuple[str, str], ...]
+SHARD_LABELS = ("partition", "account", "region")
 
 
 class Histogram:
-    """Cumulative buckets as Prometheus wants them; observe() is a bisect and two adds."""
+    """Per-bucket counts; observe() is a bisect and two adds, cumulated only when scraped."""
 
     def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
         self.bounds = tuple(sorted(buckets))
@@ -39,11 +49,13 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def cumulative(self) -> list[tuple[str, int]]:
-        out, running = [], 0
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, observations ≤ le) for every bound, then ("+Inf", count), as Prometheus wants."""
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
             running += n
-            out.append((_number(bound), running))
+            out.append((repr(float(bound)), running))  # 0.025, 1.0, 60.0: Go's spelling
         out.append(("+Inf", self.count))
         return out
 
@@ -66,140 +78,132 @@ class EngineMetrics:
         self.throttles[(operation, shard)] += 1
 
 
-# -- the exposition format -----------------------------------------------------------------------
+# -- what a scrape reads -------------------------------------------------------------------------
 
 
-@dataclass
-class Family:
-    name: str
-    kind: str  # counter | gauge | histogram
-    help: str
-    samples: list[tuple[str, Labels, float | int]] = field(default_factory=list)
-
-    def add(self, value: float | int, suffix: str = "", **labels: Any) -> None:
-        self.samples.append((suffix, tuple((k, str(v)) for k, v in labels.items()), value))
+@dataclass(frozen=True, slots=True)
+class DaemonFigures:
+    up: bool  # running and healthy (/healthz would answer 200)
+    start_time: float  # Unix time
+    reloads: int  # SIGHUP reloads applied
+    sync_evaluations: Mapping[str, int]  # tag-sync evaluations by resulting status
+    sync_requests: int  # GetResources calls made by tag-sync evaluations
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """Everything one scrape serves. `counters` is the engine's live object: load the scrape
+    and generate the text with no await in between, and it cannot move under the collector."""
+
+    totals: QueueTotals
+    engine: EngineSnapshot
+    counters: EngineMetrics
+    daemon: DaemonFigures
 
 
-def _number(value: float | int) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+def _shard_values(shard: Shard) -> list[str]:
+    return [shard.partition, shard.account or "caller", shard.region]
 
 
-def render(families: Iterable[Family]) -> str:
-    lines: list[str] = []
-    for f in families:
-        lines.append(f"# HELP {f.name} {f.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
-        lines.append(f"# TYPE {f.name} {f.kind}")
-        for suffix, labels, value in f.samples:
-            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{f.name}{suffix}{{{text}}} {_number(value)}" if text
-                         else f"{f.name}{suffix} {_number(value)}")
-    return "\n".join(lines) + "\n"
+def _by_operation_and_shard(counts: Counter[tuple[str, Shard]]) -> list[tuple[str, Shard, int]]:
+    return sorted(((op, shard, n) for (op, shard), n in counts.items()),
+                  key=lambda row: (row[0], str(row[1])))
 
 
-def _shard_labels(shard: Shard) -> dict[str, str]:
-    return {"partition": shard.partition, "account": shard.account or "caller",
-            "region": shard.region}
+def daemon_families(d: DaemonFigures) -> list[Metric]:
+    evaluations = CounterMetricFamily("bulktag_sync_evaluations_total",
+                                      "Tag-sync rule evaluations by resulting status.",
+                                      labels=["status"])
+    for status, n in sorted(d.sync_evaluations.items()):
+        evaluations.add_metric([status], n)
+    return [
+        GaugeMetricFamily("bulktag_daemon_up", "1 while the daemon runs and is healthy.",
+                          value=1 if d.up else 0),
+        GaugeMetricFamily("bulktag_daemon_start_time_seconds", "Unix time the daemon started.",
+                          value=d.start_time),
+        CounterMetricFamily("bulktag_config_reloads_total", "SIGHUP reloads.", value=d.reloads),
+        evaluations,
+        CounterMetricFamily("bulktag_sync_requests_total",
+                            "GetResources calls made by tag-sync evaluations.",
+                            value=d.sync_requests),
+    ]
 
 
-def engine_families(engine: Engine) -> list[Family]:
-    m: EngineMetrics = engine.metrics
-    requests = Family("bulktag_requests_total", "counter",
-                      "Tagging API calls sent, by operation and shard.")
-    for (op, shard), n in sorted(m.requests.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        requests.add(n, operation=op, **_shard_labels(shard))
-    throttles = Family("bulktag_throttles_total", "counter",
-                       "Calls throttled (whole call, or resources inside a 200), by operation "
-                       "and shard.")
-    for (op, shard), n in sorted(m.throttles.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        throttles.add(n, operation=op, **_shard_labels(shard))
-    rate = Family("bulktag_shard_rate", "gauge",
-                  "Requests per second the shard's limiter allows now, by operation.")
-    ceiling = Family("bulktag_shard_rate_ceiling", "gauge",
-                     "The limiter's ceiling (the configured quota or max_rate).")
-    for (shard, op), lim in sorted(engine.limiters.items(), key=lambda kv: (str(kv[0][0]),
-                                                                            kv[0][1])):
-        rate.add(round(lim.rate, 4), operation=op, **_shard_labels(shard))
-        ceiling.add(lim.policy.ceiling, operation=op, **_shard_labels(shard))
-    latency = Family("bulktag_batch_seconds", "histogram",
-                     "Duration of Tag/UntagResources calls.")
-    for bound, n in m.latency.cumulative():
-        latency.add(n, "_bucket", le=bound)
-    latency.add(m.latency.sum, "_sum")
-    latency.add(m.latency.count, "_count")
-    in_flight = Family("bulktag_in_flight_batches", "gauge", "Batches sent and not answered.")
-    in_flight.add(engine.in_flight)
-    lanes = Family("bulktag_lanes", "gauge", "Shards with a running lane.")
-    lanes.add(len(engine._lanes))  # noqa: SLF001 - read-only peek, no accessor on the engine
-    disc = Family("bulktag_discovery_pages_total", "counter", "GetResources pages walked.")
-    disc.add(engine.discovery_stats.pages)
-    return [requests, throttles, rate, ceiling, latency, in_flight, lanes, disc]
-
-
-async def store_families(store: Store) -> list[Family]:
+def store_families(totals: QueueTotals) -> list[Metric]:
     from .store import ITEM_STATES
 
-    totals = await store.totals()
-    items = Family("bulktag_items", "gauge", "Items of every job, by state.")
+    items = GaugeMetricFamily("bulktag_items", "Items of every job, by state.", labels=["state"])
     for state in ITEM_STATES:
-        items.add(totals.items_by_state.get(state, 0), state=state)
-    depth = Family("bulktag_queue_depth", "gauge", "Pending items (every job).")
-    depth.add(totals.items_by_state.get("pending", 0))
-    job_items = Family("bulktag_job_items", "gauge",
-                       "Items of ready, active and paused jobs, by job and state.")
+        items.add_metric([state], totals.items_by_state.get(state, 0))
+    job_items = GaugeMetricFamily("bulktag_job_items",
+                                  "Items of ready, active and paused jobs, by job and state.",
+                                  labels=["job", "name", "operation", "state"])
     for job, name, operation, item_state, n in totals.job_items:
-        job_items.add(n, job=job, name=name or "", operation=operation, state=item_state)
-    jobs = Family("bulktag_jobs", "gauge", "Jobs by state.")
+        job_items.add_metric([str(job), name or "", operation, item_state], n)
+    jobs = GaugeMetricFamily("bulktag_jobs", "Jobs by state.", labels=["state"])
     for job_state, n in totals.jobs_by_state.items():
-        jobs.add(n, state=job_state)
-    rules = Family("bulktag_sync_rules", "gauge", "Tag-sync rules by status.")
+        jobs.add_metric([job_state], n)
+    rules = GaugeMetricFamily("bulktag_sync_rules", "Tag-sync rules by status.", labels=["status"])
     for status, n in totals.sync_rules_by_status.items():
-        rules.add(n, status=status)
-    return [items, depth, job_items, jobs, rules]
+        rules.add_metric([status], n)
+    return [
+        items,
+        GaugeMetricFamily("bulktag_queue_depth", "Pending items (every job).",
+                          value=totals.items_by_state.get("pending", 0)),
+        job_items, jobs, rules,
+    ]
 
 
-def parse_exposition(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples by name from exposition text (tests and the CLI read it back; not a full
-    parser: one sample a line, no timestamps, label values without `}`)."""
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        name, brace, rest = head.partition("{")
-        labels: dict[str, str] = {}
-        if brace:
-            if not rest.endswith("}"):
-                raise ValueError(f"bad sample line: {line!r}")
-            body = rest[:-1]
-            while body:
-                key, eq, tail = body.partition('="')
-                if not eq:
-                    raise ValueError(f"bad labels in: {line!r}")
-                val, i = [], 0
-                while tail[i] != '"':
-                    if tail[i] == "\\":
-                        i += 1
-                        val.append({"n": "\n"}.get(tail[i], tail[i]))
-                    else:
-                        val.append(tail[i])
-                    i += 1
-                labels[key] = "".join(val)
-                body = tail[i + 1:].lstrip(",")
-        out.setdefault(name, []).append((labels, float(value)))
-    return out
+def engine_families(engine: EngineSnapshot, counters: EngineMetrics) -> list[Metric]:
+    labels = ["operation", *SHARD_LABELS]
+    requests = CounterMetricFamily("bulktag_requests_total",
+                                   "Tagging API calls sent, by operation and shard.",
+                                   labels=labels)
+    for op, shard, n in _by_operation_and_shard(counters.requests):
+        requests.add_metric([op, *_shard_values(shard)], n)
+    throttles = CounterMetricFamily("bulktag_throttles_total",
+                                    "Calls throttled (whole call, or resources inside a 200), "
+                                    "by operation and shard.", labels=labels)
+    for op, shard, n in _by_operation_and_shard(counters.throttles):
+        throttles.add_metric([op, *_shard_values(shard)], n)
+    rate = GaugeMetricFamily("bulktag_shard_rate",
+                             "Requests per second the shard's limiter allows now, by operation.",
+                             labels=labels)
+    ceiling = GaugeMetricFamily("bulktag_shard_rate_ceiling",
+                                "The limiter's ceiling (the configured quota or max_rate).",
+                                labels=labels)
+    for lim in sorted(engine.limiters, key=lambda lim: (str(lim.shard), lim.operation)):
+        values = [lim.operation, *_shard_values(lim.shard)]
+        rate.add_metric(values, round(lim.rate, 4))
+        ceiling.add_metric(values, lim.ceiling)
+    latency = HistogramMetricFamily("bulktag_batch_seconds",
+                                    "Duration of Tag/UntagResources calls.",
+                                    buckets=counters.latency.cumulative(),
+                                    sum_value=counters.latency.sum)
+    return [
+        requests, throttles, rate, ceiling, latency,
+        GaugeMetricFamily("bulktag_in_flight_batches", "Batches sent and not answered.",
+                          value=engine.in_flight),
+        GaugeMetricFamily("bulktag_lanes", "Shards with a running lane.", value=engine.lanes),
+        CounterMetricFamily("bulktag_discovery_pages_total", "GetResources pages walked.",
+                            value=engine.discovery_pages),
+    ]
 
 
-def total(samples: Mapping[str, list[tuple[dict[str, str], float]]], name: str,
-          **where: str) -> float:
-    return sum(v for labels, v in samples.get(name, [])
-               if all(labels.get(k) == w for k, w in where.items()))
+def families(scrape: Scrape) -> list[Metric]:
+    """Every family `/metrics` serves, from one scrape's figures."""
+    return [*daemon_families(scrape.daemon), *store_families(scrape.totals),
+            *engine_families(scrape.engine, scrape.counters)]
+
+
+class BulktagCollector(Collector):
+    """Serves the last loaded `Scrape`; nothing before the first load."""
+
+    def __init__(self) -> None:
+        self._scrape: Scrape | None = None
+
+    def load(self, scrape: Scrape) -> None:
+        self._scrape = scrape
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(families(self._scrape)) if self._scrape is not None else iter(())

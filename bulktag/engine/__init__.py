@@ -2,8 +2,9 @@
 shutdown), `lane.py` drives one shard, `sender.py` sends one batch and classifies what came
 back, `recorder.py` writes outcomes in batched transactions."""
 
-from .core import Engine, EngineSnapshot, LeaseHolders
+from .core import Engine, EngineSnapshot, LeaseHolders, LimiterFigures
 from .recorder import Recorder
 from .sender import OPERATIONS, EngineStats
 
-__all__ = ["OPERATIONS", "Engine", "EngineSnapshot", "EngineStats", "LeaseHolders", "Recorder"]
+__all__ = ["OPERATIONS", "Engine", "EngineSnapshot", "EngineStats", "LeaseHolders", "LimiterFigures",
+           "Recorder"]

@@ -70,6 +70,14 @@ class LeaseHolders:
 
 
 @dataclass(frozen=True, slots=True)
+class LimiterFigures:
+    shard: Shard
+    operation: str
+    rate: float  # requests per second allowed now
+    ceiling: float  # the configured quota or max_rate
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     """What metrics and health may read of a running engine."""
 
@@ -77,7 +85,7 @@ class EngineSnapshot:
     in_flight: int
     shards_held: int
     unreachable_shards: tuple[str, ...]
-    limiters: tuple[tuple[Shard, str, float, float], ...]  # shard, operation, rate, ceiling
+    limiters: tuple[LimiterFigures, ...]
     discovery_pages: int
     last_tick: float  # time.monotonic() of the dispatcher's last pass
 
@@ -165,7 +173,7 @@ class Engine:
             lanes=len(self._lanes), in_flight=self._in_flight, shards_held=len(self._held),
             unreachable_shards=tuple(str(lane.shard) for lane in self._lanes.values()
                                      if lane.outage is not None),
-            limiters=tuple((shard, op, lim.rate, lim.policy.ceiling)
+            limiters=tuple(LimiterFigures(shard, op, lim.rate, lim.policy.ceiling)
                            for (shard, op), lim in self.limiters.items()),
             discovery_pages=self.discovery_stats.pages, last_tick=self.last_tick)
 
