@@ -32,14 +32,14 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import (  # noqa: E402
+from bench_common import (
     Row,
     SimProcess,
     arns_for,
@@ -49,7 +49,7 @@ from bench_common import (  # noqa: E402
     set_boto_env,
     stats_delta,
 )
-from throughput import SIM_ARGS, TAG_KEY, describe, run_bulktag  # noqa: E402
+from throughput import SIM_ARGS, TAG_KEY, describe, run_bulktag
 
 log = logging.getLogger("bench.alternatives")
 
@@ -108,7 +108,8 @@ def adaptive_pool(url: str, by_region: dict[str, list[str]], tags: dict[str, str
 # (c) ---------------------------------------------------------------------------------------
 
 
-def backoff_delays(start: float, stop: float, factor: float = 2.0, jitter: bool = False):
+def backoff_delays(start: float, stop: float, factor: float = 2.0,
+                   jitter: bool = False) -> Iterator[float]:
     """As c7n.utils.backoff_delays: start, start*factor, ... up to stop (jitter: ×U(0.5,1.5))."""
     cur = start
     while cur <= stop:

@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import (  # noqa: E402
+from bench_common import (
     PY,
+    Measured,
     Row,
     SimProcess,
     arns_for,
@@ -41,8 +42,8 @@ from bench_common import (  # noqa: E402
 SIM_ARGS = ["--no-quotas", "--latency-ms", "0"]
 
 
-def submit(tmp: Path, sim: SimProcess, label: str, n_arns: int, shards: int) -> tuple[str, int,
-                                                                                     object]:
+def submit(tmp: Path, sim: SimProcess, label: str, n_arns: int,
+           shards: int) -> tuple[str, int, tuple[Measured, int]]:
     per = n_arns // shards
     f = tmp / f"{label}.txt"
     n = write_arns(f, arns_for(regions(shards), per, prefix=label))
@@ -79,7 +80,8 @@ def run(quick: bool = False, n_arns: int | None = None, shards: int = 8) -> list
         db, job, (ms, n) = submit(tmp, sim, "cost", n_arns, shards)
         sim_cpu0 = _proc_cpu(sim)
         mr = run_measured(run_cmd(db, job, sim, PY), env=bulktag_env(tmp), timeout=900)
-        sim_cpu = _proc_cpu(sim) - sim_cpu0 if sim_cpu0 is not None else None
+        sim_cpu1 = _proc_cpu(sim)
+        sim_cpu = sim_cpu1 - sim_cpu0 if sim_cpu0 is not None and sim_cpu1 is not None else None
         facts = job_facts(db, job)
         c = facts["counts"]
         wall_tag = (facts["finished_at"] or 0) - (facts["started_at"] or 0)
@@ -151,6 +153,8 @@ def _proc_cpu(sim: SimProcess) -> float | None:
     """CPU seconds the simulator process has used so far (from /proc/PID/stat)."""
     import os
 
+    if sim.proc is None:
+        return None
     try:
         fields = Path(f"/proc/{sim.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         tick = os.sysconf("SC_CLK_TCK")

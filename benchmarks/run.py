@@ -11,18 +11,19 @@ import argparse
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import alternatives  # noqa: E402
-import dashboard  # noqa: E402
-import enqueue  # noqa: E402
-import local_cost  # noqa: E402
-import throughput  # noqa: E402
-from bench_common import Row, print_machine, print_rows  # noqa: E402
+import alternatives
+import dashboard
+import enqueue
+import local_cost
+import throughput
+from bench_common import Row, print_machine, print_rows
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "throughput": throughput.run,
     "alternatives": alternatives.run,
     "local_cost": local_cost.run,

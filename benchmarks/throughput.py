@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import (  # noqa: E402
+from bench_common import (
     Row,
     SimProcess,
     arns_for,
@@ -122,7 +122,7 @@ def _progress_shape(db: str, job_id: int, started: float | None) -> dict[str, An
         return {}
 
     def at(q: float) -> float:
-        return ts[min(len(ts) - 1, int(q * len(ts)))] - started
+        return float(ts[min(len(ts) - 1, int(q * len(ts)))] - started)
 
     t05, t95 = at(0.05), at(0.95)
     steady = (0.90 * len(ts)) / (t95 - t05) if t95 > t05 else None
@@ -144,7 +144,7 @@ def describe(r: dict[str, Any], ceiling: float | None = None) -> str:
         lines.append(f"    tagging phase {wall:.2f} s (started_at → finished_at); process wall "
                      f"{r['wall_process']:.2f} s (enqueue + start-up + tagging + exit)")
         s = f"    rate {rate:,.1f} ARNs/s"
-        if ceiling:
+        if ceiling and rate is not None:
             s += f" vs ceiling {ceiling:,.0f} ARNs/s = {100 * rate / ceiling:.1f} % of ceiling"
         lines.append(s)
     if r.get("steady_rate"):

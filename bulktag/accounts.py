@@ -47,7 +47,8 @@ class Access:
     external_id: str | None = None
 
     def __str__(self) -> str:
-        return {"caller": "the caller's own credentials"}.get(self.kind, f"{self.kind} {self.target}")
+        return {"caller": "the caller's own credentials"}.get(self.kind,
+                                                               f"{self.kind} {self.target}")
 
 
 def access_for(settings: Settings, account: str, caller: str, partition: str = "aws") -> Access:
@@ -134,7 +135,7 @@ class Accounts:
             )
             # The session hands these to every client it creates; botocore refreshes them
             # ahead of expiry (advisory 15 min, mandatory 10 min before).
-            session._credentials = creds  # noqa: SLF001 - aiobotocore's documented hook
+            session._credentials = creds
         try:
             creds = await session.get_credentials()
             if creds is None:

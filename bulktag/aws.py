@@ -87,7 +87,7 @@ async def get_resources_page(
         try:
             client = await clients.tagging(shard)
             return await client.get_resources(**params)  # type: ignore[no-any-return]
-        except Exception as exc:  # noqa: BLE001 - judged by is_call_error below
+        except Exception as exc:
             if not is_call_error(exc):
                 raise
             failure = failure_of(exc)

@@ -437,7 +437,7 @@ async def submit_query_job(
         clients = ClientPool(settings)
         try:
             regions = await enabled_regions(clients, settings)
-        except Exception as exc:  # noqa: BLE001 - any failure here is the user's to see
+        except Exception as exc:
             raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
         finally:
             await clients.close()
@@ -779,7 +779,7 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
         clients = ClientPool(settings)
         try:
             regions = await enabled_regions(clients, settings)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
         finally:
             await clients.close()

@@ -147,7 +147,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             out = dict(DEFAULT_QUOTAS)
             for op, rate in value.items():
                 if op not in DEFAULT_QUOTAS:
-                    raise ValueError(f"unknown operation {op!r} (known: {', '.join(DEFAULT_QUOTAS)})")
+                    known = ", ".join(DEFAULT_QUOTAS)
+                    raise ValueError(f"unknown operation {op!r} (known: {known})")
                 out[op] = _number(rate, whole=False)
                 if out[op] <= 0:
                     raise ValueError(f"rate for {op} must be positive")

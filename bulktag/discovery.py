@@ -224,8 +224,8 @@ async def walk(
         if token:
             params["PaginationToken"] = token
         try:
-            resp = await get_resources_page(clients, Shard(d.partition, d.account, d.region), limiter,
-                                    params, settings, rng, errors=stats.errors)
+            resp = await get_resources_page(clients, Shard(d.partition, d.account, d.region),
+                                            limiter, params, settings, rng, errors=stats.errors)
         except TokenExpired:
             token = None
             stats.restarts += 1
@@ -258,7 +258,8 @@ async def walk(
         if job is None or job.state in JOB_DONE:
             # Cancelled, or failed its threshold: adding pending items to it would leave them
             # open forever.
-            await store.finish_discovery(d, "done", f"stopped: the job is {job.state if job else 'gone'}")
+            await store.finish_discovery(
+                d, "done", f"stopped: the job is {job.state if job else 'gone'}")
             walk_log.info("discovery_stopped", job_state=job.state if job else None)
             return
         if items:

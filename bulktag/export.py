@@ -90,7 +90,7 @@ class LocalFileWriter:
 
     def _open(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return open(self.partial, "wb")  # noqa: SIM115 - closed in close()/abort()
+        return open(self.partial, "wb")
 
     async def write(self, data: bytes) -> None:
         await anyio.to_thread.run_sync(self._file.write, data)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .arn import Shard
+from .limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 from .store import Counts, Job, Store
 
 COLUMNS = ("arn", "account", "region", "operation", "status", "attempts", "error_code",
@@ -179,7 +180,6 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 # -- the per account and region summary ----------------------------------------------------------
 
-from .limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 
 
 def quota_arns(settings_rate: float) -> float:

@@ -80,7 +80,7 @@ def open_rows(
         close = False
     else:
         try:
-            inner = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the row iterator
+            inner = open(path, "rb", buffering=0)
         except OSError as exc:
             raise SourceError(name, exc.strerror or str(exc)) from None
         close = True

@@ -128,7 +128,8 @@ def item_for_row(
     if request.operation == "tag":
         tags = {**request.tags, **row.tags} if row.tags else request.tags
         if not tags:
-            return NewItem(row.arn, None, None, row.line, "no tags to apply (give --tag or tag columns)")
+            return NewItem(row.arn, None, None, row.line,
+                           "no tags to apply (give --tag or tag columns)")
         problem = tagset_problem(tags)
         body = tagset_body(tags, None)
     else:

@@ -209,7 +209,7 @@ async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: 
     if not regions:
         try:
             regions = await enabled_regions(clients, settings)
-        except Exception as exc:  # noqa: BLE001 - any failure is the rule's error to show
+        except Exception as exc:
             ev.errors["*"] = f"cannot list the enabled regions: {exc}"
     query = query_of(rule)
     for account in rule.accounts:

@@ -77,7 +77,8 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
 
 
 async def _verify_shard(store: Store, clients: ClientPool, operation: str,
-                        shard: Shard, rows: list[SucceededItem], limiters: dict[Shard, ShardLimiter],
+                        shard: Shard, rows: list[SucceededItem],
+                        limiters: dict[Shard, ShardLimiter],
                         tagsets: dict[int, Any], result: VerifyResult,
                         settings: Settings) -> None:
     limiter = limiters.setdefault(shard, ShardLimiter(settings.rate_for("GetResources")))

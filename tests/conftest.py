@@ -125,7 +125,7 @@ def pg_admin_url() -> str:
     checked once per session; fails every test that needs it when it does not answer."""
     try:
         _pg_admin(PG_ADMIN_URL, "SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same failure
+    except Exception as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({type(exc).__name__}: {exc}). "
             "Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main "

@@ -12,8 +12,10 @@ import json
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from conftest import CliRunner
+
 from bulktag import __version__
 from bulktag.report import COLUMNS
 from bulktag.sim import RunningSimulator
@@ -49,8 +51,9 @@ class Cli:
         assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
         return proc
 
-    async def json(self, *args: str, code: int = 0) -> dict:  # type: ignore[type-arg]
-        return json.loads((await self.ok(*args, "--json", code=code)).stdout)
+    async def json(self, *args: str, code: int = 0) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((await self.ok(*args, "--json", code=code)).stdout)
+        return data
 
     async def usage_error(self, *args: str) -> str:
         proc = await self(*args)

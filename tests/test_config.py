@@ -10,8 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from conftest import CliRunner
+
 from bulktag.config import DEFAULT_QUOTAS, ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from bulktag.clients import ClientPool
@@ -221,7 +222,7 @@ async def test_an_expired_pagination_token_restarts_the_walk_without_duplicates(
         assert job_row is not None
         clients = ClientPool(settings)
         await walk(store, settings, clients, SlowSecondPage(15), "me", d, job_row.options,
-                   "tag", stats, asyncio.Event())
+                   "tag", stats, anyio.Event())
         await clients.close()
         assert stats.restarts == 1
         assert stats.errors == {"PaginationTokenExpiredException": 1}

@@ -144,7 +144,7 @@ async def test_a_bad_arn_fails_alone_and_the_rest_of_its_batch_succeeds(
     good = [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-{n:04d}" for n in range(19)]
     bad = f"arn:aws:iam::{ACCOUNT}:role/legacy"  # global: same shard (us-east-1) as the rest
     store, job, engine = await run_job(tmp_path, fast_settings(tmp_path / "s.db", sim.url),
-                                       good[:10] + [bad] + good[10:])
+                                       [*good[:10], bad, *good[10:]])
     rows = await items(store, job)
     assert rows[bad]["status"] == "failed"
     assert rows[bad]["error_code"] == "InvalidParameterException"

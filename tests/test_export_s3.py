@@ -17,12 +17,12 @@ from typing import Any
 
 import boto3
 import pytest
+from conftest import CliRunner
+from test_report import ACCOUNT, DENIED, GOOD, Cli, check_manifest, ec2, mixed_job, store_counts
 
 from bulktag.export import parse_destination, s3_error_message
 from bulktag.sim import RunningSimulator
 from bulktag.store import JobOptions, JobState, NewItem, Store
-from conftest import CliRunner
-from test_report import ACCOUNT, DENIED, GOOD, Cli, check_manifest, ec2, mixed_job, store_counts
 
 
 def _free_port() -> int:

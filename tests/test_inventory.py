@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-
-from bulktag.sim import RunningSimulator, synthetic_arns
 from conftest import CliRunner
 from test_export_s3 import bucket, moto_url, s3  # noqa: F401 - fixtures
+
+from bulktag.sim import RunningSimulator, synthetic_arns
 
 ACCOUNT = "123456789012"
 

@@ -40,7 +40,6 @@ from typing import Any
 
 import boto3
 import pytest
-
 from conftest import CliRunner
 
 pytestmark = pytest.mark.slow

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CliRunner
 
 from bulktag import advice
 from bulktag.advice import advice_for
 from bulktag.arn import Shard
 from bulktag.report import render_shard_table, shard_table
 from bulktag.sim import RunningSimulator
-from bulktag.store import Counts, Outcome, Store
-from conftest import CliRunner
+from bulktag.store import Counts, ItemState, Outcome, Store
 
 ACCOUNT = "123456789012"
 
@@ -71,7 +71,7 @@ async def mixed_job(cli: Cli, tmp_path: Path) -> int:
         claimed = await store.claim("test:1:x", job, shard_id, 20, lease_seconds=60)
         assert len(claimed) == len(SKIPPED)
         await store.record("test:1:x", [
-            Outcome(c.id, "skipped", 0, message="already tagged") for c in claimed])
+            Outcome(c.id, ItemState.SKIPPED, 0, message="already tagged") for c in claimed])
     await cli.ok("run", str(job), code=3)
     return job
 

@@ -383,6 +383,7 @@ async def test_get_resources_by_arn_list(client: Any, make_client: ClientFactory
     got = await client.get_resources(ResourceARNList=asked)
     assert [m["ResourceARN"] for m in got["ResourceTagMappingList"]] == asked[:3]
     raw = await make_client(validate=False)
+    bad: dict[str, Any]
     for bad in (
         {"ResourceARNList": asked, "ResourcesPerPage": 10},
         {"ResourceARNList": asked, "PaginationToken": "x"},

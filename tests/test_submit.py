@@ -10,8 +10,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import CliRunner
+
 from bulktag.store import Store
 from bulktag.submit import Request, SubmissionRefused, submit
 

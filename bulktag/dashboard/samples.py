@@ -1,7 +1,8 @@
 """Throughput samples: what the daemon writes for the dashboard's chart.
 
-Every `sample_seconds` (a setting, 10 s by default) the daemon reads each live job's counters (a handful of rows per job,
-never its items) and keeps the worked total (succeeded + skipped + failed) with the time.
+Every `sample_seconds` (a setting, 10 s by default) the daemon reads each live job's counters
+(a handful of rows per job, never its items) and keeps the worked total (succeeded + skipped
++ failed) with the time.
 A job that just ended gets one last sample, so its chart reaches the end. Daemons sharing a
 store skip a job sampled less than `MIN_GAP` of an interval ago: one sample per interval.
 """

@@ -6,5 +6,5 @@ from .core import Engine, EngineSnapshot, LeaseHolders, LimiterFigures
 from .recorder import Recorder
 from .sender import OPERATIONS, EngineStats
 
-__all__ = ["OPERATIONS", "Engine", "EngineSnapshot", "EngineStats", "LeaseHolders", "LimiterFigures",
-           "Recorder"]
+__all__ = ["OPERATIONS", "Engine", "EngineSnapshot", "EngineStats", "LeaseHolders",
+           "LimiterFigures", "Recorder"]

@@ -277,7 +277,7 @@ class Engine:
                     await self._activate(r.job_id)
             self._work = work
             await self._start_discoveries()
-            if set(work) - self._held - set(self._lanes) and now - last_round > 0.2 \
+            if (set(work) - self._held - set(self._lanes) and now - last_round > 0.2) \
                     or now - last_round > SHARD_ROUND:
                 await self._shard_round(set(work))
                 last_round = now
@@ -426,7 +426,7 @@ class Engine:
                        job.operation, self.discovery_stats, anyio.Event(), self.rng)
         except StoreError:
             raise
-        except Exception as exc:  # noqa: BLE001 - logged; released, the walk is claimed again
+        except Exception as exc:
             self.log.exception("discovery_crashed", error=repr(exc))
         finally:
             self._discoveries -= 1

@@ -125,7 +125,7 @@ class Lane:
                 await self._work(pick, claimed)
             except StoreError:
                 raise
-            except Exception:  # noqa: BLE001 - a bug: logged, the items back to the queue
+            except Exception:
                 self.log.exception("lane_error", job=pick.job_id, items=len(claimed))
                 engine.requeue(claimed)
                 await anyio.sleep(1.0)
@@ -178,7 +178,7 @@ class Lane:
         try:
             sent = await engine.sender.send(pick.job_id, pick.operation, self.shard_id,
                                             self.shard, batch, tagset, limiter, acquired=True)
-        except Exception:  # noqa: BLE001 - a bug in sending: logged, items back to the queue
+        except Exception:
             self.log.exception("batch_error", job=pick.job_id, items=len(batch))
             engine.requeue(batch)
             return

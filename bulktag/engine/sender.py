@@ -95,7 +95,7 @@ class Sender:
             else:
                 resp = await client.untag_resources(ResourceARNList=arns, TagKeys=tagset)
             failed_map = resp.get("FailedResourcesMap") or {}
-        except Exception as exc:  # noqa: BLE001 - a call error is judged; a bug re-raised
+        except Exception as exc:
             if not is_call_error(exc):
                 raise
             failure = failure_of(exc)

@@ -145,7 +145,7 @@ def _ec2_buckets(
     problem = (f"ec2_buckets must map actions {sorted(DEFAULT_EC2_BUCKETS)} to "
                '{"capacity": number > 0, "refill": number > 0}')
     if not isinstance(value, dict):
-        raise ValueError(problem)  # noqa: TRY004 - apply_changes reports every problem so
+        raise ValueError(problem)
     merged = dict(current)
     for op, bucket in value.items():
         if op not in DEFAULT_EC2_BUCKETS or not isinstance(bucket, dict) or \

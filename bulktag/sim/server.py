@@ -121,7 +121,7 @@ class Simulator:
         try:
             body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
-                raise ValueError  # noqa: TRY004 - answered as SerializationException below
+                raise ValueError
         except ValueError:
             return _aws_error("SerializationException", "Request body is not a JSON object", 400)
 
@@ -203,7 +203,7 @@ class Simulator:
         try:
             changes = await request.json()
             if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")  # noqa: TRY004 - answered 400
+                raise ValueError("expected a JSON object")
             self.reconfigure(changes)
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)

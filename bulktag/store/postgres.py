@@ -136,7 +136,7 @@ def _local_user() -> str:
         import getpass
 
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name is not worth failing a message for
+    except Exception:
         return "?"
 
 
