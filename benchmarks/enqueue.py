@@ -42,7 +42,7 @@ def _size(path: Path) -> int:
 
 
 async def in_process_status(db: str, job: int, runs: int = 5) -> dict[str, float]:
-    from bulktag.cli import job_status
+    from bulktag.app.jobs import job_status
     from bulktag.store import Store
 
     out: dict[str, list[float]] = {}

@@ -20,12 +20,13 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Settings
+from .errors import BulktagError
 
 REFUSAL_MEMORY_SECONDS = 60.0
 ROLE_SECONDS = 3600
 
 
-class AccountAccessError(Exception):
+class AccountAccessError(BulktagError):
     """Credentials for an account could not be had: names the account, role and reason."""
 
     def __init__(self, account: str, via: str, reason: str, code: str = "AssumeRoleFailed",

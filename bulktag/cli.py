@@ -8,42 +8,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 import sys
-import time
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
-from .logs import configure_logging
-from .progress import Progress, format_duration
-from .report import write_report
-from .sources import SourceError
-from .store import (
-    JOB_DONE,
-    Counts,
-    Job,
-    JobOptions,
-    JobState,
-    Store,
-    StoreError,
-    new_owner_token,
+from .app.jobs import (
+    check_accounts,
+    job_status,
+    job_summaries,
+    resolve_regions,
+    submit_query_job,
 )
-from .submit import Request, SubmissionRefused, request_problem, submit
+from .app.runs import export_spec, finish_run
+from .clikit import csv_list, emit, print_run, render_status, settings_from
+from .config import Settings
+from .control import control_job
+from .errors import (
+    EXIT_BUG,
+    EXIT_EXPORT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BulktagError,
+    UsageError,
+)
+from .logs import configure_logging
+from .report import write_report
+from .service_cli import COMMANDS as SERVICE_COMMANDS
+from .service_cli import add_parsers as add_service_parsers
+from .sources import SourceError
+from .store import JobOptions, Store, is_postgres_url, new_owner_token
+from .submit import Request, request_problem, submit
 from .tags import parse_tag_args
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
-
 log = structlog.get_logger("bulktag.cli")
-
-
-class UsageError(Exception):
-    """Bad input or usage: printed as `bulktag: error: ...`, exit 2."""
 
 
 # -- argument parsing --------------------------------------------------------------------------
@@ -142,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="work queued jobs to the end")
     p.add_argument("jobs", nargs="*", type=int, metavar="JOB")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-wait", action="store_true",
+                   help="when another live worker holds the jobs' leases, exit 5 naming it "
+                        "instead of waiting for them")
     _export_on_finish(p)
     _common(p)
 
@@ -214,181 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", default="50-150", help="simulated call latency range")
     p.add_argument("--json", action="store_true")
     _common(p)
-    from .service_cli import add_parsers as add_service_parsers  # daemon, sync, priority
-
-    add_service_parsers(sub, _common)
+    add_service_parsers(sub, _common)  # daemon, sync, priority, workers, store
     return parser
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name, None)
-        for name in ("db", "endpoint_url", "profile", "max_rate", "max_attempts", "log_format",
-                     "log_level", "role_name", "external_id", "on_access_error")
-    }
-    return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
-
-
-# -- output ------------------------------------------------------------------------------------
-
-
-def emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, ensure_ascii=False, default=str))
-    else:
-        print(human)
-
-
-async def job_status(store: Store, job_id: int, settings: Settings | None = None
-                     ) -> dict[str, Any]:
-    """A job's state, counts, rate, per account and region table and top errors with advice.
-    `settings` gives the quota the table compares against (default: the config and env)."""
-    from .advice import advice_for
-    from .report import quota_arns, shard_table
-
-    job = await store.get_job(job_id)
-    if job is None:
-        raise UsageError(f"no job {job_id} in {store.path}")
-    counts = await store.counts(job_id)
-    errors = []
-    for code, n in await store.error_counts(job_id, 5):
-        example = await store.error_example(job_id, code)
-        errors.append({"code": code, "count": n,
-                       "example_arn": example[0] if example else None,
-                       "example_message": example[2] if example else None,
-                       "advice": advice_for(code, example[2] if example else None,
-                                            example[1] if example else None)})
-    elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
-    if job.state == "active":
-        rate = job.rate
-    else:  # a finished or paused job: its average over the time it ran
-        rate = counts.done / elapsed if elapsed else 0.0
-    eta = counts.open / rate if rate > 0 and job.state == "active" else None
-    settings = settings or load_settings()
-    quota = quota_arns(settings.rate_for("TagResources" if job.operation == "tag"
-                                         else "UntagResources"))
-    return {
-        "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
-        "priority": job.priority, "reason": job.reason, "total": counts.total,
-        "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
-                                          "invalid", "cancelled")},
-        "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
-        "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
-        "shards": shard_table(await store.shard_counts(job_id), elapsed, quota),
-        "top_errors": errors,
-        "paused_accounts": [{"account": a, "reason": r}
-                            for a, r in await store.paused_accounts(job_id)],
-        "discovery": [{"account": d.account, "region": d.region, "state": d.state,
-                       "pages": d.pages, "found": d.found, "restarts": d.restarts,
-                       "error": d.error} for d in await store.job_discoveries(job_id)],
-    }
-
-
-def render_status(st: dict[str, Any]) -> str:
-    from .report import render_shard_table
-
-    c = st["counts"]
-    lines = [
-        f"job {st['job']}{' (' + st['name'] + ')' if st['name'] else ''}: {st['operation']} "
-        f"{st['state']}{' - ' + st['reason'] if st['reason'] else ''}",
-        f"  items {st['total']}: " + ", ".join(f"{k} {v}" for k, v in c.items() if v),
-        f"  rate {st['rate']} ARN/s  ETA {format_duration(st['eta_seconds'])}  "
-        f"elapsed {format_duration(st['elapsed_seconds'])}",
-    ]
-    lines += render_shard_table(st.get("shards") or [])
-    walks = st.get("discovery") or []
-    if walks:
-        done = sum(1 for w in walks if w["state"] == "done")
-        lines.append(f"  discovery: {done} of {len(walks)} account-region walks done, "
-                     f"{sum(w['found'] for w in walks)} resources found")
-        for w in walks:
-            if w["state"] == "failed":
-                lines.append(f"    FAILED {w['account'] or '(caller)'}/{w['region']}: "
-                             f"{(w['error'] or '')[:160]}")
-    for p in st.get("paused_accounts") or []:
-        lines.append(f"  account {p['account']} PAUSED: {p['reason'][:160]}")
-        lines.append(f"      -> fix its role, then `bulktag resume {st['job']}`")
-    if st["top_errors"]:
-        lines.append("  top errors:")
-        for e in st["top_errors"]:
-            lines.append(f"    {e['code']:<32} {e['count']:>8}  e.g. {e['example_arn']}: "
-                         f"{(e['example_message'] or '')[:120]}")
-            if e.get("advice"):
-                lines.append(f"      -> {e['advice'].replace('JOB', str(st['job']))}")
-    export = st.get("export")
-    if export:
-        lines.append(f"  report exported: {export['manifest']}" if export.get("manifest")
-                     else f"  report export FAILED to {export['destination']}: {export['error']}")
-    return "\n".join(lines)
-
-
-def exit_code_for(counts: Counts, state: str) -> int:
-    """3 when anything did not end well, or is left open (a paused account's items)."""
-    if state in ("failed", "cancelled") or counts["failed"] or counts["invalid"] or \
-            counts.open or \
-            counts["cancelled"]:
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-# -- running -----------------------------------------------------------------------------------
-
-
-async def run_engine(
-    store: Store, settings: Settings, job_ids: set[int] | None, *, progress_job: int | None,
-    clients: Any = None, seen: set[int] | None = None,
-) -> bool:
-    """Run jobs to the end with signal handling; True when finished, False when interrupted.
-    `seen` collects the ids of the jobs this run worked on."""
-    from .engine import Engine  # aiobotocore: ~0.2 s to import, which status/report never need
-
-    engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients)
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    hits = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal hits
-        hits += 1
-        if hits == 1:
-            log.warning("stopping", signal=signal.Signals(signum).name,
-                        grace_seconds=settings.grace_seconds, hint="again to stop at once")
-            engine.request_stop()
-        elif hits == 2:
-            log.warning("stopping_now", hint="in-flight calls cancelled; leases still released")
-            engine.stop_now()
-        elif main is not None:
-            main.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    progress = Progress(progress_job) if progress_job is not None else None
-
-    async def show() -> None:
-        assert progress is not None and progress_job is not None
-        while True:
-            progress.update(await store.counts(progress_job))
-            await asyncio.sleep(0.5)
-
-    shower = asyncio.create_task(show()) if progress else None
-    try:
-        try:
-            finished = await engine.run()
-        finally:
-            if seen is not None:
-                seen.update(engine.jobs_worked)
-    except asyncio.CancelledError:
-        finished = False
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if shower:
-            shower.cancel()
-            await asyncio.gather(shower, return_exceptions=True)
-            if progress_job is not None and progress:
-                progress.update(await store.counts(progress_job))
-                progress.close()
-    return finished and hits == 0
 
 
 def _query_from_args(args: argparse.Namespace) -> Any:
@@ -407,58 +240,6 @@ def _query_from_args(args: argparse.Namespace) -> Any:
         raise UsageError("--regions and --accounts go with a query (--query, --match-tag, "
                          "--resource-type)")
     return None
-
-
-def _csv_list(text: str | None, what: str) -> list[str]:
-    items = [x.strip() for x in (text or "").split(",") if x.strip()]
-    if text is not None and not items:
-        raise UsageError(f"--{what}: empty list")
-    return items
-
-
-async def submit_query_job(
-    args: argparse.Namespace, settings: Settings, request: Request, query: Any,
-    options: JobOptions,
-) -> int:
-    """A job whose items discovery finds: one walk per (account, region), tagging as it goes."""
-    from .clients import ClientPool
-    from .discovery import enabled_regions
-
-    if request.operation == "tag" and not request.tags:
-        raise UsageError("--tag: give at least one tag to apply")
-    if request.operation == "untag" and not request.keys:
-        raise UsageError("--key: give at least one key to remove")
-    accounts = _csv_list(args.accounts, "accounts") or [""]
-    for account in accounts:
-        if account and not (len(account) == 12 and account.isdigit()):
-            raise UsageError(f"--accounts: {account!r} is not a 12-digit account id")
-    regions = _csv_list(args.regions, "regions")
-    if not regions:
-        clients = ClientPool(settings)
-        try:
-            regions = await enabled_regions(clients, settings)
-        except Exception as exc:
-            raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
-        finally:
-            await clients.close()
-    options = options.with_(query=query.to_json(), tags=request.tags, keys=list(request.keys),
-                            accounts=accounts, regions=regions)
-    if args.dry_run:
-        from .plan import plan_query
-
-        return await plan_query(args, settings, request, query, accounts, regions, options)
-    async with await Store.open(settings.db) as store:
-        job_id = await store.create_job(request.operation, options=options, name=args.name,
-                                        priority=args.priority, owner=new_owner_token())
-        await store.create_discoveries(job_id, [("aws", a, r) for a in accounts
-                                                for r in regions])
-        await store.set_job_state(job_id, JobState.READY)
-        log.info("job_submitted", job=job_id, query=query.to_json(), accounts=accounts,
-                 regions=regions)
-        if args.detach:
-            emit(args, {"job": job_id, "accounts": accounts, "regions": regions}, str(job_id))
-            return EXIT_OK
-        return await finish_run(args, store, settings, {job_id})
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -485,11 +266,12 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--if-absent reads current tags to keep existing values: it "
                              "cannot go with --no-skip-compliant")
         skip_compliant = True
+    export = export_spec(args.export_on_finish, args.export_region, args.export_kms_key_arn)
     options = JobOptions(
         failure_ratio=args.failure_ratio, failure_min_items=args.failure_min_items,
         skip_compliant=skip_compliant, if_absent=args.if_absent,
         # kept with the job, even with --detach
-        export_on_finish=export_on_finish_options(args).get("export_on_finish"))
+        export_on_finish=export.to_json() if export else None)
     if args.if_absent and args.command != "tag":
         raise UsageError("--if-absent applies to tag jobs only")
     query = _query_from_args(args)
@@ -500,11 +282,35 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("nothing to work on: give --arns SRC, or a query (--query, "
                          "--match-tag, --resource-type)")
     if query is not None:
-        return await submit_query_job(args, settings, request, query, options)
+        if request.operation == "tag" and not request.tags:
+            raise UsageError("--tag: give at least one tag to apply")
+        if request.operation == "untag" and not request.keys:
+            raise UsageError("--key: give at least one key to remove")
+        accounts = csv_list(args.accounts, "accounts") or [""]
+        check_accounts(accounts)
+        regions = await resolve_regions(settings, csv_list(args.regions, "regions"))
+        options = options.with_(query=query.to_json(), tags=request.tags,
+                                keys=list(request.keys), accounts=accounts, regions=regions)
+        if args.dry_run:
+            from .plan import plan_query
+
+            plan = await plan_query(settings, request, query, accounts, regions, options)
+            emit(args, plan.data, plan.human)
+            return plan.exit_code
+        async with await Store.open(settings.db) as store:
+            job_id = await submit_query_job(store, request.operation, options,
+                                            name=args.name, priority=args.priority)
+            if args.detach:
+                emit(args, {"job": job_id, "accounts": accounts, "regions": regions},
+                     str(job_id))
+                return EXIT_OK
+            return print_run(args, await finish_run(store, settings, {job_id}))
     if args.dry_run:
         from .plan import dry_run
 
-        return await dry_run(args, request, settings, options)
+        plan = await dry_run(request, settings, options, args.arns, args.source_format)
+        emit(args, plan.data, plan.human)
+        return plan.exit_code
     async with await Store.open(settings.db) as store:
         await store.reap_abandoned_submissions()
         owner = new_owner_token()
@@ -512,8 +318,6 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             result = await submit(store, args.arns, request, name=args.name,
                                   priority=args.priority, options=options, owner=owner,
                                   fmt=args.source_format)
-        except SubmissionRefused as exc:
-            raise UsageError(str(exc)) from None
         except SourceError as exc:
             raise UsageError(f"nothing was enqueued: {exc}") from None
         log.info("job_submitted", job=result.job_id, rows=result.rows, added=result.added,
@@ -523,157 +327,55 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                         "duplicates": result.duplicates, "invalid": result.invalid},
                  str(result.job_id))
             return EXIT_OK
-        return await finish_run(args, store, settings, {result.job_id})
+        return print_run(args, await finish_run(store, settings, {result.job_id}))
 
-
-async def finish_run(
-    args: argparse.Namespace, store: Store, settings: Settings, job_ids: set[int] | None,
-    clients: Any = None,
-) -> int:
-    await remember_export_on_finish(args, store, job_ids)
-    progress_job = next(iter(job_ids)) if job_ids and len(job_ids) == 1 else None
-    seen: set[int] = set()
-    finished = await run_engine(store, settings, job_ids, progress_job=progress_job,
-                                clients=clients, seen=seen)
-    # `bulktag run` with no JOB answers for the jobs it worked, not the store's whole history.
-    # ... and for finished jobs whose export is still due (their bucket was missing, say).
-    ids = sorted(job_ids) if job_ids else sorted(
-        seen | {j.id for j in await store.list_jobs() if export_due(j)})
-    if not ids and not getattr(args, "json", False):
-        print("no queued work")
-    statuses = [await job_status(store, j, settings) for j in ids]
-    export_failed = False
-    if finished:  # after Ctrl-C, stop now: the next `bulktag run` exports what is due
-        for st in statuses:
-            st_export = await export_if_due(store, settings, st["job"])
-            if st_export is not None:
-                st["export"] = st_export
-                export_failed = export_failed or "error" in st_export
-    if getattr(args, "json", False):
-        print(json.dumps({"interrupted": not finished, "jobs": statuses}))
-    else:
-        for st in statuses:
-            print(render_status(st))
-    if not finished:
-        return EXIT_INTERRUPTED
-    code = EXIT_OK
-    for st in statuses:
-        counts = Counts({k: v for k, v in st["counts"].items()})
-        code = max(code, exit_code_for(counts, st["state"]))
-        if any(w["state"] == "failed" for w in st.get("discovery") or []):
-            code = max(code, EXIT_FAILED)  # part of the query was never read
-    return max(code, EXIT_EXPORT) if export_failed else code
-
-
-# -- exports when a job ends -------------------------------------------------------------------
-
-EXIT_EXPORT = 4  # the report could not be written (bucket missing, access denied ...)
-
-
-def export_on_finish_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Job options for --export-on-finish (empty without it); checked, else UsageError."""
-    from .export import parse_destination
-
-    dest = getattr(args, "export_on_finish", None)
-    region = getattr(args, "export_region", None)
-    kms = getattr(args, "export_kms_key_arn", None)
-    if not dest:
-        if region or kms:
-            raise UsageError("--export-region and --export-kms-key-arn need --export-on-finish")
-        return {}
-    try:
-        parsed = parse_destination(dest)
-    except ValueError as exc:
-        raise UsageError(f"--export-on-finish: {exc}") from None
-    if parsed.bucket is None and (region or kms):
-        raise UsageError("--export-region and --export-kms-key-arn apply only to s3:// "
-                         "destinations")
-    return {"export_on_finish": {"destination": dest, "region": region, "kms_key_arn": kms,
-                                 "format": "csv"}}
-
-
-async def remember_export_on_finish(args: argparse.Namespace, store: Store,
-                                    job_ids: set[int] | None) -> None:
-    """Keep --export-on-finish in the jobs' options before running them, so a run that
-    crashes still exports from the next `bulktag run`. Without job ids: every unfinished job."""
-    options = export_on_finish_options(args)
-    if not options:
-        return
-    ids = job_ids or {j.id for j in await store.list_jobs() if j.state not in JOB_DONE}
-    for j in sorted(ids):
-        await store.merge_job_options(j, options)
-
-
-def export_due(job: Job) -> bool:
-    """A finished job with an export destination whose this end was not exported yet."""
-    spec = job.options.export_on_finish
-    if not spec or job.state not in (JobState.COMPLETED, JobState.FAILED):
-        return False
-    done = job.options.exported or {}
-    return not (done.get("finished_at") == job.finished_at and done.get("spec") == spec)
-
-
-async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[str, Any] | None:
-    """Export a completed or failed job with an export destination, unless this end of it
-    (same finished_at, same destination) was already exported. Returns what happened."""
-    from .export import ExportError, export_report, parse_destination
-
-    job = await store.get_job(job_id)
-    if job is None or not export_due(job):
-        return None
-    spec = job.options.export_on_finish
-    assert spec is not None
-    try:
-        exported = await export_report(
-            store, job, parse_destination(spec["destination"]), settings,
-            fmt=spec.get("format") or "csv", region=spec.get("region"),
-            kms_key_arn=spec.get("kms_key_arn"))
-    except ExportError as exc:
-        print(f"bulktag: error: job {job.id}: {exc}", file=sys.stderr)
-        log.error("export_failed", job=job.id, destination=spec["destination"], error=str(exc))
-        return {"destination": spec["destination"], "error": str(exc)}
-    await store.merge_job_options(job.id, {"exported": {
-        "spec": spec, "finished_at": job.finished_at, "manifest": exported.manifest_location,
-        "at": time.time()}})
-    return {"destination": spec["destination"], "manifest": exported.manifest_location}
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    async with await Store.open(settings.db) as store:
+    export = export_spec(args.export_on_finish, args.export_region, args.export_kms_key_arn)
+    async with await Store.open(settings.db, create=False) as store:
         for j in args.jobs:
             if await store.get_job(j) is None:
                 raise UsageError(f"no job {j} in {settings.db}")
-        return await finish_run(args, store, settings, set(args.jobs) or None)
+        return print_run(args, await finish_run(store, settings, set(args.jobs) or None,
+                                                export=export,
+                                                wait_for_leases=not args.no_wait))
+
+
+def _no_store_yet(args: argparse.Namespace, settings: Settings) -> bool:
+    """A job list of a SQLite store that does not exist yet: empty, and nothing created."""
+    if is_postgres_url(settings.db) or os.path.exists(settings.db):
+        return False
+    emit(args, {"jobs": []}, "no jobs")
+    return True
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    async with await Store.open(settings.db) as store:
+    if args.job is None and _no_store_yet(args, settings):
+        return EXIT_OK
+    async with await Store.open(settings.db, create=False) as store:
         if args.job is not None:
             st = await job_status(store, args.job, settings)
             emit(args, st, render_status(st))
             return EXIT_OK
-        return await cmd_jobs(args, settings, store)
+        return await _print_jobs(args, store)
 
 
-async def cmd_jobs(args: argparse.Namespace, settings: Settings, store: Store | None = None) -> int:
-    own = store is None
-    store = store or await Store.open(settings.db)
-    try:
-        rows = []
-        for job in await store.list_jobs():
-            counts = await store.counts(job.id)
-            rows.append({"job": job.id, "name": job.name, "operation": job.operation,
-                         "state": job.state, "priority": job.priority, "total": counts.total,
-                         "done": counts.done, "failed": counts["failed"] + counts["invalid"]})
-        human = "\n".join(
-            f"{r['job']:>6}  {r['operation']:<6} {r['state']:<10} p{r['priority']:<3} "
-            f"{r['done']}/{r['total']} failed {r['failed']}  {r['name'] or ''}" for r in rows
-        ) or "no jobs"
-        emit(args, {"jobs": rows}, human)
+async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    if _no_store_yet(args, settings):
         return EXIT_OK
-    finally:
-        if own:
-            await store.close()
+    async with await Store.open(settings.db, create=False) as store:
+        return await _print_jobs(args, store)
+
+
+async def _print_jobs(args: argparse.Namespace, store: Store) -> int:
+    rows = await job_summaries(store)
+    human = "\n".join(
+        f"{r['job']:>6}  {r['operation']:<6} {r['state']:<10} p{r['priority']:<3} "
+        f"{r['done']}/{r['total']} failed {r['failed']}  {r['name'] or ''}" for r in rows
+    ) or "no jobs"
+    emit(args, {"jobs": rows}, human)
+    return EXIT_OK
 
 
 async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -682,7 +384,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     s3 = bool(out and out.startswith("s3://"))
     if (args.kms_key_arn or args.s3_region) and not s3:
         raise UsageError("--kms-key-arn and --region apply only to -o s3://BUCKET/PREFIX")
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:
         job = await store.get_job(args.job)
         if job is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
@@ -720,43 +422,15 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
-    async with await Store.open(settings.db) as store:
-        job = await store.get_job(args.job)
-        if job is None:
-            raise UsageError(f"no job {args.job} in {settings.db}")
-        data: dict[str, Any] = {"job": job.id}
-        if args.command == "retry":
-            n = await store.retry_failed(job.id, args.code)
-            if n:
-                await store.set_job_state(job.id, JobState.READY)
-            data["requeued"] = n
-            human = f"job {job.id}: {n} item(s) back to pending; `bulktag run {job.id}` works them"
-        elif args.command == "cancel":
-            if job.state in JOB_DONE:
-                raise UsageError(f"job {job.id} is already {job.state}")
-            n = await store.cancel_items(job.id, "cancelled by the operator")
-            await store.set_job_state(job.id, JobState.CANCELLED,
-                                      reason="cancelled by the operator")
-            data["cancelled"] = n
-            human = f"job {job.id} cancelled ({n} open item(s))"
-        elif args.command == "pause":
-            if job.state not in ("ready", "active"):
-                raise UsageError(f"job {job.id} is {job.state}; only ready or active jobs pause")
-            await store.set_job_state(job.id, JobState.PAUSED)
-            human = f"job {job.id} paused"
-        else:
-            accounts = await store.clear_paused_accounts(job.id)
-            if job.state != "paused" and not accounts:
-                raise UsageError(f"job {job.id} is {job.state}, not paused")
-            if job.state == JobState.PAUSED:
-                await store.set_job_state(job.id, JobState.READY)
-            data["accounts_resumed"] = accounts
-            human = (f"job {job.id} resumed"
-                     f"{f' ({accounts} paused account(s))' if accounts else ''}; "
-                     f"`bulktag run {job.id}` works it")
-        data["state"] = (await store.get_job(job.id)).state  # type: ignore[union-attr]
-        emit(args, data, human)
-        return EXIT_OK
+    async with await Store.open(settings.db, create=False) as store:
+        result = await control_job(store, args.job, args.command,
+                                   code=getattr(args, "code", None))
+    human = result.message
+    if args.command in ("retry", "resume"):
+        human += f"; `bulktag run {result.job}` works it"
+    data = {"job": result.job, **result.details, "state": result.state}
+    emit(args, data, human)
+    return EXIT_OK
 
 
 async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
@@ -773,8 +447,8 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
                  if args.match_tag or args.resource_type else None)
     except QueryError as exc:
         raise UsageError(str(exc)) from None
-    accounts = _csv_list(args.accounts, "accounts") or [""]
-    regions = _csv_list(args.regions, "regions")
+    accounts = csv_list(args.accounts, "accounts") or [""]
+    regions = csv_list(args.regions, "regions")
     if not regions:
         clients = ClientPool(settings)
         try:
@@ -801,7 +475,7 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from .verify import verify_job
 
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:
         if await store.get_job(args.job) is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
         result = await verify_job(store, settings, args.job)
@@ -818,7 +492,9 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .demo import run_demo
 
-    return await run_demo(args, settings)
+    regions = csv_list(args.regions, "regions")
+    return await run_demo(settings, regions=regions, per_region=args.per_region,
+                          latency_ms=args.latency_ms, db=args.db, as_json=args.json)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
@@ -827,8 +503,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any,
     "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,
     "inventory": cmd_inventory,
 }
-from .service_cli import COMMANDS as SERVICE_COMMANDS  # noqa: E402 - daemon, sync, priority
-
 COMMANDS.update(SERVICE_COMMANDS)
 
 
@@ -846,21 +520,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         settings = settings_from(args)
-    except ConfigError as exc:
-        print(f"bulktag: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(settings.log_format, settings.log_level)
-    try:
+        configure_logging(settings.log_format, settings.log_level)
         return asyncio.run(COMMANDS[args.command](args, settings))
-    except (UsageError, ConfigError, StoreError) as exc:
+    except BulktagError as exc:
         print(f"bulktag: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`bulktag report 1 | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception:  # a bug: say so, with the traceback, under its own exit code
+        traceback.print_exc()
+        print(f"bulktag: internal error (a bug in bulktag {__version__}; exit {EXIT_BUG}). "
+              "Nothing accepted is lost: `bulktag run` carries on from the store. Please "
+              "report the traceback above.", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

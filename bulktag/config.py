@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import BulktagError
 from .limits import QUOTAS
 
 DEFAULT_QUOTAS = dict(QUOTAS)
 
 
-class ConfigError(Exception):
+class ConfigError(BulktagError):
     """A setting that cannot be used: names where it came from and why."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from .errors import BulktagError
 from .store import JOB_DONE, JobState, Store
 
 Action = Literal["pause", "resume", "cancel", "retry", "priority"]
@@ -21,7 +22,7 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 CANCEL_MESSAGE = "cancelled by the operator"
 
 
-class ControlError(Exception):
+class ControlError(BulktagError):
     """The action cannot be applied (the message says why)."""
 
 

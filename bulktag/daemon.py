@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from .arn import Shard
 from .config import ConfigError, Settings
 from .engine import Engine
+from .errors import BulktagError
 from .logs import configure_logging
 from .metrics import BulktagCollector, DaemonFigures, Scrape
 from .store import Store, SyncRule, new_owner_token
@@ -50,7 +51,7 @@ SYNC_POLL_SECONDS = 1.0
 SYNC_CONCURRENCY = 4
 
 
-class ListenError(ValueError):
+class ListenError(BulktagError, ValueError):
     pass
 
 

@@ -8,7 +8,6 @@ simulator's own tags: the demo exits 0 only when bulktag recorded exactly what h
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import tempfile
@@ -17,7 +16,9 @@ from typing import Any
 
 from aiobotocore.session import get_session
 
+from .app.runs import finish_run
 from .clients import ClientPool
+from .clikit import render_status
 from .config import Settings
 from .sim import SimConfig, start_simulator, synthetic_arns
 from .sim.config import parse_latency
@@ -36,12 +37,21 @@ def demo_arns(regions: list[str], per_region: int) -> list[str]:
     return arns
 
 
-async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli import finish_run
+async def run_demo(settings: Settings, *, regions: list[str], per_region: int,
+                   latency_ms: str, db: str | None, as_json: bool = False) -> int:
+    """Tag synthetic resources on a simulator started here and check every outcome against it.
+    The job goes to a store of its own in a temporary directory unless `db` names one, so a
+    demo never writes into the user's real store."""
+    with tempfile.TemporaryDirectory(prefix="bulktag-demo-") as state:
+        store_at = db or str(Path(state) / "demo.db")
+        return await _demo(dataclasses.replace(settings, db=store_at), regions, per_region,
+                           latency_ms, as_json)
 
-    regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+
+async def _demo(settings: Settings, regions: list[str], per_region: int, latency_ms: str,
+                as_json: bool) -> int:
     sim_config = SimConfig(
-        latency_ms=parse_latency(args.latency_ms),
+        latency_ms=parse_latency(latency_ms),
         resource_error_rate=0.01,
         whole_call_error_rate=0.005,
         seed=7,
@@ -51,7 +61,7 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                                        backoff_cap=5.0)
         session = get_session()
         session.set_credentials("sim-demo", "sim-demo")
-        arns = demo_arns(regions, args.per_region)
+        arns = demo_arns(regions, per_region)
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(tmp) / "demo-arns.txt"
             source.write_text("# bulktag demo ARNs\n" + "\n".join(arns) + "\n")
@@ -60,13 +70,17 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                                          name="demo", owner=new_owner_token())
                 print(f"demo: job {submitted.job_id}: {submitted.added} ARNs over "
                       f"{len(regions)} regions on the simulator at {sim.url} (store {settings.db})")
-                code = await finish_run(args, store, settings, {submitted.job_id},
-                                        clients=ClientPool(settings, session))
+                run = await finish_run(store, settings, {submitted.job_id},
+                                       clients=ClientPool(settings, session))
+                code = run.exit_code
+                if not as_json:
+                    for st in run.statuses:
+                        print(render_status(st))
                 problems = await verify(store, submitted.job_id, sim)
         stats = sim.state.stats
     summary: dict[str, Any] = {"job": submitted.job_id, "simulator": stats,
                                "mismatches": problems[:10], "exit_code": code}
-    if getattr(args, "json", False):
+    if as_json:
         print(json.dumps(summary, default=str))
     else:
         print(f"demo: simulator saw {json.dumps(stats.get('requests', {}))} requests, "

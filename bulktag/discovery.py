@@ -25,6 +25,7 @@ from .arn import ArnError, Shard, parse_arn
 from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
+from .errors import BulktagError
 from .limiter import ShardLimiter
 from .limits import PAGE_SIZE as PAGE
 from .limits import PAGINATION_TOKEN_SECONDS, RESOURCE_TYPE_FILTERS_MAX
@@ -37,7 +38,7 @@ TOKEN_FRESH_SECONDS = PAGINATION_TOKEN_SECONDS - 60  # leave a margin
 STACK_TAG = "aws:cloudformation:stack-id"
 
 
-class QueryError(ValueError):
+class QueryError(BulktagError, ValueError):
     """A query that cannot be used: says which part and why."""
 
 

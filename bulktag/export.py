@@ -27,6 +27,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Settings
+from .errors import EXIT_EXPORT, BulktagError
 from .report import WrittenFile, build_manifest, manifest_bytes, rows_file_name, stream_report
 from .store import Job, Store
 
@@ -38,8 +39,10 @@ CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjso
                  "json": "application/json"}
 
 
-class ExportError(Exception):
+class ExportError(BulktagError):
     """The report could not be written to its destination (message says where and why)."""
+
+    exit_code = EXIT_EXPORT
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ queries), at the shard's GetResources quota."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import json
@@ -122,8 +121,17 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
         plans.setdefault(shard_key, ShardPlan()).error = str(exc) or "pagination token expired"
 
 
-def _render(args: argparse.Namespace, request: Request, settings: Settings,
-            plans: dict[Shard, ShardPlan], header: dict[str, Any], invalid: int) -> int:
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run would do: `data` for --json, `human` for a terminal, and its exit code."""
+
+    data: dict[str, Any]
+    human: str
+    exit_code: int
+
+
+def _render(request: Request, settings: Settings, plans: dict[Shard, ShardPlan],
+            header: dict[str, Any], invalid: int) -> Plan:
     rate = settings.rate_for("TagResources" if request.operation == "tag" else "UntagResources")
     shards: list[dict[str, Any]] = []
     for shard, plan in sorted(plans.items(), key=lambda kv: str(kv[0])):
@@ -137,29 +145,26 @@ def _render(args: argparse.Namespace, request: Request, settings: Settings,
             "shards": shards,
             # Shards run at once: the run takes as long as its slowest shard.
             "estimated_seconds": max((s["seconds_at_quota"] for s in shards), default=0)}
-    if getattr(args, "json", False):
-        print(json.dumps(data))
-    else:
-        print(f"plan ({request.operation}, nothing sent): {data['change']} to change, "
-              f"{data['skip']} already right, {invalid} invalid; "
-              f"{rate:g} calls/s of 20 ARNs per account-region")
-        print(f"  {'account':<14}{'region':<16}{'change':>9}{'skip':>9}{'batches':>9}"
-              f"{'est. s':>9}")
-        for s in shards:
-            line = (f"  {s['account'] or '(caller)':<14}{s['region']:<16}{s['change']:>9}"
-                    f"{s['skip']:>9}{s['batches']:>9}{s['seconds_at_quota']:>9}")
-            if s["error"]:
-                line += f"  tags not read: {s['error'][:100]}"
-            print(line)
-        print(f"  estimated duration: ~{data['estimated_seconds']} s (shards run at once)")
-    return 0 if not invalid or request.skip_invalid else 2
+    lines = [f"plan ({request.operation}, nothing sent): {data['change']} to change, "
+             f"{data['skip']} already right, {invalid} invalid; "
+             f"{rate:g} calls/s of 20 ARNs per account-region",
+             f"  {'account':<14}{'region':<16}{'change':>9}{'skip':>9}{'batches':>9}"
+             f"{'est. s':>9}"]
+    for s in shards:
+        line = (f"  {s['account'] or '(caller)':<14}{s['region']:<16}{s['change']:>9}"
+                f"{s['skip']:>9}{s['batches']:>9}{s['seconds_at_quota']:>9}")
+        if s["error"]:
+            line += f"  tags not read: {s['error'][:100]}"
+        lines.append(line)
+    lines.append(f"  estimated duration: ~{data['estimated_seconds']} s (shards run at once)")
+    return Plan(data, "\n".join(lines), 0 if not invalid or request.skip_invalid else 2)
 
 
-async def dry_run(args: argparse.Namespace, request: Request, settings: Settings,
-                  options: JobOptions) -> int:
+async def dry_run(request: Request, settings: Settings, options: JobOptions,
+                  sources: list[str], source_format: str | None) -> Plan:
     """The plan for file sources."""
     per_shard, rows, invalid, dupes = await anyio.to_thread.run_sync(
-        functools.partial(_tally, args.arns, request, args.source_format)
+        functools.partial(_tally, sources, request, source_format)
     )
     clients = ClientPool(settings)
     try:
@@ -170,11 +175,11 @@ async def dry_run(args: argparse.Namespace, request: Request, settings: Settings
     finally:
         await clients.close()
     plans = dict(zip(per_shard, results, strict=True))
-    return _render(args, request, settings, plans, {"rows": rows, "duplicates": dupes}, invalid)
+    return _render(request, settings, plans, {"rows": rows, "duplicates": dupes}, invalid)
 
 
-async def plan_query(args: argparse.Namespace, settings: Settings, request: Request, query: Query,
-                     accounts: list[str], regions: list[str], options: JobOptions) -> int:
+async def plan_query(settings: Settings, request: Request, query: Query, accounts: list[str],
+                     regions: list[str], options: JobOptions) -> Plan:
     """The plan for a query: walk it without enqueuing."""
     clients = ClientPool(settings)
     plans: dict[Shard, ShardPlan] = {}
@@ -185,4 +190,4 @@ async def plan_query(args: argparse.Namespace, settings: Settings, request: Requ
         ))
     finally:
         await clients.close()
-    return _render(args, request, settings, plans, {"query": query.to_json()}, 0)
+    return _render(request, settings, plans, {"query": query.to_json()}, 0)

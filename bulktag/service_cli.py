@@ -13,7 +13,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .clikit import csv_list, emit, settings_from
 from .config import Settings
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from .store import Store
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -89,7 +92,6 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 
 
 async def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli import UsageError, settings_from
     from .daemon import ListenError, run_daemon
 
     try:
@@ -102,10 +104,9 @@ async def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli import UsageError, emit
     from .store import JOB_DONE, Store
 
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:
         job = await store.get_job(args.job)
         if job is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
@@ -130,7 +131,6 @@ def _rule_line(r: dict[str, Any]) -> str:
 
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli import EXIT_FAILED, EXIT_INTERRUPTED, UsageError, _csv_list, emit
     from .store import NewSyncRule, Store
     from .sync import RuleError, add_rule
     from .tags import parse_tag_args
@@ -142,8 +142,8 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                 apply = parse_tag_args(args.apply)
             except ValueError as exc:
                 raise UsageError(f"--apply: {exc}") from None
-            accounts = _csv_list(args.accounts, "accounts") or [""]
-            regions = _csv_list(args.regions, "regions")
+            accounts = csv_list(args.accounts, "accounts") or [""]
+            regions = csv_list(args.regions, "regions")
             try:
                 rule = await add_rule(store, NewSyncRule(
                     args.name, tag_key=args.tag_key, tag_value=args.tag_value,
@@ -184,12 +184,13 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                      f"; job {job} removes {','.join(rule.apply)} from its members "
                      f"(the daemon or `bulktag run {job}` works it)" if job else ""))
             return 0
-        return await _sync_run(args, settings, store, rule.name, EXIT_FAILED, EXIT_INTERRUPTED)
+        return await _sync_run(args, settings, store, rule.name)
 
 
-async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, name: str,
-                    exit_failed: int, exit_interrupted: int) -> int:
-    from .cli import emit, exit_code_for, job_status, run_engine
+async def _sync_run(args: argparse.Namespace, settings: Settings, store: Store,
+                    name: str) -> int:
+    from .app.jobs import exit_code_for, job_status
+    from .app.runs import run_engine
     from .clients import ClientPool
     from .store import Counts
     from .sync import evaluate, own_limiters
@@ -204,8 +205,8 @@ async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, na
         raise
     finished = True
     if ev.jobs:
-        finished = await run_engine(store, settings, set(ev.jobs), progress_job=None,
-                                    clients=clients)
+        finished = (await run_engine(store, settings, set(ev.jobs), progress_job=None,
+                                     clients=clients)).finished
     else:
         await clients.close()
     statuses = [await job_status(store, j, settings) for j in ev.jobs]
@@ -218,15 +219,14 @@ async def _sync_run(args: argparse.Namespace, settings: Settings, store: Any, na
              + (f"\n  ERROR: {ev.error}" if ev.error else ""))
     emit(args, data, human)
     if not finished:
-        return exit_interrupted
-    code = exit_failed if ev.errors else 0
+        return EXIT_INTERRUPTED
+    code = EXIT_FAILED if ev.errors else 0
     for st in statuses:
         code = max(code, exit_code_for(Counts(dict(st["counts"])), st["state"]))
     return code
 
 
 async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli import emit
     from .store import Store
     from .workers import list_workers, render_workers
 
@@ -237,7 +237,6 @@ async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli import UsageError, emit
     from .storecopy import CopyProgress, CopyRefused, copy_store
 
     tty = sys.stderr.isatty()
@@ -251,7 +250,7 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
         result = await copy_store(args.src, args.dst, progress=progress if tty else None,
                                   stale_seconds=settings.owner_stale_seconds)
     except CopyRefused as exc:
-        raise UsageError(f"store copy refused: {exc}") from None
+        raise UsageError(f"store copy refused: {exc}") from None  # exit 2
     notes = []
     if result.released_leases:
         notes.append(f"released {result.released_leases} items leased by workers that are gone "

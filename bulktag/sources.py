@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from .errors import BulktagError
+
 FORMATS = ("text", "csv", "jsonl")
 ARN_COLUMNS = ("arn", "resourcearn", "resource arn", "identifier")  # in order of preference
 NOT_TAGGED = "(not tagged)"  # what AWS Tag Editor's CSV export writes for an absent tag
@@ -40,7 +42,7 @@ class Row:
     problem: str | None = None  # why the row is unusable, else None
 
 
-class SourceError(Exception):
+class SourceError(BulktagError):
     """The whole source is unusable: missing file, no ARN column, undecodable gzip ..."""
 
     def __init__(self, source: str, reason: str, line: int | None = None) -> None:

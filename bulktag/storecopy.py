@@ -39,12 +39,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import BulktagError
 from .store import JobState, Store, StoreError, SyncRule, is_postgres_url
 
 PAGE = 10_000  # items (and sync members) per page read from the source and written at once
 
 
-class CopyRefused(Exception):
+class CopyRefused(BulktagError):
     """The copy cannot start: the destination is not empty, the source is being worked, or
     source and destination are the same store. Nothing was copied."""
 

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import anyio.to_thread
 
 from .arn import ArnError, Shard, parse_arn
+from .errors import BulktagError
 from .sources import Row, open_rows, read_chunks, source_name
 from .store import JobOptions, JobState, NewItem, Store, tagset_body
 from .tags import keys_problem, tagset_problem
@@ -47,7 +48,7 @@ class Problem:
         return f"{where}: {self.reason}"
 
 
-class SubmissionRefused(Exception):
+class SubmissionRefused(BulktagError):
     """Bad rows in the input: nothing was enqueued."""
 
     def __init__(self, problems: list[Problem], total: int, message: str | None = None) -> None:

@@ -26,6 +26,7 @@ from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
 from .discovery import Query, enabled_regions, parse_resource_query
+from .errors import BulktagError
 from .limiter import ShardLimiter
 from .limits import PAGE_SIZE as PAGE
 from .store import JobOptions, JobState, NewItem, NewSyncRule, Store, SyncRule, tagset_body
@@ -37,7 +38,7 @@ MAX_THROTTLE_RETRIES = 100
 ENQUEUE_CHUNK = 10_000  # ARNs per add_items call
 
 
-class RuleError(ValueError):
+class RuleError(BulktagError, ValueError):
     """A rule that cannot be added: says which part and why."""
 
 

@@ -248,8 +248,14 @@ async def test_usage_errors_exit_2_naming_the_problem(
 ) -> None:
     cli = Cli(run_cli, db_path, None)
     src = arns_file(tmp_path, [arn(1)])
-    # At once, on a store none of them finds: they also race to create it and migrate it.
-    commands = ("status", "report", "cancel", "pause", "resume", "retry", "run")
+    # On a store that does not exist: read-only commands say so and create nothing.
+    commands = ("status", "report", "cancel", "pause", "resume", "retry", "run", "verify")
+    errors = await asyncio.gather(*(cli.usage_error(c, "99") for c in commands))
+    for command, err in zip(commands, errors, strict=True):
+        assert err.startswith(f"bulktag: error: no store at {db_path}"), command
+    assert not db_path.exists() and not db_path.parent.exists()
+    await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--detach")
+    # At once, on a store without job 99.
     errors = await asyncio.gather(*(cli.usage_error(c, "99") for c in commands))
     for command, err in zip(commands, errors, strict=True):
         assert err == f"bulktag: error: no job 99 in {db_path}\n", command
@@ -273,7 +279,7 @@ async def test_usage_errors_exit_2_naming_the_problem(
         2, f"bulktag: error: cannot open the store {garbage}: file is not a database\n")
     # None of these left a job behind.
     with sqlite3.connect(db_path) as con:
-        assert con.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
 
 
 async def test_dry_run_prints_batches_per_shard_and_enqueues_nothing(

@@ -237,9 +237,9 @@ async def test_status_and_end_of_run_show_the_region_table_and_advice(
     ("InvalidInput", "line 3: not an ARN", None, advice.BAD_INPUT),
     ("JobFailed", None, None, advice.JOB_FAILED),
     ("Cancelled", None, None, advice.CANCELLED),
+    # a resource busy with another change: transient, as classify.py says (one list of codes)
     ("InvalidReplicationGroupState", "busy", 400,
-     "see the example message; `bulktag retry JOB --code InvalidReplicationGroupState` once "
-     "the cause is fixed"),
+     "transient: `bulktag retry JOB --code InvalidReplicationGroupState`"),
 ])
 def test_advice_for_error_codes(code: str, message: str | None, status: int | None,
                                 expected: str) -> None:

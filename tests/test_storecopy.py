@@ -24,8 +24,8 @@ import pytest
 from conftest import CliRunner, _pg_admin, pg_database_url
 from test_store import plain_sql
 
+from bulktag.app.jobs import job_status
 from bulktag.arn import Shard
-from bulktag.cli import job_status
 from bulktag.config import Settings
 from bulktag.sim import RunningSimulator
 from bulktag.store import (

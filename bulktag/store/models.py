@@ -17,9 +17,10 @@ from enum import StrEnum
 from typing import Any
 
 from ..arn import Shard
+from ..errors import BulktagError
 
 
-class StoreError(Exception):
+class StoreError(BulktagError):
     """The store cannot be opened, migrated or reached (bad path or URL, not a database,
     no permission, server down)."""
 

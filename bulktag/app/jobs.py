@@ -1,0 +1,125 @@
+"""Submitting and describing jobs: a query job's discovery walks, a job's status (counts, rate,
+ETA, the per account/region table, top errors with advice, paused accounts, discovery), and
+the exit code a job's end maps to."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from ..config import Settings, load_settings
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..store import Counts, JobOptions, JobState, Store, new_owner_token
+
+log = structlog.get_logger("bulktag.jobs")
+
+
+async def job_status(store: Store, job_id: int, settings: Settings | None = None
+                     ) -> dict[str, Any]:
+    """A job's state, counts, rate, per account and region table and top errors with advice.
+    `settings` gives the quota the table compares against (default: the config and env)."""
+    from ..advice import advice_for
+    from ..report import quota_arns, shard_table
+
+    job = await store.get_job(job_id)
+    if job is None:
+        raise UsageError(f"no job {job_id} in {store.path}")
+    counts = await store.counts(job_id)
+    errors = []
+    for code, n in await store.error_counts(job_id, 5):
+        example = await store.error_example(job_id, code)
+        errors.append({"code": code, "count": n,
+                       "example_arn": example[0] if example else None,
+                       "example_message": example[2] if example else None,
+                       "advice": advice_for(code, example[2] if example else None,
+                                            example[1] if example else None)})
+    elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
+    if job.state == "active":
+        rate = job.rate
+    else:  # a finished or paused job: its average over the time it ran
+        rate = counts.done / elapsed if elapsed else 0.0
+    eta = counts.open / rate if rate > 0 and job.state == "active" else None
+    settings = settings or load_settings()
+    quota = quota_arns(settings.rate_for("TagResources" if job.operation == "tag"
+                                         else "UntagResources"))
+    return {
+        "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
+        "priority": job.priority, "reason": job.reason, "total": counts.total,
+        "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
+                                          "invalid", "cancelled")},
+        "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
+        "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
+        "shards": shard_table(await store.shard_counts(job_id), elapsed, quota),
+        "top_errors": errors,
+        "paused_accounts": [{"account": a, "reason": r}
+                            for a, r in await store.paused_accounts(job_id)],
+        "discovery": [{"account": d.account, "region": d.region, "state": d.state,
+                       "pages": d.pages, "found": d.found, "restarts": d.restarts,
+                       "error": d.error} for d in await store.job_discoveries(job_id)],
+    }
+
+
+
+
+def exit_code_for(counts: Counts, state: str) -> int:
+    """3 when anything did not end well, or is left open (a paused account's items)."""
+    if state in ("failed", "cancelled") or counts["failed"] or counts["invalid"] or \
+            counts.open or \
+            counts["cancelled"]:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+
+def check_accounts(accounts: list[str]) -> None:
+    for account in accounts:
+        if account and not (len(account) == 12 and account.isdigit()):
+            raise UsageError(f"--accounts: {account!r} is not a 12-digit account id")
+
+
+async def resolve_regions(settings: Settings, regions: list[str]) -> list[str]:
+    """The regions given, or every region enabled for the caller (EC2 DescribeRegions)."""
+    if regions:
+        return regions
+    from ..clients import ClientPool
+    from ..discovery import enabled_regions
+
+    clients = ClientPool(settings)
+    try:
+        return await enabled_regions(clients, settings)
+    except Exception as exc:  # any failure here is the user's to see, as a usage error
+        raise UsageError(f"cannot list the enabled regions ({exc}); give --regions") from None
+    finally:
+        await clients.close()
+
+
+async def submit_query_job(store: Store, operation: str, options: JobOptions, *,
+                           name: str | None, priority: int) -> int:
+    """A ready job whose items discovery finds: one walk per (account, region) of its options,
+    tagging as it goes."""
+    assert options.query is not None and options.accounts is not None
+    assert options.regions is not None
+    job_id = await store.create_job(operation, options=options, name=name, priority=priority,
+                                    owner=new_owner_token())
+    await store.create_discoveries(job_id, [("aws", a, r) for a in options.accounts
+                                            for r in options.regions])
+    await store.set_job_state(job_id, JobState.READY)
+    log.info("job_submitted", job=job_id, query=options.query, accounts=options.accounts,
+             regions=options.regions)
+    return job_id
+
+
+async def job_summaries(store: Store) -> list[dict[str, Any]]:
+    """One line per job for `bulktag jobs`."""
+    rows = []
+    for job in await store.list_jobs():
+        counts = await store.counts(job.id)
+        rows.append({"job": job.id, "name": job.name, "operation": job.operation,
+                     "state": job.state, "priority": job.priority, "total": counts.total,
+                     "done": counts.done, "failed": counts["failed"] + counts["invalid"]})
+    return rows
