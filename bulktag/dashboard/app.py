@@ -6,7 +6,7 @@ small inline script that polls the JSON API to update the page without a reload 
 actions with the token. Nothing is fetched from the internet; there is no build step.
 
 Every read goes through the store's contract and reads counters, samples and indexes, never a
-scan of a job's items: a job's status is `app.jobs.job_status` (the same dict `bulktag status --json`
+scan of a job's items: a job's status is `app.jobs.job_status` (the dict `bulktag status --json`
 prints, with its per account and region table and top errors with advice), the chart reads
 `samples`, the latest failures read `last_failures`. Only the report downloads stream items,
 a page at a time, as `bulktag report` does. Actions go through `control.control_job`, the
