@@ -19,6 +19,7 @@ sees SQL, a connection or a private attribute. A backend guarantees:
 from __future__ import annotations
 
 import abc
+import importlib
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Self
@@ -48,6 +49,10 @@ from .models import (
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+#: backend name -> (module, class) implementing this contract
+BACKENDS = {"sqlite": (".sqlite", "SqliteStore"), "postgres": (".postgres", "PostgresStore")}
+
+
 def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
@@ -64,14 +69,12 @@ class Store(abc.ABC):
         migrations. `create=False`: refuse a SQLite file that does not exist yet (read-only
         commands must not create a store at a mistyped path)."""
         text = os.fspath(url)
-        if is_postgres_url(text):
-            from .postgres import PostgresStore
-
-            store: Store = await PostgresStore.connect(text)
-            return store
-        from .sqlite import SqliteStore
-
-        return await SqliteStore.connect(text, create=create)
+        # The backends are looked up by name, not imported here: they import this contract,
+        # and asyncpg is only loaded when a PostgreSQL URL is opened.
+        module, cls = BACKENDS["postgres" if is_postgres_url(text) else "sqlite"]
+        backend = getattr(importlib.import_module(module, __package__), cls)
+        store: Store = await backend.connect(text, create=create)
+        return store
 
     @abc.abstractmethod
     async def close(self) -> None: ...

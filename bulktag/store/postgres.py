@@ -208,8 +208,9 @@ class PostgresStore(Store):
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, url: str) -> PostgresStore:
-        """Open a pool on the database the URL names and apply pending migrations."""
+    async def connect(cls, url: str, *, create: bool = True) -> PostgresStore:
+        """Open a pool on the database the URL names and apply pending migrations. (`create` is
+        SQLite's: a PostgreSQL database is made by its administrator, never by bulktag.)"""
         migrations = [(int(p.name.split("_", 1)[0]), p.name, p.read_text())
                       for p in sorted(migrations_dir("postgres").glob("*.sql"))]
         try:

@@ -14,7 +14,7 @@ from conftest import CliRunner
 
 from bulktag.config import DEFAULT_QUOTAS, ConfigError, Settings, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "bulktag.example.toml"
 
 

@@ -53,7 +53,7 @@ from bulktag.store import (
 from bulktag.store import postgres as pg_backend
 from bulktag.store.postgres import PostgresStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 EAST = Shard("aws", "123456789012", "us-east-1")

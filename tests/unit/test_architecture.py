@@ -1,0 +1,158 @@
+"""The layers of ARCHITECTURE.md, kept true: every import between bulktag's modules points down
+(or sideways within a layer), no import cycle between modules, nothing outside the store package
+sees SQL or a store's private parts, nothing outside the engine its private attributes, and the
+simulator imports nothing of bulktag."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "bulktag"
+
+# Top to bottom; a module may import its own layer and the layers below it.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("front ends", {"__main__", "cli", "clikit", "service_cli", "daemon", "dashboard", "demo"}),
+    ("application", {"app", "control", "storecopy", "workers", "plan", "verify", "inventory",
+                     "report", "export", "submit", "sync"}),
+    ("engine and discovery", {"engine", "discovery"}),
+    ("AWS, accounts, policy", {"aws", "clients", "accounts", "classify", "limiter", "advice",
+                               "metrics", "progress", "logs", "sources", "tags", "config"}),
+    ("store", {"store"}),
+    ("foundation", {"errors", "arn", "limits", "__init__"}),
+]
+LAYER_OF = {name: n for n, (_, names) in enumerate(LAYERS) for name in names}
+
+
+def modules() -> Iterator[Path]:
+    for path in sorted(ROOT.rglob("*.py")):
+        if "sim" not in path.relative_to(ROOT).parts[:1]:
+            yield path
+
+
+def top_name(path: Path) -> str:
+    return path.relative_to(ROOT).parts[0].removesuffix(".py")
+
+
+def dotted(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> Iterator[str]:
+    """Absolute names of bulktag modules `path` imports at run time (not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    package = dotted(path) if path.name == "__init__.py" else dotted(path).rsplit(".", 1)[0]
+
+    def visit(node: ast.AST) -> Iterator[str]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[: len(base) - child.level + 1]
+                    name = ".".join([*base, child.module] if child.module else base)
+                else:
+                    name = child.module or ""
+                if name.startswith("bulktag"):
+                    yield name
+                    for alias in child.names:  # `from . import x` may name a module
+                        yield f"{name}.{alias.name}"
+            elif isinstance(child, ast.Import):
+                yield from (a.name for a in child.names if a.name.startswith("bulktag"))
+            yield from visit(child)
+
+    yield from visit(tree)
+
+
+def first_level(name: str) -> str | None:
+    parts = name.split(".")
+    if len(parts) < 2:
+        return "__init__"
+    candidate = parts[1]
+    if (ROOT / f"{candidate}.py").exists() or (ROOT / candidate).is_dir():
+        return candidate
+    return None
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = {top_name(p) for p in modules()} - set(LAYER_OF)
+    assert not missing, f"add these to LAYERS and ARCHITECTURE.md: {sorted(missing)}"
+
+
+def test_imports_point_down() -> None:
+    wrong = []
+    for path in modules():
+        here = top_name(path)
+        for name in imports_of(path):
+            there = first_level(name)
+            if there is None or there == here or there == "sim":
+                continue
+            if LAYER_OF[there] < LAYER_OF[here]:
+                wrong.append(f"{path.relative_to(ROOT.parent)} ({LAYERS[LAYER_OF[here]][0]}) "
+                             f"imports {name} ({LAYERS[LAYER_OF[there]][0]})")
+    assert not wrong, "imports pointing up:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycles_between_modules() -> None:
+    graph: dict[str, set[str]] = {}
+    known = {dotted(p) for p in modules()}
+    for path in modules():
+        graph[dotted(path)] = {n for n in imports_of(path) if n in known} - {dotted(path)}
+    # A package's __init__ re-exporting its own modules is not a cycle of concern.
+    for name, deps in graph.items():
+        graph[name] = {d for d in deps if not name.startswith(d + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep):], dep]
+            if dep not in state:
+                found = walk(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = walk(node)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_sql_and_store_internals_stay_in_the_store() -> None:
+    offenders = []
+    for path in modules():
+        if top_name(path) == "store":
+            continue
+        text = path.read_text()
+        for needle in ("aiosqlite", "asyncpg", "import sqlite3", "store._one(", "store._all(",
+                       "store._write(",
+                       "store.db", "store.transaction()", "Q["):
+            if needle in text:
+                offenders.append(f"{path.relative_to(ROOT.parent)}: {needle}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_nothing_outside_the_engine_reads_its_private_attributes() -> None:
+    offenders = []
+    for path in modules():
+        if top_name(path) == "engine":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if "engine._" in line:
+                offenders.append(f"{path.relative_to(ROOT.parent)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_simulator_imports_nothing_else_of_bulktag() -> None:
+    for path in sorted((ROOT / "sim").rglob("*.py")):
+        for name in imports_of(path):
+            assert name.startswith("bulktag.sim"), f"{path}: imports {name}"
