@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .accounts import AccountAccessError
@@ -26,17 +27,16 @@ from .config import Settings
 from .limiter import ShardLimiter
 from .limits import ARNS_PER_READ
 
-#: what a call to AWS can raise that is about the call, not a bug of ours
+#: what a call to AWS can raise that is about the call, not a bug of ours: botocore's errors,
+#: aiohttp's (aiobotocore's transport lets some through unwrapped), the OS's, timeouts
 CALL_ERRORS: tuple[type[BaseException], ...] = (
-    ClientError, BotoCoreError, AccountAccessError, OSError, TimeoutError,
+    ClientError, BotoCoreError, AccountAccessError, aiohttp.ClientError, OSError, TimeoutError,
 )
 
 
 def is_call_error(exc: BaseException) -> bool:
     """An error of the call (network, protocol, AWS) rather than a bug in bulktag."""
-    if isinstance(exc, CALL_ERRORS):
-        return True
-    return type(exc).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore")
+    return isinstance(exc, CALL_ERRORS)
 
 
 def failure_of(exc: BaseException) -> Failure:

@@ -225,17 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _query_from_args(args: argparse.Namespace) -> Any:
-    from .discovery import QueryError, parse_resource_query, query_from_flags
+    from .discovery import parse_resource_query, query_from_flags
 
-    try:
-        if args.query and (args.match_tag or args.resource_type):
-            raise UsageError("--query and --match-tag/--resource-type do not combine")
-        if args.query:
-            return parse_resource_query(args.query)
-        if args.match_tag or args.resource_type:
-            return query_from_flags(args.match_tag, args.resource_type)
-    except QueryError as exc:
-        raise UsageError(str(exc)) from None
+    if args.query and (args.match_tag or args.resource_type):
+        raise UsageError("--query and --match-tag/--resource-type do not combine")
+    if args.query:
+        return parse_resource_query(args.query)
+    if args.match_tag or args.resource_type:
+        return query_from_flags(args.match_tag, args.resource_type)
     if args.regions or args.accounts:
         raise UsageError("--regions and --accounts go with a query (--query, --match-tag, "
                          "--resource-type)")
@@ -435,18 +432,15 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     from .clients import ClientPool
-    from .discovery import QueryError, enabled_regions, parse_resource_query, query_from_flags
+    from .discovery import enabled_regions, parse_resource_query, query_from_flags
     from .export import ExportError
     from .inventory import take_snapshot
 
-    try:
-        if args.query and (args.match_tag or args.resource_type):
-            raise UsageError("--query and --match-tag/--resource-type do not combine")
-        query = (parse_resource_query(args.query) if args.query else
-                 query_from_flags(args.match_tag, args.resource_type)
-                 if args.match_tag or args.resource_type else None)
-    except QueryError as exc:
-        raise UsageError(str(exc)) from None
+    if args.query and (args.match_tag or args.resource_type):
+        raise UsageError("--query and --match-tag/--resource-type do not combine")
+    query = (parse_resource_query(args.query) if args.query else
+             query_from_flags(args.match_tag, args.resource_type)
+             if args.match_tag or args.resource_type else None)
     accounts = csv_list(args.accounts, "accounts") or [""]
     regions = csv_list(args.regions, "regions")
     if not regions:

@@ -133,10 +133,8 @@ def parse_resource_query(text: str) -> Query:
     if kind == "CLOUDFORMATION_STACK_1_0":
         if not isinstance(inner, Mapping) or not isinstance(inner.get("StackIdentifier"), str):
             raise QueryError("--query: CLOUDFORMATION_STACK_1_0 needs a StackIdentifier")
-        types = inner.get("ResourceTypeFilters", ["AWS::AllSupported"])
-        # CloudFormation type names (AWS::EC2::Instance) do not map onto Tagging API filters;
-        # the stack's tag alone selects its resources.
-        del types
+        # Its ResourceTypeFilters (CloudFormation names such as AWS::EC2::Instance) do not map
+        # onto Tagging API filters: the stack's tag alone selects its resources.
         return Query(((STACK_TAG, (inner["StackIdentifier"],)),), ())
     raise QueryError(f"--query: unknown Type {kind!r} "
                      "(expected TAG_FILTERS_1_0 or CLOUDFORMATION_STACK_1_0)")

@@ -92,13 +92,11 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 
 
 async def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
-    from .daemon import ListenError, run_daemon
+    from .daemon import run_daemon
 
     try:
         return await run_daemon(settings, listen=args.listen,
                                 reload_settings=lambda: settings_from(args))
-    except ListenError as exc:
-        raise UsageError(str(exc)) from None
     except OSError as exc:  # the port is taken, or not ours to bind
         raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
 
@@ -132,7 +130,7 @@ def _rule_line(r: dict[str, Any]) -> str:
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from .store import NewSyncRule, Store
-    from .sync import RuleError, add_rule
+    from .sync import add_rule
     from .tags import parse_tag_args
 
     action = args.sync_command
@@ -149,7 +147,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                     args.name, tag_key=args.tag_key, tag_value=args.tag_value,
                     resource_query=args.resource_query, apply=apply, regions=regions,
                     accounts=accounts, interval=args.interval))
-            except (RuleError, ValueError) as exc:
+            except ValueError as exc:  # a QueryError or RuleError is one already
                 raise UsageError(str(exc)) from None
             emit(args, rule.to_json(), f"sync rule {rule.name} added; the daemon evaluates it "
                  f"every {rule.interval_seconds:g} s (`bulktag sync run {rule.name}`: now)")
