@@ -55,7 +55,7 @@ log = structlog.get_logger("bulktag.engine")
 
 TAGSET_CACHE = 50_000  # tagsets kept decoded in memory before the cache starts over
 TICK = 0.25  # seconds between dispatcher passes at most
-SHARD_ROUND = 2.0  # seconds between shard-lease rounds (renew, take a fair share, hand over)
+SHARD_ROUND = 1.0  # seconds between shard-lease rounds (renew, take a fair share, hand over)
 HEARTBEAT = 5.0  # seconds between heartbeats
 DISCOVERY_WALKS = 16  # walks at once per worker
 
@@ -355,7 +355,7 @@ class Engine:
                                                lease_seconds=self.settings.owner_stale_seconds)
         self._held = held
         # Hand over: more than our share while a live worker holds fewer than its share.
-        hungry = any(others.get(o, 0) < share - 1 for o in live if o != self.owner)
+        hungry = any(others.get(o, 0) < share for o in live if o != self.owner)
         extra = len(held) - share
         if extra > 0 and hungry and time.monotonic() >= self._keep_until:
             for shard_id in sorted(held, reverse=True)[:extra]:
