@@ -1,7 +1,8 @@
 """The `bulktag` command line.
 
 Exit codes: 0 done, 2 bad input or usage, 3 some items failed (or the job failed or was
-cancelled), 130 interrupted.
+cancelled), 4 a report export failed, 5 `run --no-wait` found another live owner's leases,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .submit import Request, SubmissionRefused, request_problem, submit
 from .tags import parse_tag_args
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_BLOCKED = 5  # harden: `run --no-wait` and another live owner holds leases of the job
 
 log = structlog.get_logger("bulktag.cli")
 
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="work queued jobs to the end")
     p.add_argument("jobs", nargs="*", type=int, metavar="JOB")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-wait", action="store_true",  # harden
+                   help="exit 5 instead of waiting when another live worker holds leases")
     _export_on_finish(p)
     _common(p)
 
@@ -337,12 +341,14 @@ def exit_code_for(counts: Counts, state: str) -> int:
 async def run_engine(
     store: Store, settings: Settings, job_ids: set[int] | None, *, progress_job: int | None,
     clients: Any = None, seen: set[int] | None = None,
+    wait_for_leases: bool = True, blocked: list[Any] | None = None,  # harden
 ) -> bool:
     """Run jobs to the end with signal handling; True when finished, False when interrupted.
     `seen` collects the ids of the jobs this run worked on."""
     from .engine import Engine  # aiobotocore: ~0.2 s to import, which status/report never need
 
-    engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients)
+    engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients,
+                    wait_for_leases=wait_for_leases)  # harden
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     hits = 0
@@ -377,6 +383,8 @@ async def run_engine(
         finally:
             if seen is not None:
                 seen.update(engine.jobs_worked)
+            if blocked is not None and engine.blocked is not None:  # harden
+                blocked.append(engine.blocked)
     except asyncio.CancelledError:
         finished = False
     finally:
@@ -528,13 +536,14 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def finish_run(
     args: argparse.Namespace, store: Store, settings: Settings, job_ids: set[int] | None,
-    clients: Any = None,
+    clients: Any = None, blocked: list[Any] | None = None,  # harden
 ) -> int:
     await remember_export_on_finish(args, store, job_ids)
     progress_job = next(iter(job_ids)) if job_ids and len(job_ids) == 1 else None
     seen: set[int] = set()
     finished = await run_engine(store, settings, job_ids, progress_job=progress_job,
-                                clients=clients, seen=seen)
+                                clients=clients, seen=seen, blocked=blocked,  # harden
+                                wait_for_leases=not getattr(args, "no_wait", False))
     # `bulktag run` with no JOB answers for the jobs it worked, not the store's whole history.
     # ... and for finished jobs whose export is still due (their bucket was missing, say).
     ids = sorted(job_ids) if job_ids else sorted(
@@ -643,7 +652,14 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         for j in args.jobs:
             if await store.get_job(j) is None:
                 raise UsageError(f"no job {j} in {settings.db}")
-        return await finish_run(args, store, settings, set(args.jobs) or None)
+        blocked: list[Any] = []  # harden: --no-wait
+        code = await finish_run(args, store, settings, set(args.jobs) or None, blocked=blocked)
+        if blocked and code != EXIT_INTERRUPTED:
+            from .leases import describe_blocked
+
+            print(f"bulktag: {describe_blocked(blocked[0])}", file=sys.stderr)
+            return EXIT_BLOCKED
+        return code
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -850,6 +866,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bulktag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_format, settings.log_level)
+    # -- harden: pre-flight credentials and --max-rate check (bulktag/preflight.py) --
+    from .preflight import preflight
+
+    stop = preflight(args, settings)
+    if stop is not None:
+        return stop
+    # -- end harden --
     try:
         return asyncio.run(COMMANDS[args.command](args, settings))
     except (UsageError, ConfigError, StoreError) as exc:

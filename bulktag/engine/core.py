@@ -259,7 +259,7 @@ class Engine:
     async def _dispatch(self) -> bool:
         """The dispatcher loop; True when the work ran out, False when asked to stop."""
         store = self.store
-        last_beat = last_rate = last_round = time.monotonic()
+        started = last_beat = last_rate = last_round = time.monotonic()
         done_before = Counter(self.stats.finished)
         while True:
             if self.stopping:
@@ -285,6 +285,15 @@ class Engine:
                 if shard_id not in self._lanes:
                     await self._start_lane(shard_id)
             await self._settle_jobs()
+            if work and last_round > started and not self._lanes and not self._in_flight \
+                    and not self._discoveries and not self.follow:
+                # Work left, but every shard of it is leased to another live worker.
+                holders = await self._shards_elsewhere(set(work))
+                if holders is not None:
+                    if not self.wait_for_leases:
+                        self.blocked = holders
+                        return True
+                    self._say_waiting(holders)
             idle = not runnable and not self._lanes and not self._in_flight \
                 and not self._discoveries
             if idle and not self.follow:
@@ -457,6 +466,25 @@ class Engine:
         others = [w for w in await self.store.workers() if w.owner != self.owner]
         freshest = max((w.heartbeat_at for w in others), default=time.time())
         return LeaseHolders(held, tuple(w.owner for w in others), freshest + stale)
+
+    async def _shards_elsewhere(self, busy: set[int]) -> LeaseHolders | None:
+        """When every busy shard is leased to another owner: who, and until when at most."""
+        if busy & self._held:
+            return None
+        holders = await self.store.shard_holders()
+        if any(s not in holders or holders[s][0] == self.owner for s in busy):
+            return None
+        owners = {holders[s][0] for s in busy}
+        ids = self.job_ids if self.job_ids is not None else set(self._jobs_seen)
+        items = 0
+        for job_id in ids:
+            items += (await self.store.counts(job_id)).open
+        stale = self.settings.owner_stale_seconds
+        beats = [w.heartbeat_at for w in await self.store.workers() if w.owner in owners]
+        until = max(holders[s][1] for s in busy)
+        if beats:  # reclaimed once the heartbeat is stale, if that comes first
+            until = min(until, max(beats) + stale)
+        return LeaseHolders(items, tuple(sorted(owners)), until)
 
     def _say_waiting(self, holders: LeaseHolders) -> None:
         now = time.monotonic()
