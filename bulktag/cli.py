@@ -68,6 +68,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
+def _read_only(p: argparse.ArgumentParser, *, aws: bool = False) -> None:  # harden
+    """The settings a command that only reads the store takes (`aws`: it may write to S3)."""
+    g = p.add_argument_group("settings (override config file and BULKTAG_* environment)")
+    g.add_argument("--db", help="store path (default $XDG_STATE_HOME/bulktag/bulktag.db)")
+    g.add_argument("--config", help="config file (default $XDG_CONFIG_HOME/bulktag/config.toml)")
+    if aws:
+        g.add_argument("--profile", help="AWS profile (for -o s3://)")
+    g.add_argument("--log-format", choices=("auto", "console", "json"))
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
 def _job_submission(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arns", action="append", metavar="SRC",
                    help="ARN source: a file (.txt, .csv, .jsonl, optionally .gz) or - for stdin; "
@@ -152,11 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="state counts, rate, ETA and top errors")
     p.add_argument("job", nargs="?", type=int, metavar="JOB")
     p.add_argument("--json", action="store_true")
-    _common(p)
+    _read_only(p)  # harden
 
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--json", action="store_true")
-    _common(p)
+    _read_only(p)  # harden
 
     p = sub.add_parser(
         "report", help="one row per item of a job",
@@ -172,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="region of the destination bucket (default: the configured region)")
     p.add_argument("--kms-key-arn", metavar="ARN",
                    help="S3: encrypt with SSE-KMS under this key (default SSE-S3, AES256)")
-    _common(p)
+    _read_only(p, aws=True)  # harden
 
     p = sub.add_parser("inventory", help="snapshot the resources and tags discovery sees "
                        "(one JSON line per resource)")
@@ -197,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", type=int, metavar="JOB")
     p.add_argument("--code", help="only items that failed with this error code")
     p.add_argument("--json", action="store_true")
-    _common(p)
+    _read_only(p)  # harden
 
     for name, text in (("cancel", "cancel a job: its open items end as cancelled"),
                        ("pause", "stop working on a job until resumed"),
@@ -205,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("job", type=int, metavar="JOB")
         p.add_argument("--json", action="store_true")
-        _common(p)
+        _read_only(p)  # harden
 
     from .sim import add_sim_arguments
 
@@ -261,7 +272,8 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
                        "example_arn": example[0] if example else None,
                        "example_message": example[2] if example else None,
                        "advice": advice_for(code, example[2] if example else None,
-                                            example[1] if example else None)})
+                                            example[1] if example else None,
+                                            arn=example[0] if example else None)})  # harden
     elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
     if job.state == "active":
         rate = job.rate
@@ -663,7 +675,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:  # harden
         if args.job is not None:
             st = await job_status(store, args.job, settings)
             emit(args, st, render_status(st))
@@ -673,7 +685,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_jobs(args: argparse.Namespace, settings: Settings, store: Store | None = None) -> int:
     own = store is None
-    store = store or await Store.open(settings.db)
+    store = store or await Store.open(settings.db, create=False)  # harden
     try:
         rows = []
         for job in await store.list_jobs():
@@ -698,7 +710,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     s3 = bool(out and out.startswith("s3://"))
     if (args.kms_key_arn or args.s3_region) and not s3:
         raise UsageError("--kms-key-arn and --region apply only to -o s3://BUCKET/PREFIX")
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:  # harden
         job = await store.get_job(args.job)
         if job is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
@@ -736,7 +748,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:  # harden
         job = await store.get_job(args.job)
         if job is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
@@ -817,7 +829,7 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from .verify import verify_job
 
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:  # harden
         if await store.get_job(args.job) is None:
             raise UsageError(f"no job {args.job} in {settings.db}")
         result = await verify_job(store, settings, args.job)

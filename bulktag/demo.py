@@ -53,13 +53,19 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         session.set_credentials("sim-demo", "sim-demo")
         arns = demo_arns(regions, args.per_region)
         with tempfile.TemporaryDirectory() as tmp:
+            if getattr(args, "db", None) is None:
+                # Never the user's real store: a throwaway one, unless --db names one.
+                settings = dataclasses.replace(settings, db=str(Path(tmp) / "demo.db"))
+                where = "a temporary store, removed at the end; --db PATH keeps it"
+            else:
+                where = f"store {settings.db}"
             source = Path(tmp) / "demo-arns.txt"
             source.write_text("# bulktag demo ARNs\n" + "\n".join(arns) + "\n")
             async with await Store.open(settings.db) as store:
                 submitted = await submit(store, [str(source)], Request("tag", tags=DEMO_TAGS),
                                          name="demo", owner=new_owner_token())
                 print(f"demo: job {submitted.job_id}: {submitted.added} ARNs over "
-                      f"{len(regions)} regions on the simulator at {sim.url} (store {settings.db})")
+                      f"{len(regions)} regions on the simulator at {sim.url} ({where})")
                 code = await finish_run(args, store, settings, {submitted.job_id},
                                         clients=ClientPool(settings, session))
                 problems = await verify(store, submitted.job_id, sim)

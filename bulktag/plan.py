@@ -27,7 +27,15 @@ from .limits import ARNS_PER_TAG_CALL as BATCH
 from .limits import PAGE_SIZE as PAGE
 from .sources import SourceError, open_rows, read_chunks, source_name
 from .store import JobOptions
-from .submit import MAX_PROBLEMS_SHOWN, Problem, Request, SubmissionRefused, item_for_row
+from .submit import (
+    MAX_PROBLEMS_SHOWN,
+    Problem,
+    Request,
+    SubmissionRefused,
+    item_for_row,
+    nothing_to_apply,
+    nothing_to_apply_refusal,
+)
 
 
 @dataclass
@@ -49,7 +57,7 @@ def _tally(specs: list[str], request: Request, fmt: str | None
     (unless --skip-invalid) or no rows; SourceError for a source that cannot be read."""
     per_shard: dict[Shard, list[tuple[str, str]]] = defaultdict(list)
     seen: set[str] = set()
-    rows = invalid = dupes = 0
+    rows = invalid = dupes = untaggable = 0
     problems: list[Problem] = []
     for spec in specs:
         for chunk in read_chunks(open_rows(spec, fmt=fmt), 10_000):
@@ -58,6 +66,7 @@ def _tally(specs: list[str], request: Request, fmt: str | None
                 item = item_for_row(row, request)
                 if item.problem is not None or item.shard is None or item.tagset is None:
                     invalid += 1
+                    untaggable += nothing_to_apply(request, item.problem)
                     if len(problems) < MAX_PROBLEMS_SHOWN:
                         problems.append(Problem(source_name(spec), item.line or 0,
                                                 item.problem or "invalid row"))
@@ -66,6 +75,8 @@ def _tally(specs: list[str], request: Request, fmt: str | None
                 else:
                     seen.add(item.arn)
                     per_shard[item.shard].append((item.arn, item.tagset))
+    if rows and untaggable == rows:
+        raise nothing_to_apply_refusal(request, rows)
     if invalid and not request.skip_invalid:
         raise SubmissionRefused(problems, invalid)
     if rows == 0:

@@ -73,11 +73,8 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
 async def check_credentials(settings: Settings) -> str:
     """The caller's account (one STS GetCallerIdentity). Raises CredentialsError when there
     are no usable credentials; returns "" when STS could not be reached (not checked)."""
-    from .accounts import Accounts
-
-    accounts = Accounts(settings)
     try:
-        return await asyncio.wait_for(accounts.caller_account(), CHECK_SECONDS)
+        return await asyncio.wait_for(_caller_account(settings), CHECK_SECONDS)
     except TimeoutError:
         log.warning("credentials_not_checked", reason=f"STS did not answer in {CHECK_SECONDS:g} s")
         return ""
@@ -86,12 +83,30 @@ async def check_credentials(settings: Settings) -> str:
         if message is not None:
             raise CredentialsError(message) from None
         if type(exc).__name__ in UNREACHABLE_CODES or isinstance(exc, OSError):
-            log.warning("credentials_not_checked", reason=f"STS unreachable: {exc}")
+            # Not a credentials verdict; the engine pauses and warns about unreachable shards.
+            log.debug("credentials_not_checked", reason=f"STS unreachable: {exc}")
             return ""
         if isinstance(exc, ClientError):  # some other STS refusal: say it, do not guess
             raise CredentialsError(f"STS GetCallerIdentity failed: {exc}") from None
         log.warning("credentials_not_checked", reason=f"{type(exc).__name__}: {exc}")
         return ""
+
+
+async def _caller_account(settings: Settings) -> str:
+    """GetCallerIdentity once: botocore's retries off (a refused port answers at once)."""
+    from aiobotocore.config import AioConfig
+
+    from .accounts import Accounts
+
+    accounts = Accounts(settings)
+    config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"},
+                       connect_timeout=min(settings.connect_timeout, CHECK_SECONDS),
+                       read_timeout=min(settings.request_timeout, CHECK_SECONDS))
+    async with accounts.base.create_client(
+        "sts", region_name=settings.region or "us-east-1", endpoint_url=accounts.sts_endpoint,
+        config=config,
+    ) as sts:
+        return str((await sts.get_caller_identity())["Account"])
 
 
 def needs_credentials(args: argparse.Namespace) -> bool:

@@ -105,7 +105,7 @@ async def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
     from .cli import UsageError, emit
     from .store import JOB_DONE, Store
 
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db, create=False) as store:
         job = await store.get_job(args.job)
         if job is None:
             raise UsageError(f"no job {args.job} in {settings.db}")

@@ -225,7 +225,9 @@ async def test_status_without_job_lists_jobs_and_jobs_json(
     run_cli: CliRunner, db_path: Path, tmp_path: Path
 ) -> None:
     cli = Cli(run_cli, db_path, None)
-    assert (await cli.ok("status")).stdout.strip() == "no jobs"
+    # Read-only: no store is created at a path nothing was submitted to (a mistyped --db).
+    proc = await asyncio.to_thread(run_cli, "status", "--db", str(db_path))
+    assert proc.returncode == 2 and "no store at" in proc.stderr and not db_path.exists()
     src = arns_file(tmp_path, [arn(n) for n in range(2)])
     await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--detach", "--name", "alpha")
     await cli.ok("untag", "--arns", str(src), "--key", "A", "--detach", "--priority", "5")
@@ -245,10 +247,19 @@ async def test_usage_errors_exit_2_naming_the_problem(
 ) -> None:
     cli = Cli(run_cli, db_path, None)
     src = arns_file(tmp_path, [arn(1)])
+    # Read-only commands on a store that does not exist: no store is created (a mistyped --db).
+    read_only = ("status", "report", "cancel", "pause", "resume", "retry")
+    errors = await asyncio.gather(*(cli.usage_error(c, "99") for c in read_only))
+    for command, err in zip(read_only, errors, strict=True):
+        assert err.startswith(f"bulktag: error: no store at {db_path}"), (command, err)
+    assert not db_path.exists()
     # At once, on a store none of them finds: they also race to create it and migrate it.
-    commands = ("status", "report", "cancel", "pause", "resume", "retry", "run")
+    commands = ("run", "run", "run")
     errors = await asyncio.gather(*(cli.usage_error(c, "99") for c in commands))
     for command, err in zip(commands, errors, strict=True):
+        assert err == f"bulktag: error: no job 99 in {db_path}\n", command
+    errors = await asyncio.gather(*(cli.usage_error(c, "99") for c in read_only))
+    for command, err in zip(read_only, errors, strict=True):
         assert err == f"bulktag: error: no job 99 in {db_path}\n", command
     err = await cli.usage_error("tag", "--arns", str(src), "--tag", "Owner")
     assert err == "bulktag: error: --tag: expected KEY=VALUE, got 'Owner': no '=' in it\n"

@@ -84,7 +84,8 @@ def test_unknown_profile_exit_2(run_cli: CliRunner, sim_url: str,
 def test_unreachable_sts_does_not_stop_the_run(run_cli: CliRunner, tmp_path: Path) -> None:
     """No STS answer is no verdict on the credentials: `jobs` still works, `run` goes on."""
     db = tmp_path / "state" / "b.db"
-    out = run_cli("run", "--db", str(db), "--endpoint-url", "http://127.0.0.1:9")
+    out = run_cli("run", "--db", str(db), "--endpoint-url", "http://127.0.0.1:9",
+                  "--log-level", "debug")
     assert out.returncode == 0, out.stderr
     assert "credentials_not_checked" in out.stderr
 
@@ -178,3 +179,116 @@ def test_sigstopped_worker_no_wait_then_takeover(cli_env: dict[str, str],
             os.kill(worker.pid, signal.SIGCONT)
             worker.kill()
             worker.wait(10)
+
+
+# -- 5. the smaller list ------------------------------------------------------------------------
+
+def test_read_only_commands_create_no_store(run_cli: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "typo" / "bulktag.db"
+    for args in (["jobs"], ["status"], ["status", "1"], ["report", "1"], ["verify", "1"],
+                 ["retry", "1"], ["pause", "1"], ["resume", "1"], ["cancel", "1"],
+                 ["priority", "1", "3"]):
+        out = run_cli(*args, "--db", str(db))
+        assert out.returncode == 2, (args, out.stderr)
+        assert "no store at" in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "Event loop is closed" not in out.stderr
+        assert not db.exists() and not db.parent.exists(), args
+
+
+def test_demo_keeps_out_of_the_default_store(run_cli: CliRunner, cli_env: dict[str, str]
+                                              ) -> None:
+    out = run_cli("demo", "--per-region", "10", "--regions", "us-east-1", "--latency-ms", "0-0")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "temporary store" in out.stdout
+    assert not (Path(cli_env["XDG_STATE_HOME"]) / "bulktag").exists()
+
+
+def test_tag_without_tags_is_one_usage_error(run_cli: CliRunner, sim_url: str,
+                                             tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("\n".join(arns(50)) + "\n")
+    for extra in ([], ["--dry-run"]):
+        out = run_cli("tag", "--arns", str(src), "--db", str(tmp_path / "b.db"),
+                      "--endpoint-url", sim_url, *extra)
+        assert out.returncode == 2, out.stderr
+        errors = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        assert errors == [("bulktag: error: no tags to apply: give --tag KEY=VALUE (or per-row "
+                           "tag columns in a CSV/JSONL source); nothing was enqueued")], errors
+
+
+def test_skip_invalid_items_keep_file_and_line(run_cli: CliRunner, sim_url: str,
+                                               tmp_path: Path) -> None:
+    src = tmp_path / "mixed.txt"
+    src.write_text(arns(1)[0] + "\nnot-an-arn\n" + arns(2)[1] + "\n")
+    db = tmp_path / "b.db"
+    out = run_cli("tag", "--arns", str(src), "--tag", "a=b", "--db", str(db),
+                  "--endpoint-url", sim_url, "--skip-invalid")
+    assert out.returncode == 3, out.stderr
+    rep = run_cli("report", "1", "--db", str(db), "--failed-only", "--format", "jsonl")
+    rows = [json.loads(x) for x in rep.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["status"] == "invalid"
+    assert rows[0]["message"].startswith(f"{src}:2: malformed ARN"), rows[0]
+
+
+def test_other_account_without_role_gets_role_advice(run_cli: CliRunner, sim_url: str,
+                                                     tmp_path: Path) -> None:
+    other = "arn:aws:ec2:us-east-1:210987654321:instance/i-other1"
+    src = tmp_path / "a.txt"
+    src.write_text(other + "\n")
+    db = tmp_path / "b.db"
+    out = run_cli("tag", "--arns", str(src), "--tag", "a=b", "--db", str(db),
+                  "--endpoint-url", sim_url)
+    assert out.returncode == 3, out.stderr
+    st = json.loads(run_cli("status", "1", "--db", str(db), "--json").stdout)
+    advice = st["top_errors"][0]["advice"]
+    assert "belongs to account 210987654321" in advice and "--role-name" in advice, advice
+    assert "CreateTags" not in advice
+
+
+def test_log_lines_do_not_land_in_the_progress_bar() -> None:
+    import io
+
+    import structlog
+
+    from bulktag.logs import configure_logging
+    from bulktag.progress import CLEAR_LINE, Progress
+    from bulktag.store import Counts
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    configure_logging("json", "info", stream=stream)
+    try:
+        bar = Progress(7, stream=stream)
+        bar.update(Counts({"pending": 5, "succeeded": 5}))
+        structlog.get_logger("t").info("shard_slowed", rate=2.5)
+        bar.close()
+        text = stream.getvalue()
+        # the bar is cleared, the event written on a clean line, the bar drawn again below
+        first, after = text.split("\n", 1)
+        bar_part, event = first.rsplit(CLEAR_LINE, 1)
+        assert bar_part.startswith(CLEAR_LINE + "job 7 [") and "5/10" in bar_part
+        assert json.loads(event)["event"] == "shard_slowed"
+        assert after.startswith("job 7 [") and "5/10" in after
+        structlog.get_logger("t").info("after_close")  # no bar: a plain line
+        assert stream.getvalue().endswith("\n") and \
+            CLEAR_LINE not in stream.getvalue().rsplit("\n", 2)[-2]
+    finally:
+        configure_logging("json", "info")
+
+
+def test_debug_logs_batches_and_info_logs_retries(run_cli: CliRunner, tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("\n".join(arns(200, prefix="i-dbg")) + "\n")
+    with simulator_process("--fault-resource-500", "0.2") as url:
+        out = run_cli("tag", "--arns", str(src), "--tag", "a=b", "--db", str(tmp_path / "b.db"),
+                      "--endpoint-url", url, "--log-format", "json", "--log-level", "debug",
+                      "--no-skip-compliant")
+    events = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
+    sent = [e for e in events if e["event"] == "batch_sent"]
+    assert sent and {"shard", "size", "seconds", "outcomes", "operation"} <= set(sent[0])
+    assert sum(e["size"] for e in sent) >= 200
+    retrying = [e for e in events if e["event"] == "retrying"]
+    assert retrying and retrying[0]["level"] == "info" and retrying[0]["items"] >= 1

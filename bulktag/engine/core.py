@@ -141,6 +141,7 @@ class Engine:
         self._free_rounds: Counter[int] = Counter()  # busy shards nobody holds, rounds in a row
         self._keep_until = 0.0  # do not hand shards over before (a worker declined them)
         self._last_waiting_log = 0.0
+        self._slowed: set[tuple[str, str]] = set()  # (shard, operation) below the ceiling
 
     # -- control ---------------------------------------------------------------------------
 
@@ -316,6 +317,7 @@ class Engine:
                     self.log.warning("leases_reclaimed", items=reclaimed,
                                      reason="their owner's heartbeat is stale or it is gone")
             if now - last_rate > 2:
+                self._log_rate_changes()
                 await self._update_rates(self.stats.finished - done_before, now - last_rate)
                 last_rate, done_before = now, Counter(self.stats.finished)
             self._wake = anyio.Event()
@@ -533,6 +535,18 @@ class Engine:
                 await self.store.cancel_items(job_id, f"job failed: {reason}", code="JobFailed")
                 await self.store.set_job_state(job_id, JobState.FAILED, reason=reason)
                 self.log.error("job_failed", job=job_id, reason=reason)
+
+    def _log_rate_changes(self) -> None:
+        """info: a shard slowed by throttles that is back at its ceiling (the slowing itself
+        is logged by the sender as `shard_slowed`)."""
+        for (shard, op), lim in self.limiters.items():
+            key = (str(shard), op)
+            if lim.rate < lim.policy.ceiling * 0.99:
+                self._slowed.add(key)
+            elif key in self._slowed:
+                self._slowed.discard(key)
+                self.log.info("shard_rate_recovered", shard=str(shard), operation=op,
+                              rate=round(lim.rate, 2))
 
     async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
         """Store each active job's recent rate (items finished per second) for `status`."""
