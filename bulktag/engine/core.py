@@ -260,7 +260,8 @@ class Engine:
     async def _dispatch(self) -> bool:
         """The dispatcher loop; True when the work ran out, False when asked to stop."""
         store = self.store
-        started = last_beat = last_rate = last_round = time.monotonic()
+        started = last_beat = last_rate = time.monotonic()
+        last_round = started - SHARD_ROUND  # the first shard round at once, not a tick later
         done_before = Counter(self.stats.finished)
         while True:
             if self.stopping:
@@ -286,7 +287,7 @@ class Engine:
                 if shard_id not in self._lanes:
                     await self._start_lane(shard_id)
             await self._settle_jobs()
-            if work and last_round > started and not self._lanes and not self._in_flight \
+            if work and last_round >= started and not self._lanes and not self._in_flight \
                     and not self._discoveries and not self.follow:
                 # Work left, but every shard of it is leased to another live worker.
                 holders = await self._shards_elsewhere(set(work))
