@@ -292,3 +292,19 @@ def test_debug_logs_batches_and_info_logs_retries(run_cli: CliRunner, tmp_path: 
     assert sum(e["size"] for e in sent) >= 200
     retrying = [e for e in events if e["event"] == "retrying"]
     assert retrying and retrying[0]["level"] == "info" and retrying[0]["items"] >= 1
+
+
+def test_store_open_errors_say_why_without_tracebacks(run_cli: CliRunner, tmp_path: Path
+                                                      ) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("garbage\n")
+    cases = {str(tmp_path / "dir"): "it is a directory",
+             str(tmp_path / "file" / "x.db"): "is a file, not a directory",
+             str(tmp_path / "file"): "file is not a database"}
+    for db, words in cases.items():
+        for command in (["run"], ["jobs"]):
+            out = run_cli(*command, "--db", db)
+            assert out.returncode == 2, (db, out.stderr)
+            assert words in out.stderr or (command == ["jobs"] and "no store at" in out.stderr), \
+                (db, out.stderr)
+            assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr
