@@ -140,8 +140,9 @@ class Accounts:
         try:
             creds = await session.get_credentials()
             if creds is None:
+                # No status: a set-up problem, never a verdict on the items (no attempts).
                 raise AccountAccessError(account, str(access), "no credentials found",
-                                         "NoCredentials")
+                                         "NoCredentialsError", None)
             await creds.get_frozen_credentials()
         except AccountAccessError:
             raise

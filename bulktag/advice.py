@@ -3,7 +3,9 @@ in `bulktag status` and at the end of a run. Pure: code (and message) in, advice
 
 from __future__ import annotations
 
-from .classify import THROTTLE_CODES, TRANSIENT_CODES
+import re
+
+from .classify import NO_CREDENTIALS_CODES, THROTTLE_CODES, TRANSIENT_CODES
 
 ROLE_PERMISSION = ("the role lacks the owning service's tagging permission (e.g. ec2:CreateTags) "
                    "or tag:TagResources")
@@ -18,6 +20,12 @@ JOB_FAILED = ("the job passed its failure threshold and its open items were canc
 CANCELLED = "cancelled by the operator; submit these ARNs again to work them"
 DEFAULT = "see the example message; `bulktag retry JOB --code {code}` once the cause is fixed"
 
+NO_CREDENTIALS = ("no usable credentials for the account (missing profile or keys, expired SSO "
+                  "session): fix them (`aws sso login`, --profile), then `bulktag retry JOB`")
+OTHER_ACCOUNT = ("the resource belongs to account {account}, not the caller's ({caller}): use "
+                 "--role-name (or an [accounts] entry) so bulktag tags it with a role in "
+                 "{account}, then `bulktag retry JOB`")
+
 _THROTTLES = THROTTLE_CODES
 _TRANSIENT = TRANSIENT_CODES
 
@@ -28,15 +36,36 @@ def _sts(code: str, message: str) -> bool:
         or "sts:AssumeRole" in message
 
 
-def advice_for(code: str, message: str | None = None, http_status: int | None = None) -> str:
-    """One line on what to do about items that ended with `code` (any service's code)."""
+def _other_account(arn: str | None, message: str) -> tuple[str, str] | None:
+    """(resource account, caller account) when an access error names the caller's account
+    and the resource is in another one: a cross-account ARN sent without a role."""
+    if not arn:
+        return None
+    parts = arn.split(":", 5)
+    account = parts[4] if len(parts) > 4 else ""
+    if not account:
+        return None
+    named = [a for a in re.findall(r"(?<!\d)\d{12}(?!\d)", message.replace(arn, ""))
+             if a != account]
+    return (account, named[0]) if named else None
+
+
+def advice_for(code: str, message: str | None = None, http_status: int | None = None,
+               arn: str | None = None) -> str:
+    """One line on what to do about items that ended with `code` (any service's code);
+    `arn`, an example item, tells a cross-account ARN sent without a role."""
     message = message or ""
+    if code in NO_CREDENTIALS_CODES or code == "NoCredentials":
+        return NO_CREDENTIALS
     if _sts(code, message):
         return TRUST_POLICY
     if code in _THROTTLES:
         return THROTTLED
     if code.startswith("AccessDenied") or code in ("UnauthorizedOperation",
                                                   "UnauthorizedException", "Forbidden"):
+        other = _other_account(arn, message)
+        if other is not None:
+            return OTHER_ACCOUNT.format(account=other[0], caller=other[1])
         return ROLE_PERMISSION
     if code.startswith("ResourceNotFound") or code.endswith(("NotFound", "NotFoundException",
                                                              "NotFoundFault")) \

@@ -1,7 +1,8 @@
 """The `bulktag` command line.
 
 Exit codes: 0 done, 2 bad input or usage, 3 some items failed (or the job failed or was
-cancelled), 130 interrupted.
+cancelled), 4 a report export failed, 5 `run --no-wait` found another live owner's leases,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -65,6 +67,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--external-id", help="external id for the assumed roles")
     g.add_argument("--on-access-error", choices=("fail", "pause"),
                    help="items of an account whose role is refused: fail (default) or pause")
+    g.add_argument("--log-format", choices=("auto", "console", "json"))
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def _read_only(p: argparse.ArgumentParser, *, aws: bool = False) -> None:
+    """The settings a command that only reads the store takes (`aws`: it may write to S3)."""
+    g = p.add_argument_group("settings (override config file and BULKTAG_* environment)")
+    g.add_argument("--db", help="store path or postgresql:// URL (default "
+                   "$XDG_STATE_HOME/bulktag/bulktag.db)")
+    g.add_argument("--config", help="config file (default $XDG_CONFIG_HOME/bulktag/config.toml)")
+    if aws:
+        g.add_argument("--profile", help="AWS profile (for -o s3://)")
     g.add_argument("--log-format", choices=("auto", "console", "json"))
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
@@ -154,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="state counts, rate, ETA and top errors")
     p.add_argument("job", nargs="?", type=int, metavar="JOB")
     p.add_argument("--json", action="store_true")
-    _common(p)
+    _read_only(p)  # harden
 
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--json", action="store_true")
-    _common(p)
+    _read_only(p)  # harden
 
     p = sub.add_parser(
         "report", help="one row per item of a job",
@@ -174,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="region of the destination bucket (default: the configured region)")
     p.add_argument("--kms-key-arn", metavar="ARN",
                    help="S3: encrypt with SSE-KMS under this key (default SSE-S3, AES256)")
-    _common(p)
+    _read_only(p, aws=True)  # harden
 
     p = sub.add_parser("inventory", help="snapshot the resources and tags discovery sees "
                        "(one JSON line per resource)")
@@ -199,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", type=int, metavar="JOB")
     p.add_argument("--code", help="only items that failed with this error code")
     p.add_argument("--json", action="store_true")
-    _common(p)
+    _read_only(p)  # harden
 
     for name, text in (("cancel", "cancel a job: its open items end as cancelled"),
                        ("pause", "stop working on a job until resumed"),
@@ -207,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("job", type=int, metavar="JOB")
         p.add_argument("--json", action="store_true")
-        _common(p)
+        _read_only(p)  # harden
 
     from .sim import add_sim_arguments
 
@@ -328,8 +342,19 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 
+def _no_store_yet(db: str) -> bool:
+    """A SQLite store that does not exist yet where one could be made (so: no queued work)."""
+    if is_postgres_url(db) or os.path.exists(db):
+        return False
+    ancestors = [p for p in Path(db).resolve().parents if p.exists()]
+    return bool(ancestors) and ancestors[0].is_dir()
+
+
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     export = export_spec(args.export_on_finish, args.export_region, args.export_kms_key_arn)
+    if not args.jobs and _no_store_yet(settings.db):
+        emit(args, {"interrupted": False, "jobs": []}, "no queued work")  # and no store yet
+        return EXIT_OK
     async with await Store.open(settings.db, create=False) as store:
         for j in args.jobs:
             if await store.get_job(j) is None:
@@ -339,17 +364,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                                                 wait_for_leases=not args.no_wait))
 
 
-def _no_store_yet(args: argparse.Namespace, settings: Settings) -> bool:
-    """A job list of a SQLite store that does not exist yet: empty, and nothing created."""
-    if is_postgres_url(settings.db) or os.path.exists(settings.db):
-        return False
-    emit(args, {"jobs": []}, "no jobs")
-    return True
-
-
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    if args.job is None and _no_store_yet(args, settings):
-        return EXIT_OK
     async with await Store.open(settings.db, create=False) as store:
         if args.job is not None:
             st = await job_status(store, args.job, settings)
@@ -359,8 +374,6 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    if _no_store_yet(args, settings):
-        return EXIT_OK
     async with await Store.open(settings.db, create=False) as store:
         return await _print_jobs(args, store)
 
@@ -500,6 +513,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any,
 COMMANDS.update(SERVICE_COMMANDS)
 
 
+CHECKED_FIRST = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "sync"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -515,6 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         configure_logging(settings.log_format, settings.log_level)
+        if args.command in CHECKED_FIRST:  # credentials before any work; --max-rate vs quota
+            from .preflight import preflight  # botocore: only for commands that call AWS
+
+            stop = preflight(args, settings)
+            if stop is not None:
+                return stop
         return asyncio.run(COMMANDS[args.command](args, settings))
     except BulktagError as exc:
         print(f"bulktag: error: {exc}", file=sys.stderr)

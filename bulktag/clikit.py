@@ -93,8 +93,7 @@ def print_run(args: argparse.Namespace, result: RunResult) -> int:
         for st in result.statuses:
             print(render_status(st))
     if result.blocked is not None:
-        owners = ", ".join(result.blocked.owners) or "an owner no longer registered"
-        print(f"bulktag: {result.blocked.items} item(s) are leased by {owners}, which still "
-              "looks alive; run without --no-wait to wait for it (its leases come back when "
-              "it finishes or its heartbeat goes stale)", file=sys.stderr)
+        from .leases import describe_blocked
+
+        print(f"bulktag: {describe_blocked(result.blocked)}", file=sys.stderr)
     return result.exit_code

@@ -44,12 +44,14 @@ async def run_demo(settings: Settings, *, regions: list[str], per_region: int,
     demo never writes into the user's real store."""
     with tempfile.TemporaryDirectory(prefix="bulktag-demo-") as state:
         store_at = db or str(Path(state) / "demo.db")
+        where = (f"store {db}" if db else
+                 "a temporary store, removed at the end; --db PATH keeps it")
         return await _demo(dataclasses.replace(settings, db=store_at), regions, per_region,
-                           latency_ms, as_json)
+                           latency_ms, as_json, where)
 
 
 async def _demo(settings: Settings, regions: list[str], per_region: int, latency_ms: str,
-                as_json: bool) -> int:
+                as_json: bool, where: str) -> int:
     sim_config = SimConfig(
         latency_ms=parse_latency(latency_ms),
         resource_error_rate=0.01,
@@ -69,7 +71,7 @@ async def _demo(settings: Settings, regions: list[str], per_region: int, latency
                 submitted = await submit(store, [str(source)], Request("tag", tags=DEMO_TAGS),
                                          name="demo", owner=new_owner_token())
                 print(f"demo: job {submitted.job_id}: {submitted.added} ARNs over "
-                      f"{len(regions)} regions on the simulator at {sim.url} (store {settings.db})")
+                      f"{len(regions)} regions on the simulator at {sim.url} ({where})")
                 run = await finish_run(store, settings, {submitted.job_id},
                                        clients=ClientPool(settings, session))
                 code = run.exit_code

@@ -4,19 +4,44 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, TextIO
 
 import structlog
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """`fmt` is auto (console on a terminal, JSON elsewhere), console or json."""
+class BarAwareLogger:
+    """structlog's PrintLogger, but a line never lands inside the progress bar's line: the
+    bar is cleared, the event written, the bar drawn again (progress.write_log_line)."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        from .progress import write_log_line
+
+        write_log_line(self._file or sys.stderr, message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+def _bar_aware_factory(file: TextIO | None) -> Any:
+    def factory(*_args: Any) -> BarAwareLogger:
+        return BarAwareLogger(file)
+
+    return factory
+
+
+def configure_logging(fmt: str = "auto", level: str = "info",
+                      stream: TextIO | None = None) -> None:
+    """`fmt` is auto (console on a terminal, JSON elsewhere), console or json. `stream`:
+    where events go (default: sys.stderr as it is at each write)."""
     if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
+        fmt = "console" if (stream or sys.stderr).isatty() else "json"
     renderer: structlog.types.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -29,6 +54,6 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_bar_aware_factory(stream),
         cache_logger_on_first_use=False,
     )

@@ -20,13 +20,22 @@ from .aws import TokenExpired, Unreadable, get_resources_page, read_tags, tags_o
 from .clients import ClientPool
 from .config import Settings
 from .discovery import Query, decide
+from .errors import UsageError
 from .limiter import ShardLimiter
 from .limits import ARNS_PER_READ
 from .limits import ARNS_PER_TAG_CALL as BATCH
 from .limits import PAGE_SIZE as PAGE
-from .sources import open_rows, read_chunks
+from .sources import SourceError, open_rows, read_chunks, source_name
 from .store import JobOptions
-from .submit import Request, item_for_row
+from .submit import (
+    MAX_PROBLEMS_SHOWN,
+    Problem,
+    Request,
+    SubmissionRefused,
+    item_for_row,
+    nothing_to_apply,
+    nothing_to_apply_refusal,
+)
 
 
 @dataclass
@@ -43,10 +52,13 @@ class ShardPlan:
 
 def _tally(specs: list[str], request: Request, fmt: str | None
            ) -> tuple[dict[Shard, list[tuple[str, str]]], int, int, int]:
-    """Read the sources: valid (arn, tagset body) per shard, and rows / invalid / duplicates."""
+    """Read the sources: valid (arn, tagset body) per shard, and rows / invalid / duplicates.
+    Refuses what the real submission refuses, with its words: SubmissionRefused for bad rows
+    (unless --skip-invalid) or no rows; SourceError for a source that cannot be read."""
     per_shard: dict[Shard, list[tuple[str, str]]] = defaultdict(list)
     seen: set[str] = set()
-    rows = invalid = dupes = 0
+    rows = invalid = dupes = untaggable = 0
+    problems: list[Problem] = []
     for spec in specs:
         for chunk in read_chunks(open_rows(spec, fmt=fmt), 10_000):
             for row in chunk:
@@ -54,11 +66,22 @@ def _tally(specs: list[str], request: Request, fmt: str | None
                 item = item_for_row(row, request)
                 if item.problem is not None or item.shard is None or item.tagset is None:
                     invalid += 1
+                    untaggable += nothing_to_apply(request, item.problem)
+                    if len(problems) < MAX_PROBLEMS_SHOWN:
+                        problems.append(Problem(source_name(spec), item.line or 0,
+                                                item.problem or "invalid row"))
                 elif item.arn in seen:
                     dupes += 1
                 else:
                     seen.add(item.arn)
                     per_shard[item.shard].append((item.arn, item.tagset))
+    if rows and untaggable == rows:
+        raise nothing_to_apply_refusal(request, rows)
+    if invalid and not request.skip_invalid:
+        raise SubmissionRefused(problems, invalid)
+    if rows == 0:
+        empty = Problem(", ".join(source_name(s) for s in specs), 0, "no ARNs found")
+        raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")
     return per_shard, rows, invalid, dupes
 
 
@@ -162,10 +185,14 @@ def _render(request: Request, settings: Settings, plans: dict[Shard, ShardPlan],
 
 async def dry_run(request: Request, settings: Settings, options: JobOptions,
                   sources: list[str], source_format: str | None) -> Plan:
-    """The plan for file sources."""
-    per_shard, rows, invalid, dupes = await anyio.to_thread.run_sync(
-        functools.partial(_tally, sources, request, source_format)
-    )
+    """The plan for file sources. Bad sources end as the real run's: the same errors, the
+    same words (SubmissionRefused, "nothing was enqueued: ..."), exit 2."""
+    try:
+        per_shard, rows, invalid, dupes = await anyio.to_thread.run_sync(
+            functools.partial(_tally, sources, request, source_format)
+        )
+    except SourceError as exc:
+        raise UsageError(f"nothing was enqueued: {exc}") from None
     clients = ClientPool(settings)
     try:
         results = await asyncio.gather(*(

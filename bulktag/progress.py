@@ -14,6 +14,21 @@ from .store import Counts
 
 log = structlog.get_logger("bulktag.progress")
 
+CLEAR_LINE = "\r\x1b[K"  # back to the line's start and erase it
+
+_bar: Progress | None = None  # the bar drawn on a terminal now, if any
+
+
+def write_log_line(stream: TextIO, line: str) -> None:
+    """Write a log line without mixing it into the progress bar's line: clear the bar, write
+    the line, draw the bar again below it (logs.py's logger writes through here)."""
+    bar = _bar
+    if bar is not None and bar.stream is stream and bar.line:
+        stream.write(CLEAR_LINE + line + "\n" + bar.line)
+    else:
+        stream.write(line + "\n")
+    stream.flush()
+
 
 def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds == float("inf"):
@@ -41,6 +56,7 @@ class Progress:
         self._window: list[Snapshot] = []
         self._last_log = 0.0
         self._drawn = False
+        self.line = ""  # the bar as last drawn (without the leading carriage return)
 
     def rate(self) -> float:
         if len(self._window) < 2:
@@ -60,12 +76,15 @@ class Progress:
             total = max(counts.total, 1)
             width = 30
             filled = int(width * counts.done / total)
-            line = (f"\rjob {self.job_id} [{'#' * filled}{'.' * (width - filled)}] "
+            line = (f"job {self.job_id} [{'#' * filled}{'.' * (width - filled)}] "
                     f"{counts.done}/{counts.total} {rate:6.1f} ARN/s ETA {format_duration(eta)} "
                     f"failed {failed}")
-            self.stream.write(line)
+            global _bar
+            self.stream.write(CLEAR_LINE + line)
             self.stream.flush()
+            self.line = line
             self._drawn = True
+            _bar = self
         elif now - self._last_log >= self.log_every:
             self._last_log = now
             log.info("progress", job=self.job_id, done=counts.done, total=counts.total,
@@ -73,6 +92,9 @@ class Progress:
                      failed=failed)
 
     def close(self) -> None:
+        global _bar
+        if _bar is self:
+            _bar = None
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()

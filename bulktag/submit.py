@@ -144,13 +144,36 @@ def item_for_row(
     return NewItem(row.arn, shard, body, row.line)
 
 
+def nothing_to_apply(request: Request, problem: str | None) -> bool:
+    """A row refused only because neither the command line nor the row gives tags/keys."""
+    return problem is not None and ("no tags to apply" in problem
+                                    or "no tag keys to remove" in problem)
+
+
+def nothing_to_apply_refusal(request: Request, rows: int) -> SubmissionRefused:
+    """Every row lacks tags (or keys) and the command line gives none: one usage error."""
+    if request.operation == "tag":
+        what = "no tags to apply: give --tag KEY=VALUE (or per-row tag columns in a CSV/JSONL "
+        what += "source)"
+    else:
+        what = "no tag keys to remove: give --key KEY (or per-row keys in a CSV/JSONL source)"
+    return SubmissionRefused([], rows, f"{what}; nothing was enqueued")
+
+
 def _item_chunks(
     spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None
 ) -> Iterator[list[NewItem]]:
     fixed = _request_tagset(request)
     shards: dict[tuple[str, str, str], Shard] = {}
+    name = source_name(spec)
     for rows in read_chunks(open_rows(spec, fmt=fmt, stdin=stdin), CHUNK):
-        yield [item_for_row(r, request, fixed, shards) for r in rows]
+        items = [item_for_row(r, request, fixed, shards) for r in rows]
+        if request.skip_invalid:
+            # Kept as invalid items: their message carries where the row came from.
+            for it in items:
+                if it.problem is not None:
+                    it.problem = f"{name}:{it.line or 0}: {it.problem}"
+        yield items
 
 
 async def submit(
@@ -175,6 +198,7 @@ async def submit(
     result = Submitted(job_id)
     problems: list[Problem] = []
     n_problems = 0
+    untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
     try:
         for spec in sources:
             chunks = _item_chunks(spec, request, fmt, stdin)
@@ -187,6 +211,7 @@ async def submit(
                     pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
                     result.rows += len(items)
                     bad = [it for it in items if it.problem is not None]
+                    untaggable += sum(1 for it in bad if nothing_to_apply(request, it.problem))
                     result.invalid += len(bad)
                     if bad and not request.skip_invalid:
                         n_problems += len(bad)
@@ -203,6 +228,8 @@ async def submit(
                     await asyncio.wait([pending])
                 if not pending.cancelled():
                     pending.exception()  # retrieved: an error raised above takes precedence
+        if result.rows and untaggable == result.rows:
+            raise nothing_to_apply_refusal(request, untaggable)
         if n_problems:
             raise SubmissionRefused(problems, n_problems)
         if result.rows == 0:

@@ -34,7 +34,8 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
                        "example_arn": example[0] if example else None,
                        "example_message": example[2] if example else None,
                        "advice": advice_for(code, example[2] if example else None,
-                                            example[1] if example else None)})
+                                            example[1] if example else None,
+                                            arn=example[0] if example else None)})
     elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
     if job.state == "active":
         rate = job.rate

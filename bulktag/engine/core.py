@@ -141,6 +141,7 @@ class Engine:
         self._free_rounds: Counter[int] = Counter()  # busy shards nobody holds, rounds in a row
         self._keep_until = 0.0  # do not hand shards over before (a worker declined them)
         self._last_waiting_log = 0.0
+        self._slowed: set[tuple[str, str]] = set()  # (shard, operation) below the ceiling
 
     # -- control ---------------------------------------------------------------------------
 
@@ -259,7 +260,10 @@ class Engine:
     async def _dispatch(self) -> bool:
         """The dispatcher loop; True when the work ran out, False when asked to stop."""
         store = self.store
-        last_beat = last_rate = last_round = time.monotonic()
+        started = last_beat = last_rate = time.monotonic()
+        # A one-shot run takes its shards on the first pass (a short job's first call ~0.2 s
+        # sooner); a daemon waits a moment so daemons started together share the shards.
+        last_round = started if self.follow else started - SHARD_ROUND
         done_before = Counter(self.stats.finished)
         while True:
             if self.stopping:
@@ -285,6 +289,15 @@ class Engine:
                 if shard_id not in self._lanes:
                     await self._start_lane(shard_id)
             await self._settle_jobs()
+            if work and last_round >= started and not self._lanes and not self._in_flight \
+                    and not self._discoveries and not self.follow:
+                # Work left, but every shard of it is leased to another live worker.
+                holders = await self._shards_elsewhere(set(work))
+                if holders is not None:
+                    if not self.wait_for_leases:
+                        self.blocked = holders
+                        return True
+                    self._say_waiting(holders)
             idle = not runnable and not self._lanes and not self._in_flight \
                 and not self._discoveries
             if idle and not self.follow:
@@ -307,6 +320,7 @@ class Engine:
                     self.log.warning("leases_reclaimed", items=reclaimed,
                                      reason="their owner's heartbeat is stale or it is gone")
             if now - last_rate > 2:
+                self._log_rate_changes()
                 await self._update_rates(self.stats.finished - done_before, now - last_rate)
                 last_rate, done_before = now, Counter(self.stats.finished)
             self._wake = anyio.Event()
@@ -458,6 +472,25 @@ class Engine:
         freshest = max((w.heartbeat_at for w in others), default=time.time())
         return LeaseHolders(held, tuple(w.owner for w in others), freshest + stale)
 
+    async def _shards_elsewhere(self, busy: set[int]) -> LeaseHolders | None:
+        """When every busy shard is leased to another owner: who, and until when at most."""
+        if busy & self._held:
+            return None
+        holders = await self.store.shard_holders()
+        if any(s not in holders or holders[s][0] == self.owner for s in busy):
+            return None
+        owners = {holders[s][0] for s in busy}
+        ids = self.job_ids if self.job_ids is not None else set(self._jobs_seen)
+        items = 0
+        for job_id in ids:
+            items += (await self.store.counts(job_id)).open
+        stale = self.settings.owner_stale_seconds
+        beats = [w.heartbeat_at for w in await self.store.workers() if w.owner in owners]
+        until = max(holders[s][1] for s in busy)
+        if beats:  # reclaimed once the heartbeat is stale, if that comes first
+            until = min(until, max(beats) + stale)
+        return LeaseHolders(items, tuple(sorted(owners)), until)
+
     def _say_waiting(self, holders: LeaseHolders) -> None:
         now = time.monotonic()
         if now - self._last_waiting_log < 30:
@@ -505,6 +538,18 @@ class Engine:
                 await self.store.cancel_items(job_id, f"job failed: {reason}", code="JobFailed")
                 await self.store.set_job_state(job_id, JobState.FAILED, reason=reason)
                 self.log.error("job_failed", job=job_id, reason=reason)
+
+    def _log_rate_changes(self) -> None:
+        """info: a shard slowed by throttles that is back at its ceiling (the slowing itself
+        is logged by the sender as `shard_slowed`)."""
+        for (shard, op), lim in self.limiters.items():
+            key = (str(shard), op)
+            if lim.rate < lim.policy.ceiling * 0.99:
+                self._slowed.add(key)
+            elif key in self._slowed:
+                self._slowed.discard(key)
+                self.log.info("shard_rate_recovered", shard=str(shard), operation=op,
+                              rate=round(lim.rate, 2))
 
     async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
         """Store each active job's recent rate (items finished per second) for `status`."""

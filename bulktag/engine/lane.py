@@ -136,7 +136,13 @@ class Lane:
         limiter = engine.limiter(self.shard, operation)
         options = await engine.options(pick.job_id)
         if (options.skip_compliant or options.if_absent) and options.query is None:
-            claimed = await self._unless_compliant(pick.job_id, pick.operation, claimed, options)
+            # A retry (an attempt spent: its last send failed) was read and found to need the
+            # change already: sent again at once, without waiting on another read. --if-absent
+            # reads again (the keys to send depend on what the resource has now).
+            fresh = [c for c in claimed if c.attempts == 0 or options.if_absent]
+            retries = [c for c in claimed if c.attempts > 0 and not options.if_absent]
+            claimed = retries + (await self._unless_compliant(
+                pick.job_id, pick.operation, fresh, options) if fresh else [])
         batches = list(_batches(claimed))
         for n, batch in enumerate(batches):
             if engine.stopping or self.handover or \

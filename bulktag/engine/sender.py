@@ -39,6 +39,7 @@ from .recorder import Recorder
 log = structlog.get_logger("bulktag.engine")
 
 OPERATIONS = {"tag": "TagResources", "untag": "UntagResources"}
+RETRY_LOG_EVERY = 5.0  # seconds between `retrying` events of a shard (info)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Sender:
         self.metrics = metrics
         self.rng = rng
         self.on_requeue = on_requeue  # a shard's items went back to pending
+        self._retries: dict[Shard, Counter[str]] = {}  # codes of retries not logged yet
+        self._retry_logged: dict[Shard, float] = {}
 
     async def send(self, job_id: int, operation: str, shard_id: int, shard: Shard,
                    batch: list[Claimed], tagset: Any, limiter: ShardLimiter, *,
@@ -107,10 +110,14 @@ class Sender:
             del self.stats.batch_seconds[:5000]
 
         if failure is None:
-            self._record_response(job_id, shard_id, batch, failed_map)
+            outcomes = self._record_response(job_id, shard_id, batch, failed_map)
+            self._log_batch(shard, api, job_id, batch, seconds, outcomes)
             return Sent()
         self.stats.call_errors[failure.code] += 1
         verdict = classify_call_error(failure, len(batch))
+        log.debug("batch_failed", shard=str(shard), operation=api, job=job_id,
+                  size=len(batch), seconds=round(seconds, 3), code=failure.code,
+                  status=failure.status, verdict=verdict.value)
         if access_error and failure.status is None and verdict is Verdict.TRANSIENT:
             verdict = Verdict.UNREACHABLE  # STS cannot be reached: the same outage
         if verdict is Verdict.UNREACHABLE:
@@ -151,11 +158,36 @@ class Sender:
                 log.info("shard_slowed", shard=str(shard), operation=api,
                          rate=round(limiter.rate, 2))
         self.on_requeue(shard_id)
-        self.recorder.add(self.outcome(job_id, c, verdict, failure) for c in batch)
+        outcomes = [self.outcome(job_id, c, verdict, failure) for c in batch]
+        self.recorder.add(outcomes)
+        self._note_retries(shard, batch, outcomes)
         return Sent()
 
+    def _log_batch(self, shard: Shard, api: str, job_id: int, batch: list[Claimed],
+                   seconds: float, outcomes: list[Outcome]) -> None:
+        """debug: one event per answered batch; info: retries, at most every few seconds."""
+        verdicts = Counter(str(getattr(o.state, "value", o.state)) for o in outcomes)
+        log.debug("batch_sent", shard=str(shard), operation=api, job=job_id, size=len(batch),
+                  seconds=round(seconds, 3), outcomes=dict(verdicts))
+        self._note_retries(shard, batch, outcomes)
+
+    def _note_retries(self, shard: Shard, batch: list[Claimed], outcomes: list[Outcome]) -> None:
+        attempts = {c.id: c.attempts for c in batch}
+        pending = [o for o in outcomes if o.state == ItemState.PENDING
+                   and o.attempts > attempts.get(o.item_id, 0)]
+        if not pending:
+            return
+        codes = self._retries.setdefault(shard, Counter())
+        codes.update(o.error_code or "?" for o in pending)
+        now = time.monotonic()
+        if now - self._retry_logged.get(shard, 0.0) >= RETRY_LOG_EVERY:
+            self._retry_logged[shard] = now
+            log.info("retrying", shard=str(shard), items=sum(codes.values()), codes=dict(codes),
+                     hint="transient errors: the items back off and are sent again")
+            codes.clear()
+
     def _record_response(self, job_id: int, shard_id: int, batch: list[Claimed],
-                         failed_map: dict[str, Any]) -> None:
+                         failed_map: dict[str, Any]) -> list[Outcome]:
         """Queue the outcomes of a 200 answer."""
         outcomes = []
         for c in batch:
@@ -178,6 +210,7 @@ class Sender:
         if failed_map:
             self.on_requeue(shard_id)
         self.recorder.add(outcomes)
+        return outcomes
 
     def outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
         now = time.time()

@@ -155,6 +155,13 @@ def _open_problem(path: str, exc: BaseException) -> str:
     parent = Path(path).parent
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return f"cannot write the store {path}: the disk is full; free space or use --db elsewhere"
+    if os.path.isdir(path):
+        return (f"cannot open the store {path}: it is a directory; give --db a file path "
+                f"(e.g. {Path(path) / 'bulktag.db'})")
+    blocker = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return (f"cannot open the store {path}: {blocker} is a file, not a directory; give "
+                "--db another path")
     if not parent.exists():
         return (f"cannot open the store {path}: the directory {parent} does not exist; "
                 "create it or give --db another path")
@@ -192,6 +199,10 @@ class SqliteStore(Store):
         """Open (creating if needed and allowed) the store at path; apply pending migrations."""
         memory = path == ":memory:"
         if not memory and not create and not os.path.exists(path):
+            parent = Path(path).parent
+            blocker = next((p for p in [parent, *parent.parents] if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():  # a path that can never be one
+                raise StoreError(_open_problem(path, FileNotFoundError(path)))
             raise StoreError(f"no store at {path} (nothing was submitted there yet); check --db "
                              "or BULKTAG_DB")
         try:
@@ -202,9 +213,17 @@ class SqliteStore(Store):
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as exc:
             raise StoreError(_open_problem(path, exc)) from None
+        if not memory and os.path.isdir(path):
+            raise StoreError(_open_problem(path, IsADirectoryError(path)))
+        pending = aiosqlite.connect(path, isolation_level=None)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            db = await pending
         except (OSError, sqlite3.Error) as exc:
+            # aiosqlite's thread answers its stop request after the failure: wait for it here,
+            # or it calls into an event loop already closed ("Event loop is closed").
+            thread = getattr(pending, "_thread", None)
+            if thread is not None:
+                await asyncio.to_thread(thread.join, 5.0)
             raise StoreError(_open_problem(path, exc)) from None
         db.row_factory = sqlite3.Row
         try:

@@ -228,7 +228,9 @@ async def test_status_without_job_lists_jobs_and_jobs_json(
     run_cli: CliRunner, db_path: Path, tmp_path: Path
 ) -> None:
     cli = Cli(run_cli, db_path, None)
-    assert (await cli.ok("status")).stdout.strip() == "no jobs"
+    # Read-only: no store is created at a path nothing was submitted to (a mistyped --db).
+    proc = await asyncio.to_thread(run_cli, "status", "--db", str(db_path))
+    assert proc.returncode == 2 and "no store at" in proc.stderr and not db_path.exists()
     src = arns_file(tmp_path, [arn(n) for n in range(2)])
     await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--detach", "--name", "alpha")
     await cli.ok("untag", "--arns", str(src), "--key", "A", "--detach", "--priority", "5")

@@ -159,17 +159,25 @@ async def test_untag_with_no_keys_is_refused(
     tmp_path: Path, db_path: Path, run_cli: CliRunner
 ) -> None:
     src = write_lines(tmp_path / "a.txt", [arn(1), arn(2)])
+    # Every row lacks keys and none is given: one usage error, not one per row.
     msg = await refused(db_path, [src], Request("untag"))
-    assert f"{src}:1: no tag keys to remove (give --key)" in msg
-    assert f"{src}:2: no tag keys to remove (give --key)" in msg
+    assert msg == ("no tag keys to remove: give --key KEY (or per-row keys in a CSV/JSONL "
+                   "source); nothing was enqueued")
     err = cli_refused(run_cli, db_path, "untag", "--arns", str(src))
-    assert "no tag keys to remove (give --key)" in err
+    assert err == f"bulktag: error: {msg}\n"
 
 
 async def test_tag_with_no_tags_is_refused(tmp_path: Path, db_path: Path) -> None:
     src = write_lines(tmp_path / "a.txt", [arn(1)])
     msg = await refused(db_path, [src], Request("tag"))
-    assert f"{src}:1: no tags to apply (give --tag or tag columns)" in msg
+    assert msg.startswith("no tags to apply: give --tag KEY=VALUE")
+
+
+async def test_rows_without_tags_beside_rows_with_tags_are_named(tmp_path: Path,
+                                                                  db_path: Path) -> None:
+    src = write_csv(tmp_path / "t.csv", ["arn", "tag:Owner"], [[arn(1), "alice"], [arn(2), ""]])
+    msg = await refused(db_path, [src], Request("tag"))
+    assert f"{src}:3: no tags to apply (give --tag or tag columns)" in msg
 
 
 async def test_empty_source_is_refused_and_leaves_nothing(
@@ -224,8 +232,10 @@ async def test_skip_invalid_records_bad_rows_visible_in_the_report(
         ("arn:aws:ec2:us-east-1:12345:instance/i-2", "invalid", "InvalidInput"),
         (arn(4), "invalid", "InvalidInput"),
     ]
-    assert rows[0]["message"] == "malformed ARN: malformed account '12345': expected 12 digits"
-    assert rows[1]["message"].startswith("tag value for 'Owner' is 300 characters long")
+    # Kept with the file and line they came from.
+    assert rows[0]["message"] == (f"{src}:3: malformed ARN: malformed account '12345': "
+                                  "expected 12 digits")
+    assert rows[1]["message"].startswith(f"{src}:5: tag value for 'Owner' is 300 characters")
 
     status = json.loads(run_cli("status", str(out["job"]), "--db", str(db_path),
                                 "--json").stdout)
