@@ -206,7 +206,8 @@ class SimProcess:
     def _http(self) -> http.client.HTTPConnection:
         if self._conn is None:
             u = urllib.parse.urlsplit(self.url)
-            self._conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            self._conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port,
+                                                    timeout=30)
         return self._conn
 
     def get(self, path: str) -> tuple[int, Any]:
@@ -224,7 +225,8 @@ class SimProcess:
         raise AssertionError("unreachable")
 
     def stats(self) -> dict[str, Any]:
-        return self.get("/_sim/stats")[1]
+        stats: dict[str, Any] = self.get("/_sim/stats")[1]
+        return stats
 
     def tags(self, arn: str) -> dict[str, str] | None:
         status, body = self.get("/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
