@@ -15,7 +15,7 @@ after):
 For PostgreSQL it also gives the CPU seconds of the server backends serving this process
 (/proc/PID/stat of the pids in pg_stat_activity for the database), against this process's own.
 
-    python benchmarks/store_backends.py [--items 1000000] [--items 10000000] [--backends sqlite,postgres]
+    python benchmarks/store_backends.py [--items 10000000] [--backends sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ async def claim_record(store: Store, job_id: int, shard_ids: list[int], seconds:
                 Outcome(c.id, ItemState.FAILED, 1, 0.0, "InternalServiceException", 500, "x")
                 if c.id % 100 == 0 else Outcome(c.id, ItemState.SUCCEEDED, 1, now)
                 for c in claimed]
-            done += await store.record(OWNER, outcomes)
+            await store.record(OWNER, outcomes)
+            done += len(outcomes)  # not `done += await ...`: done would be read before the await
 
     await asyncio.gather(*(loop(shard_ids[i::claimers]) for i in range(claimers)))
     return done
@@ -263,8 +264,8 @@ def report(results: list[dict[str, Any]], items: int, n_shards: int) -> None:
     row("  building took", [f"{r['enqueue_s']:.1f} s" for r in results])
     row("  client CPU per ARN", [f"{r['enqueue_cpu'] / items * 1e6:.1f} µs" for r in results])
     row("  server CPU per ARN", [
-        "-" if r["enqueue_server_cpu"] is None else f"{r['enqueue_server_cpu'] / items * 1e6:.1f} µs"
-        for r in results])
+        "-" if r["enqueue_server_cpu"] is None
+        else f"{r['enqueue_server_cpu'] / items * 1e6:.1f} µs" for r in results])
     for k in (1, 4):
         row(f"claim {CLAIM} + record, {k} claimer(s): items/s",
             [f"{r[f'claim{k}_rate']:,.0f}" for r in results])
