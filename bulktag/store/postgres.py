@@ -39,6 +39,7 @@ writers needs. All SQL lives in `sql/postgres.sql` and the numbered files of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -279,8 +280,13 @@ class PostgresStore(Store):
                     except Exception as exc:
                         if _lost(exc):
                             # Never hand a broken connection back to the pool for reuse: the
-                            # pool opens a new one in its place on the next acquire.
-                            con.terminate()
+                            # pool opens a new one in its place on the next acquire. When the
+                            # server ended it (restart, pg_terminate_backend), asyncpg may have
+                            # released it already and detached our proxy, whose terminate()
+                            # then raises InterfaceError ("released back to the pool"): that
+                            # must not replace the lost-connection error, which is retried.
+                            with contextlib.suppress(asyncpg.InterfaceError):
+                                con.terminate()
                         raise
             except Exception as exc:
                 # A deadlock victim's transaction was rolled back whole: always safe to repeat.
