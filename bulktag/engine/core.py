@@ -260,7 +260,7 @@ class Engine:
     async def _dispatch(self) -> bool:
         """The dispatcher loop; True when the work ran out, False when asked to stop."""
         store = self.store
-        started = last_beat = last_rate = time.monotonic()
+        started = last_beat = last_rate = last_orphans = time.monotonic()
         # A one-shot run takes its shards on the first pass (a short job's first call ~0.2 s
         # sooner); a daemon waits a moment so daemons started together share the shards.
         last_round = started if self.follow else started - SHARD_ROUND
@@ -300,9 +300,17 @@ class Engine:
                     self._say_waiting(holders)
             idle = not runnable and not self._lanes and not self._in_flight \
                 and not self._discoveries
-            if idle and not self.follow:
+            if idle and (not self.follow or now - last_orphans > HEARTBEAT):
+                last_orphans = now
                 # Retries still in the recorder become pending work once written.
                 await self.recorder.flush()
+                # Nothing of ours is in flight, yet items may be leased to us: a claim whose
+                # answer was lost with its connection (the store retried it). Back to pending.
+                orphans = await store.release_owner(self.owner, forget=False)
+                if orphans:
+                    self.log.warning("orphaned_leases_released", items=orphans,
+                                     reason="claimed, but the claim's answer never arrived")
+            if idle and not self.follow:
                 if not await self._has_work():
                     holders = await self._leased_elsewhere()
                     if holders is None:
