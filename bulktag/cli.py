@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, ec2_rate_warning, load_settings
 from .logs import configure_logging
 from .progress import Progress, format_duration
 from .report import write_report
@@ -80,6 +80,9 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
                    help="resources of this type, e.g. ec2:instance (repeatable)")
     q.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
     q.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    p.add_argument("--route", choices=("auto", "tagging-api"),
+                   help="auto (default): EC2 resources CreateTags takes go through EC2's API, "
+                        "the rest through the Tagging API; tagging-api: all through it")
     p.add_argument("--skip-compliant", action=argparse.BooleanOptionalAction, default=None,
                    help="read current tags first and skip resources already right "
                         "(default: on for tag, off for untag)")
@@ -224,9 +227,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
         for name in ("db", "endpoint_url", "profile", "max_rate", "max_attempts", "log_format",
-                     "log_level", "role_name", "external_id", "on_access_error")
+                     "log_level", "role_name", "external_id", "on_access_error", "route")
     }
-    return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+    settings = load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+    warning = ec2_rate_warning(settings)
+    if warning:
+        log.warning("ec2_rate_without_headroom", problem=warning)
+    return settings
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -487,7 +494,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         skip_compliant = True
     options = JobOptions(
         failure_ratio=args.failure_ratio, failure_min_items=args.failure_min_items,
-        skip_compliant=skip_compliant, if_absent=args.if_absent,
+        skip_compliant=skip_compliant, if_absent=args.if_absent, route=settings.route,
         # kept with the job, even with --detach
         export_on_finish=export_on_finish_options(args).get("export_on_finish"))
     if args.if_absent and args.command != "tag":

@@ -132,13 +132,13 @@ async def test_report_jsonl_to_a_file_has_exactly_the_documented_columns(
     assert len(records) == 2
     for r in records:
         assert list(r) == ["arn", "account", "region", "operation", "status", "attempts",
-                           "error_code", "http_status", "message", "finished_at"]
+                           "error_code", "http_status", "message", "finished_at", "route"]
     assert list(COLUMNS) == list(records[0])
     ok, bad = records
     assert ok | {"finished_at": None} == {
         "arn": arn(1, "us-west-2"), "account": ACCOUNT, "region": "us-west-2",
         "operation": "tag", "status": "succeeded", "attempts": 1, "error_code": None,
-        "http_status": None, "message": None, "finished_at": None}
+        "http_status": None, "message": None, "finished_at": None, "route": "tagging-api"}
     assert ok["finished_at"].endswith("+00:00")
     assert (bad["status"], bad["error_code"], bad["http_status"]) == (
         "failed", "AccessDeniedException", 403)

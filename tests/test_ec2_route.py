@@ -5,17 +5,32 @@ missing ids fail exactly themselves; RequestLimitExceeded spends no attempts."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import urllib.parse
 from pathlib import Path
 
+import pytest
+from conftest import simulator_process
+from test_crash import counts, sim_get, wait_for_progress
+from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
+
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, ec2_route, route_of
-from bulktag.config import Settings, ec2_rate_warning
-from bulktag.engine.sender import ec2_named_ids
 from bulktag.classify import Failure
-from bulktag.sim import RunningSimulator, SimConfig, ec2_arn, start_simulator
+from bulktag.config import Settings, ec2_rate_warning
+from bulktag.engine.recorder import RECORDER_INTERVAL
+from bulktag.engine.sender import ec2_named_ids
+from bulktag.sim import (
+    RunningSimulator,
+    SimConfig,
+    ec2_arn,
+    start_simulator,
+    synthetic_resources,
+)
 from bulktag.store import JobOptions
 from bulktag.submit import Request
-
-from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
 
 REGION = "us-east-1"
 
@@ -37,7 +52,7 @@ def mixed(sim: RunningSimulator, n: int) -> tuple[list[str], list[str]]:
 
 
 def settings_for(tmp_path: Path, url: str, **changes: object) -> Settings:
-    return fast_settings(tmp_path / "s.db", url, ec2_batch_size=100, **changes)
+    return fast_settings(tmp_path / "s.db", url, **({"ec2_batch_size": 100, "route": "auto"} | changes))
 
 
 def test_routes_by_arn() -> None:
@@ -80,7 +95,7 @@ async def test_mixed_job_tags_every_resource_by_its_route(tmp_path: Path,
 
     # Untag goes through DeleteTags.
     untag = await run_job(tmp_path, settings_for(tmp_path, sim.url), ec2_arns + others,
-                          Request("untag", keys=["team"]))
+                          Request("untag", keys=("team",)))
     assert untag[2].stats.requests["DeleteTags"] >= 5
     assert sim.state.arn_sends["DeleteTags"] == 450
     assert all(sim.state.tags(a) == {"env": "prod"} for a in ec2_arns + others)
@@ -103,7 +118,7 @@ async def test_route_tagging_api_sends_everything_through_tagresources(
     # The job's own option wins over the setting.
     store, job, engine = await run_job(tmp_path, dataclasses.replace(
         settings, db=str(tmp_path / "t.db")), ec2_arns, options=JobOptions(route="auto"))
-    assert engine.stats.requests["CreateTags"] == 1
+    assert engine.stats.requests["CreateTags"] == 2  # snapshots: the caller's shard; the rest
     await store.close()
 
 
@@ -121,12 +136,13 @@ async def test_deleted_snapshots_fail_exactly_themselves(tmp_path: Path,
     for arn in gone:
         assert rows[arn]["error_code"] == "InvalidSnapshot.NotFound"
         assert ec2_route(arn) in rows[arn]["message"]
-        assert rows[arn]["attempts"] == "1"
-    assert {rows[a]["attempts"] for a in snaps if a not in gone} == {"1"}
+        assert rows[arn]["attempts"] == 1
+    assert {rows[a]["attempts"] for a in snaps if a not in gone} == {1}
     assert all(sim.state.tags(a) == TAGS for a in snaps if a not in gone)
-    # One whole-call failure per batch holding a deleted snapshot, then the rest at once.
+    # One whole-call failure per batch holding a deleted snapshot, then the rest at once: the
+    # first claim (240) makes 100+100+40, the next 60; three of them hold deleted snapshots.
     assert engine.stats.splits == 0
-    assert engine.stats.requests["CreateTags"] <= 3 + 3
+    assert engine.stats.requests["CreateTags"] == 4 + 3
     await store.close()
 
 
@@ -143,7 +159,7 @@ async def test_request_limit_exceeded_spends_no_attempts(tmp_path: Path) -> None
         assert engine.stats.throttled_calls > 0
         rows = await items(store, job)
         assert {r["status"] for r in rows.values()} == {"succeeded"}
-        assert {r["attempts"] for r in rows.values()} == {"1"}  # max_attempts=1 held
+        assert {r["attempts"] for r in rows.values()} == {1}  # max_attempts=1 held
         await store.close()
 
 
@@ -160,3 +176,44 @@ async def test_tag_limit_is_isolated_by_splitting(tmp_path: Path,
     assert rows[full]["error_code"] == "TagLimitExceeded"
     assert engine.stats.splits > 0
     await store.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    total, batch, in_flight = 6000, 100, 2
+    arns = [arn for _, arn in synthetic_resources([ACCOUNT], [REGION], total, ec2_share=1.0)]
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join(arns) + "\n")
+    db = tmp_path / "bulktag.db"
+    env = {**cli_env, "BULKTAG_ROUTE": "auto", "BULKTAG_IN_FLIGHT_PER_SHARD": str(in_flight),
+           "BULKTAG_EC2_BATCH_SIZE": str(batch)}
+    with simulator_process("--latency-ms", "100-200", "--seed-resources", str(total),
+                           "--seed-ec2-share", "1") as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag",
+             "migrated=yes", "--db", str(db), "--endpoint-url", url, "--log-format", "json"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_progress(db, proc, done=total // 4)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+        assert counts(db).get("succeeded", 0) < total
+        result = subprocess.run(
+            [sys.executable, "-m", "bulktag", "run", "--db", str(db), "--endpoint-url", url,
+             "--log-format", "json", "--json"],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr[-2000:]
+        final = counts(db)
+        assert set(final) <= {"succeeded", "skipped"} and sum(final.values()) == total, final
+        stats = sim_get(url, "/_sim/stats")
+        sends = stats["arn_sends"]["CreateTags"]  # type: ignore[index]
+        assert stats["arn_sends"].get("TagResources", 0) == 0  # type: ignore[attr-defined]
+        # Two shards (snapshots are the caller's own; volumes and instances the account's),
+        # each with at most `in_flight` batches out, plus the recorder's last window.
+        shards = 2
+        bound = shards * in_flight * batch + int(shards * 8 * batch * RECORDER_INTERVAL) + 20
+        assert 0 <= sends - total <= bound, (sends, bound)
+        assert final.get("skipped", 0) <= bound
+        for arn in arns[:: 97]:
+            tags = sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
+            assert tags.get("migrated") == "yes", arn
