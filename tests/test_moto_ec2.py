@@ -96,7 +96,8 @@ def test_mixed_job_goes_by_route_and_a_deleted_snapshot_fails_alone(
 
     # Untag goes through DeleteTags.
     moto.start_recording()
-    cli.json("untag", "--arns", str(src), "--key", "route-test", "--route", "auto", code=3)
+    # (moto's DeleteTags does not check that ids exist: the deleted snapshot succeeds there.)
+    cli.json("untag", "--arns", str(src), "--key", "route-test", "--route", "auto")
     actions = _ec2_actions(moto)
     assert "DeleteTags" in actions
     for arn, resource_id in ec2_ids.items():
