@@ -109,3 +109,42 @@ def parse_arn(text: str) -> Arn:
     if any(ord(c) < 32 or ord(c) == 127 for c in resource):
         raise ArnError("resource part has a control character")
     return Arn(text, partition, service, region, account, resource)
+
+
+# EC2 resource types CreateTags / DeleteTags take, as the ARN spells them, with the prefix of
+# their ids. Snapshots and AMIs carry no account in their ARN (`arn:aws:ec2:R::snapshot/snap-1`):
+# like S3 buckets they belong to the shard of the caller's own account (account "").
+EC2_ID_PREFIXES = {
+    "instance": "i", "volume": "vol", "snapshot": "snap", "image": "ami",
+    "network-interface": "eni", "security-group": "sg", "subnet": "subnet", "vpc": "vpc",
+    "internet-gateway": "igw", "route-table": "rtb", "launch-template": "lt",
+    "natgateway": "nat", "network-acl": "acl", "elastic-ip": "eipalloc",
+    "dhcp-options": "dopt", "vpc-peering-connection": "pcx", "vpn-gateway": "vgw",
+    "customer-gateway": "cgw", "vpc-endpoint": "vpce", "key-pair": "key",
+}
+_EC2_RESOURCE = re.compile(r"([a-z-]+)/(([a-z]+)-[0-9a-zA-Z]{1,64})", re.ASCII)
+
+ROUTE_TAGGING = "tagging-api"
+ROUTE_EC2 = "ec2"
+ROUTES = (ROUTE_TAGGING, ROUTE_EC2)
+
+
+def ec2_route(text: str) -> str | None:
+    """The EC2 resource id CreateTags takes for this ARN, or None when the ARN is not an EC2
+    resource of a type CreateTags tags (or not an ARN): then it goes by the Tagging API."""
+    if not text.startswith("arn:") or ":ec2:" not in text:
+        return None
+    parts = text.split(":", 5)
+    if len(parts) < 6 or parts[2] != "ec2":
+        return None
+    m = _EC2_RESOURCE.fullmatch(parts[5])
+    if m is None or EC2_ID_PREFIXES.get(m.group(1)) != m.group(3):
+        return None
+    return m.group(2)
+
+
+def route_of(text: str, choice: str | None) -> str:
+    """The route of one item: `choice` is the job's (`auto` or None: by the ARN)."""
+    if choice == ROUTE_TAGGING:
+        return ROUTE_TAGGING
+    return ROUTE_EC2 if ec2_route(text) is not None else ROUTE_TAGGING

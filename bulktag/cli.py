@@ -97,6 +97,9 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
                    help="resources of this type, e.g. ec2:instance (repeatable)")
     q.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
     q.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    p.add_argument("--route", choices=("auto", "tagging-api"),
+                   help="auto (default): EC2 resources CreateTags takes go through EC2's API, "
+                        "the rest through the Tagging API; tagging-api: all through it")
     p.add_argument("--skip-compliant", action=argparse.BooleanOptionalAction, default=None,
                    help="read current tags first and skip resources already right "
                         "(default: on for tag, off for untag)")
@@ -280,7 +283,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     export = export_spec(args.export_on_finish, args.export_region, args.export_kms_key_arn)
     options = JobOptions(
         failure_ratio=args.failure_ratio, failure_min_items=args.failure_min_items,
-        skip_compliant=skip_compliant, if_absent=args.if_absent,
+        skip_compliant=skip_compliant, if_absent=args.if_absent, route=settings.route,
         # kept with the job, even with --detach
         export_on_finish=export.to_json() if export else None)
     if args.if_absent and args.command != "tag":

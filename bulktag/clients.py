@@ -19,6 +19,7 @@ from .arn import Shard
 from .config import Settings
 
 TAGGING = "resourcegroupstaggingapi"
+EC2 = "ec2"
 
 
 def client_config(settings: Settings, pool: int) -> AioConfig:
@@ -32,21 +33,28 @@ def client_config(settings: Settings, pool: int) -> AioConfig:
 
 
 class ClientPool:
-    """Tagging API clients keyed by shard, each built from its account's session (so with
-    that account's credentials); `invalidate` drops one so the next call builds a new client
-    with freshly resolved credentials (expired tokens). Raises AccountAccessError when an
-    account cannot be reached."""
+    """Tagging API and EC2 clients keyed by (service, shard), each built from its account's session
+    (so with that account's credentials); `invalidate` drops one so the next call builds a
+    new client with freshly resolved credentials (expired tokens). Raises AccountAccessError
+    when an account cannot be reached."""
 
     def __init__(self, settings: Settings, session: AioSession | None = None,
                  accounts: Accounts | None = None) -> None:
         self.settings = settings
         self.accounts = accounts or Accounts(settings, session)
-        self._clients: dict[tuple[str, str], tuple[Any, AsyncExitStack]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._clients: dict[tuple[str, str, str], tuple[Any, AsyncExitStack]] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._retired: list[AsyncExitStack] = []
 
     async def tagging(self, shard: Shard) -> Any:
-        key = (shard.account, shard.region)
+        return await self._client(TAGGING, shard)
+
+    async def ec2(self, shard: Shard) -> Any:
+        """The shard's EC2 client (CreateTags / DeleteTags, the `ec2` route)."""
+        return await self._client(EC2, shard)
+
+    async def _client(self, service: str, shard: Shard) -> Any:
+        key = (service, shard.account, shard.region)
         entry = self._clients.get(key)
         if entry is not None:
             return entry[0]
@@ -58,7 +66,7 @@ class ClientPool:
                 stack = AsyncExitStack()
                 client = await stack.enter_async_context(
                     session.create_client(
-                        TAGGING,
+                        service,
                         region_name=shard.region,
                         endpoint_url=self.settings.endpoint_url,
                         config=client_config(self.settings, self.settings.in_flight_per_shard + 4),
@@ -70,9 +78,10 @@ class ClientPool:
 
     async def invalidate(self, shard: Shard) -> None:
         # Calls still in flight hold the old client: retire it, close it with the pool.
-        entry = self._clients.pop((shard.account, shard.region), None)
-        if entry is not None:
-            self._retired.append(entry[1])
+        for service in (TAGGING, EC2):
+            entry = self._clients.pop((service, shard.account, shard.region), None)
+            if entry is not None:
+                self._retired.append(entry[1])
         self.accounts.forget(shard.account)
 
     async def close(self) -> None:

@@ -9,8 +9,10 @@ import json
 import sys
 from typing import Any
 
+import structlog
+
 from .app.runs import RunResult
-from .config import Settings, load_settings
+from .config import Settings, ec2_rate_warning, load_settings
 from .errors import UsageError
 from .progress import format_duration
 
@@ -19,9 +21,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
         for name in ("db", "endpoint_url", "profile", "max_rate", "max_attempts", "log_format",
-                     "log_level", "role_name", "external_id", "on_access_error")
+                     "log_level", "role_name", "external_id", "on_access_error", "route")
     }
-    return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+    settings = load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+    warning = ec2_rate_warning(settings)
+    if warning:
+        structlog.get_logger("bulktag.cli").warning("ec2_rate_without_headroom",
+                                                    problem=warning)
+    return settings
 
 
 # -- output ------------------------------------------------------------------------------------

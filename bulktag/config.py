@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BulktagError
-from .limits import QUOTAS
+from .limits import EC2_BUCKET_REFILL, EC2_IDS_PER_CALL, QUOTAS
 
 DEFAULT_QUOTAS = dict(QUOTAS)
 
@@ -79,11 +79,20 @@ class Settings:
     # characters without spaces; keep it out of the config file's history (BULKTAG_UI_TOKEN).
     ui_token: str | None = None
     sample_seconds: float = 10.0  # the daemon's throughput samples for the dashboard's chart
+    # Routes (README "Two routes"): `auto` sends EC2 resources CreateTags/DeleteTags takes
+    # through EC2's API, the rest through the Tagging API; `tagging-api` sends all through it.
+    route: str = "auto"
+    ec2_batch_size: int = 500  # resource ids per CreateTags/DeleteTags call (1-1000)
+    # CreateTags/DeleteTags calls/s per account-region, each. EC2 refills 10/s and the bucket is
+    # shared with every other caller in the account: 8 leaves headroom.
+    ec2_rate: float = 8.0
 
     def rate_for(self, operation: str) -> float:
         """Requests/s per shard for an API operation."""
         if self.max_rate is not None and operation in ("TagResources", "UntagResources"):
             return self.max_rate
+        if operation in ("CreateTags", "DeleteTags"):
+            return self.ec2_rate
         return self.quotas.get(operation, 5.0)
 
 
@@ -91,10 +100,11 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
 _CHOICES = {"log_format": ("auto", "console", "json"),
-            "log_level": ("debug", "info", "warning", "error")}
+            "log_level": ("debug", "info", "warning", "error"),
+            "route": ("auto", "tagging-api")}
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
              "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
-             "sample_seconds"}
+             "sample_seconds", "ec2_batch_size", "ec2_rate"}
 
 
 def _number(value: Any, whole: bool) -> float:
@@ -164,6 +174,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 raise ValueError("must not be negative")
             if name == "failure_ratio" and not 0 < v <= 1:
                 raise ValueError("must be in (0, 1]")
+            if name == "ec2_batch_size" and v > EC2_IDS_PER_CALL:
+                raise ValueError(f"CreateTags takes at most {EC2_IDS_PER_CALL} resource ids")
             return v
         if kind.startswith("str"):
             if not isinstance(value, str):
@@ -225,3 +237,13 @@ def load_settings(
             values[name] = _coerce(name, value, f"option --{name.replace('_', '-')}")
 
     return Settings(**values)
+
+
+def ec2_rate_warning(settings: Settings) -> str | None:
+    """A warning when ec2_rate leaves EC2's bucket no headroom (it refills 10 calls/s, shared
+    with every other CreateTags caller of the account-region)."""
+    if settings.ec2_rate > EC2_BUCKET_REFILL:
+        return (f"ec2_rate {settings.ec2_rate:g}/s is above EC2's refill of "
+                f"{EC2_BUCKET_REFILL:g}/s: it will be throttled and leaves nothing to other "
+                "CreateTags callers in the account (consoles, IaC, tag-on-create)")
+    return None

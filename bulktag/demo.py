@@ -20,7 +20,7 @@ from .app.runs import finish_run
 from .clients import ClientPool
 from .clikit import render_status
 from .config import Settings
-from .sim import SimConfig, start_simulator, synthetic_arns
+from .sim import SimConfig, start_simulator, synthetic_resources
 from .sim.config import parse_latency
 from .store import Store, new_owner_token
 from .submit import Request, submit
@@ -29,8 +29,14 @@ DEMO_ACCOUNT = "123456789012"
 DEMO_TAGS = {"Owner": "platform", "CostCenter": "cc-1234"}
 
 
+DEMO_EC2_SHARE = 0.3  # of each region: EC2 snapshots, volumes and instances (the ec2 route)
+
+
 def demo_arns(regions: list[str], per_region: int) -> list[str]:
-    arns = list(synthetic_arns([DEMO_ACCOUNT], regions, per_region))
+    """The demo's resources (the simulator is seeded with exactly these, since EC2 tags only
+    resources that exist) and a few that fail on purpose."""
+    arns = [arn for _, arn in synthetic_resources([DEMO_ACCOUNT], regions, per_region,
+                                                  ec2_share=DEMO_EC2_SHARE)]
     # Resources the simulator refuses, so the report has something to explain.
     arns += [f"arn:aws:ec2:{regions[0]}:{DEMO_ACCOUNT}:instance/i-denied{i:04d}" for i in range(3)]
     arns += [f"arn:aws:iam::{DEMO_ACCOUNT}:role/unsupported-demo-role"]
@@ -59,6 +65,7 @@ async def _demo(settings: Settings, regions: list[str], per_region: int, latency
         seed=7,
     )
     async with await start_simulator(sim_config) as sim:
+        sim.state.seed([DEMO_ACCOUNT], regions, per_region, ec2_share=DEMO_EC2_SHARE)
         settings = dataclasses.replace(settings, endpoint_url=sim.url, backoff_base=0.5,
                                        backoff_cap=5.0)
         session = get_session()

@@ -19,3 +19,11 @@ PAGINATION_TOKEN_SECONDS = 15 * 60  #: a GetResources pagination token lives thi
 #: documented requests per second per account and region
 QUOTAS = {"TagResources": 5.0, "UntagResources": 5.0, "GetResources": 15.0,
           "GetTagKeys": 5.0, "GetTagValues": 5.0}
+
+# EC2's CreateTags / DeleteTags (the "ec2" route; EC2 API reference and developer guide,
+# "Request throttling for the Amazon EC2 API": each is an uncategorized action with a bucket
+# of its own per account-region).
+EC2_IDS_PER_CALL = 1000  #: CreateTags / DeleteTags take up to 1,000 resource ids
+EC2_BUCKET_CAPACITY = 100.0  #: tokens of each action's bucket
+EC2_BUCKET_REFILL = 10.0  #: tokens per second refilled: the sustained ceiling
+EC2_OPERATIONS = {"tag": "CreateTags", "untag": "DeleteTags"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from .arn import Shard, parse_arn
+from .arn import ROUTE_EC2, Shard, parse_arn, route_of
 from .aws import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
 from .clients import ClientPool
 from .config import Settings
@@ -41,6 +41,7 @@ from .submit import (
 @dataclass
 class ShardPlan:
     change: Counter[str] = field(default_factory=Counter)  # tags to send (JSON) -> resources
+    ec2: Counter[str] = field(default_factory=Counter)  # of those, by the ec2 route
     skip: int = 0
     unread: int = 0  # tags could not be read: counted as changes
     error: str | None = None
@@ -102,14 +103,18 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                 plan.error = exc.reason
         for arn, body in chunk:
             wanted = json.loads(body)
+            ec2 = route_of(arn, options.route or settings.route) == ROUTE_EC2
             if current is None:
                 plan.change[body] += 1
+                plan.ec2[body] += ec2
                 plan.unread += int(check)
                 continue
             d = decide(request.operation, wanted, current.get(arn, {}),
                        if_absent=options.if_absent)
             if d.send:
-                plan.change[json.dumps(d.override, sort_keys=True) if d.override else body] += 1
+                sent = json.dumps(d.override, sort_keys=True) if d.override else body
+                plan.change[sent] += 1
+                plan.ec2[sent] += ec2
             else:
                 plan.skip += 1
     return plan
@@ -134,7 +139,10 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
                 d = decide(request.operation, wanted, tags_of(m),
                            if_absent=options.if_absent)
                 if d.send or not options.skip_compliant:
-                    plan.change[json.dumps(d.override or wanted, sort_keys=True)] += 1
+                    sent = json.dumps(d.override or wanted, sort_keys=True)
+                    plan.change[sent] += 1
+                    plan.ec2[sent] += route_of(m["ResourceARN"],
+                                               options.route or settings.route) == ROUTE_EC2
                 else:
                     plan.skip += 1
             token = resp.get("PaginationToken")
@@ -158,11 +166,15 @@ def _render(request: Request, settings: Settings, plans: dict[Shard, ShardPlan],
     rate = settings.rate_for("TagResources" if request.operation == "tag" else "UntagResources")
     shards: list[dict[str, Any]] = []
     for shard, plan in sorted(plans.items(), key=lambda kv: str(kv[0])):
-        batches = sum(math.ceil(n / BATCH) for n in plan.change.values())
+        # The routes run side by side, each at its own quota (README "Two routes").
+        batches = sum(math.ceil((n - plan.ec2[t]) / BATCH) for t, n in plan.change.items())
+        ec2_batches = sum(math.ceil(n / settings.ec2_batch_size) for n in plan.ec2.values())
+        seconds = max(batches / rate, ec2_batches / settings.ec2_rate)
         shards.append({"partition": shard.partition, "account": shard.account,
                        "region": shard.region, "change": plan.changes, "skip": plan.skip,
-                       "unread": plan.unread, "batches": batches,
-                       "seconds_at_quota": round(batches / rate, 1), "error": plan.error})
+                       "unread": plan.unread, "batches": batches + ec2_batches,
+                       "ec2": sum(plan.ec2.values()), "ec2_batches": ec2_batches,
+                       "seconds_at_quota": round(seconds, 1), "error": plan.error})
     data = {**header, "operation": request.operation, "invalid": invalid,
             "change": sum(s["change"] for s in shards), "skip": sum(s["skip"] for s in shards),
             "shards": shards,
@@ -170,12 +182,14 @@ def _render(request: Request, settings: Settings, plans: dict[Shard, ShardPlan],
             "estimated_seconds": max((s["seconds_at_quota"] for s in shards), default=0)}
     lines = [f"plan ({request.operation}, nothing sent): {data['change']} to change, "
              f"{data['skip']} already right, {invalid} invalid; "
-             f"{rate:g} calls/s of 20 ARNs per account-region",
+             f"{rate:g} calls/s of 20 ARNs per account-region; EC2 resources (via ec2) "
+             f"{settings.ec2_rate:g} CreateTags/DeleteTags calls/s of "
+             f"{settings.ec2_batch_size} ids",
              f"  {'account':<14}{'region':<16}{'change':>9}{'skip':>9}{'batches':>9}"
-             f"{'est. s':>9}"]
+             f"{'est. s':>9}{'via ec2':>9}"]
     for s in shards:
         line = (f"  {s['account'] or '(caller)':<14}{s['region']:<16}{s['change']:>9}"
-                f"{s['skip']:>9}{s['batches']:>9}{s['seconds_at_quota']:>9}")
+                f"{s['skip']:>9}{s['batches']:>9}{s['seconds_at_quota']:>9}{s['ec2']:>9}")
         if s["error"]:
             line += f"  tags not read: {s['error'][:100]}"
         lines.append(line)

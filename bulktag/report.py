@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .arn import Shard
+from .arn import Shard, route_of
 from .limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 from .store import Counts, Job, Store
 
 COLUMNS = ("arn", "account", "region", "operation", "status", "attempts", "error_code",
-           "http_status", "message", "finished_at")
+           "http_status", "message", "finished_at", "route")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -32,7 +32,10 @@ def _iso(ts: float | None) -> str | None:
 async def report_records(
     store: Store, job_id: int, operation: str, *, failed_only: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
-    """One dict per item with COLUMNS; failed_only keeps failed and invalid items."""
+    """One dict per item with COLUMNS; failed_only keeps failed and invalid items. `route` is
+    the item's (README "Two routes"): from its ARN and the job's route option."""
+    job = await store.get_job(job_id)
+    choice = job.options.route if job is not None else None
     async for row in store.report_rows(job_id, unsuccessful_only=failed_only):
         yield {
             "arn": row.arn,
@@ -45,6 +48,7 @@ async def report_records(
             "http_status": row.http_status,
             "message": row.message,
             "finished_at": _iso(row.finished_at),
+            "route": route_of(row.arn, choice),
         }
 
 

@@ -22,6 +22,10 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        # CLI runs keep the Tagging API route, which creates what it tags in the simulator:
+        # most tests use EC2 instance ARNs as stand-ins for any resource. The `ec2` route
+        # (EC2 tags only what exists) has its own tests, which seed what they tag.
+        "BULKTAG_ROUTE": "tagging-api",
         "AWS_EC2_METADATA_DISABLED": "true",
         # A test that forgets its endpoint reaches a closed local port, never AWS.
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",

@@ -15,6 +15,7 @@ lease is released and the jobs are settled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -196,6 +197,12 @@ class Engine:
         if options is None:
             job = await self.store.get_job(job_id)
             options = self._job_options[job_id] = job.options if job else JobOptions()
+            if job is not None and options.route is None:
+                # A job submitted without a route takes the setting's, kept with the job so
+                # its report and later runs agree on it whatever the config says then.
+                options = self._job_options[job_id] = dataclasses.replace(
+                    options, route=self.settings.route)
+                await self.store.merge_job_options(job_id, {"route": options.route})
         return options
 
     async def tagset(self, tagset_id: int) -> Any:

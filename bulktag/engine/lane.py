@@ -1,12 +1,14 @@
 """A lane: the loop that drives one shard (partition, account, region) for this worker.
 
 It claims leased items of one job at a time (priority first, round-robin among equals), reads
-current tags when the job skips compliant resources, groups the rest into batches of ≤ 20 of
-one tagset, waits on the shard's limiter and starts each batch in the engine's batch task group,
-up to `in_flight_per_shard` at once. When the endpoint cannot be reached the lane pauses: it
-stops sending, probes with one batch at growing intervals (capped at a minute), spends no
-item's attempts, and carries on when a probe gets through. A bug in one claim's handling is
-logged with its traceback and that claim's items go back to the queue, attempts untouched.
+current tags when the job skips compliant resources, splits them by route (EC2 resources that
+CreateTags takes go by EC2's API in batches of ≤ `ec2_batch_size`, the rest by the Tagging API
+in batches of ≤ 20), each batch of one tagset, waits on the shard's limiter and starts each
+batch in the engine's batch task group, up to `in_flight_per_shard` at once. When the endpoint
+cannot be reached the lane pauses: it stops sending, probes with one batch at growing intervals
+(capped at a minute), spends no item's attempts, and carries on when a probe gets through. A bug
+in one claim's handling is logged with its traceback and that claim's items go back to the
+queue, attempts untouched.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from ..arn import Shard
+from ..arn import ROUTE_TAGGING, Shard, ec2_route
 from ..aws import Unreadable, read_tags
 from ..classify import Failure, Verdict, classify_call_error
 from ..discovery import decide
-from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL
+from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_OPERATIONS
 from ..store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
 from .sender import OPERATIONS
 
@@ -73,6 +75,7 @@ class Lane:
         self._slots = anyio.Semaphore(engine.settings.in_flight_per_shard)
         self._not_before: dict[int, float] = {}
         self._rr = 0
+        self._ec2_seen: dict[int, bool] = {}  # job -> its last claim here had EC2 items
 
     def poke(self) -> None:
         """Requeued work of this shard was just written: look again now."""
@@ -92,7 +95,9 @@ class Lane:
 
     async def run(self) -> None:
         engine = self.engine
-        claim_size = ARNS_PER_TAG_CALL * engine.settings.in_flight_per_shard
+        in_flight = engine.settings.in_flight_per_shard
+        claim_size = ARNS_PER_TAG_CALL * in_flight
+        ec2_claim_size = max(claim_size, engine.settings.ec2_batch_size * in_flight)
         while not engine.stopping and not self.handover:
             if not engine.work_of(self.shard_id):
                 return
@@ -114,7 +119,10 @@ class Lane:
                     self.wake = anyio.Event()
                     self._not_before.clear()  # requeued work was just written: look again
                 continue
-            size = ARNS_PER_TAG_CALL if self.outage is not None else claim_size
+            # EC2 items go in batches of up to ec2_batch_size: a shard whose last claim held
+            # any claims enough to fill them (claims are per shard, items of either route).
+            size = ARNS_PER_TAG_CALL if self.outage is not None else \
+                ec2_claim_size if self._ec2_seen.get(pick.job_id) else claim_size
             claimed = await engine.store.claim(engine.owner, pick.job_id, self.shard_id, size,
                                                lease_seconds=engine.settings.lease_seconds)
             if not claimed:
@@ -132,8 +140,6 @@ class Lane:
 
     async def _work(self, pick: Runnable, claimed: list[Claimed]) -> None:
         engine = self.engine
-        operation = OPERATIONS[pick.operation]
-        limiter = engine.limiter(self.shard, operation)
         options = await engine.options(pick.job_id)
         if (options.skip_compliant or options.if_absent) and options.query is None:
             # A retry (an attempt spent: its last send failed) was read and found to need the
@@ -143,16 +149,32 @@ class Lane:
             retries = [c for c in claimed if c.attempts > 0 and not options.if_absent]
             claimed = retries + (await self._unless_compliant(
                 pick.job_id, pick.operation, fresh, options) if fresh else [])
-        batches = list(_batches(claimed))
-        for n, batch in enumerate(batches):
+        # The route of each item, from its ARN (README "Two routes"): EC2 resources that
+        # CreateTags takes go by EC2's API unless the job says tagging-api.
+        ids: dict[int, str] = {}
+        if (options.route or engine.settings.route) != ROUTE_TAGGING:
+            for c in claimed:
+                resource_id = ec2_route(c.arn)
+                if resource_id is not None:
+                    ids[c.id] = resource_id
+        self._ec2_seen[pick.job_id] = bool(ids)
+        sends: list[tuple[list[Claimed], str, dict[int, str] | None]] = [
+            (b, EC2_OPERATIONS[pick.operation], ids)
+            for b in _batches([c for c in claimed if c.id in ids],
+                              engine.settings.ec2_batch_size)]
+        sends += [(b, OPERATIONS[pick.operation], None)
+                  for b in _batches([c for c in claimed if c.id not in ids],
+                                    ARNS_PER_TAG_CALL)]
+        for n, (batch, api, batch_ids) in enumerate(sends):
             if engine.stopping or self.handover or \
                     (self.outage is not None and time.monotonic() < self.outage.next_probe):
-                engine.requeue([c for b in batches[n:] for c in b])  # not sent: back at once
+                engine.requeue([c for b, _, _ in sends[n:] for c in b])  # not sent: back at once
                 return
+            limiter = engine.limiter(self.shard, api)
             tagset = batch[0].override or await engine.tagset(batch[0].tagset_id)
             if self.outage is not None:  # a probe: one batch, its answer awaited here
                 await limiter.acquire()
-                await self._send(pick, batch, tagset, limiter)
+                await self._send(pick, batch, tagset, limiter, batch_ids)
                 continue
             await self._slots.acquire()
             try:
@@ -166,12 +188,12 @@ class Lane:
                 self._slots.release()
                 raise
             self.in_flight += 1
-            engine.start_batch(self._batch_task, pick, batch, tagset, limiter)
+            engine.start_batch(self._batch_task, pick, batch, tagset, limiter, batch_ids)
 
     async def _batch_task(self, pick: Runnable, batch: list[Claimed], tagset: Any,
-                          limiter: Any) -> None:
+                          limiter: Any, ids: dict[int, str] | None) -> None:
         try:
-            await self._send(pick, batch, tagset, limiter)
+            await self._send(pick, batch, tagset, limiter, ids)
         finally:
             self.in_flight -= 1
             self._slots.release()
@@ -179,11 +201,17 @@ class Lane:
             self.engine.wake()
 
     async def _send(self, pick: Runnable, batch: list[Claimed], tagset: Any,
-                    limiter: Any) -> None:
+                    limiter: Any, ids: dict[int, str] | None = None) -> None:
         engine = self.engine
         try:
-            sent = await engine.sender.send(pick.job_id, pick.operation, self.shard_id,
-                                            self.shard, batch, tagset, limiter, acquired=True)
+            if ids is None:
+                sent = await engine.sender.send(pick.job_id, pick.operation, self.shard_id,
+                                                self.shard, batch, tagset, limiter,
+                                                acquired=True)
+            else:
+                sent = await engine.sender.send_ec2(pick.job_id, pick.operation, self.shard_id,
+                                                    self.shard, batch, ids, tagset, limiter,
+                                                    acquired=True)
         except Exception:
             self.log.exception("batch_error", job=pick.job_id, items=len(batch))
             engine.requeue(batch)
@@ -264,12 +292,12 @@ class Lane:
         return keep
 
 
-def _batches(claimed: list[Claimed]) -> Iterable[list[Claimed]]:
-    """Split claimed items into batches of ≤ 20 that send the same tags."""
+def _batches(claimed: list[Claimed], size: int) -> Iterable[list[Claimed]]:
+    """Split claimed items into batches of ≤ `size` that send the same tags."""
     by_tagset: dict[tuple[int, str], list[Claimed]] = defaultdict(list)
     for c in claimed:
         override = json.dumps(c.override, sort_keys=True) if c.override else ""
         by_tagset[(c.tagset_id, override)].append(c)
     for items in by_tagset.values():
-        for i in range(0, len(items), ARNS_PER_TAG_CALL):
-            yield items[i: i + ARNS_PER_TAG_CALL]
+        for i in range(0, len(items), size):
+            yield items[i: i + size]

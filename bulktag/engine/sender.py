@@ -11,6 +11,7 @@ API's: those items back off on their own budget and the shard's rate is left alo
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from ..classify import (
 from ..clients import ClientPool
 from ..config import Settings
 from ..limiter import ShardLimiter
+from ..limits import EC2_OPERATIONS
 from ..metrics import EngineMetrics
 from ..store import Claimed, ItemState, Outcome, Store
 from .recorder import Recorder
@@ -40,6 +42,24 @@ log = structlog.get_logger("bulktag.engine")
 
 OPERATIONS = {"tag": "TagResources", "untag": "UntagResources"}
 RETRY_LOG_EVERY = 5.0  # seconds between `retrying` events of a shard (info)
+
+# A whole-call EC2 error naming the ids it is about: `Invalid<Kind>.NotFound`, `InvalidID`,
+# `NatGatewayNotFound`, ... Their messages quote the ids: "The snapshot 'snap-1, snap-2' does
+# not exist.", "The ID 'x-1' is not valid".
+_QUOTED = re.compile(r"'([^']*)'")
+# Whole-call EC2 errors about one resource that name none: the batch is split until it is alone.
+EC2_ISOLATE_CODES = frozenset({"TagLimitExceeded", "ConcurrentTagAccess"})
+
+
+def ec2_named_ids(failure: Failure) -> set[str]:
+    """The resource ids an EC2 NotFound / InvalidID error names (empty: it names none)."""
+    code = failure.code
+    if not (code.endswith((".NotFound", "NotFound", ".Malformed")) or code == "InvalidID"):
+        return set()
+    ids: set[str] = set()
+    for quoted in _QUOTED.findall(failure.message):
+        ids.update(part.strip() for part in quoted.split(",") if part.strip())
+    return ids
 
 
 @dataclass
@@ -185,6 +205,106 @@ class Sender:
             log.info("retrying", shard=str(shard), items=sum(codes.values()), codes=dict(codes),
                      hint="transient errors: the items back off and are sent again")
             codes.clear()
+
+    async def send_ec2(self, job_id: int, operation: str, shard_id: int, shard: Shard,
+                       batch: list[Claimed], ids: dict[int, str], tagset: Any,
+                       limiter: ShardLimiter, *, acquired: bool = False,
+                       credentials_retry: bool = True) -> Sent:
+        """One CreateTags / DeleteTags call for a batch of EC2 items (`ids`: item id -> resource
+        id). EC2 changes all resources of a call or none: a missing id fails the whole call and
+        is named only in the message. Those items fail with the code and message; the rest are
+        resent at once without spending attempts. A failure naming no id (TagLimitExceeded,
+        ConcurrentTagAccess, an unauthorized resource) splits the batch until it is alone."""
+        if not acquired:
+            await limiter.acquire()
+        api = EC2_OPERATIONS[operation]
+        resources = [ids[c.id] for c in batch]
+        started = time.monotonic()
+        self.stats.requests[api] += 1
+        self.stats.arns_sent += len(resources)
+        failure: Failure | None = None
+        access_error = False
+        try:
+            client = await self.clients.ec2(shard)
+            if operation == "tag":
+                await client.create_tags(Resources=resources, Tags=[
+                    {"Key": k, "Value": v} for k, v in tagset.items()])
+            else:
+                await client.delete_tags(Resources=resources, Tags=[{"Key": k} for k in tagset])
+        except Exception as exc:
+            if not is_call_error(exc):
+                raise
+            failure = failure_of(exc)
+            access_error = type(exc).__name__ == "AccountAccessError"
+        seconds = time.monotonic() - started
+        self.stats.batch_seconds.append(seconds)
+        self.metrics.batch(api, shard, seconds)
+        if len(self.stats.batch_seconds) > 10000:
+            del self.stats.batch_seconds[:5000]
+        if failure is None:
+            self._record_response(job_id, shard_id, batch, {})
+            return Sent()
+        self.stats.call_errors[failure.code] += 1
+        again = (job_id, operation, shard_id, shard)
+        named = ec2_named_ids(failure)
+        if named:
+            bad = [c for c in batch if ids[c.id] in named]
+            if bad:
+                self.stats.resource_errors[failure.code] += len(bad)
+                self.recorder.add(self.outcome(job_id, c, Verdict.PERMANENT, failure)
+                                  for c in bad)
+                rest = [c for c in batch if ids[c.id] not in named]
+                if rest:
+                    return await self.send_ec2(*again, rest, ids, tagset, limiter)
+                return Sent()
+        verdict = classify_call_error(failure, len(batch))
+        if access_error and failure.status is None and verdict is Verdict.TRANSIENT:
+            verdict = Verdict.UNREACHABLE
+        if verdict is Verdict.PERMANENT and not access_error and failure.status is not None \
+                and failure.status < 500:
+            # About one resource, naming none (or naming ids of no item here): isolate it.
+            if len(batch) > 1:
+                verdict = Verdict.SPLIT
+            elif failure.code == "ConcurrentTagAccess":
+                verdict = Verdict.TRANSIENT  # another caller was changing its tags: retry
+        if verdict is Verdict.SPLIT:
+            self.stats.splits += 1
+            for half in split_batch(batch):
+                sent = await self.send_ec2(*again, half, ids, tagset, limiter)
+                if sent.unreachable is not None:
+                    return sent
+            return Sent()
+        if verdict is Verdict.UNREACHABLE:
+            self.stats.unreachable_calls += 1
+            self.on_requeue(shard_id)
+            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
+                                      failure.code, failure.status, failure.message)
+                              for c in batch)
+            return Sent(unreachable=failure)
+        if access_error and verdict is Verdict.PERMANENT and \
+                self.settings.on_access_error == "pause":
+            if await self.store.pause_account(job_id, shard.account, failure.message):
+                log.warning("account_paused", job=job_id, account=shard.account,
+                            reason=failure.message, hint=f"bulktag resume {job_id}")
+            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
+                                      failure.code, failure.status, failure.message)
+                              for c in batch)
+            return Sent()
+        if verdict is Verdict.CREDENTIALS and credentials_retry:
+            await self.clients.invalidate(shard)
+            return await self.send_ec2(*again, batch, ids, tagset, limiter,
+                                       credentials_retry=False)
+        if verdict is Verdict.CREDENTIALS:
+            verdict = Verdict.TRANSIENT
+        if verdict is Verdict.THROTTLE:
+            self.stats.throttled_calls += 1
+            self.metrics.throttle(api, shard)
+            if limiter.on_throttle():
+                log.info("shard_slowed", shard=str(shard), operation=api,
+                         rate=round(limiter.rate, 2))
+        self.on_requeue(shard_id)
+        self.recorder.add(self.outcome(job_id, c, verdict, failure) for c in batch)
+        return Sent()
 
     def _record_response(self, job_id: int, shard_id: int, batch: list[Claimed],
                          failed_map: dict[str, Any]) -> list[Outcome]:

@@ -70,6 +70,7 @@ class JobOptions:
     failure_ratio: float | None = None  #: None: the setting's
     failure_min_items: int | None = None
     sync_rule: str | None = None  #: the tag-sync rule that made this job
+    route: str | None = None  #: auto | tagging-api (None: auto), chosen at submit
     export_on_finish: dict[str, Any] | None = None  #: destination, region, kms_key_arn, format
     exported: dict[str, Any] | None = None  #: the last export of this job's end
     extra: dict[str, Any] = field(default_factory=dict)

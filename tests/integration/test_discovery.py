@@ -105,7 +105,10 @@ def test_drift_names_what_changed() -> None:
 
 def settings_for(tmp_path: Path, url: str, **changes: Any) -> Settings:
     base = Settings(db=str(tmp_path / "bulktag.db"), endpoint_url=url, backoff_base=0.02,
-                    backoff_cap=0.2, role_name="bulktag-tagger")
+                    backoff_cap=0.2, role_name="bulktag-tagger",
+                    # EC2 ARNs stand in for any resource here (the Tagging API creates what it
+                    # tags in the simulator); the ec2 route is tested in test_ec2_route.py.
+                    route="tagging-api")
     return dataclasses.replace(base, **changes)
 
 

@@ -21,8 +21,10 @@ ACCOUNT = "123456789012"
 
 
 def fast_settings(db: Path, url: str, **changes: object) -> Settings:
+    # route: these tests use EC2 ARNs as stand-ins for any resource (the simulator's Tagging
+    # API creates what it tags); the ec2 route has its own tests (test_ec2_route.py).
     base = Settings(db=str(db), endpoint_url=url, backoff_base=0.02, backoff_cap=0.2,
-                    throttle_retry_delay=0.01, grace_seconds=5)
+                    throttle_retry_delay=0.01, grace_seconds=5, route="tagging-api")
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

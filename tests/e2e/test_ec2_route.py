@@ -1,0 +1,219 @@
+"""The `ec2` route (issue 15) against the simulator over real HTTP with a real SQLite store: EC2
+resources go through CreateTags/DeleteTags in wide batches, the rest through the Tagging API;
+missing ids fail exactly themselves; RequestLimitExceeded spends no attempts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from conftest import simulator_process
+from test_crash import counts, sim_get, wait_for_progress
+from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
+
+from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, ec2_route, route_of
+from bulktag.classify import Failure
+from bulktag.config import Settings, ec2_rate_warning
+from bulktag.engine.recorder import RECORDER_INTERVAL
+from bulktag.engine.sender import ec2_named_ids
+from bulktag.sim import (
+    RunningSimulator,
+    SimConfig,
+    ec2_arn,
+    start_simulator,
+    synthetic_resources,
+)
+from bulktag.store import JobOptions
+from bulktag.submit import Request
+
+REGION = "us-east-1"
+
+
+def ec2(resource_id: str, region: str = REGION) -> str:
+    arn = ec2_arn(resource_id, region, ACCOUNT)
+    assert arn is not None
+    return arn
+
+
+def mixed(sim: RunningSimulator, n: int) -> tuple[list[str], list[str]]:
+    """(EC2 ARNs, other ARNs): n each of snapshots, volumes, instances, tables, log groups."""
+    ec2_arns = [ec2(f"{kind}-{k:017x}") for k in range(n) for kind in ("snap", "vol", "i")]
+    others = [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t{k}" for k in range(n)] + \
+        [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/app/{k}" for k in range(n)]
+    for arn in ec2_arns + others:
+        sim.state.put(arn, {}, account=ACCOUNT)
+    return ec2_arns, others
+
+
+def settings_for(tmp_path: Path, url: str, **changes: object) -> Settings:
+    return fast_settings(tmp_path / "s.db", url, **({"ec2_batch_size": 100, "route": "auto"} | changes))
+
+
+def test_routes_by_arn() -> None:
+    assert ec2_route(f"arn:aws:ec2:{REGION}::snapshot/snap-0123456789abcdef0") == \
+        "snap-0123456789abcdef0"
+    assert ec2_route(f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0abc") == "i-0abc"
+    assert ec2_route(f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/snap-1") is None  # wrong prefix
+    assert ec2_route(f"arn:aws:ec2:{REGION}:{ACCOUNT}:transit-gateway/tgw-1") is None
+    assert ec2_route(f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t") is None
+    assert route_of(f"arn:aws:ec2:{REGION}::image/ami-1", None) == ROUTE_EC2
+    assert route_of(f"arn:aws:ec2:{REGION}::image/ami-1", "tagging-api") == ROUTE_TAGGING
+
+
+def test_named_ids_and_rate_warning() -> None:
+    named = ec2_named_ids(Failure("InvalidSnapshot.NotFound", 400,
+                                  "The snapshot 'snap-1a, snap-3c' does not exist."))
+    assert named == {"snap-1a", "snap-3c"}
+    assert ec2_named_ids(Failure("InvalidID", 400, "The ID 'x-1' is not valid")) == {"x-1"}
+    assert ec2_named_ids(Failure("TagLimitExceeded", 400, "'snap-1' has too many")) == set()
+    assert ec2_rate_warning(Settings(ec2_rate=8)) is None
+    assert ec2_rate_warning(Settings(ec2_rate=12)) is not None
+
+
+async def test_mixed_job_tags_every_resource_by_its_route(tmp_path: Path,
+                                                          sim: RunningSimulator) -> None:
+    ec2_arns, others = mixed(sim, 150)
+    store, job, engine = await run_job(tmp_path, settings_for(tmp_path, sim.url),
+                                       ec2_arns + others)
+    assert (await store.counts(job)).by_state == {"succeeded": 750}
+    assert all(sim.state.tags(a) == TAGS for a in ec2_arns + others)
+    # 450 EC2 ids in batches of 100 (snapshots are the caller's own shard, account ""):
+    # at least 5 CreateTags calls, and not one EC2 ARN through TagResources.
+    assert engine.stats.requests["CreateTags"] >= 5
+    assert engine.stats.requests["CreateTags"] <= 8
+    assert sim.state.arn_sends["CreateTags"] == 450
+    assert sim.state.arn_sends["TagResources"] == 300
+    rows = await items(store, job)
+    assert {rows[a]["route"] for a in ec2_arns} == {"ec2"}
+    assert {rows[a]["route"] for a in others} == {"tagging-api"}
+
+    # Untag goes through DeleteTags.
+    untag = await run_job(tmp_path, settings_for(tmp_path, sim.url), ec2_arns + others,
+                          Request("untag", keys=("team",)))
+    assert untag[2].stats.requests["DeleteTags"] >= 5
+    assert sim.state.arn_sends["DeleteTags"] == 450
+    assert all(sim.state.tags(a) == {"env": "prod"} for a in ec2_arns + others)
+    await store.close()
+    await untag[0].close()
+
+
+async def test_route_tagging_api_sends_everything_through_tagresources(
+        tmp_path: Path, sim: RunningSimulator) -> None:
+    ec2_arns, others = mixed(sim, 20)
+    settings = settings_for(tmp_path, sim.url, route="tagging-api")
+    store, job, engine = await run_job(tmp_path, settings, ec2_arns + others)
+    assert (await store.counts(job)).by_state == {"succeeded": 100}
+    assert engine.stats.requests["CreateTags"] == 0
+    assert sim.state.arn_sends["TagResources"] == 100
+    rows = await items(store, job)
+    assert {r["route"] for r in rows.values()} == {"tagging-api"}
+    await store.close()
+
+    # The job's own option wins over the setting.
+    store, job, engine = await run_job(tmp_path, dataclasses.replace(
+        settings, db=str(tmp_path / "t.db")), ec2_arns, options=JobOptions(route="auto"))
+    assert engine.stats.requests["CreateTags"] == 2  # snapshots: the caller's shard; the rest
+    await store.close()
+
+
+async def test_deleted_snapshots_fail_exactly_themselves(tmp_path: Path,
+                                                         sim: RunningSimulator) -> None:
+    snaps = [ec2(f"snap-{k:017x}") for k in range(300)]
+    for arn in snaps:
+        sim.state.put(arn, {}, account=ACCOUNT)
+    gone = {snaps[k] for k in (3, 57, 58, 140, 299)}
+    for arn in gone:
+        sim.state.delete(arn)
+    store, job, engine = await run_job(tmp_path, settings_for(tmp_path, sim.url), snaps)
+    rows = await items(store, job)
+    assert {a for a, r in rows.items() if r["status"] == "failed"} == gone
+    for arn in gone:
+        assert rows[arn]["error_code"] == "InvalidSnapshot.NotFound"
+        assert ec2_route(arn) in rows[arn]["message"]
+        assert rows[arn]["attempts"] == 1
+    assert {rows[a]["attempts"] for a in snaps if a not in gone} == {1}
+    assert all(sim.state.tags(a) == TAGS for a in snaps if a not in gone)
+    # One whole-call failure per batch holding a deleted snapshot, then the rest at once: the
+    # first claim (240) makes 100+100+40, the next 60; three of them hold deleted snapshots.
+    assert engine.stats.splits == 0
+    assert engine.stats.requests["CreateTags"] == 4 + 3
+    await store.close()
+
+
+async def test_request_limit_exceeded_spends_no_attempts(tmp_path: Path) -> None:
+    # A bucket of 2 refilled at 2/s against a client asking 8/s: most calls are refused.
+    config = SimConfig(seed=3, ec2_buckets={"CreateTags": (2.0, 2.0)})
+    async with await start_simulator(config) as sim:
+        snaps = [ec2(f"snap-{k:017x}") for k in range(400)]
+        for arn in snaps:
+            sim.state.put(arn, {}, account=ACCOUNT)
+        settings = settings_for(tmp_path, sim.url, ec2_batch_size=20, max_attempts=1)
+        store, job, engine = await run_job(tmp_path, settings, snaps)
+        assert sim.state.throttled["CreateTags"] > 0
+        assert engine.stats.throttled_calls > 0
+        rows = await items(store, job)
+        assert {r["status"] for r in rows.values()} == {"succeeded"}
+        assert {r["attempts"] for r in rows.values()} == {1}  # max_attempts=1 held
+        await store.close()
+
+
+async def test_tag_limit_is_isolated_by_splitting(tmp_path: Path,
+                                                  sim: RunningSimulator) -> None:
+    snaps = [ec2(f"snap-{k:017x}") for k in range(64)]
+    for arn in snaps:
+        sim.state.put(arn, {}, account=ACCOUNT)
+    full = snaps[21]
+    sim.state.put(full, {f"k{n}": "v" for n in range(50)}, account=ACCOUNT)
+    store, job, engine = await run_job(tmp_path, settings_for(tmp_path, sim.url), snaps)
+    rows = await items(store, job)
+    assert {a for a, r in rows.items() if r["status"] == "failed"} == {full}
+    assert rows[full]["error_code"] == "TagLimitExceeded"
+    assert engine.stats.splits > 0
+    await store.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    total, batch, in_flight = 6000, 100, 2
+    arns = [arn for _, arn in synthetic_resources([ACCOUNT], [REGION], total, ec2_share=1.0)]
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join(arns) + "\n")
+    db = tmp_path / "bulktag.db"
+    env = {**cli_env, "BULKTAG_ROUTE": "auto", "BULKTAG_IN_FLIGHT_PER_SHARD": str(in_flight),
+           "BULKTAG_EC2_BATCH_SIZE": str(batch)}
+    with simulator_process("--latency-ms", "100-200", "--seed-resources", str(total),
+                           "--seed-ec2-share", "1") as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag",
+             "migrated=yes", "--db", str(db), "--endpoint-url", url, "--log-format", "json"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_progress(db, proc, done=total // 4)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+        assert counts(db).get("succeeded", 0) < total
+        result = subprocess.run(
+            [sys.executable, "-m", "bulktag", "run", "--db", str(db), "--endpoint-url", url,
+             "--log-format", "json", "--json"],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr[-2000:]
+        final = counts(db)
+        assert set(final) <= {"succeeded", "skipped"} and sum(final.values()) == total, final
+        stats = sim_get(url, "/_sim/stats")
+        sends = stats["arn_sends"]["CreateTags"]  # type: ignore[index]
+        assert stats["arn_sends"].get("TagResources", 0) == 0  # type: ignore[attr-defined]
+        # Two shards (snapshots are the caller's own; volumes and instances the account's),
+        # each with at most `in_flight` batches out, plus the recorder's last window.
+        shards = 2
+        bound = shards * in_flight * batch + int(shards * 8 * batch * RECORDER_INTERVAL) + 20
+        assert 0 <= sends - total <= bound, (sends, bound)
+        assert final.get("skipped", 0) <= bound
+        for arn in arns[:: 97]:
+            tags = sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
+            assert tags.get("migrated") == "yes", arn
