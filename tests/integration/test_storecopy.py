@@ -493,7 +493,8 @@ async def test_a_copied_store_is_worked_to_the_end_by_run(
 
     proc = await cli("run", "--db", dst_url, "--json")
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    proc = await cli("status", str(job), "--json", "--db", dst_url)
+    # status reads the store only: it takes no --endpoint-url
+    proc = await asyncio.to_thread(run_cli, "status", str(job), "--json", "--db", dst_url)
     st = json.loads(proc.stdout)
     assert (st["state"], st["counts"]["succeeded"], st["total"]) == ("completed", 30, 30)
     sent = {c.arn for c in done}
