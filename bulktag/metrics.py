@@ -28,7 +28,6 @@ from prometheus_client.registry import Collector
 from .arn import Shard
 
 if TYPE_CHECKING:
-    from .engine import EngineSnapshot
     from .store import QueueTotals
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -58,6 +57,28 @@ class Histogram:
             out.append((repr(float(bound)), running))  # 0.025, 1.0, 60.0: Go's spelling
         out.append(("+Inf", self.count))
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterFigures:
+    shard: Shard
+    operation: str
+    rate: float  # requests per second allowed now
+    ceiling: float  # the configured quota or max_rate
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """What metrics and health may read of a running engine (the engine fills it in)."""
+
+    lanes: int
+    in_flight: int
+    shards_held: int
+    unreachable_shards: tuple[str, ...]
+    limiters: tuple[LimiterFigures, ...]
+    discovery_pages: int
+    last_tick: float  # time.monotonic() of the dispatcher's last pass
+
 
 
 @dataclass

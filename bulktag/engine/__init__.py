@@ -2,7 +2,8 @@
 shutdown), `lane.py` drives one shard, `sender.py` sends one batch and classifies what came
 back, `recorder.py` writes outcomes in batched transactions."""
 
-from .core import Engine, EngineSnapshot, LeaseHolders, LimiterFigures
+from ..metrics import EngineSnapshot, LimiterFigures
+from .core import Engine, LeaseHolders
 from .recorder import Recorder
 from .sender import OPERATIONS, EngineStats
 

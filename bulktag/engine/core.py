@@ -34,7 +34,7 @@ from ..clients import ClientPool
 from ..config import Settings
 from ..discovery import DiscoveryStats, walk
 from ..limiter import ShardLimiter
-from ..metrics import EngineMetrics
+from ..metrics import EngineMetrics, EngineSnapshot, LimiterFigures
 from ..store import (
     JOB_DONE,
     Claimed,
@@ -68,27 +68,6 @@ class LeaseHolders:
     items: int
     owners: tuple[str, ...]
     stale_at: float  # when the freshest holder's heartbeat will be stale (epoch seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class LimiterFigures:
-    shard: Shard
-    operation: str
-    rate: float  # requests per second allowed now
-    ceiling: float  # the configured quota or max_rate
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSnapshot:
-    """What metrics and health may read of a running engine."""
-
-    lanes: int
-    in_flight: int
-    shards_held: int
-    unreachable_shards: tuple[str, ...]
-    limiters: tuple[LimiterFigures, ...]
-    discovery_pages: int
-    last_tick: float  # time.monotonic() of the dispatcher's last pass
 
 
 class Engine:
