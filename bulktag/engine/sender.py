@@ -14,7 +14,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,24 @@ class Sender:
                   status=failure.status, verdict=verdict.value)
         if access_error and failure.status is None and verdict is Verdict.TRANSIENT:
             verdict = Verdict.UNREACHABLE  # STS cannot be reached: the same outage
+
+        async def resend(items: list[Claimed], credentials_retry: bool) -> Sent:
+            return await self.send(job_id, operation, shard_id, shard, items, tagset, limiter,
+                                   credentials_retry=credentials_retry)
+
+        return await self._settle_failure(job_id, shard_id, shard, api, batch, failure,
+                                          verdict, access_error, limiter, resend,
+                                          credentials_retry)
+
+    async def _settle_failure(
+        self, job_id: int, shard_id: int, shard: Shard, api: str, batch: list[Claimed],
+        failure: Failure, verdict: Verdict, access_error: bool, limiter: ShardLimiter,
+        resend: Callable[[list[Claimed], bool], Awaitable[Sent]], credentials_retry: bool,
+    ) -> Sent:
+        """What a failed call means for its batch, whichever API it went to: an outage
+        requeues without attempts, a split resends halves, a refused role pauses its account
+        (--on-access-error pause), expired credentials are refreshed once, a throttle slows
+        the shard; the rest end or retry by their verdict."""
         if verdict is Verdict.UNREACHABLE:
             self.stats.unreachable_calls += 1
             self.on_requeue(shard_id)
@@ -150,7 +168,7 @@ class Sender:
         if verdict is Verdict.SPLIT:
             self.stats.splits += 1
             for half in split_batch(batch):
-                sent = await self.send(job_id, operation, shard_id, shard, half, tagset, limiter)
+                sent = await resend(half, True)
                 if sent.unreachable is not None:
                     return sent
             return Sent()
@@ -167,8 +185,7 @@ class Sender:
         if verdict is Verdict.CREDENTIALS and credentials_retry:
             log.info("credentials_refresh", shard=str(shard), code=failure.code)
             await self.clients.invalidate(shard)
-            return await self.send(job_id, operation, shard_id, shard, batch, tagset, limiter,
-                                   credentials_retry=False)
+            return await resend(batch, False)
         if verdict is Verdict.CREDENTIALS:
             verdict = Verdict.TRANSIENT  # fresh credentials did not help: spend an attempt
         if verdict is Verdict.THROTTLE:
@@ -267,44 +284,14 @@ class Sender:
                 verdict = Verdict.SPLIT
             elif failure.code == "ConcurrentTagAccess":
                 verdict = Verdict.TRANSIENT  # another caller was changing its tags: retry
-        if verdict is Verdict.SPLIT:
-            self.stats.splits += 1
-            for half in split_batch(batch):
-                sent = await self.send_ec2(*again, half, ids, tagset, limiter)
-                if sent.unreachable is not None:
-                    return sent
-            return Sent()
-        if verdict is Verdict.UNREACHABLE:
-            self.stats.unreachable_calls += 1
-            self.on_requeue(shard_id)
-            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
-                                      failure.code, failure.status, failure.message)
-                              for c in batch)
-            return Sent(unreachable=failure)
-        if access_error and verdict is Verdict.PERMANENT and \
-                self.settings.on_access_error == "pause":
-            if await self.store.pause_account(job_id, shard.account, failure.message):
-                log.warning("account_paused", job=job_id, account=shard.account,
-                            reason=failure.message, hint=f"bulktag resume {job_id}")
-            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
-                                      failure.code, failure.status, failure.message)
-                              for c in batch)
-            return Sent()
-        if verdict is Verdict.CREDENTIALS and credentials_retry:
-            await self.clients.invalidate(shard)
-            return await self.send_ec2(*again, batch, ids, tagset, limiter,
-                                       credentials_retry=False)
-        if verdict is Verdict.CREDENTIALS:
-            verdict = Verdict.TRANSIENT
-        if verdict is Verdict.THROTTLE:
-            self.stats.throttled_calls += 1
-            self.metrics.throttle(api, shard)
-            if limiter.on_throttle():
-                log.info("shard_slowed", shard=str(shard), operation=api,
-                         rate=round(limiter.rate, 2))
-        self.on_requeue(shard_id)
-        self.recorder.add(self.outcome(job_id, c, verdict, failure) for c in batch)
-        return Sent()
+
+        async def resend(items: list[Claimed], credentials_retry: bool) -> Sent:
+            return await self.send_ec2(*again, items, ids, tagset, limiter,
+                                       credentials_retry=credentials_retry)
+
+        return await self._settle_failure(job_id, shard_id, shard, api, batch, failure,
+                                          verdict, access_error, limiter, resend,
+                                          credentials_retry)
 
     def _record_response(self, job_id: int, shard_id: int, batch: list[Claimed],
                          failed_map: dict[str, Any]) -> list[Outcome]:
