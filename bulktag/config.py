@@ -86,6 +86,9 @@ class Settings:
     # CreateTags/DeleteTags calls/s per account-region, each. EC2 refills 10/s and the bucket is
     # shared with every other caller in the account: 8 leaves headroom.
     ec2_rate: float = 8.0
+    # DescribeTags calls/s per account-region: the EC2 route's compliance read. A "describe"
+    # action: EC2 refills its bucket 20/s, shared with the account's other describe callers.
+    ec2_read_rate: float = 16.0
 
     def rate_for(self, operation: str) -> float:
         """Requests/s per shard for an API operation."""
@@ -93,6 +96,8 @@ class Settings:
             return self.max_rate
         if operation in ("CreateTags", "DeleteTags"):
             return self.ec2_rate
+        if operation == "DescribeTags":
+            return self.ec2_read_rate
         return self.quotas.get(operation, 5.0)
 
 
@@ -104,7 +109,7 @@ _CHOICES = {"log_format": ("auto", "console", "json"),
             "route": ("auto", "tagging-api")}
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
              "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
-             "sample_seconds", "ec2_batch_size", "ec2_rate"}
+             "sample_seconds", "ec2_batch_size", "ec2_rate", "ec2_read_rate"}
 
 
 def _number(value: Any, whole: bool) -> float:

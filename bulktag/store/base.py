@@ -151,6 +151,10 @@ class Store(abc.ABC):
     async def shard_counts(self, job_id: int) -> dict[Shard | None, Counts]: ...
 
     @abc.abstractmethod
+    async def route_counts(self, job_id: int) -> dict[tuple[Shard | None, str], Counts]:
+        """Counts per (shard, route): `shard_counts` split by the items' stored route."""
+
+    @abc.abstractmethod
     async def error_counts(self, job_id: int, limit: int = 5) -> list[tuple[str, int]]: ...
 
     @abc.abstractmethod
@@ -206,7 +210,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def runnable(self) -> list[Runnable]:
-        """(job, shard) pairs with pending work in jobs that may run, best priority first."""
+        """(job, shard, route) with pending work in jobs that may run, best priority first."""
 
     @abc.abstractmethod
     async def finished_jobs(self) -> list[int]:
@@ -214,11 +218,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(self, owner: str, job_id: int, shard_id: int, limit: int, *,
-                    lease_seconds: float, now: float | None = None) -> list[Claimed]:
-        """Lease up to `limit` due pending items of one job and shard, grouped by tagset."""
+                    lease_seconds: float, now: float | None = None,
+                    route: str | None = None) -> list[Claimed]:
+        """Lease up to `limit` due pending items of one job and shard (and route, unless
+        None: any), grouped by tagset."""
 
     @abc.abstractmethod
-    async def next_due(self, job_id: int, shard_id: int) -> float | None: ...
+    async def next_due(self, job_id: int, shard_id: int,
+                       route: str | None = None) -> float | None: ...
+
+    @abc.abstractmethod
+    async def set_route(self, job_id: int, route: str) -> int:
+        """Move a job's pending items to `route` (a job that takes the setting's route at its
+        first run); returns how many moved. Counters follow."""
 
     @abc.abstractmethod
     async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from ..arn import Shard
+from ..arn import ROUTE_TAGGING, Shard
 from ..errors import BulktagError
 
 
@@ -129,6 +129,8 @@ class NewItem:
     tagset: str | None  # canonical body from tagset_body()
     line: int | None = None
     problem: str | None = None
+    #: `ec2` or `tagging-api` (arn.route_of): stored with the item, claimed and sent by it
+    route: str = ROUTE_TAGGING
 
 
 @dataclass(slots=True)
@@ -160,6 +162,7 @@ class Runnable:
     priority: int
     operation: str
     state: JobState = JobState.ACTIVE
+    route: str = ROUTE_TAGGING  #: a (job, shard) has one Runnable per route with pending work
 
 
 @dataclass
@@ -197,6 +200,7 @@ class ReportRow:
     message: str | None
     finished_at: float | None
     line: int | None
+    route: str = ROUTE_TAGGING
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,7 @@ class ItemRecord:
     line: int | None
     verified_at: float | None
     drift: str | None
+    route: str = ROUTE_TAGGING
 
 
 @dataclass(frozen=True, slots=True)
