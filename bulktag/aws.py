@@ -25,7 +25,7 @@ from .classify import Failure, Verdict, backoff_delay, classify_call_error
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
-from .limits import ARNS_PER_READ, EC2_IDS_PER_READ, EC2_TAGS_PER_PAGE
+from .limits import ARNS_PER_READ, EC2_TAGS_PER_PAGE
 
 #: what a call to AWS can raise that is about the call, not a bug of ours: botocore's errors,
 #: aiohttp's (aiobotocore's transport lets some through unwrapped), the OS's, timeouts
@@ -147,8 +147,8 @@ async def read_ec2_tags(
     answer is narrowed to `keys` when given (the keys a job sets or removes; keys with EC2's
     filter wildcards `*`, `?` or a backslash read every tag instead). An untagged resource,
     or one without any of the keys, is absent from the answer."""
-    if len(ids) > EC2_IDS_PER_READ:
-        raise ValueError(f"DescribeTags reads at most {EC2_IDS_PER_READ} ids a call here")
+    if len(ids) > EC2_TAGS_PER_PAGE:
+        raise ValueError(f"DescribeTags reads at most {EC2_TAGS_PER_PAGE} ids a call here")
     filters: list[dict[str, Any]] = [{"Name": "resource-id", "Values": list(ids)}]
     if keys and not any(c in key for key in keys for c in "*?\\"):
         filters.append({"Name": "key", "Values": sorted(set(keys))})
