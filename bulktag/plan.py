@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from .arn import ROUTE_EC2, Shard, parse_arn, route_of
+from .arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, route_of
 from .aws import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
 from .clients import ClientPool
 from .config import Settings
@@ -43,6 +43,7 @@ class ShardPlan:
     change: Counter[str] = field(default_factory=Counter)  # tags to send (JSON) -> resources
     ec2: Counter[str] = field(default_factory=Counter)  # of those, by the ec2 route
     skip: int = 0
+    skip_ec2: int = 0  # of those, by the ec2 route
     unread: int = 0  # tags could not be read: counted as changes
     error: str | None = None
 
@@ -117,6 +118,7 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                 plan.ec2[sent] += ec2
             else:
                 plan.skip += 1
+                plan.skip_ec2 += ec2
     return plan
 
 
@@ -138,13 +140,14 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
                 plan = plans.setdefault(shard, ShardPlan())
                 d = decide(request.operation, wanted, tags_of(m),
                            if_absent=options.if_absent)
+                ec2 = route_of(m["ResourceARN"], options.route or settings.route) == ROUTE_EC2
                 if d.send or not options.skip_compliant:
                     sent = json.dumps(d.override or wanted, sort_keys=True)
                     plan.change[sent] += 1
-                    plan.ec2[sent] += route_of(m["ResourceARN"],
-                                               options.route or settings.route) == ROUTE_EC2
+                    plan.ec2[sent] += ec2
                 else:
                     plan.skip += 1
+                    plan.skip_ec2 += ec2
             token = resp.get("PaginationToken")
             if not token:
                 return
@@ -170,11 +173,19 @@ def _render(request: Request, settings: Settings, plans: dict[Shard, ShardPlan],
         batches = sum(math.ceil((n - plan.ec2[t]) / BATCH) for t, n in plan.change.items())
         ec2_batches = sum(math.ceil(n / settings.ec2_batch_size) for n in plan.ec2.values())
         seconds = max(batches / rate, ec2_batches / settings.ec2_rate)
+        ec2 = sum(plan.ec2.values())
+        routes = [  # the route each resource will be stored and sent with
+            {"route": ROUTE_EC2, "change": ec2, "skip": plan.skip_ec2, "batches": ec2_batches,
+             "seconds_at_quota": round(ec2_batches / settings.ec2_rate, 1)},
+            {"route": ROUTE_TAGGING, "change": plan.changes - ec2,
+             "skip": plan.skip - plan.skip_ec2, "batches": batches,
+             "seconds_at_quota": round(batches / rate, 1)}]
         shards.append({"partition": shard.partition, "account": shard.account,
                        "region": shard.region, "change": plan.changes, "skip": plan.skip,
                        "unread": plan.unread, "batches": batches + ec2_batches,
-                       "ec2": sum(plan.ec2.values()), "ec2_batches": ec2_batches,
-                       "seconds_at_quota": round(seconds, 1), "error": plan.error})
+                       "ec2": ec2, "ec2_batches": ec2_batches,
+                       "seconds_at_quota": round(seconds, 1), "error": plan.error,
+                       "routes": [r for r in routes if r["change"] or r["skip"]]})
     data = {**header, "operation": request.operation, "invalid": invalid,
             "change": sum(s["change"] for s in shards), "skip": sum(s["skip"] for s in shards),
             "shards": shards,
@@ -185,14 +196,18 @@ def _render(request: Request, settings: Settings, plans: dict[Shard, ShardPlan],
              f"{rate:g} calls/s of 20 ARNs per account-region; EC2 resources (via ec2) "
              f"{settings.ec2_rate:g} CreateTags/DeleteTags calls/s of "
              f"{settings.ec2_batch_size} ids",
-             f"  {'account':<14}{'region':<16}{'change':>9}{'skip':>9}{'batches':>9}"
-             f"{'est. s':>9}{'via ec2':>9}"]
+             f"  {'account':<14}{'region':<16}{'route':<13}{'change':>9}{'skip':>9}"
+             f"{'batches':>9}{'est. s':>9}"]
     for s in shards:
-        line = (f"  {s['account'] or '(caller)':<14}{s['region']:<16}{s['change']:>9}"
-                f"{s['skip']:>9}{s['batches']:>9}{s['seconds_at_quota']:>9}{s['ec2']:>9}")
-        if s["error"]:
-            line += f"  tags not read: {s['error'][:100]}"
-        lines.append(line)
+        # One row per route of the account-region: the routes run side by side.
+        for n, r in enumerate(s["routes"] or [{"route": "-", "change": 0, "skip": 0,
+                                               "batches": 0, "seconds_at_quota": 0.0}]):
+            line = (f"  {s['account'] or '(caller)':<14}{s['region']:<16}{r['route']:<13}"
+                    f"{r['change']:>9}{r['skip']:>9}{r['batches']:>9}"
+                    f"{r['seconds_at_quota']:>9}")
+            if s["error"] and n == 0:
+                line += f"  tags not read: {s['error'][:100]}"
+            lines.append(line)
     lines.append(f"  estimated duration: ~{data['estimated_seconds']} s (shards run at once)")
     return Plan(data, "\n".join(lines), 0 if not invalid or request.skip_invalid else 2)
 

@@ -294,8 +294,10 @@ async def test_dry_run_prints_batches_per_shard_and_enqueues_nothing(
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("plan (tag, nothing sent): 50 to change, 0 already right, "
                                "0 invalid; 5 calls/s")
-    assert any(line.split() == [ACCOUNT, "eu-west-1", "5", "0", "1", "0.2", "0"] for line in lines)
-    assert any(line.split() == [ACCOUNT, "us-east-1", "45", "0", "3", "0.6", "0"] for line in lines)
+    assert any(line.split() == [ACCOUNT, "eu-west-1", "tagging-api", "5", "0", "1", "0.2"]
+               for line in lines)
+    assert any(line.split() == [ACCOUNT, "us-east-1", "tagging-api", "45", "0", "3", "0.6"]
+               for line in lines)
     data = await cli.json("tag", "--arns", str(src), "--tag", "A=b", "--dry-run")
     assert {s["region"]: s["batches"] for s in data["shards"]} == {"eu-west-1": 1, "us-east-1": 3}
     assert data["duplicates"] == 1

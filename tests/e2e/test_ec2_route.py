@@ -24,6 +24,7 @@ from bulktag.config import Settings, ec2_rate_warning
 from bulktag.engine import Engine
 from bulktag.engine.recorder import RECORDER_INTERVAL
 from bulktag.engine.sender import ec2_named_ids
+from bulktag.plan import dry_run
 from bulktag.sim import (
     RunningSimulator,
     SimConfig,
@@ -297,3 +298,21 @@ async def test_compliance_read_of_ec2_items_goes_by_describe_tags(
     assert sim.state.arn_sends["CreateTags"] == 60
     assert sim.state.arn_sends["TagResources"] == 40
     await store.close()
+
+
+async def test_the_plan_shows_each_account_region_by_route(tmp_path: Path,
+                                                           sim: RunningSimulator) -> None:
+    ec2_arns, others = mixed(sim, 30)  # 30 snapshots, 60 volumes and instances, 60 others
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join(ec2_arns + others) + "\n")
+    plan = await dry_run(Request("tag", tags=TAGS), settings_for(tmp_path, sim.url),
+                         JobOptions(route="auto"), [str(source)], None)
+    routes = {(s["account"], r["route"]): (r["change"], r["batches"])
+              for s in plan.data["shards"] for r in s["routes"]}
+    assert routes == {("", "ec2"): (30, 1), (ACCOUNT, "ec2"): (60, 1),
+                      (ACCOUNT, "tagging-api"): (60, 3)}
+    rows = [line.split() for line in plan.human.splitlines()[2:-1]]
+    assert [ACCOUNT, REGION, "ec2", "60", "0", "1", "0.1"] in rows
+    assert [ACCOUNT, REGION, "tagging-api", "60", "0", "3", "0.6"] in rows
+    assert ["(caller)", REGION, "ec2", "30", "0", "1", "0.1"] in rows
+    assert sim.state.requests["CreateTags"] == 0  # nothing sent
