@@ -191,7 +191,8 @@ def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
     ec2_arns = [arn for _, arn in synthetic_resources([ACCOUNT], [REGION], n_ec2,
                                                       ec2_share=1.0)]
     tables = [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t{k}" for k in range(n_tables)]
-    arns = [a for pair in zip(ec2_arns, tables + [""] * n_ec2, strict=True) for a in pair if a]
+    arns = [a for pair in zip(ec2_arns, tables, strict=False) for a in pair]
+    arns += ec2_arns[n_tables:]  # tables interleaved with the first EC2 resources
     total = len(arns)
     source = tmp_path / "arns.txt"
     source.write_text("\n".join(arns) + "\n")
