@@ -150,8 +150,8 @@ def _guardrails(rules: Rules, changes: Mapping[str, str | None],
 # -- before-images and undo bodies ---------------------------------------------------------------
 
 
-def encode(image: Mapping[str, str | None]) -> str:
-    """A before-image as stored: compact JSON, keys sorted."""
+def encode(image: Mapping[str, Any]) -> str:
+    """A before-image (or an undo body) as stored: compact JSON, keys sorted."""
     return json.dumps(image, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -24,8 +24,8 @@ import structlog
 
 from ..arn import ROUTE_TAGGING, Shard, ec2_route
 from ..aws import Unreadable, read_tags
-from ..classify import Failure, Verdict, classify_call_error
 from ..changes import Rules, decide, encode, kind_of, sendable, split_tags
+from ..classify import Failure, Verdict, classify_call_error
 from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_OPERATIONS
 from ..store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
 from .sender import OPERATIONS
