@@ -524,9 +524,12 @@ ORDER BY i.finished_at DESC, i.id DESC LIMIT $2;
 
 -- name: keep_before
 -- $1 owner, then parallel arrays: $2 item ids, $3 before-images. An earlier attempt's is kept.
+-- `lease_owner || ''` keeps the planner on the primary key: through items_leased (by owner) it
+-- would walk every dead entry this owner's earlier claims left there, slower as a run goes on
+-- (19 ms a claim of 240 after 100,000 items instead of a flat 3.4 ms).
 UPDATE items SET before_tags = b.before_tags
 FROM unnest($2::bigint[], $3::text[]) AS b(id, before_tags)
-WHERE items.id = b.id AND items.state = 'leased' AND items.lease_owner = $1
+WHERE items.id = b.id AND items.state = 'leased' AND (items.lease_owner || '') = $1
   AND items.before_tags IS NULL;
 
 -- name: changed_page
