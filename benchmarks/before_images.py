@@ -171,7 +171,7 @@ async def _tagsets(backend: str, url: str) -> int:
 
 
 def e2e(n_arns: int, shards: int = 8) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bulktag-images-e2e-") as tmpdir, \
             SimProcess(["--no-quotas", "--latency-ms", "0"]) as sim:
         tmp = Path(tmpdir)

@@ -1,7 +1,9 @@
-"""`--dry-run`, the plan: per account and region, how many resources would change, be skipped
-or are invalid, and how long that takes at the quotas. Nothing is enqueued and nothing tagged:
-current tags are read with GetResources (ARN lists for file sources, the query walk for
-queries), at the shard's GetResources quota."""
+"""`--dry-run`, the plan: per account and region, how many resources would change (and which
+keys would be added, modified, removed), be skipped, be refused by a guardrail or are invalid,
+and how long that takes at the quotas, with a sample of `key: before → after`. Nothing is
+enqueued and nothing tagged: current tags are read with GetResources (ARN lists for file
+sources and undo, the query walk for queries) at the shard's GetResources quota, whenever the
+run would read them, and each resource is decided by `changes.decide` as the run decides it."""
 
 from __future__ import annotations
 
