@@ -239,7 +239,7 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
     keys = data["keys"]
     lines = [f"plan ({operation}, nothing sent): {data['change']} to change "
              f"(keys: {keys['add']} added, {keys['modify']} changed, {keys['remove']} removed), "
-             f"{data['skip']} skipped, {data['fail']} refused, {invalid} invalid; "
+             f"{data['skip']} skipped, {data['fail']} failed, {invalid} invalid; "
              f"{rate:g} calls/s of 20 ARNs per account-region; EC2 resources (via ec2) "
              f"{settings.ec2_rate:g} CreateTags/DeleteTags calls/s of "
              f"{settings.ec2_batch_size} ids",
