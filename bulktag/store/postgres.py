@@ -61,6 +61,7 @@ from ..arn import Shard
 from .base import Store
 from .models import (
     TERMINAL,
+    ChangedItem,
     Claimed,
     Counts,
     Discovery,
@@ -595,7 +596,7 @@ class PostgresStore(Store):
         now = time.time() if now is None else now
         rows = await self._all(Q["claim"], (job_id, shard_id, now, limit, owner,
                                             now + lease_seconds))
-        return [Claimed(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows]
+        return [Claimed(int(r[0]), r[1], int(r[2]), int(r[3]), before=r[4]) for r in rows]
 
     async def next_due(self, job_id: int, shard_id: int) -> float | None:
         row = await self._one(Q["next_due"], (job_id, shard_id))
@@ -616,6 +617,16 @@ class PostgresStore(Store):
             [o.message for o in outcomes],
             [now if o.state in TERMINAL else None for o in outcomes],
         ))
+
+    async def keep_before(self, owner: str, befores: Sequence[tuple[int, str]]) -> int:
+        if not befores:
+            return 0
+        return await self._write(Q["keep_before"], (
+            owner, [item_id for item_id, _ in befores], [before for _, before in befores]))
+
+    async def changed_items(self, job_id: int, after_id: int, limit: int) -> list[ChangedItem]:
+        return [ChangedItem(int(r[0]), r[1], Shard(r[2], r[3], r[4]), r[5], r[6])
+                for r in await self._all(Q["changed_page"], (job_id, after_id, limit))]
 
     # -- owners and shard leases -----------------------------------------------------------
 
@@ -833,13 +844,13 @@ class PostgresStore(Store):
         shard_ids = await self._resolve_shards(r.shard for r in records if r.shard is not None)
         tagset_ids = await self._resolve_tagsets(
             r.tagset for r in records if r.tagset is not None)
-        cols: tuple[list[Any], ...] = tuple([] for _ in range(17))
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(18))
         for r in records:
             row = (r.id, r.job_id, r.arn, shard_ids[r.shard] if r.shard is not None else 0,
                    tagset_ids[r.tagset] if r.tagset is not None else 0, str(r.state),
                    r.attempts, r.next_attempt_at, r.lease_owner, r.lease_expires_at,
                    r.error_code, r.http_status, r.message, r.finished_at, r.line, r.verified_at,
-                   r.drift)
+                   r.drift, r.before)
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
         try:
@@ -902,7 +913,8 @@ def _item_record(row: Any) -> ItemRecord:
         state=ItemState(row[7]), attempts=int(row[8]), next_attempt_at=float(row[9]),
         lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
         http_status=row[13], message=row[14], finished_at=row[15],
-        line=None if row[16] is None else int(row[16]), verified_at=row[17], drift=row[18])
+        line=None if row[16] is None else int(row[16]), verified_at=row[17], drift=row[18],
+        before=row[19])
 
 
 def _job(row: Any) -> Job:

@@ -177,9 +177,9 @@ WITH picked AS (
 ), leased AS (
     UPDATE items i SET state = 'leased', lease_owner = $5, lease_expires_at = $6
     FROM picked WHERE i.id = picked.id
-    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at
+    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at, i.before_tags
 )
-SELECT id, arn, tagset_id, attempts FROM leased ORDER BY tagset_id, next_attempt_at, id;
+SELECT id, arn, tagset_id, attempts, before_tags FROM leased ORDER BY tagset_id, next_attempt_at, id;
 
 -- name: next_due
 SELECT min(next_attempt_at) FROM items
@@ -236,15 +236,15 @@ WHERE job_id = $4 AND state IN ('pending', 'leased');
 
 -- name: report_page
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.id > $2
 ORDER BY i.id LIMIT $3;
 
 -- name: report_page_unsuccessful
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.id > $2
 ORDER BY i.id LIMIT $3;
 
@@ -430,14 +430,14 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, NULL, $7, $8, $9, $10, $11, $12);
 -- Every column of a page of items, the shard and tagset by value (ids are per store).
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.id > $1 ORDER BY i.id LIMIT $2;
 
 -- name: export_job_items
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
 
@@ -446,11 +446,11 @@ WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
 -- counters, as for add_items.
 INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
                    lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
-                   line, verified_at, drift)
+                   line, verified_at, drift, before_tags)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                      $6::text[], $7::integer[], $8::float8[], $9::text[], $10::float8[],
                      $11::text[], $12::integer[], $13::text[], $14::float8[], $15::bigint[],
-                     $16::float8[], $17::text[]);
+                     $16::float8[], $17::text[], $18::text[]);
 
 -- name: import_discoveries
 -- Parallel arrays: $1 id, $2 job, $3 partition, $4 account, $5 region, $6 state, $7 token,
@@ -517,7 +517,25 @@ DELETE FROM job_samples WHERE job_id = $1;
 -- name: last_failures
 -- The latest failed or invalid items of a job, newest first, read from items_failed_at.
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
 ORDER BY i.finished_at DESC, i.id DESC LIMIT $2;
+
+-- name: keep_before
+-- $1 owner, then parallel arrays: $2 item ids, $3 before-images. An earlier attempt's is kept.
+-- `lease_owner || ''` keeps the planner on the primary key: through items_leased (by owner) it
+-- would walk every dead entry this owner's earlier claims left there, slower as a run goes on
+-- (19 ms a claim of 240 after 100,000 items instead of a flat 3.4 ms).
+UPDATE items SET before_tags = b.before_tags
+FROM unnest($2::bigint[], $3::text[]) AS b(id, before_tags)
+WHERE items.id = b.id AND items.state = 'leased' AND (items.lease_owner || '') = $1
+  AND items.before_tags IS NULL;
+
+-- name: changed_page
+-- Items a job changed (undo's source): a non-empty before-image, succeeded or skipped.
+SELECT i.id, i.arn, s.partition, s.account, s.region, t.body, i.before_tags
+FROM items i JOIN shards s ON s.id = i.shard_id JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.job_id = $1 AND i.id > $2 AND i.state IN ('succeeded', 'skipped')
+  AND i.before_tags IS NOT NULL AND i.before_tags <> '{}'
+ORDER BY i.id LIMIT $3;
