@@ -13,9 +13,10 @@ them, so its cost grows with the run. This script shows whether it does, for eac
 - at each window's end, the owner-scoped statements outside the loop, with one claim of 240
   held: `release_owner` (a lane's orphan check, shutdown), `reap_dead_owners` (every heartbeat:
   `release_expired`) and `lease_holders` (store copy);
-- on PostgreSQL, `EXPLAIN (ANALYZE, BUFFERS)` of `record` (and `keep_before`) for one claim of
-  240, at the start and at the end, in a transaction rolled back: the plan and the buffers it
-  touched say which index it went through and how much it read.
+- on PostgreSQL, `EXPLAIN (ANALYZE, BUFFERS)` of `record` and `keep_before` for one claim of
+  240 (custom and generic plan), in a transaction rolled back: at each window the index each
+  went through, the entries it found there and the buffers it read; in full at the start and
+  at the end, with the plans of release_owner, release_expired and lease_holders.
 
 The script leaves autovacuum as the server has it and prints the setting: with it on, a vacuum
 now and then removes dead entries; between two vacuums (at the default scale factor, after a
@@ -108,6 +109,37 @@ async def explain_pg(url: str, store: Store, job_id: int, shard_id: int,
         await con.close()
     await store.keep_before(OWNER, befores)
     await store.record(OWNER, outcomes)
+    return plans
+
+
+async def explain_pg_reclaim(url: str, store: Store, job_id: int, shard_id: int,
+                             lease_seconds: float) -> dict[str, list[str]]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the statements that look for leases by owner or expiry
+    (release_owner, release_expired, lease_holders), one claim of 240 held, rolled back."""
+    import asyncpg
+
+    from bulktag.store.postgres import Q
+
+    claimed = await store.claim(OWNER, job_id, shard_id, CLAIM, lease_seconds=lease_seconds)
+    queries: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "release_owner": (Q["release_owner"], (OWNER,)),
+        "release_expired": (Q["release_expired"], (time.time(),)),
+        "lease_holders": (Q["lease_holders"], ()),
+    }
+    plans: dict[str, list[str]] = {}
+    con = await asyncpg.connect(url)
+    try:
+        for name, (sql, args) in queries.items():
+            tr = con.transaction()
+            await tr.start()
+            try:
+                rows = await con.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+            finally:
+                await tr.rollback()
+            plans[name] = [r[0] for r in rows]
+    finally:
+        await con.close()
+    assert await store.release_owner(OWNER, forget=False) == len(claimed)
     return plans
 
 
@@ -259,6 +291,9 @@ async def bench(backend: str, items: int, n_shards: int, every: int,
                 print_plans("EXPLAIN at the end, generic plan",
                             await explain_pg(url, store, job_id, reserve, lease_seconds,
                                              generic=True))
+                print_plans("EXPLAIN at the end: finding leases by owner or expiry",
+                            await explain_pg_reclaim(url, store, job_id, reserve,
+                                                     lease_seconds))
     finally:
         if database:
             await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
