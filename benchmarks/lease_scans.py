@@ -36,9 +36,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,6 +49,7 @@ from store_backends import CLAIM, enqueue, pg_admin, pg_url, shards_of
 from bulktag.store import ItemState, Outcome, Store
 
 OWNER = "bench:1:lease-scans"
+T = TypeVar("T")
 
 
 def outcomes_of(claimed: list[Any]) -> list[Outcome]:
@@ -62,9 +63,10 @@ def befores_of(claimed: list[Any]) -> list[tuple[int, str]]:
     return [(c.id, '{"bench": "before"}') for c in claimed]
 
 
-async def ms(fn: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
+async def ms(call: Awaitable[T]) -> tuple[float, T]:
+    """Wall time of a store call (a coroutine runs only once awaited), in ms, and its result."""
     t = time.perf_counter()
-    result = await fn()
+    result = await call
     return (time.perf_counter() - t) * 1000, result
 
 
@@ -200,9 +202,9 @@ async def probes(store: Store, job_id: int, shard_id: int,
     """ms of the owner-scoped statements outside the loop, with one claim of 240 held."""
     out: dict[str, float] = {}
     claimed = await store.claim(OWNER, job_id, shard_id, CLAIM, lease_seconds=lease_seconds)
-    out["reap"], _ = await ms(lambda: store.reap_dead_owners(stale_seconds=3600, me=OWNER))
-    out["holders"], _ = await ms(store.lease_holders)
-    out["release"], n = await ms(lambda: store.release_owner(OWNER, forget=False))
+    out["reap"], _ = await ms(store.reap_dead_owners(stale_seconds=3600, me=OWNER))
+    out["holders"], _ = await ms(store.lease_holders())
+    out["release"], n = await ms(store.release_owner(OWNER, forget=False))
     assert n == len(claimed), (n, len(claimed))
     return out
 
@@ -248,13 +250,11 @@ async def bench(backend: str, items: int, n_shards: int, every: int,
             while live:
                 shard_id = live[k % len(live)]
                 k += 1
-                t_claim, claimed = await ms(lambda s=shard_id: store.claim(
-                    OWNER, job_id, s, CLAIM, lease_seconds=lease_seconds))
+                t_claim, claimed = await ms(store.claim(
+                    OWNER, job_id, shard_id, CLAIM, lease_seconds=lease_seconds))
                 if claimed:
-                    t_keep, kept = await ms(
-                        lambda c=claimed: store.keep_before(OWNER, befores_of(c)))
-                    t_rec, recorded = await ms(
-                        lambda c=claimed: store.record(OWNER, outcomes_of(c)))
+                    t_keep, kept = await ms(store.keep_before(OWNER, befores_of(claimed)))
+                    t_rec, recorded = await ms(store.record(OWNER, outcomes_of(claimed)))
                     assert kept == recorded == len(claimed), (kept, recorded, len(claimed))
                     window["claim"].append(t_claim)
                     window["keep"].append(t_keep)
