@@ -135,6 +135,8 @@ async def explain_pg_reclaim(url: str, store: Store, job_id: int, shard_id: int,
             tr = con.transaction()
             await tr.start()
             try:
+                if name != "lease_holders" and "plain_index_scans" in Q:
+                    await con.execute(Q["plain_index_scans"])  # as the store runs them
                 rows = await con.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
             finally:
                 await tr.rollback()

@@ -201,6 +201,14 @@ FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::float8[], $6::text[], $
      AS o(id, state, attempts, next_attempt_at, error_code, http_status, message, finished_at)
 WHERE items.id = o.id AND (items.state || '') = 'leased' AND items.lease_owner = $1;
 
+-- name: plain_index_scans
+-- Before release_owner and release_expired, in their transaction. They can only find leases
+-- through items_leased / items_lease_expiry, whose dead entries (one per lease recorded since
+-- the last vacuum) they walk too. A bitmap scan reads each dead entry's heap page again on
+-- every heartbeat (33 ms at 230,000 dead entries); a plain index scan marks them dead in the
+-- index the first time, and later walks read only the index (1.5 ms).
+SET LOCAL enable_bitmapscan = off;
+
 -- name: release_owner
 UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
 WHERE state = 'leased' AND lease_owner = $1;
