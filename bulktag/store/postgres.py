@@ -644,6 +644,7 @@ class PostgresStore(Store):
 
     async def release_owner(self, owner: str, *, forget: bool = True) -> int:
         async def run(con: Any) -> int:
+            await con.execute(Q["plain_index_scans"])
             n = _rowcount(await con.execute(Q["release_owner"], owner))
             await con.execute(Q["release_discoveries"], owner)
             await con.execute(Q["release_shards"], owner)
@@ -664,8 +665,11 @@ class PostgresStore(Store):
                 row["heartbeat_at"] < now - stale_seconds)
             if dead:
                 released += await self.release_owner(row["owner"])
-        released += await self._write(Q["release_expired"], (now,))
-        return released
+        async def expired(con: Any) -> int:
+            await con.execute(Q["plain_index_scans"])
+            return _rowcount(await con.execute(Q["release_expired"], now))
+
+        return released + await self._tx(expired)
 
     async def acquire_shards(self, owner: str, wanted: Iterable[int], *,
                              lease_seconds: float) -> set[int]:
