@@ -32,7 +32,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from bench_common import (
     run_measured,
     write_arns,
 )
-from store_backends import PG_ADMIN, pg_admin, pg_url
+from store_backends import PG_ADMIN, scratch_store
 
 from bulktag.arn import Shard
 from bulktag.changes import encode
@@ -74,16 +73,8 @@ def image(i: int) -> str:
 
 
 async def store_phase(backend: str, items: int, with_images: bool) -> dict[str, Any]:
-    tmp = tempfile.TemporaryDirectory(prefix="bulktag-images-bench-")
-    database = None
-    if backend == "postgres":
-        database = f"bulktag_bench_{uuid.uuid4().hex[:10]}"
-        await pg_admin(f'CREATE DATABASE "{database}"')
-        url = pg_url(database)
-    else:
-        url = str(Path(tmp.name) / "bulktag.db")
     out: dict[str, Any] = {"backend": backend, "images": with_images}
-    try:
+    async with scratch_store(backend, "bulktag-images-bench-") as (url, _):
         store = await Store.open(url)
         tags = {"Owner": "new", "Team": "x"}
         body = tagset_body(tags, None)
@@ -147,10 +138,6 @@ async def store_phase(backend: str, items: int, with_images: bool) -> dict[str, 
             out["undo_enqueue_rate"] = undo.items / (time.perf_counter() - started)
             await store.close()
             out["undo_tagsets"] = await _tagsets(backend, url) - tagsets_before
-    finally:
-        if database:
-            await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        tmp.cleanup()
     return out
 
 

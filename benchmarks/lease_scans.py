@@ -33,9 +33,7 @@ import re
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import print_machine
-from store_backends import CLAIM, enqueue, pg_admin, pg_url, shards_of
+from store_backends import CLAIM, enqueue, scratch_store, shards_of
 
 from bulktag.store import ItemState, Outcome, Store
 
@@ -213,15 +211,7 @@ async def probes(store: Store, job_id: int, shard_id: int,
 
 async def bench(backend: str, items: int, n_shards: int, every: int,
                 lease_seconds: float) -> None:
-    tmp = tempfile.TemporaryDirectory(prefix="bulktag-lease-scans-")
-    database: str | None = None
-    if backend == "postgres":
-        database = f"bulktag_bench_{uuid.uuid4().hex[:10]}"
-        await pg_admin(f'CREATE DATABASE "{database}"')
-        url = pg_url(database)
-    else:
-        url = str(Path(tmp.name) / "bulktag.db")
-    try:
+    async with scratch_store(backend, "bulktag-lease-scans-") as (url, _):
         async with await Store.open(url) as store:
             await store.register_owner(OWNER)
             job_id, took = await enqueue(store, items, shards_of(n_shards))
@@ -296,10 +286,6 @@ async def bench(backend: str, items: int, n_shards: int, every: int,
                 print_plans("EXPLAIN at the end: finding leases by owner or expiry",
                             await explain_pg_reclaim(url, store, job_id, reserve,
                                                      lease_seconds))
-    finally:
-        if database:
-            await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        tmp.cleanup()
 
 
 async def main(argv: list[str] | None = None) -> None:
