@@ -3,8 +3,8 @@
 `local_cost.py` measures one checkout once; on a shared, noisy machine two such runs minutes
 apart differ by more than the change being judged. This runs the same measurement (enqueue with
 `bulktag tag --detach`, then `bulktag run JOB --max-rate 1000` against the simulator with quotas
-lifted and no latency) for each checkout in turn, round after round (A B A B ...), so both see
-the same machine, and prints every run and the medians. Each checkout's bulktag runs with that
+lifted and no latency) for each checkout in turn, round after round (A B, B A, A B ...), so both
+see the same machine, and prints every run and the medians. Each checkout's bulktag runs with that
 checkout as its working directory and on PYTHONPATH, every resource by the Tagging API
 (`BULKTAG_ROUTE=tagging-api`, so checkouts with and without the EC2 route do the same work); the simulator is this checkout's, in its
 own process, shared by all runs.
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             SimProcess(SIM_ARGS) as sim:
         tmp = Path(tmpdir)
         for r in range(a.rounds):
-            for label, tree in trees:
+            # A B, then B A: a load that grows or shrinks during the run favours no checkout.
+            for label, tree in (trees if r % 2 == 0 else trees[::-1]):
                 m = one(tree, tmp, sim, f"{label}{r}", a.arns, a.shards)
                 results[label].append(m)
                 print(f"  round {r + 1} {label:>8}: end to end {m['total']:6.1f} µs/ARN "
