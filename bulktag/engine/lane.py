@@ -72,7 +72,7 @@ class Lane:
         self.handover = False  # stop claiming: the shard goes to another worker
         self.wake = anyio.Event()
         self.outage: Outage | None = None
-        self._slots = anyio.Semaphore(engine.settings.in_flight_per_shard)
+        self._slots = anyio.Semaphore(engine.settings.in_flight_per_shard, fast_acquire=True)
         self._not_before: dict[int, float] = {}
         self._rr = 0
         self._ec2_seen: dict[int, bool] = {}  # job -> its last claim here had EC2 items

@@ -10,6 +10,7 @@ API's: those items back off on their own budget and the shard's rate is left alo
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -210,9 +211,10 @@ class Sender:
     def _log_batch(self, shard: Shard, api: str, job_id: int, batch: list[Claimed],
                    seconds: float, outcomes: list[Outcome]) -> None:
         """debug: one event per answered batch; info: retries, at most every few seconds."""
-        verdicts = Counter(str(getattr(o.state, "value", o.state)) for o in outcomes)
-        log.debug("batch_sent", shard=str(shard), operation=api, job=job_id, size=len(batch),
-                  seconds=round(seconds, 3), outcomes=dict(verdicts))
+        if log.is_enabled_for(logging.DEBUG):  # the tally is per item: only when it is shown
+            verdicts = Counter(str(getattr(o.state, "value", o.state)) for o in outcomes)
+            log.debug("batch_sent", shard=str(shard), operation=api, job=job_id,
+                      size=len(batch), seconds=round(seconds, 3), outcomes=dict(verdicts))
         self._note_retries(shard, batch, outcomes)
 
     def _note_retries(self, shard: Shard, batch: list[Claimed], outcomes: list[Outcome]) -> None:
