@@ -28,7 +28,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,21 @@ async def pg_admin(*statements: str) -> None:
 def pg_url(database: str) -> str:
     base, _, _ = PG_ADMIN.rpartition("/")
     return f"{base}/{database}"
+
+
+@asynccontextmanager
+async def scratch_store(backend: str, prefix: str) -> AsyncIterator[tuple[str, str | None]]:
+    """(url, PostgreSQL database or None) of a new empty store, dropped on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        if backend != "postgres":
+            yield str(Path(tmp) / "bulktag.db"), None
+            return
+        database = f"bulktag_bench_{uuid.uuid4().hex[:10]}"
+        await pg_admin(f'CREATE DATABASE "{database}"')
+        try:
+            yield pg_url(database), database
+        finally:
+            await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 async def backend_pids(database: str) -> list[int]:
@@ -189,16 +205,8 @@ async def timed(fn: Callable[[], Awaitable[Any]], n: int = 7) -> tuple[float, fl
 
 
 async def bench(backend: str, items: int, n_shards: int, seconds: float) -> dict[str, Any]:
-    tmp = tempfile.TemporaryDirectory(prefix="bulktag-store-bench-")
-    database: str | None = None
-    if backend == "postgres":
-        database = f"bulktag_bench_{uuid.uuid4().hex[:10]}"
-        await pg_admin(f'CREATE DATABASE "{database}"')
-        url = pg_url(database)
-    else:
-        url = str(Path(tmp.name) / "bulktag.db")
     out: dict[str, Any] = {"backend": backend}
-    try:
+    async with scratch_store(backend, "bulktag-store-bench-") as (url, database):
         async with await Store.open(url) as store:
             await store.register_owner(OWNER)
             cpu = CpuWatch(database)
@@ -235,7 +243,7 @@ async def bench(backend: str, items: int, n_shards: int, seconds: float) -> dict
             out["counts"] = dict(counts.by_state)
             assert counts.total == items, counts
         if backend == "sqlite":
-            out["size_mb"] = sum(p.stat().st_size for p in Path(tmp.name).iterdir()) / 2**20
+            out["size_mb"] = sum(p.stat().st_size for p in Path(url).parent.iterdir()) / 2**20
         else:
             import asyncpg
 
@@ -245,10 +253,6 @@ async def bench(backend: str, items: int, n_shards: int, seconds: float) -> dict
             finally:
                 await con.close()
             out["size_mb"] = int(size) / 2**20
-    finally:
-        if database:
-            await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        tmp.cleanup()
     return out
 
 

@@ -25,6 +25,21 @@ from .errors import BulktagError
 REFUSAL_MEMORY_SECONDS = 60.0
 ROLE_SECONDS = 3600
 
+_loader: Any = None  # botocore's data loader, shared by every session of the process
+
+
+def new_session() -> AioSession:
+    """A botocore session sharing the process's data loader, so the service models and endpoint
+    rules are parsed once per process rather than once per session (the pre-flight's session,
+    the run's, one per account reached by profile or role): about 0.04 s of CPU each."""
+    global _loader
+    session = get_session()
+    if _loader is None:
+        _loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _loader)
+    return session
+
 
 class AccountAccessError(BulktagError):
     """Credentials for an account could not be had: names the account, role and reason."""
@@ -70,7 +85,7 @@ class Accounts:
 
     def __init__(self, settings: Settings, base: AioSession | None = None) -> None:
         self.settings = settings
-        self.base = base or get_session()
+        self.base = base or new_session()
         if settings.profile:
             self.base.set_config_variable("profile", settings.profile)
         self._caller: str | None = None
@@ -127,10 +142,10 @@ class Accounts:
         if access.kind == "caller":
             return self.base
         if access.kind == "profile":
-            session = get_session()
+            session = new_session()
             session.set_config_variable("profile", access.target)
         else:
-            session = get_session()
+            session = new_session()
             creds = AioDeferredRefreshableCredentials(
                 refresh_using=self._assume(access), method="assume-role"
             )

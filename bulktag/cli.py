@@ -105,6 +105,11 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
                         "(default: on for tag, off for untag)")
     p.add_argument("--if-absent", action="store_true",
                    help="only add keys a resource does not have yet (never overwrite a value)")
+    p.add_argument("--before-images", action=argparse.BooleanOptionalAction, default=True,
+                   help="read each resource's tags just before its call and keep the prior "
+                        "values of the keys it changes, so `bulktag undo` can put them back "
+                        "(default: on)")
+    _case_conflict(p)
     p.add_argument("--format", dest="source_format", choices=("text", "csv", "jsonl"),
                    help="source format when the file name does not tell (stdin)")
     p.add_argument("--name", help="a name for the job")
@@ -120,6 +125,12 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
                    help="... once at least this many items were attempted (default 1000)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _export_on_finish(p)
+
+
+def _case_conflict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--case-conflict", choices=("skip", "apply"),
+                   help="a key differing only in case from one the resource has (Owner vs "
+                        "owner): skip the resource, naming the key (default), or apply it")
 
 
 def _export_destination(text: str) -> str:
@@ -157,6 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     _job_submission(p)
     p.add_argument("--key", action="append", default=[], metavar="KEY",
                    help="a tag key to remove; repeatable")
+    _common(p)
+
+    p = sub.add_parser(
+        "undo", help="put back what a job changed (a new job, from its before-images)",
+        epilog="Keys the job added are removed, values it overwrote restored, keys it removed "
+               "put back. A resource whose value is no longer what the job set is skipped "
+               "(\"changed since job N\") unless --force. The job must be stopped (paused, "
+               "cancelled or ended). An undo job can be undone in turn.")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the resources' current tags and show what would change; "
+                        "submit nothing")
+    p.add_argument("--force", action="store_true",
+                   help="restore resources another client changed since the job, too")
+    _case_conflict(p)
+    p.add_argument("--name", help="a name for the undo job (default: undo of job N)")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--detach", action="store_true", help="only submit; print the job id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     _common(p)
 
     p = sub.add_parser("run", help="work queued jobs to the end")
@@ -284,6 +314,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     options = JobOptions(
         failure_ratio=args.failure_ratio, failure_min_items=args.failure_min_items,
         skip_compliant=skip_compliant, if_absent=args.if_absent, route=settings.route,
+        before_images=args.before_images, case_conflict=args.case_conflict,
         # kept with the job, even with --detach
         export_on_finish=export.to_json() if export else None)
     if args.if_absent and args.command != "tag":
@@ -343,6 +374,38 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         return print_run(args, await finish_run(store, settings, {result.job_id}))
 
+
+
+async def cmd_undo(args: argparse.Namespace, settings: Settings) -> int:
+    from .undo import NothingToUndo, submit_undo, undo_by_shard, undo_options, undoable
+
+    async with await Store.open(settings.db, create=False) as store:
+        if args.dry_run:
+            from .plan import plan_undo
+
+            job = await undoable(store, args.job)
+            per_shard = await undo_by_shard(store, job)
+            if not per_shard:
+                emit(args, {"undo_of": job.id, "resources": 0},
+                     f"job {job.id} changed nothing that can be put back: nothing to undo")
+                return EXIT_OK
+            plan = await plan_undo(settings, per_shard, undo_options(
+                job, force=args.force, case_conflict=args.case_conflict))
+            emit(args, plan.data, plan.human)
+            return plan.exit_code
+        await store.reap_abandoned_submissions()
+        try:
+            submitted = await submit_undo(store, args.job, force=args.force,
+                                          case_conflict=args.case_conflict, name=args.name,
+                                          priority=args.priority, owner=new_owner_token())
+        except NothingToUndo as exc:
+            emit(args, {"undo_of": args.job, "job": None, "items": 0}, str(exc))
+            return EXIT_OK
+        if args.detach:
+            emit(args, {"job": submitted.job_id, "undo_of": args.job,
+                        "items": submitted.items}, str(submitted.job_id))
+            return EXIT_OK
+        return print_run(args, await finish_run(store, settings, {submitted.job_id}))
 
 
 def _no_store_yet(db: str) -> bool:
@@ -511,12 +574,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any,
     "tag": cmd_submit, "untag": cmd_submit, "run": cmd_run, "status": cmd_status,
     "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
     "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,
-    "inventory": cmd_inventory,
+    "inventory": cmd_inventory, "undo": cmd_undo,
 }
 COMMANDS.update(SERVICE_COMMANDS)
 
 
-CHECKED_FIRST = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "sync"})
+CHECKED_FIRST = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "sync",
+                           "undo"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

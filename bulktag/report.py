@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .arn import ROUTE_EC2, Shard
+from .changes import after_of, kind_of
 from .limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 from .store import Counts, Job, Store
 
 COLUMNS = ("arn", "account", "region", "operation", "status", "attempts", "error_code",
-           "http_status", "message", "finished_at", "route")
+           "http_status", "message", "finished_at", "route", "before", "after")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -33,8 +34,16 @@ async def report_records(
     store: Store, job_id: int, operation: str, *, failed_only: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """One dict per item with COLUMNS; failed_only keeps failed and invalid items. `route` is
-    the route stored with the item (README "Two routes")."""
+    the route stored with the item (README "Two routes"). `before` and `after` are the keys a
+    succeeded item's call changed, with their values before and after (None: absent); None for
+    items that changed nothing or kept no before-image."""
+    job = await store.get_job(job_id)
+    kind = kind_of(operation, job.options.undo_of if job is not None else None)
     async for row in store.report_rows(job_id, unsuccessful_only=failed_only):
+        before = after = None
+        if row.before is not None and row.tagset is not None and row.state == "succeeded":
+            before = json.loads(row.before)
+            after = after_of(kind, json.loads(row.tagset), before)
         yield {
             "arn": row.arn,
             "account": row.account,
@@ -47,6 +56,8 @@ async def report_records(
             "message": row.message,
             "finished_at": _iso(row.finished_at),
             "route": row.route,
+            "before": before,
+            "after": after,
         }
 
 
@@ -87,6 +98,10 @@ async def report_chunks(
     rows = 0
     async for record in report_records(store, job_id, operation, failed_only=failed_only):
         if writer:
+            for column in ("before", "after"):  # a cell holds the map as JSON
+                if record[column] is not None:
+                    record[column] = json.dumps(record[column], ensure_ascii=False,
+                                                sort_keys=True)
             writer.writerow(record)
         else:
             buf.write(json.dumps(record, ensure_ascii=False) + "\n")

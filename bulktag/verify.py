@@ -17,6 +17,7 @@ from typing import Any
 
 from .arn import Shard
 from .aws import Unreadable, read_tags
+from .changes import sendable
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
@@ -32,8 +33,11 @@ def drift_of(operation: str, wanted: Any, current: Mapping[str, str] | None) -> 
         back = sorted(k for k in wanted if k in current)
         return f"removed keys present again: {', '.join(back)}" if back else None
     problems = []
-    for key, value in wanted.items():
-        if key not in current:
+    for key, value in sendable(wanted).items():  # an undo's: None where it removed the key
+        if value is None:
+            if key in current:
+                problems.append(f"{key} present again")
+        elif key not in current:
             problems.append(f"{key} missing")
         elif current[key] != value:
             problems.append(f"{key}: expected {value!r}, found {current[key]!r}")

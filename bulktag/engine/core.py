@@ -104,7 +104,8 @@ class Engine:
         self.discovery_stats = DiscoveryStats()
         self.jobs_worked: set[int] = set()  # every job this engine worked on
         self.blocked: LeaseHolders | None = None  # set when the run ended waiting on others
-        self.open_slots = anyio.Semaphore(settings.max_open_requests)
+        # fast_acquire: no event-loop round trip when a slot is free (twice per batch otherwise)
+        self.open_slots = anyio.Semaphore(settings.max_open_requests, fast_acquire=True)
         self.log = log.bind(owner=owner)
         self._job_options: dict[int, JobOptions] = {}
         self._work: dict[int, list[Runnable]] = {}

@@ -27,8 +27,8 @@ import structlog
 
 from ..arn import ROUTE_EC2, ROUTES, Shard, ec2_route
 from ..aws import Unreadable, read_ec2_tags, read_tags
+from ..changes import Rules, decide, encode, kind_of, sendable, split_tags
 from ..classify import Failure, Verdict, classify_call_error
-from ..discovery import decide
 from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_IDS_PER_READ, EC2_OPERATIONS
 from ..store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
 from .sender import OPERATIONS
@@ -70,7 +70,7 @@ class RouteLoop:
 
     def __init__(self, route: str, in_flight: int) -> None:
         self.route = route
-        self.slots = anyio.Semaphore(in_flight)
+        self.slots = anyio.Semaphore(in_flight, fast_acquire=True)
         self.outage: Outage | None = None
         self.not_before: dict[int, float] = {}
         self.rr = 0
@@ -173,28 +173,39 @@ class Lane:
                 resource_id = ec2_route(c.arn)
                 if resource_id is not None:
                     ids[c.id] = resource_id
-        if (options.skip_compliant or options.if_absent) and options.query is None:
+        undo = options.undo_of is not None
+        # Query jobs were read by their walk; they read again only to keep before-images.
+        if ((options.skip_compliant or options.if_absent) and options.query is None) or \
+                options.before_images or undo:
             # A retry (an attempt spent: its last send failed) was read and found to need the
-            # change already: sent again at once, without waiting on another read. --if-absent
-            # reads again (the keys to send depend on what the resource has now).
-            fresh = [c for c in claimed if c.attempts == 0 or options.if_absent]
-            retries = [c for c in claimed if c.attempts > 0 and not options.if_absent]
-            claimed = retries + (await self._unless_compliant(
+            # change already, and its before-image kept: sent again at once, without waiting
+            # on another read. --if-absent and undo read again (what to send depends on what
+            # the resource has now), and so does an item whose image was not kept yet.
+            again = options.if_absent or undo
+            fresh = [c for c in claimed if c.attempts == 0 or again
+                     or (options.before_images and c.before is None)]
+            seen = {c.id for c in fresh}
+            retries = [c for c in claimed if c.id not in seen]
+            claimed = retries + (await self._read_first(
                 loop, pick.job_id, pick.operation, fresh, options, ids) if fresh else [])
-        sends: list[tuple[list[Claimed], str, dict[int, str] | None]] = [
-            (b, EC2_OPERATIONS[pick.operation], ids)
-            for b in _batches([c for c in claimed if c.id in ids],
-                              engine.settings.ec2_batch_size)]
-        sends += [(b, OPERATIONS[pick.operation], None)
-                  for b in _batches([c for c in claimed if c.id not in ids],
-                                    ARNS_PER_TAG_CALL)]
-        for n, (batch, api, batch_ids) in enumerate(sends):
+        sends: list[tuple[list[Claimed], dict[int, str] | None]] = [
+            (b, ids) for b in _batches([c for c in claimed if c.id in ids],
+                                       engine.settings.ec2_batch_size)]
+        sends += [(b, None) for b in _batches([c for c in claimed if c.id not in ids],
+                                              ARNS_PER_TAG_CALL)]
+        for n, (batch, batch_ids) in enumerate(sends):
             if engine.stopping or self.handover or \
                     (loop.outage is not None and time.monotonic() < loop.outage.next_probe):
-                engine.requeue([c for b, _, _ in sends[n:] for c in b])  # not sent: back at once
+                engine.requeue([c for b, _ in sends[n:] for c in b])  # not sent: back at once
                 return
+            tagset = batch[0].override or sendable(await engine.tagset(batch[0].tagset_id))
+            # An undo batch that only removes keys is an UntagResources (DeleteTags) call and
+            # waits on that API's limiter; one that sets and removes makes both calls on one.
+            sets, _ = split_tags(pick.operation, tagset)
+            operation = pick.operation if sets is not None or pick.operation == "untag" \
+                else "untag"
+            api = (EC2_OPERATIONS if batch_ids is not None else OPERATIONS)[operation]
             limiter = engine.limiter(self.shard, api)
-            tagset = batch[0].override or await engine.tagset(batch[0].tagset_id)
             if loop.outage is not None:  # a probe: one batch, its answer awaited here
                 await limiter.acquire()
                 await self._send(loop, pick, batch, tagset, limiter, batch_ids)
@@ -260,18 +271,28 @@ class Lane:
                              error=f"{failure.code}: {failure.message}",
                              next_probe_in=round(loop.outage.delay))
 
-    async def _unless_compliant(self, loop: RouteLoop, job_id: int, operation: str,
-                                claimed: list[Claimed], options: JobOptions,
-                                ids: dict[int, str]) -> list[Claimed]:
-        """Read current tags (all chunks at once) and end compliant items as `skipped`; with
-        --if-absent, send each item only the keys it lacks. EC2 items are read by DescribeTags
-        (`EC2_IDS_PER_READ` ids a call, narrowed to the job's keys), the rest by GetResources
-        (100 ARNs a call). A read that fails is no reason to stop: the items are sent as they
-        are (--if-absent: they wait for a readable moment, since full tags could overwrite a
-        value)."""
+    async def _read_first(self, loop: RouteLoop, job_id: int, operation: str,
+                          claimed: list[Claimed], options: JobOptions,
+                          ids: dict[int, str]) -> list[Claimed]:
+        """Read current tags (every chunk at once) and decide each item (`changes.decide`):
+        compliant ones end `skipped`, guardrails refuse theirs, --if-absent and undo items get
+        the keys to send; the before-images of what will be sent are kept in the store before
+        anything is sent. EC2 items are read by DescribeTags (`EC2_IDS_PER_READ` ids a call,
+        narrowed to the keys their tagsets touch; `ec2_read = "get-resources"` reads them as the
+        rest), the rest by GetResources (100 ARNs a call). A read that fails is no reason to
+        stop: the items are sent as they are, unless what to send depends on the read or a
+        before-image must be kept (those retry the read on their attempt budget; --if-absent
+        alone waits for a readable moment without spending attempts)."""
         engine = self.engine
-        by_ec2 = [c for c in claimed if c.id in ids]
-        by_arn = [c for c in claimed if c.id not in ids]
+        undo = options.undo_of is not None
+        rules = Rules(kind=kind_of(operation, options.undo_of),
+                      skip_compliant=options.skip_compliant or undo,
+                      if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
+                      force=options.force, undo_of=options.undo_of)
+        keep_images = options.before_images or undo
+        by_id = ids if engine.settings.ec2_read == "describe-tags" else {}
+        by_ec2 = [c for c in claimed if c.id in by_id]
+        by_arn = [c for c in claimed if c.id not in by_id]
         chunks = [by_ec2[i: i + EC2_IDS_PER_READ] for i in range(0, len(by_ec2),
                                                                  EC2_IDS_PER_READ)]
         n_ec2 = len(chunks)
@@ -286,27 +307,27 @@ class Lane:
             return {"rng": engine.rng, "max_attempts": 2, "max_throttles": 3, "on_call": call,
                     "on_throttle": lambda: engine.metrics.throttle(op, self.shard)}
 
-        async def read_arns(n: int, chunk: list[Claimed]) -> dict[str, dict[str, str]]:
+        async def read_arns(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
             return await read_tags(engine.clients, self.shard,
                                    engine.limiter(self.shard, "GetResources"),
                                    [c.arn for c in chunk], engine.settings,
                                    **counted("GetResources"))
 
-        async def read_ids(n: int, chunk: list[Claimed]) -> dict[str, dict[str, str]]:
+        async def read_ids(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
             keys: set[str] = set()
-            for c in chunk:
-                keys.update(await engine.tagset(c.tagset_id))  # tag keys, or keys to remove
-            by_id = await read_ec2_tags(engine.clients, self.shard,
+            for c in chunk:  # the keys each tagset touches (tag and undo bodies: their keys)
+                keys.update(await engine.tagset(c.tagset_id))
+            found = await read_ec2_tags(engine.clients, self.shard,
                                         engine.limiter(self.shard, "DescribeTags"),
-                                        [ids[c.id] for c in chunk], sorted(keys),
+                                        [by_id[c.id] for c in chunk], sorted(keys),
                                         engine.settings, **counted("DescribeTags"))
-            return {c.arn: by_id.get(ids[c.id], {}) for c in chunk}
+            return {c.arn: found.get(by_id[c.id], {}) for c in chunk}
 
         async def read(n: int, chunk: list[Claimed],
-                       how: Callable[[int, list[Claimed]],
-                                     Awaitable[dict[str, dict[str, str]]]]) -> None:
+                       how: Callable[[list[Claimed]], Awaitable[dict[str, dict[str, str]]]]
+                       ) -> None:
             try:
-                readings[n] = await how(n, chunk)
+                readings[n] = await how(chunk)
             except Unreadable as exc:
                 readings[n] = exc.failure
 
@@ -315,7 +336,8 @@ class Lane:
                 tg.start_soon(read, n, chunk, read_ids if n < n_ec2 else read_arns)
         keep: list[Claimed] = []
         outcomes: list[Outcome] = []
-        for chunk, current in zip(chunks, readings, strict=True):
+        images: list[tuple[int, str]] = []
+        for n, (chunk, current) in enumerate(zip(chunks, readings, strict=True)):
             if isinstance(current, Failure):
                 if classify_call_error(current, 1) is Verdict.UNREACHABLE:
                     self._unreachable(loop, current)
@@ -323,7 +345,9 @@ class Lane:
                     continue
                 self.log.info("compliance_read_failed", error=f"{current.code}: "
                               f"{current.message}", items=len(chunk), route=loop.route)
-                if options.if_absent:
+                if keep_images or undo:
+                    outcomes += self._unread(job_id, chunk, current, n < n_ec2)
+                elif options.if_absent:
                     retry_at = time.time() + engine.settings.throttle_retry_delay * 5
                     outcomes += [Outcome(c.id, ItemState.PENDING, c.attempts, retry_at,
                                          "TagsNotRead", None, "current tags could not be read")
@@ -332,17 +356,45 @@ class Lane:
                     keep.extend(chunk)
                 continue
             for c in chunk:
-                decision = decide(operation, await engine.tagset(c.tagset_id),
-                                  current.get(c.arn, {}), if_absent=options.if_absent)
+                decision = decide(rules, await engine.tagset(c.tagset_id),
+                                  current.get(c.arn, {}))
                 if decision.send:
                     c.override = decision.override
                     keep.append(c)
-                else:
-                    outcomes.append(Outcome(c.id, ItemState.SKIPPED, c.attempts,
-                                            message=decision.reason))
-                    engine.stats.finished[job_id] += 1
+                    if keep_images and c.before is None:
+                        c.before = encode(decision.before)
+                        images.append((c.id, c.before))
+                    continue
+                engine.stats.finished[job_id] += 1
+                if decision.already and c.before is not None and c.before != "{}":
+                    # Its image was kept and the resource is now as the job wants: an earlier
+                    # attempt's call landed before its outcome was recorded (a crash).
+                    outcomes.append(Outcome(c.id, ItemState.SUCCEEDED, c.attempts + 1,
+                                            message="an earlier attempt's call had landed"))
+                    continue
+                state = ItemState.FAILED if decision.failed else ItemState.SKIPPED
+                outcomes.append(Outcome(c.id, state, c.attempts, error_code=decision.code,
+                                        message=decision.reason))
         engine.recorder.add(outcomes)
+        if images:
+            await engine.store.keep_before(engine.owner, images)
         return keep
+
+    def _unread(self, job_id: int, chunk: list[Claimed], failure: Failure,
+                ec2: bool) -> list[Outcome]:
+        """Items whose tags could not be read when their before-image (or an undo check) needs
+        them: a throttle waits without an attempt; anything else spends one, and the item fails
+        with what to do once its budget is spent."""
+        engine = self.engine
+        allow = "ec2:DescribeTags" if ec2 else "tag:GetResources"
+        reason = Failure("TagsNotRead", failure.status,
+                         f"current tags could not be read ({failure.code}: {failure.message}); "
+                         f"they are needed for the before-image (allow {allow}, or "
+                         "submit with --no-before-images)")
+        verdict = classify_call_error(failure, 1)
+        if verdict is not Verdict.THROTTLE:
+            verdict = Verdict.TRANSIENT
+        return [engine.sender.outcome(job_id, c, verdict, reason) for c in chunk]
 
 
 def _batches(claimed: list[Claimed], size: int) -> Iterable[list[Claimed]]:

@@ -10,6 +10,7 @@ API's: those items back off on their own budget and the shard's rate is left alo
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -22,6 +23,7 @@ import structlog
 
 from ..arn import Shard
 from ..aws import failure_of, is_call_error
+from ..changes import split_tags
 from ..classify import (
     Failure,
     Verdict,
@@ -103,21 +105,27 @@ class Sender:
                    acquired: bool = False, credentials_retry: bool = True) -> Sent:
         if not acquired:
             await limiter.acquire()
-        api = OPERATIONS[operation]
+        # An undo batch sets some keys and removes others: TagResources, then UntagResources
+        # for the ARNs the first did not fail (both idempotent: a retry sends both again).
+        sets, removes = split_tags(operation, tagset)
+        api = OPERATIONS["tag" if sets is not None else "untag"]
         arns = [c.arn for c in batch]
         started = time.monotonic()
-        self.stats.requests[api] += 1
         self.stats.arns_sent += len(arns)
         failure: Failure | None = None
         failed_map: dict[str, Any] = {}
         access_error = False
         try:
             client = await self.clients.tagging(shard)
-            if operation == "tag":
-                resp = await client.tag_resources(ResourceARNList=arns, Tags=tagset)
-            else:
-                resp = await client.untag_resources(ResourceARNList=arns, TagKeys=tagset)
-            failed_map = resp.get("FailedResourcesMap") or {}
+            if sets is not None:
+                self.stats.requests["TagResources"] += 1
+                resp = await client.tag_resources(ResourceARNList=arns, Tags=sets)
+                failed_map = dict(resp.get("FailedResourcesMap") or {})
+            rest = [a for a in arns if a not in failed_map]
+            if removes is not None and rest:
+                self.stats.requests["UntagResources"] += 1
+                resp = await client.untag_resources(ResourceARNList=rest, TagKeys=removes)
+                failed_map.update(resp.get("FailedResourcesMap") or {})
         except Exception as exc:
             if not is_call_error(exc):
                 raise
@@ -203,9 +211,10 @@ class Sender:
     def _log_batch(self, shard: Shard, api: str, job_id: int, batch: list[Claimed],
                    seconds: float, outcomes: list[Outcome]) -> None:
         """debug: one event per answered batch; info: retries, at most every few seconds."""
-        verdicts = Counter(str(getattr(o.state, "value", o.state)) for o in outcomes)
-        log.debug("batch_sent", shard=str(shard), operation=api, job=job_id, size=len(batch),
-                  seconds=round(seconds, 3), outcomes=dict(verdicts))
+        if log.is_enabled_for(logging.DEBUG):  # the tally is per item: only when it is shown
+            verdicts = Counter(str(getattr(o.state, "value", o.state)) for o in outcomes)
+            log.debug("batch_sent", shard=str(shard), operation=api, job=job_id,
+                      size=len(batch), seconds=round(seconds, 3), outcomes=dict(verdicts))
         self._note_retries(shard, batch, outcomes)
 
     def _note_retries(self, shard: Shard, batch: list[Claimed], outcomes: list[Outcome]) -> None:
@@ -234,20 +243,22 @@ class Sender:
         ConcurrentTagAccess, an unauthorized resource) splits the batch until it is alone."""
         if not acquired:
             await limiter.acquire()
-        api = EC2_OPERATIONS[operation]
+        sets, removes = split_tags(operation, tagset)  # an undo batch may make both calls
+        api = EC2_OPERATIONS["tag" if sets is not None else "untag"]
         resources = [ids[c.id] for c in batch]
         started = time.monotonic()
-        self.stats.requests[api] += 1
         self.stats.arns_sent += len(resources)
         failure: Failure | None = None
         access_error = False
         try:
             client = await self.clients.ec2(shard)
-            if operation == "tag":
+            if sets is not None:
+                self.stats.requests["CreateTags"] += 1
                 await client.create_tags(Resources=resources, Tags=[
-                    {"Key": k, "Value": v} for k, v in tagset.items()])
-            else:
-                await client.delete_tags(Resources=resources, Tags=[{"Key": k} for k in tagset])
+                    {"Key": k, "Value": v} for k, v in sets.items()])
+            if removes is not None:
+                self.stats.requests["DeleteTags"] += 1
+                await client.delete_tags(Resources=resources, Tags=[{"Key": k} for k in removes])
         except Exception as exc:
             if not is_call_error(exc):
                 raise

@@ -206,7 +206,9 @@ def create_tags(ctx: Context, caller: Caller, params: dict[str, str]) -> str:
     resources = _resolve(ctx, caller, params)
     new = {key: value or "" for key, value in tags}
     for resource in resources:
-        if len(resource.tags.keys() | new.keys()) > MAX_TAGS_PER_RESOURCE:
+        # aws: tags (set by AWS, e.g. aws:cloudformation:*) do not count against the limit.
+        if sum(1 for k in resource.tags.keys() | new.keys()
+               if k[:4].lower() != "aws:") > MAX_TAGS_PER_RESOURCE:
             raise Ec2Error("TagLimitExceeded",
                            "The maximum number of Tags for a resource has been reached.")
     _dry_run(params)

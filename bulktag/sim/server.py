@@ -308,7 +308,7 @@ async def start_simulator(
     state: SimState | None = None,
 ) -> RunningSimulator:
     """Start listening on host:port (0 picks a free port) and return at once."""
-    simulator = Simulator(config or SimConfig(), state or SimState())
+    simulator = Simulator(config or SimConfig(), state if state is not None else SimState())
     runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)

@@ -217,7 +217,9 @@ def tag_resources(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[st
     def apply(resource: Resource) -> dict[str, Any] | None:
         current = resource.tags
         added = sum(1 for key in tags if key not in current)
-        if len(current) + added > MAX_TAGS_PER_RESOURCE:
+        # Tags under the reserved aws: prefix (set by AWS) do not count against the limit.
+        users = sum(1 for key in current if key[:4].lower() != "aws:")
+        if users + added > MAX_TAGS_PER_RESOURCE:
             return _failure(
                 "InvalidParameterException",
                 f"Too many tags: a resource can have at most {MAX_TAGS_PER_RESOURCE} tags",

@@ -7,6 +7,7 @@ from .models import (
     ITEM_STATES,
     JOB_DONE,
     TERMINAL,
+    ChangedItem,
     Claimed,
     Counts,
     Discovery,
@@ -32,7 +33,8 @@ from .models import (
 )
 
 __all__ = [
-    "ITEM_STATES", "JOB_DONE", "TERMINAL", "Claimed", "Counts", "Discovery", "ItemRecord",
+    "ITEM_STATES", "JOB_DONE", "TERMINAL", "ChangedItem", "Claimed", "Counts", "Discovery",
+    "ItemRecord",
     "ItemState", "Job", "JobOptions", "JobState", "NewItem", "NewSyncRule", "Outcome",
     "PausedAccount", "QueueTotals", "ReportRow", "Runnable", "Store", "StoreError",
     "SucceededItem", "SyncMember", "SyncRule", "Worker", "is_postgres_url", "new_owner_token",

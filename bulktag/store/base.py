@@ -26,6 +26,7 @@ from typing import Any, Self
 
 from ..arn import Shard
 from .models import (
+    ChangedItem,
     Claimed,
     Counts,
     Discovery,
@@ -236,6 +237,18 @@ class Store(abc.ABC):
     async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:
         """Write outcomes of items this owner leased, in one transaction; an item whose lease
         was lost is left to its new holder. Returns rows written."""
+
+    @abc.abstractmethod
+    async def keep_before(self, owner: str, befores: Sequence[tuple[int, str]]) -> int:
+        """Keep items' before-images, (item id, compact JSON), in one transaction, before their
+        call is sent. Only items this owner leases, and only a first one: an earlier attempt's
+        image is what the resource had before this job (a later read may see the job's own
+        call, sent before a crash). Returns rows written."""
+
+    @abc.abstractmethod
+    async def changed_items(self, job_id: int, after_id: int, limit: int) -> list[ChangedItem]:
+        """Up to `limit` items of a job with id > after_id, in id order, that it changed: a
+        non-empty before-image, and succeeded (or skipped after an earlier attempt landed)."""
 
     # -- owners (workers) and shard leases ---------------------------------------------------
 

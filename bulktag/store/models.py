@@ -73,6 +73,11 @@ class JobOptions:
     route: str | None = None  #: auto | tagging-api (None: auto), chosen at submit
     export_on_finish: dict[str, Any] | None = None  #: destination, region, kms_key_arn, format
     exported: dict[str, Any] | None = None  #: the last export of this job's end
+    #: keep each changed item's before-image (README "Undo"); the CLI turns it on by default
+    before_images: bool = False
+    case_conflict: str | None = None  #: skip (None) | apply: a key differing only in case
+    undo_of: int | None = None  #: undo jobs: the job they put back
+    force: bool = False  #: undo jobs: restore even what another client changed since
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -139,7 +144,9 @@ class Claimed:
     arn: str
     tagset_id: int
     attempts: int
-    override: dict[str, str] | None = None  # tags to send instead of the tagset (--if-absent)
+    # tags (None: remove the key) or keys to send instead of the tagset (--if-absent, undo)
+    override: Any = None
+    before: str | None = None  # the before-image kept by an earlier attempt (compact JSON)
 
 
 @dataclass(slots=True)
@@ -200,7 +207,20 @@ class ReportRow:
     message: str | None
     finished_at: float | None
     line: int | None
-    route: str = ROUTE_TAGGING
+    before: str | None = None  #: the before-image (compact JSON), when one was kept
+    tagset: str | None = None  #: the item's tagset body (what the job set)
+    route: str = ROUTE_TAGGING  #: the route stored with the item
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedItem:
+    """An item a job changed, with what it set and what was there before (undo's source)."""
+
+    id: int
+    arn: str
+    shard: Shard
+    tagset: str  # canonical body
+    before: str  # compact JSON before-image
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +271,7 @@ class ItemRecord:
     line: int | None
     verified_at: float | None
     drift: str | None
+    before: str | None = None
     route: str = ROUTE_TAGGING
 
 

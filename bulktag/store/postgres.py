@@ -61,6 +61,7 @@ from ..arn import Shard
 from .base import Store
 from .models import (
     TERMINAL,
+    ChangedItem,
     Claimed,
     Counts,
     Discovery,
@@ -607,7 +608,7 @@ class PostgresStore(Store):
             rows = await self._all(Q["claim"], params)
         else:
             rows = await self._all(Q["claim_route"], (*params, route))
-        return [Claimed(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows]
+        return [Claimed(int(r[0]), r[1], int(r[2]), int(r[3]), before=r[4]) for r in rows]
 
     async def next_due(self, job_id: int, shard_id: int,
                        route: str | None = None) -> float | None:
@@ -636,6 +637,16 @@ class PostgresStore(Store):
             [now if o.state in TERMINAL else None for o in outcomes],
         ))
 
+    async def keep_before(self, owner: str, befores: Sequence[tuple[int, str]]) -> int:
+        if not befores:
+            return 0
+        return await self._write(Q["keep_before"], (
+            owner, [item_id for item_id, _ in befores], [before for _, before in befores]))
+
+    async def changed_items(self, job_id: int, after_id: int, limit: int) -> list[ChangedItem]:
+        return [ChangedItem(int(r[0]), r[1], Shard(r[2], r[3], r[4]), r[5], r[6])
+                for r in await self._all(Q["changed_page"], (job_id, after_id, limit))]
+
     # -- owners and shard leases -----------------------------------------------------------
 
     async def register_owner(self, owner: str) -> None:
@@ -652,6 +663,7 @@ class PostgresStore(Store):
 
     async def release_owner(self, owner: str, *, forget: bool = True) -> int:
         async def run(con: Any) -> int:
+            await con.execute(Q["plain_index_scans"])
             n = _rowcount(await con.execute(Q["release_owner"], owner))
             await con.execute(Q["release_discoveries"], owner)
             await con.execute(Q["release_shards"], owner)
@@ -672,8 +684,11 @@ class PostgresStore(Store):
                 row["heartbeat_at"] < now - stale_seconds)
             if dead:
                 released += await self.release_owner(row["owner"])
-        released += await self._write(Q["release_expired"], (now,))
-        return released
+        async def expired(con: Any) -> int:
+            await con.execute(Q["plain_index_scans"])
+            return _rowcount(await con.execute(Q["release_expired"], now))
+
+        return released + await self._tx(expired)
 
     async def acquire_shards(self, owner: str, wanted: Iterable[int], *,
                              lease_seconds: float) -> set[int]:
@@ -852,13 +867,13 @@ class PostgresStore(Store):
         shard_ids = await self._resolve_shards(r.shard for r in records if r.shard is not None)
         tagset_ids = await self._resolve_tagsets(
             r.tagset for r in records if r.tagset is not None)
-        cols: tuple[list[Any], ...] = tuple([] for _ in range(18))
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(19))
         for r in records:
             row = (r.id, r.job_id, r.arn, shard_ids[r.shard] if r.shard is not None else 0,
                    tagset_ids[r.tagset] if r.tagset is not None else 0, str(r.state),
                    r.attempts, r.next_attempt_at, r.lease_owner, r.lease_expires_at,
                    r.error_code, r.http_status, r.message, r.finished_at, r.line, r.verified_at,
-                   r.drift, r.route)
+                   r.drift, r.before, r.route)
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
         try:
@@ -922,7 +937,7 @@ def _item_record(row: Any) -> ItemRecord:
         lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
         http_status=row[13], message=row[14], finished_at=row[15],
         line=None if row[16] is None else int(row[16]), verified_at=row[17], drift=row[18],
-        route=row[19])
+        before=row[19], route=row[20])
 
 
 def _job(row: Any) -> Job:

@@ -31,6 +31,7 @@ from ..arn import Shard
 from .base import Store
 from .models import (
     TERMINAL,
+    ChangedItem,
     Claimed,
     Counts,
     Discovery,
@@ -567,7 +568,7 @@ class SqliteStore(Store):
             {"owner": owner, "expires": now + lease_seconds, "job_id": job_id,
              "shard_id": shard_id, "now": now, "limit": limit, "route": route},
         )
-        return [Claimed(r[0], r[1], r[2], r[3]) for r in rows]
+        return [Claimed(r[0], r[1], r[2], r[3], before=r[4]) for r in rows]
 
     async def next_due(self, job_id: int, shard_id: int,
                        route: str | None = None) -> float | None:
@@ -594,6 +595,20 @@ class SqliteStore(Store):
             n = cur.rowcount
             await cur.close()
         return int(n)
+
+    async def keep_before(self, owner: str, befores: Sequence[tuple[int, str]]) -> int:
+        if not befores:
+            return 0
+        async with self.transaction():
+            cur = await self.db.executemany(
+                Q["keep_before"], [(before, item_id, owner) for item_id, before in befores])
+            n = cur.rowcount
+            await cur.close()
+        return int(n)
+
+    async def changed_items(self, job_id: int, after_id: int, limit: int) -> list[ChangedItem]:
+        return [ChangedItem(r[0], r[1], Shard(r[2], r[3], r[4]), r[5], r[6])
+                for r in await self._all(Q["changed_page"], (job_id, after_id, limit))]
 
     async def register_owner(self, owner: str) -> None:
         host, pid = owner_host_pid(owner)
@@ -913,7 +928,7 @@ class SqliteStore(Store):
                 rows.append((r.id, r.job_id, r.arn, sid, tid, str(r.state), r.attempts,
                              r.next_attempt_at, r.lease_owner, r.lease_expires_at, r.error_code,
                              r.http_status, r.message, r.finished_at, r.line, r.verified_at,
-                             r.drift, r.route))
+                             r.drift, r.before, r.route))
                 counts[(r.job_id, sid, r.route, str(r.state))] += 1
                 if r.state in (ItemState.FAILED, ItemState.INVALID):
                     errors[(r.job_id, r.error_code or "Unknown")] += 1
@@ -975,7 +990,7 @@ def _item_record(row: Any) -> ItemRecord:
         state=ItemState(row[7]), attempts=int(row[8]), next_attempt_at=float(row[9]),
         lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
         http_status=row[13], message=row[14], finished_at=row[15], line=row[16],
-        verified_at=row[17], drift=row[18], route=row[19])
+        verified_at=row[17], drift=row[18], before=row[19], route=row[20])
 
 
 def _job(row: sqlite3.Row) -> Job:

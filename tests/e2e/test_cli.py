@@ -135,13 +135,15 @@ async def test_report_jsonl_to_a_file_has_exactly_the_documented_columns(
     assert len(records) == 2
     for r in records:
         assert list(r) == ["arn", "account", "region", "operation", "status", "attempts",
-                           "error_code", "http_status", "message", "finished_at", "route"]
+                           "error_code", "http_status", "message", "finished_at", "route",
+                           "before", "after"]
     assert list(COLUMNS) == list(records[0])
     ok, bad = records
     assert ok | {"finished_at": None} == {
         "arn": arn(1, "us-west-2"), "account": ACCOUNT, "region": "us-west-2",
         "operation": "tag", "status": "succeeded", "attempts": 1, "error_code": None,
-        "http_status": None, "message": None, "finished_at": None, "route": "tagging-api"}
+        "http_status": None, "message": None, "finished_at": None, "route": "tagging-api",
+        "before": {"K": None}, "after": {"K": "v"}}
     assert ok["finished_at"].endswith("+00:00")
     assert (bad["status"], bad["error_code"], bad["http_status"]) == (
         "failed", "AccessDeniedException", 403)
@@ -292,12 +294,14 @@ async def test_dry_run_prints_batches_per_shard_and_enqueues_nothing(
     src = arns_file(tmp_path, arns)
     proc = await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--dry-run")
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("plan (tag, nothing sent): 50 to change, 0 already right, "
-                               "0 invalid; 5 calls/s")
-    assert any(line.split() == [ACCOUNT, "eu-west-1", "tagging-api", "5", "0", "1", "0.2"]
-               for line in lines)
-    assert any(line.split() == [ACCOUNT, "us-east-1", "tagging-api", "45", "0", "3", "0.6"]
-               for line in lines)
+    assert lines[0].startswith("plan (tag, nothing sent): 50 to change (keys: 50 added, 0 "
+                               "changed, 0 removed), 0 skipped, 0 failed, 0 invalid; 5 calls/s")
+    # account, region, change, add, modify, remove, skip, fail, batches, est. s, via ec2
+    assert any(line.split() == [ACCOUNT, "eu-west-1", "5", "5", "0", "0", "0", "0", "1", "0.2",
+                                "0"] for line in lines)
+    assert any(line.split() == [ACCOUNT, "us-east-1", "45", "45", "0", "0", "0", "0", "3", "0.6",
+                                "0"] for line in lines)
+    assert "    by route: tagging-api 45 to change, 0 skipped, 3 batches, ~0.6 s" in lines
     data = await cli.json("tag", "--arns", str(src), "--tag", "A=b", "--dry-run")
     assert {s["region"]: s["batches"] for s in data["shards"]} == {"eu-west-1": 1, "us-east-1": 3}
     assert data["duplicates"] == 1

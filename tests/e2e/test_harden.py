@@ -62,6 +62,27 @@ def test_no_credentials_exit_2_nothing_enqueued(run_cli: CliRunner, sim_url: str
     assert out.returncode == 2 and "no usable AWS credentials" in out.stderr
 
 
+def test_detached_submit_of_a_file_needs_no_credentials(run_cli: CliRunner, sim_url: str,
+                                                        tmp_path: Path) -> None:
+    """`--detach` of a file calls no AWS API: it enqueues without checking the submitter's
+    credentials (the worker checks its own), and a `run` without credentials still exits 2
+    before touching the job."""
+    src = tmp_path / "a.txt"
+    src.write_text("\n".join(arns(5)) + "\n")
+    db = tmp_path / "state" / "b.db"
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull,
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    out = run_cli("tag", "--arns", str(src), "--tag", "a=b", "--db", str(db), "--detach",
+                  "--json", "--endpoint-url", sim_url, env=env)
+    assert out.returncode == 0, out.stderr
+    job = str(json.loads(out.stdout.strip().splitlines()[-1])["job"])
+    out = run_cli("run", job, "--db", str(db), "--endpoint-url", sim_url, env=env)
+    assert out.returncode == 2 and "no usable AWS credentials" in out.stderr
+    out = run_cli("status", job, "--db", str(db), "--json")
+    assert json.loads(out.stdout)["counts"]["pending"] == 5, out.stdout
+
+
 def test_unknown_profile_exit_2(run_cli: CliRunner, sim_url: str,
                                 tmp_path: Path) -> None:
     config = tmp_path / "aws-config"

@@ -548,6 +548,28 @@ async def test_record_by_a_non_holder_writes_nothing(store: Store) -> None:
     assert await store.error_counts(job) == []
 
 
+async def test_keep_before_writes_only_the_holders_first_image(store: Store) -> None:
+    job = await job_with(store, [item(n) for n in range(3)])
+    shard = (await store.runnable())[0].shard_id
+    holder, stranger = new_owner_token(), new_owner_token()
+    held = await store.claim(holder, job, shard, 2, lease_seconds=60)
+    pending = [r[0] for r in await sql(store, "SELECT id FROM items WHERE job_id = ? AND "
+                                              "state = 'pending'", job)]
+    assert await store.keep_before(stranger, [(c.id, '{"k":"x"}') for c in held]) == 0
+    # Only the holder's leased items, not one nobody leased.
+    assert await store.keep_before(holder, [*((c.id, '{"k":"1"}') for c in held),
+                                            (pending[0], '{"k":"p"}')]) == 2
+    # A later attempt's image does not replace the first.
+    assert await store.keep_before(holder, [(c.id, '{"k":"2"}') for c in held]) == 0
+    await store.release_owner(holder)
+    again = await store.claim(stranger, job, shard, 3, lease_seconds=60)
+    assert {c.id: c.before for c in again} == {
+        **{c.id: '{"k":"1"}' for c in held}, pending[0]: None}
+    # Once recorded, an item is no longer leased: nothing lands.
+    await store.record(stranger, [Outcome(c.id, SUCCEEDED, 1) for c in again])
+    assert await store.keep_before(stranger, [(c.id, '{"k":"3"}') for c in again]) == 0
+
+
 async def test_two_owners_claiming_one_shard_at_once_never_share_an_item(
     store_url: str,
 ) -> None:

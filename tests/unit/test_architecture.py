@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[2] / "bulktag"
 LAYERS: list[tuple[str, set[str]]] = [
     ("front ends", {"__main__", "cli", "clikit", "service_cli", "daemon", "dashboard", "demo"}),
     ("application", {"app", "control", "storecopy", "workers", "plan", "verify", "inventory",
-                     "report", "export", "submit", "sync", "leases"}),
+                     "report", "export", "submit", "sync", "leases", "undo"}),
     ("engine and discovery", {"engine", "discovery"}),
     ("AWS, accounts, policy", {"aws", "clients", "accounts", "classify", "limiter", "advice",
-                               "metrics", "progress", "logs", "sources", "tags", "config",
-                               "preflight"}),
+                               "metrics", "progress", "logs", "sources", "tags", "changes",
+                               "config", "preflight"}),
     ("store", {"store"}),
     ("foundation", {"errors", "arn", "limits", "__init__"}),
 ]

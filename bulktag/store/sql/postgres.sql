@@ -182,9 +182,9 @@ WITH picked AS (
 ), leased AS (
     UPDATE items i SET state = 'leased', lease_owner = $5, lease_expires_at = $6
     FROM picked WHERE i.id = picked.id
-    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at
+    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at, i.before_tags
 )
-SELECT id, arn, tagset_id, attempts FROM leased ORDER BY tagset_id, next_attempt_at, id;
+SELECT id, arn, tagset_id, attempts, before_tags FROM leased ORDER BY tagset_id, next_attempt_at, id;
 
 -- name: claim_route
 -- As claim, the items of one route ($7): each route of a shard is claimed at its own pace.
@@ -198,9 +198,9 @@ WITH picked AS (
 ), leased AS (
     UPDATE items i SET state = 'leased', lease_owner = $5, lease_expires_at = $6
     FROM picked WHERE i.id = picked.id
-    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at
+    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at, i.before_tags
 )
-SELECT id, arn, tagset_id, attempts FROM leased ORDER BY tagset_id, next_attempt_at, id;
+SELECT id, arn, tagset_id, attempts, before_tags FROM leased ORDER BY tagset_id, next_attempt_at, id;
 
 -- name: next_due
 SELECT min(next_attempt_at) FROM items
@@ -217,13 +217,27 @@ UPDATE items SET route = $1 WHERE job_id = $2 AND state = 'pending' AND route <>
 -- name: record
 -- $1 owner, then parallel arrays: $2 id, $3 state, $4 attempts, $5 next_attempt_at,
 -- $6 error code, $7 http status, $8 message, $9 finished_at. Only the lease holder's rows land.
+-- `state || ''` keeps the rows found by primary key: with a plain `state = 'leased'` the
+-- planner may go through items_leased or items_lease_expiry (partial, WHERE state = 'leased'),
+-- which hold a dead entry for every lease recorded since the last vacuum; it walked them all,
+-- 10 ms a claim of 240 at the start of a 500,000-item run, 97 ms at its end
+-- (benchmarks/lease_scans.py).
 UPDATE items SET state = o.state, attempts = o.attempts, next_attempt_at = o.next_attempt_at,
                  error_code = o.error_code, http_status = o.http_status, message = o.message,
                  finished_at = o.finished_at, lease_owner = NULL, lease_expires_at = NULL
 FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::float8[], $6::text[], $7::integer[],
             $8::text[], $9::float8[])
      AS o(id, state, attempts, next_attempt_at, error_code, http_status, message, finished_at)
-WHERE items.id = o.id AND items.state = 'leased' AND items.lease_owner = $1;
+WHERE items.id = o.id AND (items.state || '') = 'leased' AND items.lease_owner = $1;
+
+-- name: plain_index_scans
+-- Before release_owner and release_expired, in their transaction. They can only find leases
+-- through items_leased / items_lease_expiry, whose dead entries (one per lease recorded since
+-- the last vacuum) they walk too. A bitmap scan reads each dead entry's heap page again on
+-- every heartbeat; a plain index scan marks them dead in the index the first time, and later
+-- walks read only the index (reap_dead_owners after 464,000 items: 80 ms, now 10 ms;
+-- benchmarks/lease_scans.py).
+SET LOCAL enable_bitmapscan = off;
 
 -- name: release_owner
 UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
@@ -265,15 +279,15 @@ WHERE job_id = $4 AND state IN ('pending', 'leased');
 
 -- name: report_page
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.route
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.id > $2
 ORDER BY i.id LIMIT $3;
 
 -- name: report_page_unsuccessful
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.route
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.id > $2
 ORDER BY i.id LIMIT $3;
 
@@ -459,14 +473,14 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, NULL, $7, $8, $9, $10, $11, $12);
 -- Every column of a page of items, the shard and tagset by value (ids are per store).
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.route
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.id > $1 ORDER BY i.id LIMIT $2;
 
 -- name: export_job_items
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.route
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
 
@@ -475,11 +489,11 @@ WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
 -- counters, as for add_items.
 INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
                    lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
-                   line, verified_at, drift, route)
+                   line, verified_at, drift, before_tags, route)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                      $6::text[], $7::integer[], $8::float8[], $9::text[], $10::float8[],
                      $11::text[], $12::integer[], $13::text[], $14::float8[], $15::bigint[],
-                     $16::float8[], $17::text[], $18::text[]);
+                     $16::float8[], $17::text[], $18::text[], $19::text[]);
 
 -- name: import_discoveries
 -- Parallel arrays: $1 id, $2 job, $3 partition, $4 account, $5 region, $6 state, $7 token,
@@ -546,7 +560,24 @@ DELETE FROM job_samples WHERE job_id = $1;
 -- name: last_failures
 -- The latest failed or invalid items of a job, newest first, read from items_failed_at.
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.route
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
 ORDER BY i.finished_at DESC, i.id DESC LIMIT $2;
+
+-- name: keep_before
+-- $1 owner, then parallel arrays: $2 item ids, $3 before-images. An earlier attempt's is kept.
+-- `state || ''`: as in record, by primary key, never through the partial indexes' dead
+-- entries (`lease_owner || ''` alone still let it walk all of items_lease_expiry).
+UPDATE items SET before_tags = b.before_tags
+FROM unnest($2::bigint[], $3::text[]) AS b(id, before_tags)
+WHERE items.id = b.id AND (items.state || '') = 'leased' AND items.lease_owner = $1
+  AND items.before_tags IS NULL;
+
+-- name: changed_page
+-- Items a job changed (undo's source): a non-empty before-image, succeeded or skipped.
+SELECT i.id, i.arn, s.partition, s.account, s.region, t.body, i.before_tags
+FROM items i JOIN shards s ON s.id = i.shard_id JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.job_id = $1 AND i.id > $2 AND i.state IN ('succeeded', 'skipped')
+  AND i.before_tags IS NOT NULL AND i.before_tags <> '{}'
+ORDER BY i.id LIMIT $3;

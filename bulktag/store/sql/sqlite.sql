@@ -111,7 +111,7 @@ WHERE id IN (SELECT id FROM items INDEXED BY items_pending
                AND next_attempt_at <= :now
              ORDER BY tagset_id, next_attempt_at
              LIMIT :limit)
-RETURNING id, arn, tagset_id, attempts;
+RETURNING id, arn, tagset_id, attempts, before_tags;
 
 -- name: claim_route
 -- The items of one route: each route of a shard is claimed (and sent) at its own pace.
@@ -121,7 +121,7 @@ WHERE id IN (SELECT id FROM items INDEXED BY items_pending
                AND state = 'pending' AND next_attempt_at <= :now
              ORDER BY tagset_id, next_attempt_at
              LIMIT :limit)
-RETURNING id, arn, tagset_id, attempts;
+RETURNING id, arn, tagset_id, attempts, before_tags;
 
 -- name: next_due
 SELECT min(next_attempt_at) FROM items INDEXED BY items_pending
@@ -180,15 +180,16 @@ WHERE job_id = ? AND state IN ('pending', 'leased');
 
 -- name: report_page
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.route
-FROM items i LEFT JOIN shards s ON s.id = i.shard_id
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
+FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.id > ?
 ORDER BY i.id LIMIT ?;
 
 -- name: report_page_unsuccessful
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.route
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i INDEXED BY items_unsuccessful LEFT JOIN shards s ON s.id = i.shard_id
+     LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.id > ?
 ORDER BY i.id LIMIT ?;
 
@@ -392,22 +393,22 @@ VALUES (:id, :name, :operation, :state, :priority, :options, NULL, :created_at, 
 -- Every column of a page of items, the shard and tagset by value (ids are per store).
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.route
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.id > ? ORDER BY i.id LIMIT ?;
 
 -- name: export_job_items
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.route
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.id > ? ORDER BY i.id LIMIT ?;
 
 -- name: import_item
 INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
                    lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
-                   line, verified_at, drift, route)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+                   line, verified_at, drift, before_tags, route)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: import_counts
 -- Counters of imported items, added up by the caller (SQLite counts inserts itself).
@@ -455,7 +456,21 @@ DELETE FROM job_samples WHERE job_id = ?;
 -- name: last_failures
 -- The latest failed or invalid items of a job, newest first, read from items_failed_at.
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.route
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i INDEXED BY items_failed_at LEFT JOIN shards s ON s.id = i.shard_id
+     LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
 ORDER BY i.finished_at DESC, i.id DESC LIMIT ?;
+
+-- name: keep_before
+-- A before-image, kept before its item's call is sent; an earlier attempt's is kept instead.
+UPDATE items SET before_tags = ?
+WHERE id = ? AND state = 'leased' AND lease_owner = ? AND before_tags IS NULL;
+
+-- name: changed_page
+-- Items a job changed (undo's source): a non-empty before-image, succeeded or skipped.
+SELECT i.id, i.arn, s.partition, s.account, s.region, t.body, i.before_tags
+FROM items i JOIN shards s ON s.id = i.shard_id JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.job_id = ? AND i.id > ? AND i.state IN ('succeeded', 'skipped')
+  AND i.before_tags IS NOT NULL AND i.before_tags <> '{}'
+ORDER BY i.id LIMIT ?;
