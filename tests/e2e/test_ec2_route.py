@@ -280,22 +280,27 @@ async def test_in_one_account_region_ec2_items_do_not_wait_on_the_tagging_api(
         await store.close()
 
 
+@pytest.mark.parametrize("ec2_read", ["describe-tags", "get-resources"])
 async def test_compliance_read_of_ec2_items_goes_by_describe_tags(
-        tmp_path: Path, sim: RunningSimulator) -> None:
+        tmp_path: Path, sim: RunningSimulator, ec2_read: str) -> None:
     ec2_arns, others = mixed(sim, 40)
     compliant = set(ec2_arns[::2]) | set(others[::2])
     for arn in compliant:
         sim.state.put(arn, {**TAGS, "other": "x"}, account=ACCOUNT)
-    store, job, _ = await run_job(tmp_path, settings_for(tmp_path, sim.url),
+    store, job, _ = await run_job(tmp_path, settings_for(tmp_path, sim.url, ec2_read=ec2_read),
                                   ec2_arns + others,
                                   options=JobOptions(route="auto", skip_compliant=True))
     rows = await items(store, job)
     assert {a for a, r in rows.items() if r["status"] == "skipped"} == compliant
     assert all(sim.state.tags(a) == TAGS for a in set(ec2_arns + others) - compliant)
-    # EC2 items read by DescribeTags (narrowed to the job's keys), the rest by GetResources;
-    # only the non-compliant ones sent.
-    assert sim.state.requests["DescribeTags"] >= 2  # two shards: snapshots, the account's
-    assert sim.state.requests["GetResources"] >= 1
+    # EC2 items read by DescribeTags (narrowed to the job's keys; or GetResources when the
+    # setting says so), the rest by GetResources; only the non-compliant ones sent.
+    if ec2_read == "describe-tags":
+        assert sim.state.requests["DescribeTags"] >= 2  # two shards: snapshots, the account's
+        assert sim.state.requests["GetResources"] == 1  # the 80 others: one call of 100
+    else:
+        assert sim.state.requests["DescribeTags"] == 0
+        assert sim.state.requests["GetResources"] >= 3  # 120 + 80 in the account's shard
     assert sim.state.arn_sends["CreateTags"] == 60
     assert sim.state.arn_sends["TagResources"] == 40
     await store.close()
