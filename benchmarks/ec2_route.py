@@ -4,9 +4,10 @@ Tagging API's (5 TagResources/s x 20 ARNs) with realistic latency.
 
 For each EC2 batch size: one `bulktag tag --route auto --no-skip-compliant` run of N snapshots
 (whole-job wall time, CPU seconds of the bulktag process, CPU per resource, CreateTags calls and
-throttles seen by the simulator). Then the chosen size with the compliance read on (the CLI's
-default for tag: EC2 resources are read by DescribeTags, 500 ids a call narrowed to the job's
-keys; `reads` counts the read calls). The Tagging API route is measured on a sample and
+throttles seen by the simulator). Runs without the read are `--no-skip-compliant
+--no-before-images`. Then the chosen size with the read on (the CLI's default for tag:
+skip-compliant and before-images; EC2 resources are read by DescribeTags, 500 ids a call
+narrowed to the job's keys; `reads` counts the read calls). The Tagging API route is measured on a sample and
 extrapolated (its ceiling is fixed: 100 ARNs/s per account-region, 1M takes 2 h 47 min). The
 load average after each run is printed: the machine may be shared.
 
@@ -55,7 +56,8 @@ def run(n: int, arns_file: Path, route: str, batch: int, tmp: Path, *, read: boo
         db = tmp / f"{route}-{batch}-{value}.db"
         m = run_measured(bulktag_cmd(
             "tag", "--arns", str(arns_file), "--tag", f"bench={value}", "--route", route,
-            "--skip-compliant" if read else "--no-skip-compliant", "--db", str(db),
+            *(["--skip-compliant"] if read else ["--no-skip-compliant", "--no-before-images"]),
+            "--db", str(db),
             "--endpoint-url", sim.url, "--json", "--log-format", "json"), env=env,
             timeout=3600)
         stats = sim.stats()

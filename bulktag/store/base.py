@@ -9,8 +9,10 @@ sees SQL, a connection or a private attribute. A backend guarantees:
 - a claim leases items to one owner; only the lease holder's `record` lands (exactly-once
   recording over at-least-once sending); an owner whose heartbeat is stale loses its leases;
 - a shard is driven by one owner at a time through a shard lease renewed with the heartbeat;
-- counts per (job, shard, state) and per error code are kept as items change, so `status`
-  reads a handful of rows on any job size;
+- every item keeps the route it was submitted with (`ec2` or `tagging-api`); work is runnable
+  and claimed per (job, shard, route), so each route of a shard goes at its own pace;
+- counts per (job, shard, route, state) and per error code are kept as items change, so
+  `status` reads a handful of rows on any job size;
 - a store can be copied to another of either kind (`bulktag store copy`, `storecopy.py`):
   the `export_*`/`import_*` methods move every row with its id, a page at a time, and
   `finish_import` moves the destination's id generators past what was imported.
