@@ -4,17 +4,22 @@ Tagging API's (5 TagResources/s x 20 ARNs) with realistic latency.
 
 For each EC2 batch size: one `bulktag tag --route auto --no-skip-compliant` run of N snapshots
 (whole-job wall time, CPU seconds of the bulktag process, CPU per resource, CreateTags calls and
-throttles seen by the simulator). Then the chosen size with the compliance read on (the CLI's
-default for tag: GetResources first). The Tagging API route is measured on a sample and
-extrapolated (its ceiling is fixed: 100 ARNs/s per account-region, 1M takes 2 h 47 min).
+throttles seen by the simulator). Runs without the read are `--no-skip-compliant
+--no-before-images`. Then the chosen size with the read on (the CLI's default for tag:
+skip-compliant and before-images; EC2 resources are read by DescribeTags, 500 ids a call
+narrowed to the job's keys; `reads` counts the read calls). The Tagging API route is measured on a sample and
+extrapolated (its ceiling is fixed: 100 ARNs/s per account-region, 1M takes 2 h 47 min). The
+load average after each run is printed: the machine may be shared.
 
     python benchmarks/ec2_route.py [--quick] [--snapshots N] [--batch-sizes 100,250,500,1000]
+                                   [--read-batch 500] [--no-read]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -51,7 +56,8 @@ def run(n: int, arns_file: Path, route: str, batch: int, tmp: Path, *, read: boo
         db = tmp / f"{route}-{batch}-{value}.db"
         m = run_measured(bulktag_cmd(
             "tag", "--arns", str(arns_file), "--tag", f"bench={value}", "--route", route,
-            "--skip-compliant" if read else "--no-skip-compliant", "--db", str(db),
+            *(["--skip-compliant"] if read else ["--no-skip-compliant", "--no-before-images"]),
+            "--db", str(db),
             "--endpoint-url", sim.url, "--json", "--log-format", "json"), env=env,
             timeout=3600)
         stats = sim.stats()
@@ -63,7 +69,8 @@ def run(n: int, arns_file: Path, route: str, batch: int, tmp: Path, *, read: boo
                 "calls": stats["requests"].get("CreateTags" if route == "auto"
                                                else "TagResources", 0),
                 "throttled": sum(stats["throttled"].values()),
-                "reads": stats["requests"].get("GetResources", 0)}
+                "reads": stats["requests"].get("GetResources", 0)
+                + stats["requests"].get("DescribeTags", 0)}
 
 
 def main() -> None:
@@ -72,6 +79,9 @@ def main() -> None:
     p.add_argument("--snapshots", type=int, default=None)
     p.add_argument("--batch-sizes", default=None)
     p.add_argument("--tagging-sample", type=int, default=None)
+    p.add_argument("--read-batch", type=int, default=500,
+                   help="EC2 batch size of the run with the compliance read on")
+    p.add_argument("--no-read", action="store_true", help="skip the run with the read on")
     args = p.parse_args()
     n = args.snapshots or (20_000 if args.quick else 100_000)
     sizes = [int(s) for s in (args.batch_sizes or ("250,500" if args.quick
@@ -84,23 +94,26 @@ def main() -> None:
         arns_file = tmp / "snapshots.txt"
         write_arns(arns_file, snapshots(n))
         print(f"{'route':<12} {'batch':>5} {'read':>4} {'wall s':>8} {'ARN/s':>8} "
-              f"{'CPU s':>7} {'CPU µs/res':>10} {'RSS MB':>7} {'calls':>6} {'thr':>4} "
-              f"{'1M extrapolated':>16}")
-        rows = [("auto", b, False) for b in sizes] + [("auto", 500, True)]
+              f"{'CPU s':>7} {'CPU µs/res':>10} {'RSS MB':>7} {'calls':>6} {'reads':>6} "
+              f"{'thr':>4} {'1M (measured or extrapolated)':>30}  load after")
+        rows = [("auto", b, False) for b in sizes]
+        rows += [] if args.no_read else [("auto", args.read_batch, True)]
         for route, batch, read in rows:
             r = run(n, arns_file, route, batch, tmp, read=read, value=f"{batch}{read}")
             rate = n / r["wall"]
             print(f"{'ec2':<12} {batch:>5} {'yes' if read else 'no':>4} {r['wall']:>8.1f} "
                   f"{rate:>8.0f} {r['cpu']:>7.1f} {1e6 * r['cpu'] / n:>10.0f} "
-                  f"{r['rss_mb']:>7.0f} {r['calls']:>6.0f} {r['throttled']:>4.0f} "
-                  f"{1_000_000 / rate / 60:>12.1f} min", flush=True)
+                  f"{r['rss_mb']:>7.0f} {r['calls']:>6.0f} {r['reads']:>6.0f} "
+                  f"{r['throttled']:>4.0f} {1_000_000 / rate / 60:>26.1f} min  "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         small = tmp / "sample.txt"
         write_arns(small, snapshots(sample))
         r = run(sample, small, "tagging-api", 20, tmp, read=False, value="tagging")
         rate = sample / r["wall"]
         print(f"{'tagging-api':<12} {20:>5} {'no':>4} {r['wall']:>8.1f} {rate:>8.0f} "
               f"{r['cpu']:>7.1f} {1e6 * r['cpu'] / sample:>10.0f} {r['rss_mb']:>7.0f} "
-              f"{r['calls']:>6.0f} {r['throttled']:>4.0f} {1_000_000 / rate / 60:>12.1f} min"
+              f"{r['calls']:>6.0f} {r['reads']:>6.0f} {r['throttled']:>4.0f} "
+              f"{1_000_000 / rate / 60:>26.1f} min"
               f"  (sample of {sample:,})")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -25,7 +25,7 @@ from .classify import Failure, Verdict, backoff_delay, classify_call_error
 from .clients import ClientPool
 from .config import Settings
 from .limiter import ShardLimiter
-from .limits import ARNS_PER_READ
+from .limits import ARNS_PER_READ, EC2_TAGS_PER_PAGE
 
 #: what a call to AWS can raise that is about the call, not a bug of ours: botocore's errors,
 #: aiohttp's (aiobotocore's transport lets some through unwrapped), the OS's, timeouts
@@ -71,13 +71,27 @@ class Unreadable(Exception):
 
 async def get_resources_page(
     clients: ClientPool, shard: Shard, limiter: ShardLimiter, params: dict[str, Any],
-    settings: Settings, rng: random.Random | None = None, *,
+    settings: Settings, rng: random.Random | None = None, **retry: Any,
+) -> dict[str, Any]:
+    """One GetResources answer (a page of a query, or up to 100 ARNs), retried as the engine
+    retries a batch. Raises TokenExpired or Unreadable; `errors` counts the codes seen."""
+
+    async def call() -> dict[str, Any]:
+        client = await clients.tagging(shard)
+        return await client.get_resources(**params)  # type: ignore[no-any-return]
+
+    return await _retrying(call, clients, shard, limiter, settings, rng, **retry)
+
+
+async def _retrying(
+    call: Callable[[], Awaitable[dict[str, Any]]], clients: ClientPool, shard: Shard,
+    limiter: ShardLimiter, settings: Settings, rng: random.Random | None = None, *,
     errors: dict[str, int] | None = None, max_throttles: int | None = None,
     max_attempts: int | None = None, on_call: Callable[[], None] | None = None,
     on_throttle: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """One GetResources answer (a page of a query, or up to 100 ARNs), retried as the engine
-    retries a batch. Raises TokenExpired or Unreadable; `errors` counts the codes seen."""
+    """One read call retried as the engine retries a batch: a throttle slows the limiter
+    (no attempt spent, at most `max_throttles`), a transient error backs off on the budget."""
     attempts = throttles = 0
     budget = settings.max_attempts if max_attempts is None else max_attempts
     while True:
@@ -85,8 +99,7 @@ async def get_resources_page(
         if on_call is not None:
             on_call()
         try:
-            client = await clients.tagging(shard)
-            return await client.get_resources(**params)  # type: ignore[no-any-return]
+            return await call()
         except Exception as exc:
             if not is_call_error(exc):
                 raise
@@ -122,3 +135,37 @@ async def read_tags(
     resp = await get_resources_page(clients, shard, limiter,
                                     {"ResourceARNList": list(arns)}, settings, **retry)
     return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
+
+
+async def read_ec2_tags(
+    clients: ClientPool, shard: Shard, limiter: ShardLimiter, ids: Sequence[str],
+    keys: Sequence[str] | None, settings: Settings, rng: random.Random | None = None,
+    **retry: Any,
+) -> dict[str, dict[str, str]]:
+    """Current tags of EC2 resources by id, through DescribeTags with a `resource-id` filter
+    (the EC2 route's read, README "Two routes"): one row per tag, 1,000 a page, so the
+    answer is narrowed to `keys` when given (the keys a job sets or removes; keys with EC2's
+    filter wildcards `*`, `?` or a backslash read every tag instead). An untagged resource,
+    or one without any of the keys, is absent from the answer."""
+    if len(ids) > EC2_TAGS_PER_PAGE:
+        raise ValueError(f"DescribeTags reads at most {EC2_TAGS_PER_PAGE} ids a call here")
+    filters: list[dict[str, Any]] = [{"Name": "resource-id", "Values": list(ids)}]
+    if keys and not any(c in key for key in keys for c in "*?\\"):
+        filters.append({"Name": "key", "Values": sorted(set(keys))})
+    found: dict[str, dict[str, str]] = {}
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {"Filters": filters, "MaxResults": EC2_TAGS_PER_PAGE}
+        if token:
+            params["NextToken"] = token
+
+        async def call(params: dict[str, Any] = params) -> dict[str, Any]:
+            client = await clients.ec2(shard)
+            return await client.describe_tags(**params)  # type: ignore[no-any-return]
+
+        resp = await _retrying(call, clients, shard, limiter, settings, rng, **retry)
+        for row in resp.get("Tags", []):
+            found.setdefault(row["ResourceId"], {})[row["Key"]] = row.get("Value", "")
+        token = resp.get("NextToken") or None
+        if not token:
+            return found

@@ -86,6 +86,13 @@ class Settings:
     # CreateTags/DeleteTags calls/s per account-region, each. EC2 refills 10/s and the bucket is
     # shared with every other caller in the account: 8 leaves headroom.
     ec2_rate: float = 8.0
+    # DescribeTags calls/s per account-region: the EC2 route's compliance read. A "describe"
+    # action: EC2 refills its bucket 20/s, shared with the account's other describe callers.
+    ec2_read_rate: float = 16.0
+    # How the EC2 route reads current tags: `describe-tags` (DescribeTags by resource id,
+    # narrowed to the job's keys: 5x GetResources' width, but the guardrails then see only those
+    # keys) or `get-resources` (every tag, 100 ARNs a call, as the Tagging API route).
+    ec2_read: str = "describe-tags"
 
     def rate_for(self, operation: str) -> float:
         """Requests/s per shard for an API operation."""
@@ -93,6 +100,8 @@ class Settings:
             return self.max_rate
         if operation in ("CreateTags", "DeleteTags"):
             return self.ec2_rate
+        if operation == "DescribeTags":
+            return self.ec2_read_rate
         return self.quotas.get(operation, 5.0)
 
 
@@ -101,10 +110,11 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 _CHOICES = {"log_format": ("auto", "console", "json"),
             "log_level": ("debug", "info", "warning", "error"),
-            "route": ("auto", "tagging-api")}
+            "route": ("auto", "tagging-api"),
+            "ec2_read": ("describe-tags", "get-resources")}
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
              "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
-             "sample_seconds", "ec2_batch_size", "ec2_rate"}
+             "sample_seconds", "ec2_batch_size", "ec2_rate", "ec2_read_rate"}
 
 
 def _number(value: Any, whole: bool) -> float:

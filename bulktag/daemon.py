@@ -32,6 +32,7 @@ from .arn import Shard
 from .config import ConfigError, Settings
 from .engine import Engine
 from .errors import BulktagError
+from .limits import route_of_operation
 from .logs import configure_logging
 from .metrics import BulktagCollector, DaemonFigures, Scrape
 from .store import Store, SyncRule, new_owner_token
@@ -227,10 +228,12 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
-    def _throttles_by_shard(self) -> dict[Shard, int]:
-        by_shard: dict[Shard, int] = {}
-        for (_operation, shard), n in self.engine.metrics.throttles.items():
-            by_shard[shard] = by_shard.get(shard, 0) + n
+    def _throttles_by_shard(self) -> dict[tuple[Shard, str], int]:
+        """Throttles this daemon met per (shard, route)."""
+        by_shard: dict[tuple[Shard, str], int] = {}
+        for (operation, shard), n in self.engine.metrics.throttles.items():
+            key = (shard, route_of_operation(operation))
+            by_shard[key] = by_shard.get(key, 0) + n
         return by_shard
 
     # -- HTTP --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import structlog
 
-from .arn import ArnError, Shard, parse_arn
+from .arn import ArnError, Shard, parse_arn, route_of
 from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
@@ -252,7 +252,8 @@ async def walk(
             # An ARN without account or region (an S3 bucket) belongs where it was found.
             shard = arn.shard if arn.account and arn.region else Shard(
                 arn.partition, arn.account or d.account, arn.region or d.region)
-            items.append(NewItem(arn_text, shard, item_body))
+            items.append(NewItem(arn_text, shard, item_body,
+                                 route=route_of(arn_text, job_options.route)))
         job = await store.get_job(d.job_id)
         if job is None or job.state in JOB_DONE:
             # Cancelled, or failed its threshold: adding pending items to it would leave them

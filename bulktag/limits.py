@@ -27,3 +27,15 @@ EC2_IDS_PER_CALL = 1000  #: CreateTags / DeleteTags take up to 1,000 resource id
 EC2_BUCKET_CAPACITY = 100.0  #: tokens of each action's bucket
 EC2_BUCKET_REFILL = 10.0  #: tokens per second refilled: the sustained ceiling
 EC2_OPERATIONS = {"tag": "CreateTags", "untag": "DeleteTags"}
+#: DescribeTags, the EC2 route's read: MaxResults 5-1000 rows (one per tag) a page; a "describe"
+#: action with a bucket of 100 refilled 20/s per account-region. The ids per call are ours: the
+#: API documents no limit on a filter's values, so a call stays well inside a page.
+EC2_TAGS_PER_PAGE = 1000
+#: the API operations of the `ec2` route; every other operation is the Tagging API's
+EC2_ROUTE_OPERATIONS = frozenset({"CreateTags", "DeleteTags", "DescribeTags"})
+
+
+def route_of_operation(operation: str) -> str:
+    """`ec2` or `tagging-api`: the route an API operation belongs to (/metrics' label)."""
+    return "ec2" if operation in EC2_ROUTE_OPERATIONS else "tagging-api"
+EC2_IDS_PER_READ = 500

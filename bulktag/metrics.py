@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from .arn import Shard
+from .limits import route_of_operation
 
 if TYPE_CHECKING:
     from .store import QueueTotals
@@ -176,17 +177,19 @@ def store_families(totals: QueueTotals) -> list[Metric]:
 
 
 def engine_families(engine: EngineSnapshot, counters: EngineMetrics) -> list[Metric]:
-    labels = ["operation", *SHARD_LABELS]
+    # `route` (ec2 | tagging-api) beside the operation: the two routes of one shard have
+    # their own quotas, so a dashboard groups by it (README "Two routes").
+    labels = ["operation", "route", *SHARD_LABELS]
     requests = CounterMetricFamily("bulktag_requests_total",
-                                   "Tagging API calls sent, by operation and shard.",
+                                   "AWS calls sent, by operation, route and shard.",
                                    labels=labels)
     for op, shard, n in _by_operation_and_shard(counters.requests):
-        requests.add_metric([op, *_shard_values(shard)], n)
+        requests.add_metric([op, route_of_operation(op), *_shard_values(shard)], n)
     throttles = CounterMetricFamily("bulktag_throttles_total",
                                     "Calls throttled (whole call, or resources inside a 200), "
-                                    "by operation and shard.", labels=labels)
+                                    "by operation, route and shard.", labels=labels)
     for op, shard, n in _by_operation_and_shard(counters.throttles):
-        throttles.add_metric([op, *_shard_values(shard)], n)
+        throttles.add_metric([op, route_of_operation(op), *_shard_values(shard)], n)
     rate = GaugeMetricFamily("bulktag_shard_rate",
                              "Requests per second the shard's limiter allows now, by operation.",
                              labels=labels)
@@ -194,11 +197,12 @@ def engine_families(engine: EngineSnapshot, counters: EngineMetrics) -> list[Met
                                 "The limiter's ceiling (the configured quota or max_rate).",
                                 labels=labels)
     for lim in sorted(engine.limiters, key=lambda lim: (str(lim.shard), lim.operation)):
-        values = [lim.operation, *_shard_values(lim.shard)]
+        values = [lim.operation, route_of_operation(lim.operation), *_shard_values(lim.shard)]
         rate.add_metric(values, round(lim.rate, 4))
         ceiling.add_metric(values, lim.ceiling)
     latency = HistogramMetricFamily("bulktag_batch_seconds",
-                                    "Duration of Tag/UntagResources calls.",
+                                    "Duration of tag calls (Tag/UntagResources, "
+                                    "Create/DeleteTags).",
                                     buckets=counters.latency.cumulative(),
                                     sum_value=counters.latency.sum)
     return [

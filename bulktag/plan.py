@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from .arn import ROUTE_EC2, Shard, parse_arn, route_of
+from .arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, route_of
 from .aws import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
 from .changes import Decision, Rules, decide, diff_text, kind_of, sendable
 from .clients import ClientPool
@@ -48,6 +48,7 @@ class ShardPlan:
     change: Counter[str] = field(default_factory=Counter)  # tags to send (JSON) -> resources
     ec2: Counter[str] = field(default_factory=Counter)  # of those, by the ec2 route
     skip: int = 0
+    skip_ec2: int = 0  # of those, by the ec2 route
     fail: int = 0  # refused by a guardrail, without a call (more than 50 tags)
     keys: Counter[str] = field(default_factory=Counter)  # add / change / remove, in keys
     refused: Counter[str] = field(default_factory=Counter)  # guardrail or undo code -> items
@@ -85,6 +86,7 @@ def _count(plan: ShardPlan, d: Decision, body: str, arn: str, ec2: bool,
         plan.fail += 1
     else:
         plan.skip += 1
+        plan.skip_ec2 += ec2
     if d.code is not None:
         plan.refused[d.code] += 1
         if len(samples.refusals) < SAMPLE:
@@ -217,14 +219,22 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
         batches = sum(math.ceil((n - plan.ec2[t]) / BATCH) for t, n in plan.change.items())
         ec2_batches = sum(math.ceil(n / settings.ec2_batch_size) for n in plan.ec2.values())
         seconds = max(batches / rate, ec2_batches / settings.ec2_rate)
+        ec2 = sum(plan.ec2.values())
+        routes = [  # the route each resource will be stored and sent with
+            {"route": ROUTE_EC2, "change": ec2, "skip": plan.skip_ec2, "batches": ec2_batches,
+             "seconds_at_quota": round(ec2_batches / settings.ec2_rate, 1)},
+            {"route": ROUTE_TAGGING, "change": plan.changes - ec2,
+             "skip": plan.skip - plan.skip_ec2, "batches": batches,
+             "seconds_at_quota": round(batches / rate, 1)}]
         shards.append({"partition": shard.partition, "account": shard.account,
                        "region": shard.region, "change": plan.changes, "skip": plan.skip,
                        "fail": plan.fail, "add": plan.keys["add"],
                        "modify": plan.keys["change"], "remove": plan.keys["remove"],
                        "refused": dict(plan.refused),
                        "unread": plan.unread, "batches": batches + ec2_batches,
-                       "ec2": sum(plan.ec2.values()), "ec2_batches": ec2_batches,
-                       "seconds_at_quota": round(seconds, 1), "error": plan.error})
+                       "ec2": ec2, "ec2_batches": ec2_batches,
+                       "seconds_at_quota": round(seconds, 1), "error": plan.error,
+                       "routes": [r for r in routes if r["change"] or r["skip"]]})
     refused: Counter[str] = Counter()
     for s in shards:
         refused.update(s["refused"])
@@ -254,6 +264,10 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
         if s["error"]:
             line += f"  tags not read: {s['error'][:100]}"
         lines.append(line)
+        # The routes of the account-region run side by side, each at its own quota.
+        lines.append("    by route: " + "; ".join(
+            f"{r['route']} {r['change']} to change, {r['skip']} skipped, {r['batches']} "
+            f"batches, ~{r['seconds_at_quota']} s" for r in s["routes"]))
     lines.append(f"  estimated duration: ~{data['estimated_seconds']} s (shards run at once)")
     if samples.changes:
         lines.append(f"  sample (first {len(samples.changes)} that change):")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .arn import Shard, route_of
+from .arn import ROUTE_EC2, Shard
 from .changes import after_of, kind_of
 from .limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 from .store import Counts, Job, Store
@@ -34,11 +34,10 @@ async def report_records(
     store: Store, job_id: int, operation: str, *, failed_only: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """One dict per item with COLUMNS; failed_only keeps failed and invalid items. `route` is
-    the item's (README "Two routes"): from its ARN and the job's route option. `before` and
-    `after` are the keys a succeeded item's call changed, with their values before and after
-    (None: absent); None for items that changed nothing or kept no before-image."""
+    the route stored with the item (README "Two routes"). `before` and `after` are the keys a
+    succeeded item's call changed, with their values before and after (None: absent); None for
+    items that changed nothing or kept no before-image."""
     job = await store.get_job(job_id)
-    choice = job.options.route if job is not None else None
     kind = kind_of(operation, job.options.undo_of if job is not None else None)
     async for row in store.report_rows(job_id, unsuccessful_only=failed_only):
         before = after = None
@@ -56,7 +55,7 @@ async def report_records(
             "http_status": row.http_status,
             "message": row.message,
             "finished_at": _iso(row.finished_at),
-            "route": route_of(row.arn, choice),
+            "route": row.route,
             "before": before,
             "after": after,
         }
@@ -161,12 +160,14 @@ async def build_manifest(
     written with their row counts, sizes and SHA-256 checksums."""
     counts = await store.counts(job.id)
     shards = []
-    for shard, c in (await store.shard_counts(job.id)).items():
+    for (shard, route), c in (await store.route_counts(job.id)).items():
         shards.append({"partition": shard.partition if shard else None,
                        "account": shard.account if shard else None,
                        "region": shard.region if shard else None,
+                       "route": route if shard else None,
                        "counts": _state_counts(c)})
-    shards.sort(key=lambda s: (s["partition"] or "", s["account"] or "", s["region"] or ""))
+    shards.sort(key=lambda s: (s["partition"] or "", s["account"] or "", s["region"] or "",
+                               s["route"] or ""))
     errors = [{"code": code, "count": n} for code, n in await store.error_counts(job.id, 1000)]
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -200,31 +201,35 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 
 
-def quota_arns(settings_rate: float) -> float:
+def quota_arns(settings_rate: float, per_call: int = ARNS_PER_CALL) -> float:
     """ARNs/s one shard can reach at `settings_rate` calls/s of full batches."""
-    return settings_rate * ARNS_PER_CALL
+    return settings_rate * per_call
 
 
 def shard_table(
-    shard_counts: dict[Shard | None, Counts], elapsed: float | None, quota: float
+    route_counts: dict[tuple[Shard | None, str], Counts], elapsed: float | None,
+    quotas: dict[str, float],
 ) -> list[dict[str, Any]]:
-    """One row per account and region: done (succeeded), skipped, failed (incl. invalid),
-    cancelled, open, and the rate reached (items ended by a call, per second of the job's
-    elapsed time) against `quota` ARNs/s. Invalid rows that never got a shard come last."""
+    """One row per account, region and route: done (succeeded), skipped, failed (incl.
+    invalid), cancelled, open, and the rate reached (items ended by a call, per second of the
+    job's elapsed time) against the route's quota in ARNs/s (`quotas` by route). Invalid rows
+    that never got a shard come last."""
     rows = []
-    for shard, c in shard_counts.items():
+    for (shard, route), c in route_counts.items():
         worked = c["succeeded"] + c["skipped"] + c["failed"]
         rate = worked / elapsed if elapsed and shard is not None else None
         rows.append({
             "partition": shard.partition if shard else None,
             "account": shard.account if shard else None,
             "region": shard.region if shard else None,
+            "route": route,
             "done": c["succeeded"], "skipped": c["skipped"],
             "failed": c["failed"] + c["invalid"], "cancelled": c["cancelled"], "open": c.open,
             "rate": None if rate is None else round(rate, 2),
-            "quota": quota if shard is not None else None,
+            "quota": quotas.get(route) if shard is not None else None,
         })
-    rows.sort(key=lambda r: (r["account"] is None, r["account"] or "", r["region"] or ""))
+    rows.sort(key=lambda r: (r["account"] is None, r["account"] or "", r["region"] or "",
+                             r["route"] != ROUTE_EC2))
     return rows
 
 
@@ -235,13 +240,13 @@ def render_shard_table(rows: list[dict[str, Any]], limit: int = 20) -> list[str]
     shown = sorted(rows, key=lambda r: -(r["done"] + r["skipped"] + r["failed"] + r["open"]))
     shown = [r for r in rows if r in shown[:limit]]
     lines = ["  per account and region:",
-             f"    {'account':<14}{'region':<16}{'done':>9}{'skipped':>9}{'failed':>9}"
-             f"{'open':>9}{'ARN/s':>9}  of quota"]
+             f"    {'account':<14}{'region':<16}{'route':<13}{'done':>9}{'skipped':>9}"
+             f"{'failed':>9}{'open':>9}{'ARN/s':>9}  of quota"]
     for r in shown:
         if r["account"] is None:
-            where = f"{'(invalid input)':<30}"
+            where = f"{'(invalid input)':<43}"
         else:
-            where = f"{r['account']:<14}{r['region']:<16}"
+            where = f"{r['account'] or 'caller':<14}{r['region']:<16}{r['route']:<13}"
         if r["rate"] is None or not r["quota"]:
             rate = f"{'-':>9}  -"
         else:

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import anyio.to_thread
 
-from .arn import ArnError, Shard, parse_arn
+from .arn import ROUTE_TAGGING, ArnError, Shard, parse_arn, route_of
 from .errors import BulktagError
 from .sources import Row, open_rows, read_chunks, source_name
 from .store import JobOptions, JobState, NewItem, Store, tagset_body
@@ -161,13 +161,21 @@ def nothing_to_apply_refusal(request: Request, rows: int) -> SubmissionRefused:
 
 
 def _item_chunks(
-    spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None
+    spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None,
+    route: str | None = None,
 ) -> Iterator[list[NewItem]]:
+    """Items of a source a chunk at a time, each with its route (`route`: the job's choice,
+    auto or tagging-api), decided here once and stored with the item."""
     fixed = _request_tagset(request)
     shards: dict[tuple[str, str, str], Shard] = {}
     name = source_name(spec)
+    by_arn = route != ROUTE_TAGGING
     for rows in read_chunks(open_rows(spec, fmt=fmt, stdin=stdin), CHUNK):
         items = [item_for_row(r, request, fixed, shards) for r in rows]
+        if by_arn:
+            for it in items:
+                if it.problem is None:
+                    it.route = route_of(it.arn, route)
         if request.skip_invalid:
             # Kept as invalid items: their message carries where the row came from.
             for it in items:
@@ -201,7 +209,7 @@ async def submit(
     untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
     try:
         for spec in sources:
-            chunks = _item_chunks(spec, request, fmt, stdin)
+            chunks = _item_chunks(spec, request, fmt, stdin, job_options.route)
             pull = functools.partial(next, chunks, None)
             # Pipelined: the worker thread reads and parses the next chunk while this one is
             # written (sqlite releases the GIL), one chunk ahead at most (flat memory).

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from .arn import ArnError, Shard, parse_arn
+from .arn import ArnError, Shard, parse_arn, route_of
 from .aws import TokenExpired, Unreadable, get_resources_page, tags_of
 from .clients import ClientPool
 from .config import Settings
@@ -187,7 +187,10 @@ async def _enqueue(store: Store, rule: SyncRule, operation: str, arns: Sequence[
             items = []
             for arn in arns[i:i + ENQUEUE_CHUNK]:
                 try:
-                    items.append(NewItem(arn, parse_arn(arn).shard, body))
+                    # The route by the ARN (the job takes the setting's at its first run:
+                    # Engine.options moves its items to tagging-api when the setting says so).
+                    items.append(NewItem(arn, parse_arn(arn).shard, body,
+                                         route=route_of(arn, None)))
                 except ArnError as exc:
                     items.append(NewItem(arn, None, None, None, f"malformed ARN: {exc}"))
             await store.add_items(job_id, items)

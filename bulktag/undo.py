@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from .arn import Shard
+from .arn import Shard, route_of
 from .changes import kind_of, undo_body
 from .errors import UsageError
 from .store import Job, JobOptions, JobState, NewItem, Store
@@ -75,7 +75,9 @@ async def undo_items(store: Store, job: Job) -> AsyncIterator[list[NewItem]]:
         for changed in page:
             body = undo_body(kind, changed.tagset, changed.before)
             if body is not None:
-                items.append(NewItem(changed.arn, changed.shard, body))
+                # by the route the undone item took (the same rule on the same choice)
+                items.append(NewItem(changed.arn, changed.shard, body,
+                                     route=route_of(changed.arn, job.options.route)))
         yield items
         after = page[-1].id
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import structlog
 
+from ..arn import ROUTE_EC2, ROUTE_TAGGING
 from ..config import Settings, load_settings
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..limits import EC2_OPERATIONS
 from ..store import Counts, JobOptions, JobState, Store, new_owner_token
 
 log = structlog.get_logger("bulktag.jobs")
@@ -43,8 +45,11 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         rate = counts.done / elapsed if elapsed else 0.0
     eta = counts.open / rate if rate > 0 and job.state == "active" else None
     settings = settings or load_settings()
-    quota = quota_arns(settings.rate_for("TagResources" if job.operation == "tag"
-                                         else "UntagResources"))
+    quotas = {  # ARNs/s per account-region, by route
+        ROUTE_TAGGING: quota_arns(settings.rate_for("TagResources" if job.operation == "tag"
+                                                    else "UntagResources")),
+        ROUTE_EC2: quota_arns(settings.rate_for(EC2_OPERATIONS[job.operation]),
+                              settings.ec2_batch_size)}
     return {
         "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
         "priority": job.priority, "reason": job.reason, "total": counts.total,
@@ -52,7 +57,7 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
                                           "invalid", "cancelled")},
         "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
         "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
-        "shards": shard_table(await store.shard_counts(job_id), elapsed, quota),
+        "shards": shard_table(await store.route_counts(job_id), elapsed, quotas),
         "top_errors": errors,
         "paused_accounts": [{"account": a, "reason": r}
                             for a, r in await store.paused_accounts(job_id)],

@@ -37,7 +37,7 @@ POLL_MS = 2000
 REPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ThrottleSource = Callable[[], Mapping[Shard, int]]
+ThrottleSource = Callable[[], Mapping[tuple[Shard, str], int]]  # (shard, route) -> throttles
 
 
 def _environment() -> jinja2.Environment:
@@ -159,7 +159,8 @@ class Dashboard:
         for row in detail["shards"]:
             shard = (Shard(row["partition"], row["account"], row["region"])
                      if row["account"] is not None else None)
-            row["throttles"] = thrown.get(shard, 0) if thrown is not None and shard else None
+            row["throttles"] = (thrown.get((shard, row["route"]), 0)
+                                if thrown is not None and shard else None)
         detail["throttles_known"] = thrown is not None
         samples = await self.store.samples(job.id)
         detail["throughput"] = [{"at": at, "rate": round(rate, 2)}

@@ -29,7 +29,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from ..arn import Shard
+from ..arn import ROUTE_TAGGING, Shard
 from ..clients import ClientPool
 from ..config import Settings
 from ..discovery import DiscoveryStats, walk
@@ -178,11 +178,15 @@ class Engine:
             job = await self.store.get_job(job_id)
             options = self._job_options[job_id] = job.options if job else JobOptions()
             if job is not None and options.route is None:
-                # A job submitted without a route takes the setting's, kept with the job so
-                # its report and later runs agree on it whatever the config says then.
+                # A job submitted without a route (tag-sync's, or older) takes the setting's,
+                # kept with the job so its report and later runs agree on it whatever the
+                # config says then. Its items were stored with the routes their ARNs imply:
+                # with `tagging-api` the pending ones move to it before any is claimed.
                 options = self._job_options[job_id] = dataclasses.replace(
                     options, route=self.settings.route)
                 await self.store.merge_job_options(job_id, {"route": options.route})
+                if options.route == ROUTE_TAGGING:
+                    await self.store.set_route(job_id, ROUTE_TAGGING)
         return options
 
     async def tagset(self, tagset_id: int) -> Any:
@@ -265,6 +269,7 @@ class Engine:
                 if r.job_id not in self._jobs_seen or r.state == JobState.READY:
                     self._jobs_seen.add(r.job_id)
                     self.jobs_worked.add(r.job_id)
+                    await self.options(r.job_id)  # its route settled before lanes claim
                     await self._activate(r.job_id)
             self._work = work
             await self._start_discoveries()

@@ -1,14 +1,17 @@
-"""A lane: the loop that drives one shard (partition, account, region) for this worker.
+"""A lane: the loops that drive one shard (partition, account, region) for this worker.
 
-It claims leased items of one job at a time (priority first, round-robin among equals), reads
-current tags when the job skips compliant resources, splits them by route (EC2 resources that
-CreateTags takes go by EC2's API in batches of ≤ `ec2_batch_size`, the rest by the Tagging API
-in batches of ≤ 20), each batch of one tagset, waits on the shard's limiter and starts each
-batch in the engine's batch task group, up to `in_flight_per_shard` at once. When the endpoint
-cannot be reached the lane pauses: it stops sending, probes with one batch at growing intervals
-(capped at a minute), spends no item's attempts, and carries on when a probe gets through. A bug
-in one claim's handling is logged with its traceback and that claim's items go back to the
-queue, attempts untouched.
+Items carry their route (stored at submission, README "Two routes"), and the lane runs one loop
+per route side by side, each with its own claims, in-flight slots, limiters and outage state:
+EC2 resources go by CreateTags/DeleteTags in batches of ≤ `ec2_batch_size` at EC2's rate while
+the shard's other items go by the Tagging API in batches of ≤ 20 at its own, so neither waits
+on the other. A route loop claims leased items of one job at a time (priority first,
+round-robin among equals), reads current tags when the job skips compliant resources (the
+Tagging API route through GetResources, the EC2 route through DescribeTags), splits them into
+batches of one tagset, waits on the limiter and starts each batch in the engine's batch task
+group, up to `in_flight_per_shard` at once. When an endpoint cannot be reached its loop pauses:
+it stops sending, probes with one batch at growing intervals (capped at a minute), spends no
+item's attempts, and carries on when a probe gets through. A bug in one claim's handling is
+logged with its traceback and that claim's items go back to the queue, attempts untouched.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from ..arn import ROUTE_TAGGING, Shard, ec2_route
-from ..aws import Unreadable, read_tags
+from ..arn import ROUTE_EC2, ROUTES, Shard, ec2_route
+from ..aws import Unreadable, read_ec2_tags, read_tags
 from ..changes import Rules, decide, encode, kind_of, sendable, split_tags
 from ..classify import Failure, Verdict, classify_call_error
-from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_OPERATIONS
+from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_IDS_PER_READ, EC2_OPERATIONS
 from ..store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
 from .sender import OPERATIONS
 
@@ -41,7 +44,7 @@ WARN_EVERY = 300.0  # an outage is logged again this often while it lasts
 
 
 class Outage:
-    """A shard whose endpoint does not answer, and when to probe it next."""
+    """A shard's route whose endpoint does not answer, and when to probe it next."""
 
     def __init__(self, failure: Failure) -> None:
         self.failure = failure
@@ -62,6 +65,17 @@ class Outage:
         return False
 
 
+class RouteLoop:
+    """What one route of a lane keeps: its slots, its outage, and when each job is due."""
+
+    def __init__(self, route: str, in_flight: int) -> None:
+        self.route = route
+        self.slots = anyio.Semaphore(in_flight, fast_acquire=True)
+        self.outage: Outage | None = None
+        self.not_before: dict[int, float] = {}
+        self.rr = 0
+
+
 class Lane:
     def __init__(self, engine: Engine, shard_id: int, shard: Shard) -> None:
         self.engine = engine
@@ -71,76 +85,94 @@ class Lane:
         self.in_flight = 0
         self.handover = False  # stop claiming: the shard goes to another worker
         self.wake = anyio.Event()
-        self.outage: Outage | None = None
-        self._slots = anyio.Semaphore(engine.settings.in_flight_per_shard, fast_acquire=True)
-        self._not_before: dict[int, float] = {}
-        self._rr = 0
-        self._ec2_seen: dict[int, bool] = {}  # job -> its last claim here had EC2 items
+        self.routes = {r: RouteLoop(r, engine.settings.in_flight_per_shard) for r in ROUTES}
+
+    @property
+    def outage(self) -> Outage | None:
+        """An outage of any of the lane's routes (the first found)."""
+        return next((r.outage for r in self.routes.values() if r.outage is not None), None)
 
     def poke(self) -> None:
         """Requeued work of this shard was just written: look again now."""
         self.wake.set()
 
-    def _pick(self) -> Runnable | None:
-        """Best-priority job with due work on this shard; round-robin among equals."""
+    def _pick(self, loop: RouteLoop) -> Runnable | None:
+        """Best-priority job with due work of this route; round-robin among equals."""
         now = time.time()
         candidates = [r for r in self.engine.work_of(self.shard_id)
-                      if self._not_before.get(r.job_id, 0) <= now]
+                      if r.route == loop.route and loop.not_before.get(r.job_id, 0) <= now]
         if not candidates:
             return None
         top = max(r.priority for r in candidates)
         best = [r for r in candidates if r.priority == top]
-        self._rr += 1
-        return best[self._rr % len(best)]
+        loop.rr += 1
+        return best[loop.rr % len(best)]
 
     async def run(self) -> None:
+        """Every route's loop at once, until the shard has no work left for this worker."""
+        async with anyio.create_task_group() as tg:
+            for loop in self.routes.values():
+                tg.start_soon(self._run_route, loop)
+
+    async def _wait(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self.wake.wait()
+
+    async def _run_route(self, loop: RouteLoop) -> None:
         engine = self.engine
         in_flight = engine.settings.in_flight_per_shard
-        claim_size = ARNS_PER_TAG_CALL * in_flight
-        ec2_claim_size = max(claim_size, engine.settings.ec2_batch_size * in_flight)
+        ec2 = loop.route == ROUTE_EC2
+        claim_size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) * in_flight
         while not engine.stopping and not self.handover:
             if not engine.work_of(self.shard_id):
                 return
-            if self.outage is not None:
-                wait = self.outage.next_probe - time.monotonic()
+            if loop.outage is not None:
+                wait = loop.outage.next_probe - time.monotonic()
                 if wait > 0 or self.in_flight:
-                    with anyio.move_on_after(max(0.05, min(wait, 1.0))):
-                        await self.wake.wait()
-                    self.wake = anyio.Event()
+                    await self._wait(max(0.05, min(wait, 1.0)))
+                    if self.wake.is_set():
+                        self.wake = anyio.Event()
                     continue
-            pick = self._pick()
+            pick = self._pick(loop)
             if pick is None:
-                waits = [self._not_before.get(r.job_id, 0)
-                         for r in engine.work_of(self.shard_id)]
-                timeout = min(1.0, max(0.01, min(waits, default=1) - time.time()))
-                with anyio.move_on_after(timeout):
-                    await self.wake.wait()
+                waits = [loop.not_before.get(r.job_id, 0)
+                         for r in engine.work_of(self.shard_id) if r.route == loop.route]
+                await self._wait(min(1.0, max(0.01, min(waits, default=1) - time.time())))
                 if self.wake.is_set():
                     self.wake = anyio.Event()
-                    self._not_before.clear()  # requeued work was just written: look again
+                    for other in self.routes.values():
+                        other.not_before.clear()  # requeued work was just written: look again
                 continue
-            # EC2 items go in batches of up to ec2_batch_size: a shard whose last claim held
-            # any claims enough to fill them (claims are per shard, items of either route).
-            size = ARNS_PER_TAG_CALL if self.outage is not None else \
-                ec2_claim_size if self._ec2_seen.get(pick.job_id) else claim_size
+            size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) \
+                if loop.outage is not None else claim_size
             claimed = await engine.store.claim(engine.owner, pick.job_id, self.shard_id, size,
-                                               lease_seconds=engine.settings.lease_seconds)
+                                               lease_seconds=engine.settings.lease_seconds,
+                                               route=loop.route)
             if not claimed:
-                due = await engine.store.next_due(pick.job_id, self.shard_id)
-                self._not_before[pick.job_id] = due if due is not None else time.time() + 1.0
+                due = await engine.store.next_due(pick.job_id, self.shard_id, loop.route)
+                loop.not_before[pick.job_id] = due if due is not None else time.time() + 1.0
                 continue
             try:
-                await self._work(pick, claimed)
+                await self._work(loop, pick, claimed)
             except StoreError:
                 raise
             except Exception:
-                self.log.exception("lane_error", job=pick.job_id, items=len(claimed))
+                self.log.exception("lane_error", job=pick.job_id, route=loop.route,
+                                   items=len(claimed))
                 engine.requeue(claimed)
                 await anyio.sleep(1.0)
 
-    async def _work(self, pick: Runnable, claimed: list[Claimed]) -> None:
+    async def _work(self, loop: RouteLoop, pick: Runnable, claimed: list[Claimed]) -> None:
         engine = self.engine
         options = await engine.options(pick.job_id)
+        # EC2 items by their resource id; an item stored as `ec2` whose ARN names none (a store
+        # migrated from a looser rule) goes by the Tagging API rather than not at all.
+        ids: dict[int, str] = {}
+        if loop.route == ROUTE_EC2:
+            for c in claimed:
+                resource_id = ec2_route(c.arn)
+                if resource_id is not None:
+                    ids[c.id] = resource_id
         undo = options.undo_of is not None
         # Query jobs were read by their walk; they read again only to keep before-images.
         if ((options.skip_compliant or options.if_absent) and options.query is None) or \
@@ -155,16 +187,7 @@ class Lane:
             seen = {c.id for c in fresh}
             retries = [c for c in claimed if c.id not in seen]
             claimed = retries + (await self._read_first(
-                pick.job_id, pick.operation, fresh, options) if fresh else [])
-        # The route of each item, from its ARN (README "Two routes"): EC2 resources that
-        # CreateTags takes go by EC2's API unless the job says tagging-api.
-        ids: dict[int, str] = {}
-        if (options.route or engine.settings.route) != ROUTE_TAGGING:
-            for c in claimed:
-                resource_id = ec2_route(c.arn)
-                if resource_id is not None:
-                    ids[c.id] = resource_id
-        self._ec2_seen[pick.job_id] = bool(ids)
+                loop, pick.job_id, pick.operation, fresh, options, ids) if fresh else [])
         sends: list[tuple[list[Claimed], dict[int, str] | None]] = [
             (b, ids) for b in _batches([c for c in claimed if c.id in ids],
                                        engine.settings.ec2_batch_size)]
@@ -172,7 +195,7 @@ class Lane:
                                               ARNS_PER_TAG_CALL)]
         for n, (batch, batch_ids) in enumerate(sends):
             if engine.stopping or self.handover or \
-                    (self.outage is not None and time.monotonic() < self.outage.next_probe):
+                    (loop.outage is not None and time.monotonic() < loop.outage.next_probe):
                 engine.requeue([c for b, _ in sends[n:] for c in b])  # not sent: back at once
                 return
             tagset = batch[0].override or sendable(await engine.tagset(batch[0].tagset_id))
@@ -183,11 +206,11 @@ class Lane:
                 else "untag"
             api = (EC2_OPERATIONS if batch_ids is not None else OPERATIONS)[operation]
             limiter = engine.limiter(self.shard, api)
-            if self.outage is not None:  # a probe: one batch, its answer awaited here
+            if loop.outage is not None:  # a probe: one batch, its answer awaited here
                 await limiter.acquire()
-                await self._send(pick, batch, tagset, limiter, batch_ids)
+                await self._send(loop, pick, batch, tagset, limiter, batch_ids)
                 continue
-            await self._slots.acquire()
+            await loop.slots.acquire()
             try:
                 await engine.open_slots.acquire()
                 try:
@@ -196,22 +219,22 @@ class Lane:
                     engine.open_slots.release()
                     raise
             except BaseException:
-                self._slots.release()
+                loop.slots.release()
                 raise
             self.in_flight += 1
-            engine.start_batch(self._batch_task, pick, batch, tagset, limiter, batch_ids)
+            engine.start_batch(self._batch_task, loop, pick, batch, tagset, limiter, batch_ids)
 
-    async def _batch_task(self, pick: Runnable, batch: list[Claimed], tagset: Any,
-                          limiter: Any, ids: dict[int, str] | None) -> None:
+    async def _batch_task(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed],
+                          tagset: Any, limiter: Any, ids: dict[int, str] | None) -> None:
         try:
-            await self._send(pick, batch, tagset, limiter, ids)
+            await self._send(loop, pick, batch, tagset, limiter, ids)
         finally:
             self.in_flight -= 1
-            self._slots.release()
+            loop.slots.release()
             self.engine.open_slots.release()
             self.engine.wake()
 
-    async def _send(self, pick: Runnable, batch: list[Claimed], tagset: Any,
+    async def _send(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed], tagset: Any,
                     limiter: Any, ids: dict[int, str] | None = None) -> None:
         engine = self.engine
         try:
@@ -228,33 +251,38 @@ class Lane:
             engine.requeue(batch)
             return
         if sent.unreachable is not None:
-            self._unreachable(sent.unreachable)
-        elif self.outage is not None:
-            down = time.monotonic() - self.outage.since
-            self.log.warning("shard_reachable", after_seconds=round(down, 1))
-            self.outage = None
+            self._unreachable(loop, sent.unreachable)
+        elif loop.outage is not None:
+            down = time.monotonic() - loop.outage.since
+            self.log.warning("shard_reachable", route=loop.route,
+                             after_seconds=round(down, 1))
+            loop.outage = None
 
-    def _unreachable(self, failure: Failure) -> None:
-        if self.outage is None:
-            self.outage = Outage(failure)
-            self.log.warning("shard_unreachable", error=f"{failure.code}: {failure.message}",
+    def _unreachable(self, loop: RouteLoop, failure: Failure) -> None:
+        if loop.outage is None:
+            loop.outage = Outage(failure)
+            self.log.warning("shard_unreachable", route=loop.route,
+                             error=f"{failure.code}: {failure.message}",
                              hint="sending paused; probing at growing intervals; no item "
                                   "spends an attempt meanwhile")
-        elif self.outage.failed_again(failure):
-            self.log.warning("shard_still_unreachable",
-                             for_seconds=round(time.monotonic() - self.outage.since),
+        elif loop.outage.failed_again(failure):
+            self.log.warning("shard_still_unreachable", route=loop.route,
+                             for_seconds=round(time.monotonic() - loop.outage.since),
                              error=f"{failure.code}: {failure.message}",
-                             next_probe_in=round(self.outage.delay))
+                             next_probe_in=round(loop.outage.delay))
 
-    async def _read_first(self, job_id: int, operation: str, claimed: list[Claimed],
-                          options: JobOptions) -> list[Claimed]:
-        """Read current tags (GetResources, 100 ARNs a call, all at once) and decide each item
-        (`changes.decide`): compliant ones end `skipped`, guardrails refuse theirs, --if-absent
-        and undo items get the keys to send; the before-images of what will be sent are kept
-        in the store before anything is sent. A read that fails is no reason to stop: the items
-        are sent as they are, unless what to send depends on the read or a before-image must be
-        kept (those retry the read on their attempt budget; --if-absent alone waits for a
-        readable moment without spending attempts, as before)."""
+    async def _read_first(self, loop: RouteLoop, job_id: int, operation: str,
+                          claimed: list[Claimed], options: JobOptions,
+                          ids: dict[int, str]) -> list[Claimed]:
+        """Read current tags (every chunk at once) and decide each item (`changes.decide`):
+        compliant ones end `skipped`, guardrails refuse theirs, --if-absent and undo items get
+        the keys to send; the before-images of what will be sent are kept in the store before
+        anything is sent. EC2 items are read by DescribeTags (`EC2_IDS_PER_READ` ids a call,
+        narrowed to the keys their tagsets touch; `ec2_read = "get-resources"` reads them as the
+        rest), the rest by GetResources (100 ARNs a call). A read that fails is no reason to
+        stop: the items are sent as they are, unless what to send depends on the read or a
+        before-image must be kept (those retry the read on their attempt budget; --if-absent
+        alone waits for a readable moment without spending attempts)."""
         engine = self.engine
         undo = options.undo_of is not None
         rules = Rules(kind=kind_of(operation, options.undo_of),
@@ -262,37 +290,63 @@ class Lane:
                       if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
                       force=options.force, undo_of=options.undo_of)
         keep_images = options.before_images or undo
-        limiter = engine.limiter(self.shard, "GetResources")
-        chunks = [claimed[i: i + ARNS_PER_READ] for i in range(0, len(claimed), ARNS_PER_READ)]
+        by_id = ids if engine.settings.ec2_read == "describe-tags" else {}
+        by_ec2 = [c for c in claimed if c.id in by_id]
+        by_arn = [c for c in claimed if c.id not in by_id]
+        chunks = [by_ec2[i: i + EC2_IDS_PER_READ] for i in range(0, len(by_ec2),
+                                                                 EC2_IDS_PER_READ)]
+        n_ec2 = len(chunks)
+        chunks += [by_arn[i: i + ARNS_PER_READ] for i in range(0, len(by_arn), ARNS_PER_READ)]
         readings: list[dict[str, dict[str, str]] | Failure] = [{} for _ in chunks]
 
-        async def read(n: int, chunk: list[Claimed]) -> None:
-            engine.stats.requests["GetResources"] += 1
-            engine.metrics.request("GetResources", self.shard)
+        def counted(op: str) -> dict[str, Any]:
+            """Retry settings of a compliance read, every call of it counted for /metrics."""
+            def call() -> None:
+                engine.stats.requests[op] += 1
+                engine.metrics.request(op, self.shard)
+            return {"rng": engine.rng, "max_attempts": 2, "max_throttles": 3, "on_call": call,
+                    "on_throttle": lambda: engine.metrics.throttle(op, self.shard)}
+
+        async def read_arns(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
+            return await read_tags(engine.clients, self.shard,
+                                   engine.limiter(self.shard, "GetResources"),
+                                   [c.arn for c in chunk], engine.settings,
+                                   **counted("GetResources"))
+
+        async def read_ids(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
+            keys: set[str] = set()
+            for c in chunk:  # the keys each tagset touches (tag and undo bodies: their keys)
+                keys.update(await engine.tagset(c.tagset_id))
+            found = await read_ec2_tags(engine.clients, self.shard,
+                                        engine.limiter(self.shard, "DescribeTags"),
+                                        [by_id[c.id] for c in chunk], sorted(keys),
+                                        engine.settings, **counted("DescribeTags"))
+            return {c.arn: found.get(by_id[c.id], {}) for c in chunk}
+
+        async def read(n: int, chunk: list[Claimed],
+                       how: Callable[[list[Claimed]], Awaitable[dict[str, dict[str, str]]]]
+                       ) -> None:
             try:
-                readings[n] = await read_tags(
-                    engine.clients, self.shard, limiter, [c.arn for c in chunk],
-                    engine.settings, rng=engine.rng, max_attempts=2, max_throttles=3,
-                    on_throttle=lambda: engine.metrics.throttle("GetResources", self.shard))
+                readings[n] = await how(chunk)
             except Unreadable as exc:
                 readings[n] = exc.failure
 
         async with anyio.create_task_group() as tg:
             for n, chunk in enumerate(chunks):
-                tg.start_soon(read, n, chunk)
+                tg.start_soon(read, n, chunk, read_ids if n < n_ec2 else read_arns)
         keep: list[Claimed] = []
         outcomes: list[Outcome] = []
         images: list[tuple[int, str]] = []
-        for chunk, current in zip(chunks, readings, strict=True):
+        for n, (chunk, current) in enumerate(zip(chunks, readings, strict=True)):
             if isinstance(current, Failure):
                 if classify_call_error(current, 1) is Verdict.UNREACHABLE:
-                    self._unreachable(current)
+                    self._unreachable(loop, current)
                     engine.requeue(chunk)
                     continue
                 self.log.info("compliance_read_failed", error=f"{current.code}: "
-                              f"{current.message}", items=len(chunk))
+                              f"{current.message}", items=len(chunk), route=loop.route)
                 if keep_images or undo:
-                    outcomes += self._unread(job_id, chunk, current)
+                    outcomes += self._unread(job_id, chunk, current, n < n_ec2)
                 elif options.if_absent:
                     retry_at = time.time() + engine.settings.throttle_retry_delay * 5
                     outcomes += [Outcome(c.id, ItemState.PENDING, c.attempts, retry_at,
@@ -326,14 +380,16 @@ class Lane:
             await engine.store.keep_before(engine.owner, images)
         return keep
 
-    def _unread(self, job_id: int, chunk: list[Claimed], failure: Failure) -> list[Outcome]:
+    def _unread(self, job_id: int, chunk: list[Claimed], failure: Failure,
+                ec2: bool) -> list[Outcome]:
         """Items whose tags could not be read when their before-image (or an undo check) needs
         them: a throttle waits without an attempt; anything else spends one, and the item fails
         with what to do once its budget is spent."""
         engine = self.engine
+        allow = "ec2:DescribeTags" if ec2 else "tag:GetResources"
         reason = Failure("TagsNotRead", failure.status,
                          f"current tags could not be read ({failure.code}: {failure.message}); "
-                         "they are needed for the before-image (allow tag:GetResources, or "
+                         f"they are needed for the before-image (allow {allow}, or "
                          "submit with --no-before-images)")
         verdict = classify_call_error(failure, 1)
         if verdict is not Verdict.THROTTLE:

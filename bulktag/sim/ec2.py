@@ -27,7 +27,7 @@ import base64
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -306,11 +306,23 @@ def describe_tags(ctx: Context, caller: Caller, params: dict[str, str]) -> str:
     key_filters, value_filters = by_name["key"], by_name["value"]
 
     shard = ctx.state.shard(caller.account, caller.region)
+    position, after = start if start is not None else (0, None)
+    positions: Iterable[int] = range(position, len(shard))
+    if id_filters:
+        # Named resources only (AWS answers by index, not by a scan of the account): the
+        # positions of the ids of the narrowest resource-id filter, in shard order.
+        named_ids = min((values for name, values in filters if name == "resource-id"), key=len)
+        found = set()
+        for resource_id in named_ids:
+            arn = ec2_arn(resource_id, caller.region, caller.account)
+            at = ctx.state.position(arn) if arn is not None else None
+            if at is not None and at >= position and at < len(shard) and shard[at].arn == arn:
+                found.add(at)
+        positions = sorted(found)
 
     def items() -> Iterator[tuple[int, str, str]]:
         """(position, key, item XML) from the token on."""
-        position, after = start if start is not None else (0, None)
-        for pos in range(position, len(shard)):
+        for pos in positions:
             resource = shard[pos]
             if resource.deleted or not resource.tags:
                 continue

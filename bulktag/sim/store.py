@@ -42,6 +42,7 @@ class SimState:
     def __init__(self) -> None:
         self._resources: dict[str, Resource] = {}
         self._shards: dict[tuple[str, str], list[Resource]] = {}
+        self._positions: dict[str, int] = {}  # ARN -> its position in its shard's list
         self.sts_sessions: dict[str, StsSession] = {}
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
@@ -82,6 +83,10 @@ class SimState:
     def shard(self, account: str, region: str) -> list[Resource]:
         return self._shards.get((account, region), [])
 
+    def position(self, arn: str) -> int | None:
+        """The resource's position in its shard's list (a stable cursor), or None."""
+        return self._positions.get(arn)
+
     def ensure(self, arn: str, parsed: SimArn, caller_account: str) -> Resource:
         """The resource at `arn`, created untagged if new; account-less ARNs join the caller's."""
         resource = self._resources.get(arn)
@@ -89,7 +94,9 @@ class SimState:
             account = parsed.account or caller_account
             resource = Resource(arn, account, parsed.region, parsed.resource_type)
             self._resources[arn] = resource
-            self._shards.setdefault((account, parsed.region), []).append(resource)
+            shard = self._shards.setdefault((account, parsed.region), [])
+            self._positions[arn] = len(shard)
+            shard.append(resource)
         return resource
 
     def put(self, arn: str, tags: dict[str, str], *, account: str = "") -> Resource:

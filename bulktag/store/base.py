@@ -9,8 +9,10 @@ sees SQL, a connection or a private attribute. A backend guarantees:
 - a claim leases items to one owner; only the lease holder's `record` lands (exactly-once
   recording over at-least-once sending); an owner whose heartbeat is stale loses its leases;
 - a shard is driven by one owner at a time through a shard lease renewed with the heartbeat;
-- counts per (job, shard, state) and per error code are kept as items change, so `status`
-  reads a handful of rows on any job size;
+- every item keeps the route it was submitted with (`ec2` or `tagging-api`); work is runnable
+  and claimed per (job, shard, route), so each route of a shard goes at its own pace;
+- counts per (job, shard, route, state) and per error code are kept as items change, so
+  `status` reads a handful of rows on any job size;
 - a store can be copied to another of either kind (`bulktag store copy`, `storecopy.py`):
   the `export_*`/`import_*` methods move every row with its id, a page at a time, and
   `finish_import` moves the destination's id generators past what was imported.
@@ -152,6 +154,10 @@ class Store(abc.ABC):
     async def shard_counts(self, job_id: int) -> dict[Shard | None, Counts]: ...
 
     @abc.abstractmethod
+    async def route_counts(self, job_id: int) -> dict[tuple[Shard | None, str], Counts]:
+        """Counts per (shard, route): `shard_counts` split by the items' stored route."""
+
+    @abc.abstractmethod
     async def error_counts(self, job_id: int, limit: int = 5) -> list[tuple[str, int]]: ...
 
     @abc.abstractmethod
@@ -207,7 +213,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def runnable(self) -> list[Runnable]:
-        """(job, shard) pairs with pending work in jobs that may run, best priority first."""
+        """(job, shard, route) with pending work in jobs that may run, best priority first."""
 
     @abc.abstractmethod
     async def finished_jobs(self) -> list[int]:
@@ -215,11 +221,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(self, owner: str, job_id: int, shard_id: int, limit: int, *,
-                    lease_seconds: float, now: float | None = None) -> list[Claimed]:
-        """Lease up to `limit` due pending items of one job and shard, grouped by tagset."""
+                    lease_seconds: float, now: float | None = None,
+                    route: str | None = None) -> list[Claimed]:
+        """Lease up to `limit` due pending items of one job and shard (and route, unless
+        None: any), grouped by tagset."""
 
     @abc.abstractmethod
-    async def next_due(self, job_id: int, shard_id: int) -> float | None: ...
+    async def next_due(self, job_id: int, shard_id: int,
+                       route: str | None = None) -> float | None: ...
+
+    @abc.abstractmethod
+    async def set_route(self, job_id: int, route: str) -> int:
+        """Move a job's pending items to `route` (a job that takes the setting's route at its
+        first run); returns how many moved. Counters follow."""
 
     @abc.abstractmethod
     async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from ..arn import Shard
+from ..arn import ROUTE_TAGGING, Shard
 from ..errors import BulktagError
 
 
@@ -134,6 +134,8 @@ class NewItem:
     tagset: str | None  # canonical body from tagset_body()
     line: int | None = None
     problem: str | None = None
+    #: `ec2` or `tagging-api` (arn.route_of): stored with the item, claimed and sent by it
+    route: str = ROUTE_TAGGING
 
 
 @dataclass(slots=True)
@@ -167,6 +169,7 @@ class Runnable:
     priority: int
     operation: str
     state: JobState = JobState.ACTIVE
+    route: str = ROUTE_TAGGING  #: a (job, shard) has one Runnable per route with pending work
 
 
 @dataclass
@@ -206,6 +209,7 @@ class ReportRow:
     line: int | None
     before: str | None = None  #: the before-image (compact JSON), when one was kept
     tagset: str | None = None  #: the item's tagset body (what the job set)
+    route: str = ROUTE_TAGGING  #: the route stored with the item
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +272,7 @@ class ItemRecord:
     verified_at: float | None
     drift: str | None
     before: str | None = None
+    route: str = ROUTE_TAGGING
 
 
 @dataclass(frozen=True, slots=True)

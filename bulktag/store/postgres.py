@@ -459,11 +459,12 @@ class PostgresStore(Store):
             it.tagset for it in items if valid(it) and it.tagset is not None)
 
         def arrays(chunk: Sequence[NewItem]) -> tuple[list[Any], ...]:
-            cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-            arn, shard, tagset, state, line, code, message, finished = cols
+            cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+            arn, shard, tagset, state, line, code, message, finished, route = cols
             for it in chunk:
                 arn.append(it.arn)
                 line.append(it.line)
+                route.append(it.route)
                 if valid(it):
                     assert it.shard is not None and it.tagset is not None
                     shard.append(shard_ids[it.shard])
@@ -520,6 +521,13 @@ class PostgresStore(Store):
         for row in await self._all(Q["shard_counts"], (job_id,)):
             shard = await self.shard(int(row[0])) if row[0] else None
             out.setdefault(shard, Counts()).by_state[row[1]] = int(row[2])
+        return out
+
+    async def route_counts(self, job_id: int) -> dict[tuple[Shard | None, str], Counts]:
+        out: dict[tuple[Shard | None, str], Counts] = {}
+        for row in await self._all(Q["route_counts"], (job_id,)):
+            shard = await self.shard(int(row[0])) if row[0] else None
+            out.setdefault((shard, row[1]), Counts()).by_state[row[2]] = int(row[3])
         return out
 
     async def error_counts(self, job_id: int, limit: int = 5) -> list[tuple[str, int]]:
@@ -585,22 +593,33 @@ class PostgresStore(Store):
 
     async def runnable(self) -> list[Runnable]:
         return [Runnable(int(r["job_id"]), int(r["shard_id"]), int(r["priority"]),
-                         r["operation"], JobState(r["state"]))
+                         r["operation"], JobState(r["state"]), r["route"])
                 for r in await self._all(Q["runnable"])]
 
     async def finished_jobs(self) -> list[int]:
         return [int(r[0]) for r in await self._all(Q["unfinished_jobs"])]
 
     async def claim(self, owner: str, job_id: int, shard_id: int, limit: int, *,
-                    lease_seconds: float, now: float | None = None) -> list[Claimed]:
+                    lease_seconds: float, now: float | None = None,
+                    route: str | None = None) -> list[Claimed]:
         now = time.time() if now is None else now
-        rows = await self._all(Q["claim"], (job_id, shard_id, now, limit, owner,
-                                            now + lease_seconds))
+        params: tuple[Any, ...] = (job_id, shard_id, now, limit, owner, now + lease_seconds)
+        if route is None:
+            rows = await self._all(Q["claim"], params)
+        else:
+            rows = await self._all(Q["claim_route"], (*params, route))
         return [Claimed(int(r[0]), r[1], int(r[2]), int(r[3]), before=r[4]) for r in rows]
 
-    async def next_due(self, job_id: int, shard_id: int) -> float | None:
-        row = await self._one(Q["next_due"], (job_id, shard_id))
+    async def next_due(self, job_id: int, shard_id: int,
+                       route: str | None = None) -> float | None:
+        if route is None:
+            row = await self._one(Q["next_due"], (job_id, shard_id))
+        else:
+            row = await self._one(Q["next_due_route"], (job_id, shard_id, route))
         return float(row[0]) if row and row[0] is not None else None
+
+    async def set_route(self, job_id: int, route: str) -> int:
+        return await self._write(Q["set_route"], (route, job_id))
 
     async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:
         if not outcomes:
@@ -848,13 +867,13 @@ class PostgresStore(Store):
         shard_ids = await self._resolve_shards(r.shard for r in records if r.shard is not None)
         tagset_ids = await self._resolve_tagsets(
             r.tagset for r in records if r.tagset is not None)
-        cols: tuple[list[Any], ...] = tuple([] for _ in range(18))
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(19))
         for r in records:
             row = (r.id, r.job_id, r.arn, shard_ids[r.shard] if r.shard is not None else 0,
                    tagset_ids[r.tagset] if r.tagset is not None else 0, str(r.state),
                    r.attempts, r.next_attempt_at, r.lease_owner, r.lease_expires_at,
                    r.error_code, r.http_status, r.message, r.finished_at, r.line, r.verified_at,
-                   r.drift, r.before)
+                   r.drift, r.before, r.route)
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
         try:
@@ -918,7 +937,7 @@ def _item_record(row: Any) -> ItemRecord:
         lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
         http_status=row[13], message=row[14], finished_at=row[15],
         line=None if row[16] is None else int(row[16]), verified_at=row[17], drift=row[18],
-        before=row[19])
+        before=row[19], route=row[20])
 
 
 def _job(row: Any) -> Job:

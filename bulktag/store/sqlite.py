@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -114,26 +115,32 @@ _RUN_SIZE = 50_000  # items per INSERT … SELECT at most (bounds the JSON text)
 
 
 def _runs(items: Sequence[NewItem]) -> list[tuple[Shard | None, str | None, list[NewItem]]]:
-    """Maximal runs of consecutive items with the same shard and tagset (invalid items: None,
-    None), in input order, each at most _RUN_SIZE long."""
+    """Maximal runs of consecutive items with the same shard, tagset and route (invalid items:
+    None, None), in input order, each at most _RUN_SIZE long."""
     runs: list[tuple[Shard | None, str | None, list[NewItem]]] = []
     cur_shard: Shard | None = None
     cur_body: str | None = None
+    cur_route = ""
     run: list[NewItem] = []
     for it in items:
         if it.problem is not None or it.shard is None or it.tagset is None:
             shard, body = None, None
         else:
             shard, body = it.shard, it.tagset
-        if run and len(run) < _RUN_SIZE and body == cur_body and (
+        if run and len(run) < _RUN_SIZE and body == cur_body and it.route == cur_route and (
             shard is cur_shard or shard == cur_shard
         ):
             run.append(it)
             continue
         run = [it]
         runs.append((shard, body, run))
-        cur_shard, cur_body = shard, body
+        cur_shard, cur_body, cur_route = shard, body, it.route
     return runs
+
+
+def _regexp(pattern: str, text: str | None) -> bool:
+    """SQLite's REGEXP operator (`text REGEXP pattern`), for migrations that need one."""
+    return text is not None and re.search(pattern, text) is not None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -234,6 +241,7 @@ class SqliteStore(Store):
             # 64 MiB of page cache (the default is 2 MiB): a bulk enqueue keeps the UNIQUE and
             # pending indexes' hot pages in memory instead of re-reading them from the WAL.
             await db.execute("PRAGMA cache_size = -65536")
+            await db.create_function("regexp", 2, _regexp, deterministic=True)
             store = cls(db, path)
             await store._migrate()
         except BaseException as exc:
@@ -448,11 +456,11 @@ class SqliteStore(Store):
                 for it in items:
                     if it.problem is not None or it.shard is None or it.tagset is None:
                         rows.append((job_id, it.arn, 0, 0, "invalid", it.line, "InvalidInput",
-                                     None, it.problem, now))
+                                     None, it.problem, now, it.route))
                     else:
                         rows.append((job_id, it.arn, await self._shard_id(it.shard),
                                      await self._tagset_id(it.tagset), "pending", it.line,
-                                     None, None, None, None))
+                                     None, None, None, None, it.route))
                 cur = await self.db.executemany(Q["insert_item"], rows)
                 added = cur.rowcount
                 await cur.close()
@@ -471,7 +479,7 @@ class SqliteStore(Store):
     ) -> int:
         if shard is None or body is None:
             rows = [(job_id, it.arn, 0, 0, "invalid", it.line, "InvalidInput", None, it.problem,
-                     now) for it in run]
+                     now, it.route) for it in run]
             cur = await self.db.executemany(Q["insert_item"], rows)
         else:
             sid = await self._shard_id(shard)
@@ -480,10 +488,12 @@ class SqliteStore(Store):
             first = lines[0]
             if first is not None and lines == list(range(first, first + len(lines))):
                 arns = json.dumps([it.arn for it in run], ensure_ascii=False)
-                cur = await self.db.execute(Q["insert_run"], (job_id, sid, tid, first, arns))
+                cur = await self.db.execute(Q["insert_run"],
+                                            (job_id, sid, tid, first, run[0].route, arns))
             else:
                 pairs = json.dumps([(it.arn, it.line) for it in run], ensure_ascii=False)
-                cur = await self.db.execute(Q["insert_run_lines"], (job_id, sid, tid, pairs))
+                cur = await self.db.execute(Q["insert_run_lines"],
+                                            (job_id, sid, tid, run[0].route, pairs))
         n = cur.rowcount
         await cur.close()
         return int(n)
@@ -521,6 +531,13 @@ class SqliteStore(Store):
             out.setdefault(shard, Counts()).by_state[row[1]] = int(row[2])
         return out
 
+    async def route_counts(self, job_id: int) -> dict[tuple[Shard | None, str], Counts]:
+        out: dict[tuple[Shard | None, str], Counts] = {}
+        for row in await self._all(Q["route_counts"], (job_id,)):
+            shard = await self.shard(row[0]) if row[0] else None
+            out.setdefault((shard, row[1]), Counts()).by_state[row[2]] = int(row[3])
+        return out
+
     async def error_counts(self, job_id: int, limit: int = 5) -> list[tuple[str, int]]:
         return [(r[0], int(r[1])) for r in await self._all(Q["error_counts"], (job_id, limit))]
 
@@ -533,7 +550,7 @@ class SqliteStore(Store):
     async def runnable(self) -> list[Runnable]:
         return [
             Runnable(r["job_id"], r["shard_id"], r["priority"], r["operation"],
-                     JobState(r["state"]))
+                     JobState(r["state"]), r["route"])
             for r in await self._all(Q["runnable"])
         ]
 
@@ -543,19 +560,26 @@ class SqliteStore(Store):
 
     async def claim(
         self, owner: str, job_id: int, shard_id: int, limit: int, *, lease_seconds: float,
-        now: float | None = None,
+        now: float | None = None, route: str | None = None,
     ) -> list[Claimed]:
         now = time.time() if now is None else now
         rows = await self._all(
-            Q["claim"],
+            Q["claim" if route is None else "claim_route"],
             {"owner": owner, "expires": now + lease_seconds, "job_id": job_id,
-             "shard_id": shard_id, "now": now, "limit": limit},
+             "shard_id": shard_id, "now": now, "limit": limit, "route": route},
         )
         return [Claimed(r[0], r[1], r[2], r[3], before=r[4]) for r in rows]
 
-    async def next_due(self, job_id: int, shard_id: int) -> float | None:
-        row = await self._one(Q["next_due"], (job_id, shard_id))
+    async def next_due(self, job_id: int, shard_id: int,
+                       route: str | None = None) -> float | None:
+        if route is None:
+            row = await self._one(Q["next_due"], (job_id, shard_id))
+        else:
+            row = await self._one(Q["next_due_route"], (job_id, shard_id, route))
         return float(row[0]) if row and row[0] is not None else None
+
+    async def set_route(self, job_id: int, route: str) -> int:
+        return await self._write(Q["set_route"], (route, job_id, route))
 
     async def record(self, owner: str, outcomes: Sequence[Outcome]) -> int:
         if not outcomes:
@@ -890,7 +914,7 @@ class SqliteStore(Store):
     async def _import_items(self, records: Sequence[ItemRecord]) -> int:
         """One executemany; counters added up here from the records (an id conflict aborts
         the whole page, so every record counted was inserted)."""
-        counts: Counter[tuple[int, int, str]] = Counter()
+        counts: Counter[tuple[int, int, str, str]] = Counter()
         errors: Counter[tuple[int, str]] = Counter()
         async with self.transaction():
             if self._count_trigger is None:
@@ -904,8 +928,8 @@ class SqliteStore(Store):
                 rows.append((r.id, r.job_id, r.arn, sid, tid, str(r.state), r.attempts,
                              r.next_attempt_at, r.lease_owner, r.lease_expires_at, r.error_code,
                              r.http_status, r.message, r.finished_at, r.line, r.verified_at,
-                             r.drift, r.before))
-                counts[(r.job_id, sid, str(r.state))] += 1
+                             r.drift, r.before, r.route))
+                counts[(r.job_id, sid, r.route, str(r.state))] += 1
                 if r.state in (ItemState.FAILED, ItemState.INVALID):
                     errors[(r.job_id, r.error_code or "Unknown")] += 1
             cur = await self.db.executemany(Q["import_item"], rows)
@@ -966,7 +990,7 @@ def _item_record(row: Any) -> ItemRecord:
         state=ItemState(row[7]), attempts=int(row[8]), next_attempt_at=float(row[9]),
         lease_owner=row[10], lease_expires_at=row[11], error_code=row[12],
         http_status=row[13], message=row[14], finished_at=row[15], line=row[16],
-        verified_at=row[17], drift=row[18], before=row[19])
+        verified_at=row[17], drift=row[18], before=row[19], route=row[20])
 
 
 def _job(row: sqlite3.Row) -> Job:

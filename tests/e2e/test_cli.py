@@ -301,6 +301,7 @@ async def test_dry_run_prints_batches_per_shard_and_enqueues_nothing(
                                 "0"] for line in lines)
     assert any(line.split() == [ACCOUNT, "us-east-1", "45", "45", "0", "0", "0", "0", "3", "0.6",
                                 "0"] for line in lines)
+    assert "    by route: tagging-api 45 to change, 0 skipped, 3 batches, ~0.6 s" in lines
     data = await cli.json("tag", "--arns", str(src), "--tag", "A=b", "--dry-run")
     assert {s["region"]: s["batches"] for s in data["shards"]} == {"eu-west-1": 1, "us-east-1": 3}
     assert data["duplicates"] == 1

@@ -12,16 +12,19 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import anyio
 import pytest
 from conftest import simulator_process
 from test_crash import counts, sim_get, wait_for_progress
 from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
 
-from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, ec2_route, route_of
+from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, ec2_route, route_of
 from bulktag.classify import Failure
 from bulktag.config import Settings, ec2_rate_warning
+from bulktag.engine import Engine
 from bulktag.engine.recorder import RECORDER_INTERVAL
 from bulktag.engine.sender import ec2_named_ids
+from bulktag.plan import dry_run
 from bulktag.sim import (
     RunningSimulator,
     SimConfig,
@@ -29,8 +32,8 @@ from bulktag.sim import (
     start_simulator,
     synthetic_resources,
 )
-from bulktag.store import JobOptions
-from bulktag.submit import Request
+from bulktag.store import JobOptions, Store, new_owner_token
+from bulktag.submit import Request, submit
 
 REGION = "us-east-1"
 
@@ -140,9 +143,10 @@ async def test_deleted_snapshots_fail_exactly_themselves(tmp_path: Path,
     assert {rows[a]["attempts"] for a in snaps if a not in gone} == {1}
     assert all(sim.state.tags(a) == TAGS for a in snaps if a not in gone)
     # One whole-call failure per batch holding a deleted snapshot, then the rest at once: the
-    # first claim (240) makes 100+100+40, the next 60; three of them hold deleted snapshots.
+    # EC2 route claims at its own width (ec2_batch_size x in_flight), so the 300 come in one
+    # claim as 3 batches of 100, and every one of them holds a deleted snapshot.
     assert engine.stats.splits == 0
-    assert engine.stats.requests["CreateTags"] == 4 + 3
+    assert engine.stats.requests["CreateTags"] == 3 + 3
     await store.close()
 
 
@@ -181,14 +185,21 @@ async def test_tag_limit_is_isolated_by_splitting(tmp_path: Path,
 @pytest.mark.slow
 def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
-    total, batch, in_flight = 6000, 100, 2
-    arns = [arn for _, arn in synthetic_resources([ACCOUNT], [REGION], total, ec2_share=1.0)]
+    # EC2 resources and, in the same account-region, DynamoDB tables (the Tagging API route):
+    # both routes of the shard are in flight at once when the process is killed.
+    n_ec2, n_tables, batch, in_flight = 6000, 400, 100, 2
+    ec2_arns = [arn for _, arn in synthetic_resources([ACCOUNT], [REGION], n_ec2,
+                                                      ec2_share=1.0)]
+    tables = [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t{k}" for k in range(n_tables)]
+    arns = [a for pair in zip(ec2_arns, tables, strict=False) for a in pair]
+    arns += ec2_arns[n_tables:]  # tables interleaved with the first EC2 resources
+    total = len(arns)
     source = tmp_path / "arns.txt"
     source.write_text("\n".join(arns) + "\n")
     db = tmp_path / "bulktag.db"
     env = {**cli_env, "BULKTAG_ROUTE": "auto", "BULKTAG_IN_FLIGHT_PER_SHARD": str(in_flight),
            "BULKTAG_EC2_BATCH_SIZE": str(batch)}
-    with simulator_process("--latency-ms", "100-200", "--seed-resources", str(total),
+    with simulator_process("--latency-ms", "100-200", "--seed-resources", str(n_ec2),
                            "--seed-ec2-share", "1") as url:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag",
@@ -207,13 +218,107 @@ def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
         assert set(final) <= {"succeeded", "skipped"} and sum(final.values()) == total, final
         stats = sim_get(url, "/_sim/stats")
         sends = stats["arn_sends"]["CreateTags"]  # type: ignore[index]
-        assert stats["arn_sends"].get("TagResources", 0) == 0  # type: ignore[attr-defined]
-        # Two shards (snapshots are the caller's own; volumes and instances the account's),
-        # each with at most `in_flight` batches out, plus the recorder's last window.
+        tag_sends = stats["arn_sends"].get("TagResources", 0)  # type: ignore[attr-defined]
+        # EC2 route: two shards (snapshots are the caller's own; volumes and instances the
+        # account's), each with at most `in_flight` batches out, plus the recorder's last
+        # window. Tagging API route (the tables, in the account's shard beside its EC2 items):
+        # `in_flight` batches of 20 out, plus its window at 5 calls/s.
         shards = 2
         bound = shards * in_flight * batch + int(shards * 8 * batch * RECORDER_INTERVAL) + 20
-        assert 0 <= sends - total <= bound, (sends, bound)
-        assert final.get("skipped", 0) <= bound
+        tag_bound = in_flight * 20 + int(5 * 20 * RECORDER_INTERVAL) + 20
+        assert 0 <= sends - n_ec2 <= bound, (sends, bound)
+        assert 0 <= tag_sends - n_tables <= tag_bound, (tag_sends, tag_bound)
+        assert final.get("skipped", 0) <= bound + tag_bound
         for arn in arns[:: 97]:
             tags = sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
             assert tags.get("migrated") == "yes", arn
+
+
+async def test_in_one_account_region_ec2_items_do_not_wait_on_the_tagging_api(
+        tmp_path: Path) -> None:
+    # One account-region holds EC2 instances and volumes and DynamoDB tables and log groups.
+    # Routes are stored per item and claimed per (shard, route): the EC2 items go in full
+    # batches at EC2's pace while the Tagging API items are still going at theirs (2 calls/s
+    # here: 10 calls for 200 items). What the simulator saw decides, not wall time.
+    config = SimConfig(seed=5, quotas={"TagResources": 2.0})
+    async with await start_simulator(config) as sim:
+        ec2_arns, others = mixed(sim, 100)  # 100 each of snapshot, volume, instance; 200 others
+        settings = settings_for(tmp_path, sim.url, max_rate=2.0)
+        source = tmp_path / "arns.txt"
+        # Interleaved, as a real export would list them.
+        source.write_text("\n".join(a for pair in zip(ec2_arns[:200], others, strict=True)
+                                    for a in pair) + "\n" + "\n".join(ec2_arns[200:]) + "\n")
+        store = await Store.open(settings.db)
+        job = (await submit(store, [str(source)], Request("tag", tags=TAGS),
+                            options=JobOptions(route="auto"))).job_id
+        shard = Shard("aws", ACCOUNT, REGION)
+        by_route = {route: c.total for (s, route), c in (await store.route_counts(job)).items()
+                    if s == shard}
+        assert by_route == {"ec2": 200, "tagging-api": 200}  # stored at submission
+        engine = Engine(store, settings, owner=new_owner_token(), job_ids={job})
+        seen: dict[str, int] = {}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            while True:
+                counts = await store.route_counts(job)
+                ec2_done = sum(c["succeeded"] for (s, r), c in counts.items()
+                               if r == "ec2" and s == shard)
+                if ec2_done == 200:
+                    seen = {"TagResources": sim.state.requests["TagResources"],
+                            "tagging_done": counts[(shard, "tagging-api")]["succeeded"]}
+                    break
+                await anyio.sleep(0.01)
+        assert (await store.counts(job)).by_state == {"succeeded": 500}
+        # 300 EC2 ids in 3 CreateTags calls, every one full (100): 2 for the account's volumes
+        # and instances, 1 for the snapshots (bulktag's caller shard; the same account here).
+        assert sim.state.shard_requests[(ACCOUNT, REGION, "CreateTags")] == 3
+        assert sim.state.arn_sends["CreateTags"] == 300
+        # ... all done while the Tagging API items of the same account-region were not: fewer
+        # than the 10 TagResources calls they need had been answered.
+        assert seen["TagResources"] < 10 and seen["tagging_done"] < 200, seen
+        assert sim.state.requests["TagResources"] == 10
+        await store.close()
+
+
+@pytest.mark.parametrize("ec2_read", ["describe-tags", "get-resources"])
+async def test_compliance_read_of_ec2_items_goes_by_describe_tags(
+        tmp_path: Path, sim: RunningSimulator, ec2_read: str) -> None:
+    ec2_arns, others = mixed(sim, 40)
+    compliant = set(ec2_arns[::2]) | set(others[::2])
+    for arn in compliant:
+        sim.state.put(arn, {**TAGS, "other": "x"}, account=ACCOUNT)
+    store, job, _ = await run_job(tmp_path, settings_for(tmp_path, sim.url, ec2_read=ec2_read),
+                                  ec2_arns + others,
+                                  options=JobOptions(route="auto", skip_compliant=True))
+    rows = await items(store, job)
+    assert {a for a, r in rows.items() if r["status"] == "skipped"} == compliant
+    assert all(sim.state.tags(a) == TAGS for a in set(ec2_arns + others) - compliant)
+    # EC2 items read by DescribeTags (narrowed to the job's keys; or GetResources when the
+    # setting says so), the rest by GetResources; only the non-compliant ones sent.
+    if ec2_read == "describe-tags":
+        assert sim.state.requests["DescribeTags"] >= 2  # two shards: snapshots, the account's
+        assert sim.state.requests["GetResources"] == 1  # the 80 others: one call of 100
+    else:
+        assert sim.state.requests["DescribeTags"] == 0
+        assert sim.state.requests["GetResources"] >= 3  # 120 + 80 in the account's shard
+    assert sim.state.arn_sends["CreateTags"] == 60
+    assert sim.state.arn_sends["TagResources"] == 40
+    await store.close()
+
+
+async def test_the_plan_shows_each_account_region_by_route(tmp_path: Path,
+                                                           sim: RunningSimulator) -> None:
+    ec2_arns, others = mixed(sim, 30)  # 30 snapshots, 60 volumes and instances, 60 others
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join(ec2_arns + others) + "\n")
+    plan = await dry_run(Request("tag", tags=TAGS), settings_for(tmp_path, sim.url),
+                         JobOptions(route="auto"), [str(source)], None)
+    routes = {(s["account"], r["route"]): (r["change"], r["batches"])
+              for s in plan.data["shards"] for r in s["routes"]}
+    assert routes == {("", "ec2"): (30, 1), (ACCOUNT, "ec2"): (60, 1),
+                      (ACCOUNT, "tagging-api"): (60, 3)}
+    lines = plan.human.splitlines()
+    assert ("    by route: ec2 60 to change, 0 skipped, 1 batches, ~0.1 s; "
+            "tagging-api 60 to change, 0 skipped, 3 batches, ~0.6 s") in lines
+    assert "    by route: ec2 30 to change, 0 skipped, 1 batches, ~0.1 s" in lines
+    assert sim.state.requests["CreateTags"] == 0  # nothing sent

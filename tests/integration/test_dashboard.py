@@ -58,7 +58,7 @@ async def seeded_job(store: Store, *, name: str = "<script>alert('name')</script
 
 
 def client_for(store: Store, token: str | None = TOKEN,
-               throttles: dict[Shard, int] | None = None) -> TestClient[web.Request, web.Application]:
+               throttles: dict[tuple[Shard, str], int] | None = None) -> TestClient[web.Request, web.Application]:
     app = web.Application()
     Dashboard(store, Settings(db=store.path, ui_token=token),
               throttles=(lambda: throttles) if throttles is not None else None).register(app)
@@ -105,7 +105,7 @@ async def test_pages_escape_every_outside_value_and_send_security_headers(store:
 
 async def test_job_page_has_chart_shard_table_errors_and_last_failures(store: Store) -> None:
     job = await seeded_job(store)
-    async with client_for(store, throttles={EAST: 7}) as client:
+    async with client_for(store, throttles={(EAST, "tagging-api"): 7}) as client:
         html = await (await client.get(f"/jobs/{job}")).text()
         assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart"' in html
         assert '<polyline class="line"' in html

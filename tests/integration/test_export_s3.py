@@ -186,4 +186,5 @@ async def test_export_on_finish_is_kept_with_the_job_and_done_by_a_later_run(
     assert (manifest["operation"], manifest["keys"], manifest["counts"]["succeeded"]) == (
         "untag", ["A"], 1)
     assert manifest["shards"] == [{"partition": "aws", "account": ACCOUNT,
-                                   "region": "ap-southeast-2", "counts": manifest["counts"]}]
+                                   "region": "ap-southeast-2", "route": "tagging-api",
+                                   "counts": manifest["counts"]}]

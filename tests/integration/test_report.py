@@ -191,11 +191,11 @@ async def test_status_and_end_of_run_show_the_region_table_and_advice(
     assert "per account and region:" in out
     lines = out.splitlines()
     east = next(line for line in lines if f"{ACCOUNT}  us-east-1" in line).split()
-    # account region done skipped failed open ARN/s quota (share)
-    assert east[2:6] == [str(len(GOOD) - 4), "0", str(len(DENIED) + 1), "0"]
-    assert east[7] == "100"  # 5 calls/s x 20 ARNs
+    # account region route done skipped failed open ARN/s quota (share)
+    assert east[2:7] == ["tagging-api", str(len(GOOD) - 4), "0", str(len(DENIED) + 1), "0"]
+    assert east[8] == "100"  # 5 calls/s x 20 ARNs
     eu = next(line for line in lines if f"{ACCOUNT}  eu-west-1" in line).split()
-    assert eu[2:6] == ["0", str(len(SKIPPED)), "0", "0"]
+    assert eu[2:7] == ["tagging-api", "0", str(len(SKIPPED)), "0", "0"]
     assert any(line.strip().startswith("(invalid input)") for line in lines)
     assert f"-> {advice.ROLE_PERMISSION}" in out
     assert f"-> {advice.GONE}" in out
@@ -249,14 +249,20 @@ def test_advice_for_error_codes(code: str, message: str | None, status: int | No
 def test_shard_table_rates_against_quota_and_invalid_rows_last() -> None:
     east, west = Shard("aws", ACCOUNT, "us-east-1"), Shard("aws", ACCOUNT, "us-west-2")
     rows = shard_table({
-        None: Counts({"invalid": 2}),
-        west: Counts({"succeeded": 10, "pending": 5}),
-        east: Counts({"succeeded": 80, "skipped": 10, "failed": 10, "cancelled": 1}),
-    }, elapsed=2.0, quota=100.0)
-    assert [(r["region"], r["done"], r["skipped"], r["failed"], r["open"], r["rate"])
-            for r in rows] == [("us-east-1", 80, 10, 10, 0, 50.0),
-                               ("us-west-2", 10, 0, 0, 5, 5.0), (None, 0, 0, 2, 0, None)]
+        (None, "tagging-api"): Counts({"invalid": 2}),
+        (west, "tagging-api"): Counts({"succeeded": 10, "pending": 5}),
+        (east, "tagging-api"): Counts({"succeeded": 80, "skipped": 10, "failed": 10,
+                                       "cancelled": 1}),
+        (east, "ec2"): Counts({"succeeded": 3000, "pending": 1000}),
+    }, elapsed=2.0, quotas={"tagging-api": 100.0, "ec2": 4000.0})
+    assert [(r["region"], r["route"], r["done"], r["skipped"], r["failed"], r["open"],
+             r["rate"]) for r in rows] == [
+        ("us-east-1", "ec2", 3000, 0, 0, 1000, 1500.0),
+        ("us-east-1", "tagging-api", 80, 10, 10, 0, 50.0),
+        ("us-west-2", "tagging-api", 10, 0, 0, 5, 5.0), (None, "tagging-api", 0, 0, 2, 0, None)]
     text = render_shard_table(rows)
-    assert "50.0  100 (50%)  cancelled 1" in text[2]
+    assert text[2].split()[:3] == ["123456789012", "us-east-1", "ec2"]
+    assert "1500.0  4000 (38%)" in text[2]
+    assert "tagging-api" in text[3] and "50.0  100 (50%)  cancelled 1" in text[3]
     assert text[-1].split() == ["(invalid", "input)", "0", "0", "2", "0", "-", "-"]
     assert len(render_shard_table(rows, limit=1)) == 4  # header x2, the biggest, "... more"

@@ -37,10 +37,10 @@ SERVED = {
     "bulktag_job_items": ("gauge", {"job", "name", "operation", "state"}),
     "bulktag_jobs": ("gauge", {"state"}),
     "bulktag_sync_rules": ("gauge", {"status"}),
-    "bulktag_requests_total": ("counter", {"operation", *SHARD}),
-    "bulktag_throttles_total": ("counter", {"operation", *SHARD}),
-    "bulktag_shard_rate": ("gauge", {"operation", *SHARD}),
-    "bulktag_shard_rate_ceiling": ("gauge", {"operation", *SHARD}),
+    "bulktag_requests_total": ("counter", {"operation", "route", *SHARD}),
+    "bulktag_throttles_total": ("counter", {"operation", "route", *SHARD}),
+    "bulktag_shard_rate": ("gauge", {"operation", "route", *SHARD}),
+    "bulktag_shard_rate_ceiling": ("gauge", {"operation", "route", *SHARD}),
     "bulktag_batch_seconds_bucket": ("histogram", {"le"}),
     "bulktag_batch_seconds_sum": ("histogram", set()),
     "bulktag_batch_seconds_count": ("histogram", set()),
@@ -91,6 +91,8 @@ def test_the_collector_serves_every_family_with_its_type_labels_and_buckets() ->
         counters.batch("TagResources", east, seconds)
     counters.request("GetResources", caller)
     counters.throttle("TagResources", east)
+    counters.request("CreateTags", east)
+    counters.request("DescribeTags", east)
     collector = BulktagCollector()
     registry = CollectorRegistry()
     registry.register(collector)
@@ -107,6 +109,10 @@ def test_the_collector_serves_every_family_with_its_type_labels_and_buckets() ->
                  region="us-east-1", partition="aws") == 6
     assert value(m, "bulktag_requests_total", operation="GetResources", account="caller") == 1
     assert value(m, "bulktag_throttles_total", operation="TagResources") == 1
+    # the route label: the EC2 route's calls apart from the Tagging API's, in one shard
+    assert value(m, "bulktag_requests_total", route="ec2", region="us-east-1") == 2
+    assert value(m, "bulktag_requests_total", route="tagging-api", region="us-east-1") == 6
+    assert value(m, "bulktag_shard_rate", operation="TagResources", route="tagging-api") == 4.1235
     assert value(m, "bulktag_shard_rate", operation="TagResources") == 4.1235
     assert value(m, "bulktag_shard_rate_ceiling", region="eu-west-1") == 10.0
     assert value(m, "bulktag_items", state="succeeded") == 7

@@ -121,20 +121,25 @@ SELECT body FROM tagsets WHERE id = $1;
 
 -- name: insert_items
 -- One chunk of add_items: $1 job id, then parallel arrays $2 arn, $3 shard id, $4 tagset id,
--- $5 state, $6 line, $7 error code, $8 message, $9 finished_at. Ids follow the array order.
+-- $5 state, $6 line, $7 error code, $8 message, $9 finished_at, $10 route. Ids follow the
+-- array order.
 INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, message,
-                   finished_at)
-SELECT $1, arn, shard_id, tagset_id, state, line, error_code, message, finished_at
+                   finished_at, route)
+SELECT $1, arn, shard_id, tagset_id, state, line, error_code, message, finished_at, route
 FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[],
-            $8::text[], $9::float8[])
-     AS u(arn, shard_id, tagset_id, state, line, error_code, message, finished_at)
+            $8::text[], $9::float8[], $10::text[])
+     AS u(arn, shard_id, tagset_id, state, line, error_code, message, finished_at, route)
 ON CONFLICT (job_id, arn) DO NOTHING;
 
 -- name: counts
 SELECT state, sum(n)::bigint FROM counts WHERE job_id = $1 GROUP BY state;
 
 -- name: shard_counts
-SELECT shard_id, state, n FROM counts WHERE job_id = $1 AND n > 0;
+SELECT shard_id, state, sum(n)::bigint FROM counts WHERE job_id = $1 GROUP BY shard_id, state
+HAVING sum(n) > 0;
+
+-- name: route_counts
+SELECT shard_id, route, state, n FROM counts WHERE job_id = $1 AND n > 0;
 
 -- name: error_counts
 SELECT error_code, n FROM error_counts WHERE job_id = $1 AND n > 0 ORDER BY n DESC, error_code
@@ -146,14 +151,14 @@ WHERE job_id = $1 AND state IN ('failed', 'invalid') AND error_code = $2
 ORDER BY id LIMIT 1;
 
 -- name: runnable
--- (job, shard) pairs with pending work in jobs that may run, best priority first.
-SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state
+-- (job, shard, route) with pending work in jobs that may run, best priority first.
+SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state, c.route
 FROM counts c JOIN jobs j ON j.id = c.job_id
 WHERE c.state = 'pending' AND c.n > 0 AND c.shard_id <> 0
   AND j.state IN ('ready', 'active')
   AND NOT EXISTS (SELECT 1 FROM paused_accounts p JOIN shards s ON s.account = p.account
                   WHERE p.job_id = c.job_id AND s.id = c.shard_id)
-ORDER BY j.priority DESC, c.job_id, c.shard_id;
+ORDER BY j.priority DESC, c.job_id, c.shard_id, c.route;
 
 -- name: unfinished_jobs
 -- Jobs whose items are all terminal (and discovery over) but whose state still says otherwise.
@@ -181,9 +186,33 @@ WITH picked AS (
 )
 SELECT id, arn, tagset_id, attempts, before_tags FROM leased ORDER BY tagset_id, next_attempt_at, id;
 
+-- name: claim_route
+-- As claim, the items of one route ($7): each route of a shard is claimed at its own pace.
+WITH picked AS (
+    SELECT id FROM items
+    WHERE job_id = $1 AND shard_id = $2 AND route = $7 AND state = 'pending'
+      AND next_attempt_at <= $3
+    ORDER BY tagset_id, next_attempt_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE items i SET state = 'leased', lease_owner = $5, lease_expires_at = $6
+    FROM picked WHERE i.id = picked.id
+    RETURNING i.id, i.arn, i.tagset_id, i.attempts, i.next_attempt_at, i.before_tags
+)
+SELECT id, arn, tagset_id, attempts, before_tags FROM leased ORDER BY tagset_id, next_attempt_at, id;
+
 -- name: next_due
 SELECT min(next_attempt_at) FROM items
 WHERE job_id = $1 AND shard_id = $2 AND state = 'pending';
+
+-- name: next_due_route
+SELECT min(next_attempt_at) FROM items
+WHERE job_id = $1 AND shard_id = $2 AND route = $3 AND state = 'pending';
+
+-- name: set_route
+-- A job that takes the setting's route at its first run: its pending items follow it.
+UPDATE items SET route = $1 WHERE job_id = $2 AND state = 'pending' AND route <> $1;
 
 -- name: record
 -- $1 owner, then parallel arrays: $2 id, $3 state, $4 attempts, $5 next_attempt_at,
@@ -250,14 +279,14 @@ WHERE job_id = $4 AND state IN ('pending', 'leased');
 
 -- name: report_page
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.before_tags, t.body
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.id > $2
 ORDER BY i.id LIMIT $3;
 
 -- name: report_page_unsuccessful
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.before_tags, t.body
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.id > $2
 ORDER BY i.id LIMIT $3;
@@ -444,14 +473,14 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, NULL, $7, $8, $9, $10, $11, $12);
 -- Every column of a page of items, the shard and tagset by value (ids are per store).
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.id > $1 ORDER BY i.id LIMIT $2;
 
 -- name: export_job_items
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
 
@@ -460,11 +489,11 @@ WHERE i.job_id = $1 AND i.id > $2 ORDER BY i.id LIMIT $3;
 -- counters, as for add_items.
 INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
                    lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
-                   line, verified_at, drift, before_tags)
+                   line, verified_at, drift, before_tags, route)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                      $6::text[], $7::integer[], $8::float8[], $9::text[], $10::float8[],
                      $11::text[], $12::integer[], $13::text[], $14::float8[], $15::bigint[],
-                     $16::float8[], $17::text[], $18::text[]);
+                     $16::float8[], $17::text[], $18::text[], $19::text[]);
 
 -- name: import_discoveries
 -- Parallel arrays: $1 id, $2 job, $3 partition, $4 account, $5 region, $6 state, $7 token,
@@ -531,7 +560,7 @@ DELETE FROM job_samples WHERE job_id = $1;
 -- name: last_failures
 -- The latest failed or invalid items of a job, newest first, read from items_failed_at.
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.before_tags, t.body
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = $1 AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
 ORDER BY i.finished_at DESC, i.id DESC LIMIT $2;

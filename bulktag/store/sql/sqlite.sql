@@ -63,15 +63,19 @@ SELECT body FROM tagsets WHERE id = ?;
 
 -- name: insert_item
 INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, http_status,
-                   message, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   message, finished_at, route)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (job_id, arn) DO NOTHING;
 
 -- name: counts
 SELECT state, sum(n) FROM counts WHERE job_id = ? GROUP BY state;
 
 -- name: shard_counts
-SELECT shard_id, state, n FROM counts WHERE job_id = ? AND n > 0;
+SELECT shard_id, state, sum(n) FROM counts WHERE job_id = ? GROUP BY shard_id, state
+HAVING sum(n) > 0;
+
+-- name: route_counts
+SELECT shard_id, route, state, n FROM counts WHERE job_id = ? AND n > 0;
 
 -- name: error_counts
 SELECT error_code, n FROM error_counts WHERE job_id = ? AND n > 0 ORDER BY n DESC, error_code
@@ -82,14 +86,14 @@ SELECT arn, http_status, message FROM items
 WHERE job_id = ? AND state IN ('failed', 'invalid') AND error_code = ? ORDER BY id LIMIT 1;
 
 -- name: runnable
--- (job, shard) pairs with pending work in jobs that may run, best priority first.
-SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state
+-- (job, shard, route) with pending work in jobs that may run, best priority first.
+SELECT c.job_id, c.shard_id, j.priority, j.operation, j.state, c.route
 FROM counts c JOIN jobs j ON j.id = c.job_id
 WHERE c.state = 'pending' AND c.n > 0 AND c.shard_id <> 0
   AND j.state IN ('ready', 'active')
   AND NOT EXISTS (SELECT 1 FROM paused_accounts p JOIN shards s ON s.account = p.account
                   WHERE p.job_id = c.job_id AND s.id = c.shard_id)
-ORDER BY j.priority DESC, c.job_id;
+ORDER BY j.priority DESC, c.job_id, c.shard_id, c.route;
 
 -- name: unfinished_jobs
 -- Jobs whose items are all terminal (and discovery over) but whose state still says otherwise.
@@ -109,9 +113,27 @@ WHERE id IN (SELECT id FROM items INDEXED BY items_pending
              LIMIT :limit)
 RETURNING id, arn, tagset_id, attempts, before_tags;
 
+-- name: claim_route
+-- The items of one route: each route of a shard is claimed (and sent) at its own pace.
+UPDATE items SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires
+WHERE id IN (SELECT id FROM items INDEXED BY items_pending
+             WHERE job_id = :job_id AND shard_id = :shard_id AND route = :route
+               AND state = 'pending' AND next_attempt_at <= :now
+             ORDER BY tagset_id, next_attempt_at
+             LIMIT :limit)
+RETURNING id, arn, tagset_id, attempts, before_tags;
+
 -- name: next_due
 SELECT min(next_attempt_at) FROM items INDEXED BY items_pending
 WHERE job_id = ? AND shard_id = ? AND state = 'pending';
+
+-- name: next_due_route
+SELECT min(next_attempt_at) FROM items INDEXED BY items_pending
+WHERE job_id = ? AND shard_id = ? AND route = ? AND state = 'pending';
+
+-- name: set_route
+-- A job that takes the setting's route at its first run: its pending items follow it.
+UPDATE items SET route = ? WHERE job_id = ? AND state = 'pending' AND route <> ?;
 
 -- name: record
 UPDATE items SET state = ?, attempts = ?, next_attempt_at = ?, error_code = ?, http_status = ?,
@@ -158,14 +180,14 @@ WHERE job_id = ? AND state IN ('pending', 'leased');
 
 -- name: report_page
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.before_tags, t.body
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.id > ?
 ORDER BY i.id LIMIT ?;
 
 -- name: report_page_unsuccessful
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.before_tags, t.body
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i INDEXED BY items_unsuccessful LEFT JOIN shards s ON s.id = i.shard_id
      LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.id > ?
@@ -302,24 +324,24 @@ SELECT max(id) FROM items;
 -- name: insert_run
 -- A run of consecutive items of one shard and tagset with consecutive source lines: one
 -- JSON array of ARNs bound as a single parameter.
-INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line)
-SELECT ?, value, ?, ?, 'pending', ? + key FROM json_each(?) WHERE true
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, route)
+SELECT ?, value, ?, ?, 'pending', ? + key, ? FROM json_each(?) WHERE true
 ON CONFLICT (job_id, arn) DO NOTHING;
 
 -- name: insert_run_lines
 -- Lines not consecutive: an array of [arn, line] pairs.
-INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line)
-SELECT ?, json_extract(value, '$[0]'), ?, ?, 'pending', json_extract(value, '$[1]')
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, route)
+SELECT ?, json_extract(value, '$[0]'), ?, ?, 'pending', json_extract(value, '$[1]'), ?
 FROM json_each(?) WHERE true
 ON CONFLICT (job_id, arn) DO NOTHING;
 
 -- name: add_counts
 -- Both read only the rows just inserted: `+` keeps the planner on the rowid range (id > ?2)
 -- instead of an index on job_id, which would scan the whole job every chunk.
-INSERT INTO counts (job_id, shard_id, state, n)
-SELECT job_id, shard_id, state, count(*) FROM items WHERE id > ?2 AND +job_id = ?1
-GROUP BY shard_id, state
-ON CONFLICT (job_id, shard_id, state) DO UPDATE SET n = n + excluded.n;
+INSERT INTO counts (job_id, shard_id, route, state, n)
+SELECT job_id, shard_id, route, state, count(*) FROM items WHERE id > ?2 AND +job_id = ?1
+GROUP BY shard_id, route, state
+ON CONFLICT (job_id, shard_id, route, state) DO UPDATE SET n = n + excluded.n;
 
 -- name: add_error_counts
 INSERT INTO error_counts (job_id, error_code, n)
@@ -371,27 +393,27 @@ VALUES (:id, :name, :operation, :state, :priority, :options, NULL, :created_at, 
 -- Every column of a page of items, the shard and tagset by value (ids are per store).
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.id > ? ORDER BY i.id LIMIT ?;
 
 -- name: export_job_items
 SELECT i.id, i.job_id, i.arn, s.partition, s.account, s.region, t.body, i.state, i.attempts,
        i.next_attempt_at, i.lease_owner, i.lease_expires_at, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags
+       i.message, i.finished_at, i.line, i.verified_at, i.drift, i.before_tags, i.route
 FROM items i LEFT JOIN shards s ON s.id = i.shard_id LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.id > ? ORDER BY i.id LIMIT ?;
 
 -- name: import_item
 INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, attempts, next_attempt_at,
                    lease_owner, lease_expires_at, error_code, http_status, message, finished_at,
-                   line, verified_at, drift, before_tags)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+                   line, verified_at, drift, before_tags, route)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: import_counts
 -- Counters of imported items, added up by the caller (SQLite counts inserts itself).
-INSERT INTO counts (job_id, shard_id, state, n) VALUES (?, ?, ?, ?)
-ON CONFLICT (job_id, shard_id, state) DO UPDATE SET n = n + excluded.n;
+INSERT INTO counts (job_id, shard_id, route, state, n) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (job_id, shard_id, route, state) DO UPDATE SET n = n + excluded.n;
 
 -- name: import_error_counts
 INSERT INTO error_counts (job_id, error_code, n) VALUES (?, ?, ?)
@@ -434,8 +456,9 @@ DELETE FROM job_samples WHERE job_id = ?;
 -- name: last_failures
 -- The latest failed or invalid items of a job, newest first, read from items_failed_at.
 SELECT i.id, i.arn, s.account, s.region, i.state, i.attempts, i.error_code, i.http_status,
-       i.message, i.finished_at, i.line
+       i.message, i.finished_at, i.line, i.before_tags, t.body, i.route
 FROM items i INDEXED BY items_failed_at LEFT JOIN shards s ON s.id = i.shard_id
+     LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.finished_at IS NOT NULL
 ORDER BY i.finished_at DESC, i.id DESC LIMIT ?;
 
