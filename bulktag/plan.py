@@ -142,6 +142,17 @@ def _tally(specs: list[str], request: Request, fmt: str | None
     return per_shard, rows, invalid, dupes
 
 
+def _as_the_run_reads(tags: dict[str, str], body: Any, ec2: bool,
+                      settings: Settings) -> dict[str, str]:
+    """The tags the run's read will see: on the EC2 route, DescribeTags narrowed to the keys
+    the job touches (README "Two routes"), so the plan counts what the run will do, guardrails
+    that need the other keys included (they do not apply there)."""
+    if not ec2 or settings.ec2_read != "describe-tags":
+        return tags
+    keys = set(body)  # a tag or undo body's keys, an untag body's list
+    return {k: v for k, v in tags.items() if k in keys}
+
+
 async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                       items: list[tuple[str, str]], rules: Rules, options: JobOptions,
                       samples: Samples) -> ShardPlan:
@@ -165,8 +176,9 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                 plan.ec2[sent] += ec2
                 plan.unread += int(check)
                 continue
-            _count(plan, decide(rules, json.loads(body), current.get(arn, {})), body, arn, ec2,
-                   samples)
+            wanted = json.loads(body)
+            _count(plan, decide(rules, wanted, _as_the_run_reads(
+                current.get(arn, {}), wanted, ec2, settings)), body, arn, ec2, samples)
     return plan
 
 
@@ -189,9 +201,10 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
             for m in resp.get("ResourceTagMappingList", []):
                 shard = parse_arn(m["ResourceARN"]).shard
                 plan = plans.setdefault(shard, ShardPlan())
-                _count(plan, decide(rules, wanted, tags_of(m)), body, m["ResourceARN"],
-                       route_of(m["ResourceARN"], options.route or settings.route) == ROUTE_EC2,
-                       samples)
+                ec2 = route_of(m["ResourceARN"], options.route or settings.route) == ROUTE_EC2
+                _count(plan, decide(rules, wanted, _as_the_run_reads(tags_of(m), wanted, ec2,
+                                                                     settings)),
+                       body, m["ResourceARN"], ec2, samples)
             token = resp.get("PaginationToken")
             if not token:
                 return

@@ -16,6 +16,7 @@ from test_engine import ACCOUNT, fast_settings
 
 from bulktag.clients import ClientPool
 from bulktag.config import Settings
+from bulktag.control import control_job
 from bulktag.engine import Engine
 from bulktag.errors import UsageError
 from bulktag.plan import dry_run, plan_undo
@@ -320,3 +321,62 @@ def test_before_images_are_compact() -> None:
     body = undo_body("tag", json.dumps(WANT), encode({"Owner": "old", "Team": None}))
     assert json.loads(body or "") == {"Owner": ["old", "new"], "Team": [None, "x"]}
     assert undo_body("untag", '["Owner"]', '{"Owner":"a"}') == '{"Owner":["a",null]}'
+
+
+async def test_retry_reads_a_new_before_image(
+    tmp_path: Path, sim: RunningSimulator, store_url: str,
+) -> None:
+    """A failed item's image is from before a call that never changed it: `retry` reads anew,
+    so another client's value set in between is what undo puts back, and a resource that
+    client already put as the job wants is not taken for one the job changed."""
+    changed, already = arn("changed-between"), arn("already-between")
+    seed(sim, {changed: {}, already: {}})
+    settings = dataclasses.replace(settings_of(store_url, sim), max_attempts=1)
+    async with await Store.open(store_url) as store:
+        sim.reconfigure(resource_error_rate=1.0)
+        source = tmp_path / "arns.txt"
+        source.write_text(f"{changed}\n{already}\n")
+        job = (await submit(store, [str(source)], Request("tag", tags={"Stage": "new"}),
+                            options=KEEP)).job_id
+        await Engine(store, settings, owner=new_owner_token(), job_ids={job}).run()
+        assert {r["status"] for r in (await rows(store, job)).values()} == {"failed"}
+        sim.reconfigure(resource_error_rate=0.0)
+        await other_client(settings, {changed: {"Stage": "other"}, already: {"Stage": "new"}}, {})
+
+        await control_job(store, job, "retry")  # as `bulktag retry`
+        await run(store, settings, job)
+        report = await rows(store, job)
+        assert report[changed]["status"] == "succeeded"
+        assert report[changed]["before"] == {"Stage": "other"}
+        assert report[already]["status"] == "skipped"
+
+        await undo(store, settings, job)
+        assert now(sim, [changed, already]) == {changed: {"Stage": "other"},
+                                                already: {"Stage": "new"}}
+
+
+@pytest.mark.parametrize("ec2_read", ["describe-tags", "get-resources"])
+async def test_the_plan_counts_what_the_ec2_route_run_does(
+    tmp_path: Path, sim: RunningSimulator, ec2_read: str,
+) -> None:
+    """DescribeTags narrowed to the job's keys cannot see a case-only twin (README "Two
+    routes"): the plan must then not promise the guardrail the run will not apply; with
+    ec2_read = get-resources both see every key and both skip."""
+    arns = [a for a in (ec2_arn(f"i-{k:017x}", REGION, ACCOUNT) for k in range(2))
+            if a is not None]
+    twin, plain = arns
+    seed(sim, {twin: {"costcenter": "a"}, plain: {}})
+    settings = fast_settings(tmp_path / "s.db", sim.url, route="auto", ec2_read=ec2_read)
+    request = Request("tag", tags={"CostCenter": "b"})
+    source = tmp_path / "e.txt"
+    source.write_text(f"{twin}\n{plain}\n")
+    plan = await dry_run(request, settings, KEEP, [str(source)], None)
+    async with await Store.open(settings.db) as store:
+        job = await submit_and_run(store, settings, tmp_path, arns, request)
+        report = await rows(store, job)
+    skipped = ec2_read == "get-resources"
+    assert plan.data["refused"] == ({"CaseConflict": 1} if skipped else {})
+    assert (plan.data["change"], plan.data["skip"]) == ((1, 1) if skipped else (2, 0))
+    assert report[twin]["status"] == ("skipped" if skipped else "succeeded")
+    assert sim.state.tags(twin) == ({"costcenter": "a"} if skipped else
+                                    {"costcenter": "a", "CostCenter": "b"})

@@ -265,11 +265,13 @@ SELECT owner, host, pid, started_at, heartbeat_at FROM owners ORDER BY started_a
 
 -- name: retry_failed
 -- Failed items, and those cancelled because their job passed its failure threshold.
-UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL,
+                 before_tags = NULL
 WHERE job_id = $1 AND (state = 'failed' OR (state = 'cancelled' AND error_code = 'JobFailed'));
 
 -- name: retry_failed_code
-UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL,
+                 before_tags = NULL
 WHERE job_id = $1 AND state = 'failed' AND error_code = $2;
 
 -- name: cancel_items

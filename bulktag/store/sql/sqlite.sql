@@ -166,11 +166,13 @@ SELECT id, owner FROM jobs WHERE state = 'preparing';
 
 -- name: retry_failed
 -- Failed items, and those cancelled because their job passed its failure threshold.
-UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL,
+                 before_tags = NULL
 WHERE job_id = ? AND (state = 'failed' OR (state = 'cancelled' AND error_code = 'JobFailed'));
 
 -- name: retry_failed_code
-UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL
+UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = 0, finished_at = NULL,
+                 before_tags = NULL
 WHERE job_id = ? AND state = 'failed' AND error_code = ?;
 
 -- name: cancel_items
