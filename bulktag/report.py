@@ -211,12 +211,13 @@ def shard_table(
     quotas: dict[str, float],
 ) -> list[dict[str, Any]]:
     """One row per account, region and route: done (succeeded), skipped, failed (incl.
-    invalid), cancelled, open, and the rate reached (items ended by a call, per second of the
-    job's elapsed time) against the route's quota in ARNs/s (`quotas` by route). Invalid rows
-    that never got a shard come last."""
+    invalid), cancelled, open, and the rate reached (items that went to a call — succeeded or
+    failed — per second of the job's elapsed time; skipped items were settled by the read and
+    cost no call) against the route's quota in ARNs/s (`quotas` by route). Invalid rows that
+    never got a shard come last."""
     rows = []
     for (shard, route), c in route_counts.items():
-        worked = c["succeeded"] + c["skipped"] + c["failed"]
+        worked = c["succeeded"] + c["failed"]
         rate = worked / elapsed if elapsed and shard is not None else None
         rows.append({
             "partition": shard.partition if shard else None,

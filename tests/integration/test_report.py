@@ -258,11 +258,11 @@ def test_shard_table_rates_against_quota_and_invalid_rows_last() -> None:
     assert [(r["region"], r["route"], r["done"], r["skipped"], r["failed"], r["open"],
              r["rate"]) for r in rows] == [
         ("us-east-1", "ec2", 3000, 0, 0, 1000, 1500.0),
-        ("us-east-1", "tagging-api", 80, 10, 10, 0, 50.0),
+        ("us-east-1", "tagging-api", 80, 10, 10, 0, 45.0),  # skips cost no call
         ("us-west-2", "tagging-api", 10, 0, 0, 5, 5.0), (None, "tagging-api", 0, 0, 2, 0, None)]
     text = render_shard_table(rows)
     assert text[2].split()[:3] == ["123456789012", "us-east-1", "ec2"]
     assert "1500.0  4000 (38%)" in text[2]
-    assert "tagging-api" in text[3] and "50.0  100 (50%)  cancelled 1" in text[3]
+    assert "tagging-api" in text[3] and "45.0  100 (45%)  cancelled 1" in text[3]
     assert text[-1].split() == ["(invalid", "input)", "0", "0", "2", "0", "-", "-"]
     assert len(render_shard_table(rows, limit=1)) == 4  # header x2, the biggest, "... more"
