@@ -84,6 +84,11 @@ class Lane:
         self.log = engine.log.bind(shard=str(shard))
         self.in_flight = 0
         self.handover = False  # stop claiming: the shard goes to another worker
+        # Set by the first route loop that finds the shard out of work: every loop then ends,
+        # so the lane ends and the dispatcher starts a new one when work comes back. (Had each
+        # loop decided alone, one could end while the other went on, and work of the ended
+        # route that came back — a retry after a 500 — had a lane that no longer served it.)
+        self.ending = False
         self.wake = anyio.Event()
         self.routes = {r: RouteLoop(r, engine.settings.in_flight_per_shard) for r in ROUTES}
 
@@ -124,7 +129,9 @@ class Lane:
         ec2 = loop.route == ROUTE_EC2
         claim_size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) * in_flight
         while not engine.stopping and not self.handover:
-            if not engine.work_of(self.shard_id):
+            if self.ending or not engine.work_of(self.shard_id):
+                self.ending = True
+                self.wake.set()  # the other loops: end now, not after their wait
                 return
             if loop.outage is not None:
                 wait = loop.outage.next_probe - time.monotonic()
