@@ -131,11 +131,7 @@ class Sender:
                 raise
             failure = failure_of(exc)
             access_error = type(exc).__name__ == "AccountAccessError"
-        seconds = time.monotonic() - started
-        self.stats.batch_seconds.append(seconds)
-        self.metrics.batch(api, shard, seconds)
-        if len(self.stats.batch_seconds) > 10000:
-            del self.stats.batch_seconds[:5000]
+        seconds = self._timed(api, shard, started)
 
         if failure is None:
             outcomes = self._record_response(job_id, shard_id, batch, failed_map)
@@ -208,6 +204,15 @@ class Sender:
         self._note_retries(shard, batch, outcomes)
         return Sent()
 
+    def _timed(self, api: str, shard: Shard, started: float) -> float:
+        """A call's seconds since `started`, kept for the stats (bounded) and /metrics."""
+        seconds = time.monotonic() - started
+        self.stats.batch_seconds.append(seconds)
+        self.metrics.batch(api, shard, seconds)
+        if len(self.stats.batch_seconds) > 10000:
+            del self.stats.batch_seconds[:5000]
+        return seconds
+
     def _log_batch(self, shard: Shard, api: str, job_id: int, batch: list[Claimed],
                    seconds: float, outcomes: list[Outcome]) -> None:
         """debug: one event per answered batch; info: retries, at most every few seconds."""
@@ -264,11 +269,7 @@ class Sender:
                 raise
             failure = failure_of(exc)
             access_error = type(exc).__name__ == "AccountAccessError"
-        seconds = time.monotonic() - started
-        self.stats.batch_seconds.append(seconds)
-        self.metrics.batch(api, shard, seconds)
-        if len(self.stats.batch_seconds) > 10000:
-            del self.stats.batch_seconds[:5000]
+        self._timed(api, shard, started)
         if failure is None:
             self._record_response(job_id, shard_id, batch, {})
             return Sent()
