@@ -54,7 +54,7 @@ class Settings:
     max_open_requests: int = 512  # across all shards
     lease_seconds: float = 300.0
     owner_stale_seconds: float = 90.0  # a lease owner silent this long is presumed dead
-    backoff_base: float = 0.25  # first retry after 0.12-0.25 s: most 500s are momentary
+    backoff_base: float = 0.25  # first retry at once, second after 0.12-0.25 s, then doubling
     backoff_cap: float = 300.0
     throttle_retry_delay: float = 0.2  # a throttled batch waits at least this before resending
     request_timeout: float = 60.0

@@ -211,6 +211,8 @@ class Engine:
                 await fn(*args)
             finally:
                 self._in_flight -= 1
+                if not self._in_flight:
+                    self.recorder.hurry()  # perhaps a job's last outcomes: write them now
 
         self._batches_tg.start_soon(batch)
 
@@ -272,6 +274,10 @@ class Engine:
                     await self.options(r.job_id)  # its route settled before lanes claim
                     await self._activate(r.job_id)
             self._work = work
+            for shard_id in work:  # a lane waiting on its last batches: work came back
+                lane = self._lanes.get(shard_id)
+                if lane is not None and lane.idle:
+                    lane.poke()
             await self._start_discoveries()
             if (set(work) - self._held - set(self._lanes) and now - last_round > 0.2) \
                     or now - last_round > SHARD_ROUND:
@@ -411,6 +417,10 @@ class Engine:
             lane = self._lanes.get(shard_id)
             if lane is not None:
                 lane.poke()
+        # Requeued work, or the last outcomes of a job: the dispatcher looks now (lanes see
+        # work through it; a finished job is settled by it) rather than at its next tick.
+        if self._requeued or not self._in_flight:
+            self.wake()
         self._requeued.clear()
 
     # -- discovery -------------------------------------------------------------------------

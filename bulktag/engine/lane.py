@@ -89,6 +89,9 @@ class Lane:
         # loop decided alone, one could end while the other went on, and work of the ended
         # route that came back — a retry after a 500 — had a lane that no longer served it.)
         self.ending = False
+        # Out of work but batches still out: waiting for them (their retries come back to
+        # this lane; a lane that ended would have to wait for them before a new one started).
+        self.idle = False
         self.wake = anyio.Event()
         self.routes = {r: RouteLoop(r, engine.settings.in_flight_per_shard) for r in ROUTES}
 
@@ -128,8 +131,19 @@ class Lane:
         in_flight = engine.settings.in_flight_per_shard
         ec2 = loop.route == ROUTE_EC2
         claim_size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) * in_flight
+        # The first claim is one read's worth: its batches go out after one GetResources call
+        # rather than the slowest of several (the next claim is read while they are sent).
+        first = not ec2
         while not engine.stopping and not self.handover:
             if self.ending or not engine.work_of(self.shard_id):
+                if not self.ending and self.in_flight:
+                    self.idle = True
+                    await self._wait(1.0)
+                    self.idle = False
+                    if self.wake.is_set():
+                        self.wake = anyio.Event()
+                        loop.not_before.clear()
+                    continue
                 self.ending = True
                 self.wake.set()  # the other loops: end now, not after their wait
                 return
@@ -156,7 +170,9 @@ class Lane:
                         other.not_before.clear()  # requeued work was just written: look again
                 continue
             size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) \
-                if loop.outage is not None else claim_size
+                if loop.outage is not None else min(claim_size, ARNS_PER_READ) if first \
+                else claim_size
+            first = False
             claimed = await engine.store.claim(engine.owner, pick.job_id, self.shard_id, size,
                                                lease_seconds=engine.settings.lease_seconds,
                                                route=loop.route)
@@ -245,6 +261,8 @@ class Lane:
             loop.slots.release()
             self.engine.open_slots.release()
             self.engine.wake()
+            if self.idle and not self.in_flight:
+                self.wake.set()  # its last batch is back: end now
 
     async def _send(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed], tagset: Any,
                     limiter: Any, ids: dict[int, str] | None = None) -> None:

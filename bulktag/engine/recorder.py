@@ -14,6 +14,7 @@ import anyio
 from ..store import Outcome, Store
 
 RECORDER_INTERVAL = 0.1  # seconds outcomes may wait in memory before they are written
+HURRY = 0.01  # seconds retries due now wait, so that one write carries several batches' retries
 
 
 class Recorder:
@@ -26,16 +27,27 @@ class Recorder:
         self.size = size
         self._pending: list[Outcome] = []
         self._wake = anyio.Event()
+        self._hurry = False
         self.written = 0
 
     @property
     def waiting(self) -> int:
         return len(self._pending)
 
-    def add(self, outcomes: Iterable[Outcome]) -> None:
+    def add(self, outcomes: Iterable[Outcome], *, hurry: bool = False) -> None:
+        """Queue outcomes; `hurry` when some are retries due now: they are written (and their
+        lane poked) within `HURRY` seconds rather than `interval`, so a job's last failures go
+        out again at once."""
         self._pending.extend(outcomes)
-        if len(self._pending) >= self.size:
+        if hurry:
+            self.hurry()
+        elif len(self._pending) >= self.size:
             self._wake.set()
+
+    def hurry(self) -> None:
+        """Write what waits within `HURRY` seconds."""
+        self._hurry = True
+        self._wake.set()
 
     async def flush(self) -> None:
         while self._pending:
@@ -54,5 +66,8 @@ class Recorder:
         while True:
             with anyio.move_on_after(self.interval):
                 await self._wake.wait()
+            if self._hurry:
+                self._hurry = False
+                await anyio.sleep(HURRY)  # other batches' retries of the moment join this write
             self._wake = anyio.Event()
             await self.flush()

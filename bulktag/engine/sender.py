@@ -200,7 +200,7 @@ class Sender:
                          rate=round(limiter.rate, 2))
         self.on_requeue(shard_id)
         outcomes = [self.outcome(job_id, c, verdict, failure) for c in batch]
-        self.recorder.add(outcomes)
+        self.recorder.add(outcomes, hurry=True)
         self._note_retries(shard, batch, outcomes)
         return Sent()
 
@@ -324,14 +324,17 @@ class Sender:
                 # service that never stops refusing cannot hold the run open); the shard's
                 # Tagging API rate is not the one at fault and is left alone.
                 self.stats.throttled_resources += 1
-                verdict = Verdict.TRANSIENT
+                outcomes.append(self.outcome(job_id, c, Verdict.TRANSIENT, failure,
+                                             first_at_once=False))
+                continue
             outcomes.append(self.outcome(job_id, c, verdict, failure))
         if failed_map:
             self.on_requeue(shard_id)
-        self.recorder.add(outcomes)
+        self.recorder.add(outcomes, hurry=bool(failed_map))
         return outcomes
 
-    def outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure) -> Outcome:
+    def outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure, *,
+                first_at_once: bool = True) -> Outcome:
         now = time.time()
         if verdict is Verdict.THROTTLE:
             # The quota, not the item: back to the queue without spending an attempt.
@@ -340,8 +343,15 @@ class Sender:
                            failure.status, failure.message)
         attempts = c.attempts + 1
         if verdict is Verdict.TRANSIENT and attempts < self.settings.max_attempts:
-            delay = backoff_delay(attempts, base=self.settings.backoff_base,
-                                  cap=self.settings.backoff_cap, rng=self.rng)
+            # The first retry goes with the shard's next batch: its call already took a round
+            # trip and the shard's limiter paces it; most 500s are momentary, and at the end of
+            # a job a wait here is time the whole job waits. Later retries back off
+            # exponentially from backoff_base. An item its own service throttled backs off
+            # from the first (`first_at_once=False`): that service's quota needs the pause.
+            step = attempts - 1 if first_at_once else attempts
+            delay = 0.0 if step == 0 else backoff_delay(
+                step, base=self.settings.backoff_base, cap=self.settings.backoff_cap,
+                rng=self.rng)
             return Outcome(c.id, ItemState.PENDING, attempts, now + delay, failure.code,
                            failure.status, failure.message)
         self.stats.finished[job_id] += 1
