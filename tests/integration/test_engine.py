@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from bulktag.classify import Failure, Verdict
 from bulktag.config import Settings
 from bulktag.engine import Engine
 from bulktag.report import report_records
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
-from bulktag.store import JobOptions, Store, new_owner_token
+from bulktag.store import Claimed, JobOptions, Store, new_owner_token
 from bulktag.submit import Request, submit
 
 TAGS = {"team": "platform", "env": "prod"}
@@ -274,4 +278,35 @@ async def test_expired_credentials_are_refreshed_not_counted_as_failures(tmp_pat
         first_try = sum(1 for r in rows.values() if r["attempts"] == 1)
         assert first_try >= 0.8 * len(arns)
         assert all(sim.state.tags(a) == TAGS for a in arns)
+        await store.close()
+
+
+async def test_a_first_retry_goes_with_the_next_batch_and_later_ones_back_off(
+    tmp_path: Path,
+) -> None:
+    # An hour of backoff: had a first retry waited on it, this run would not end (the guard).
+    config = SimConfig(resource_error_rate=0.2, enforce_quotas=False, seed=3)
+    async with await start_simulator(config) as sim:
+        arns = list(synthetic_arns([ACCOUNT], ["us-east-1"], 100))
+        settings = fast_settings(tmp_path / "s.db", sim.url, max_rate=100.0, max_attempts=2,
+                                 backoff_base=3600.0, backoff_cap=3600.0)
+        with anyio.fail_after(60):
+            store, job, engine = await run_job(tmp_path, settings, arns)
+        rows = await items(store, job)
+        retried = [r for r in rows.values() if int(r["attempts"]) == 2]
+        assert retried and any(r["status"] == "succeeded" for r in retried)
+        # What the sender decides for each kind of failure (claims wait on next_attempt_at).
+        failure = Failure("InternalServiceException", 500, "momentary")
+        fresh, once = Claimed(1, arns[0], 1, 0), Claimed(2, arns[1], 1, 1)
+        engine.settings = dataclasses.replace(settings, max_attempts=8)
+        engine.sender.settings = engine.settings
+        now = time.time()
+        assert engine.sender.outcome(job, fresh, Verdict.TRANSIENT, failure).next_attempt_at <= \
+            time.time()
+        # the second retry, and a resource its own service throttled, back off
+        assert engine.sender.outcome(job, once, Verdict.TRANSIENT, failure).next_attempt_at >= \
+            now + 1800
+        throttled = Failure("ThrottlingException", 400, "Rate exceeded")
+        assert engine.sender.outcome(job, fresh, Verdict.TRANSIENT, throttled,
+                                     first_at_once=False).next_attempt_at >= now + 1800
         await store.close()
