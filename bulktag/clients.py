@@ -12,6 +12,11 @@ Every client's HTTP session builds its own SSL context, loading the whole CA bun
 CPU each, so a run over 64 regions spent its first two seconds on it (benchmarks/short_jobs.py).
 `SharedSSLSession` builds one per set of verify settings and hands the same one to every
 client (an `ssl.SSLContext` is safe to share between connections).
+
+With `fast_calls` on, a Tagging API client comes wrapped in `fastcall.FastTaggingClient`: its
+three hot calls go out on one aiohttp session of the pool (created in the running loop, closed
+with the pool), everything else through botocore. A client botocore would send through a proxy
+stays unwrapped.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import threading
 from contextlib import AsyncExitStack
 from typing import Any
 
+import aiohttp
 from aiobotocore import __version__ as aiobotocore_version
+from aiobotocore._constants import DEFAULT_KEEPALIVE_TIMEOUT
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
@@ -31,6 +38,7 @@ from . import __version__
 from .accounts import Accounts
 from .arn import Shard
 from .config import Settings
+from .fastcall import FastTaggingClient, proxied, ssl_context_of
 
 TAGGING = "resourcegroupstaggingapi"
 EC2 = "ec2"
@@ -81,8 +89,11 @@ class ClientPool:
         self._clients: dict[tuple[str, str, str], tuple[Any, AsyncExitStack]] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._retired: list[AsyncExitStack] = []
+        self._http: aiohttp.ClientSession | None = None  # the fast calls' (fast_calls on)
 
     async def tagging(self, shard: Shard) -> Any:
+        """The shard's Tagging API client: a `FastTaggingClient` around botocore's when
+        `fast_calls` is on."""
         return await self._client(TAGGING, shard)
 
     async def ec2(self, shard: Shard) -> Any:
@@ -100,17 +111,32 @@ class ClientPool:
             if entry is None:
                 session = await self.accounts.session(shard.account, shard.partition)
                 stack = AsyncExitStack()
+                connections = self.settings.in_flight_per_shard + 4
                 client = await stack.enter_async_context(
                     session.create_client(
                         service,
                         region_name=shard.region,
                         endpoint_url=self.settings.endpoint_url,
-                        config=client_config(self.settings, self.settings.in_flight_per_shard + 4),
+                        config=client_config(self.settings, connections),
                     )
                 )
+                if service == TAGGING and self.settings.fast_calls and not proxied(client):
+                    client = FastTaggingClient(client, self._http_session(),
+                                               await ssl_context_of(client), connections)
                 entry = (client, stack)
                 self._clients[key] = entry
             return entry[0]
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            # No limit here: each FastTaggingClient keeps botocore's per-client bound.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT)
+            self._http = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(sock_connect=self.settings.connect_timeout,
+                                              sock_read=self.settings.request_timeout),
+            )
+        return self._http
 
     async def invalidate(self, shard: Shard) -> None:
         # Calls still in flight hold the old client: retire it, close it with the pool.
@@ -125,3 +151,6 @@ class ClientPool:
         self._clients, self._retired = {}, []
         for stack in stacks:
             await stack.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

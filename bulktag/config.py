@@ -93,6 +93,9 @@ class Settings:
     # narrowed to the job's keys: 5x GetResources' width, but the guardrails then see only those
     # keys) or `get-resources` (every tag, 100 ARNs a call, as the Tagging API route).
     ec2_read: str = "describe-tags"
+    # TagResources, UntagResources and GetResources sent by bulktag's own signed POST instead
+    # of botocore's request pipeline (README "Stack notes"): 0.5-1.1 ms less CPU a call.
+    fast_calls: bool = True
 
     def rate_for(self, operation: str) -> float:
         """Requests/s per shard for an API operation."""
@@ -115,6 +118,19 @@ _CHOICES = {"log_format": ("auto", "console", "json"),
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
              "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
              "sample_seconds", "ec2_batch_size", "ec2_rate", "ec2_read_rate"}
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _boolean(value: Any) -> bool:
+    """A TOML boolean, or an env string such as true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise TypeError("expected true or false")
 
 
 def _number(value: Any, whole: bool) -> float:
@@ -176,6 +192,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             return out
         if value is None:
             return None
+        if kind == "bool":
+            return _boolean(value)
         if kind.startswith(("float", "int")):
             v = _number(value, whole=kind.startswith("int"))
             if name in _POSITIVE and v <= 0:

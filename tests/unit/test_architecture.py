@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("application", {"app", "control", "storecopy", "workers", "plan", "verify", "inventory",
                      "report", "export", "submit", "sync", "leases", "undo"}),
     ("engine and discovery", {"engine", "discovery"}),
-    ("AWS, accounts, policy", {"aws", "clients", "accounts", "classify", "limiter", "advice",
+    ("AWS, accounts, policy", {"aws", "clients", "fastcall", "accounts", "classify", "limiter", "advice",
                                "metrics", "progress", "logs", "sources", "tags", "changes",
                                "config", "preflight"}),
     ("store", {"store"}),

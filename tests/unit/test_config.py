@@ -84,8 +84,20 @@ def test_dashes_in_keys_are_accepted(tmp_path: Path) -> None:
     assert (s.max_attempts, s.log_format) == (2, "json")
 
 
+def test_fast_calls_is_a_boolean_from_file_or_environment(tmp_path: Path) -> None:
+    assert Settings().fast_calls is True
+    cfg = write(tmp_path / "c.toml", "fast_calls = false\n")
+    assert load_settings(config_path=str(cfg), environ={}).fast_calls is False
+    for raw, expected in (("false", False), ("0", False), ("Off", False), ("true", True),
+                          ("yes", True)):
+        env = {"BULKTAG_FAST_CALLS": raw, "XDG_CONFIG_HOME": "/nonexistent"}
+        assert load_settings(environ=env).fast_calls is expected, raw
+
+
 @pytest.mark.parametrize(("text", "named"), [
     ("max_atempts = 3\n", "unknown setting 'max_atempts'"),
+    ("fast_calls = 'sometimes'\n", "setting 'fast_calls' = 'sometimes': expected true or false"),
+    ("fast_calls = 1\n", "setting 'fast_calls' = 1: expected true or false"),
     ("max_attempts = 'many'\n", "setting 'max_attempts' = 'many': expected a whole number"),
     ("max_attempts = 2.5\n", "setting 'max_attempts' = 2.5: expected a whole number"),
     ("max_attempts = 0\n", "setting 'max_attempts' = 0: must be positive"),
