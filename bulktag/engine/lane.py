@@ -92,6 +92,9 @@ class Lane:
         # Out of work but batches still out: waiting for them (their retries come back to
         # this lane; a lane that ended would have to wait for them before a new one started).
         self.idle = False
+        # Route loops between a claim and the start of its last batch: the items they hold are
+        # neither pending nor in flight, so the shard looks out of work while they are there.
+        self.holding = 0
         self.wake = anyio.Event()
         self.routes = {r: RouteLoop(r, engine.settings.in_flight_per_shard) for r in ROUTES}
 
@@ -136,7 +139,7 @@ class Lane:
         first = not ec2
         while not engine.stopping and not self.handover:
             if self.ending or not engine.work_of(self.shard_id):
-                if not self.ending and self.in_flight:
+                if not self.ending and (self.in_flight or self.holding):
                     self.idle = True
                     await self._wait(1.0)
                     self.idle = False
@@ -173,22 +176,28 @@ class Lane:
                 if loop.outage is not None else min(claim_size, ARNS_PER_READ) if first \
                 else claim_size
             first = False
-            claimed = await engine.store.claim(engine.owner, pick.job_id, self.shard_id, size,
-                                               lease_seconds=engine.settings.lease_seconds,
-                                               route=loop.route)
-            if not claimed:
-                due = await engine.store.next_due(pick.job_id, self.shard_id, loop.route)
-                loop.not_before[pick.job_id] = due if due is not None else time.time() + 1.0
-                continue
+            self.holding += 1
             try:
-                await self._work(loop, pick, claimed)
-            except StoreError:
-                raise
-            except Exception:
-                self.log.exception("lane_error", job=pick.job_id, route=loop.route,
-                                   items=len(claimed))
-                engine.requeue(claimed)
-                await anyio.sleep(1.0)
+                claimed = await engine.store.claim(
+                    engine.owner, pick.job_id, self.shard_id, size,
+                    lease_seconds=engine.settings.lease_seconds, route=loop.route)
+                if not claimed:
+                    due = await engine.store.next_due(pick.job_id, self.shard_id, loop.route)
+                    loop.not_before[pick.job_id] = due if due is not None else time.time() + 1.0
+                    continue
+                try:
+                    await self._work(loop, pick, claimed)
+                except StoreError:
+                    raise
+                except Exception:
+                    self.log.exception("lane_error", job=pick.job_id, route=loop.route,
+                                       items=len(claimed))
+                    engine.requeue(claimed)
+                    await anyio.sleep(1.0)
+            finally:
+                self.holding -= 1
+                if self.idle and not self.in_flight and not self.holding:
+                    self.wake.set()  # nothing of the shard is out any more: end now
 
     async def _work(self, loop: RouteLoop, pick: Runnable, claimed: list[Claimed]) -> None:
         engine = self.engine
@@ -261,7 +270,7 @@ class Lane:
             loop.slots.release()
             self.engine.open_slots.release()
             self.engine.wake()
-            if self.idle and not self.in_flight:
+            if self.idle and not self.in_flight and not self.holding:
                 self.wake.set()  # its last batch is back: end now
 
     async def _send(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed], tagset: Any,

@@ -43,6 +43,11 @@ from .recorder import Recorder
 log = structlog.get_logger("bulktag.engine")
 
 OPERATIONS = {"tag": "TagResources", "untag": "UntagResources"}
+# next_attempt_at of a retry due at once. Claims take a shard's due items in (tagset,
+# next_attempt_at) order and fresh items have 0: a retry stamped with the time it failed came
+# after every fresh item, so a run's retries all waited for its end, where one that failed
+# again cost the whole job another backoff and round trip. Below 0 it rides the next claim.
+DUE_FIRST = -1.0
 RETRY_LOG_EVERY = 5.0  # seconds between `retrying` events of a shard (info)
 
 # A whole-call EC2 error naming the ids it is about: `Invalid<Kind>.NotFound`, `InvalidID`,
@@ -349,10 +354,10 @@ class Sender:
             # exponentially from backoff_base. An item its own service throttled backs off
             # from the first (`first_at_once=False`): that service's quota needs the pause.
             step = attempts - 1 if first_at_once else attempts
-            delay = 0.0 if step == 0 else backoff_delay(
+            due = DUE_FIRST if step == 0 else now + backoff_delay(
                 step, base=self.settings.backoff_base, cap=self.settings.backoff_cap,
                 rng=self.rng)
-            return Outcome(c.id, ItemState.PENDING, attempts, now + delay, failure.code,
+            return Outcome(c.id, ItemState.PENDING, attempts, due, failure.code,
                            failure.status, failure.message)
         self.stats.finished[job_id] += 1
         message = failure.message
