@@ -234,7 +234,8 @@ class FastTaggingClient:
         url = self._url
         try:
             async with self._slots, self._session.post(url, data=body, headers=headers,
-                                                       ssl=self._ssl) as response:
+                                                       ssl=self._ssl,
+                                                       allow_redirects=False) as response:
                 answer = await response.read()
                 lowered = {k.decode().lower(): v.decode() for k, v in response.raw_headers}
                 return response.status, lowered, answer

@@ -66,7 +66,9 @@ class Outage:
 
 
 class RouteLoop:
-    """What one route of a lane keeps: its slots, its outage, and when each job is due."""
+    """What one route of a lane keeps: its slots, its outage, when each job is due, and its own
+    wake-up (a lane's loops each consume their own: with one event shared, the first loop to
+    wake took the poke and the other kept waiting on a stale backoff)."""
 
     def __init__(self, route: str, in_flight: int) -> None:
         self.route = route
@@ -74,6 +76,14 @@ class RouteLoop:
         self.outage: Outage | None = None
         self.not_before: dict[int, float] = {}
         self.rr = 0
+        self.wake = anyio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self.wake.wait()
+        if self.wake.is_set():  # poked: requeued work was just written, look again now
+            self.wake = anyio.Event()
+            self.not_before.clear()
 
 
 class Lane:
@@ -95,7 +105,6 @@ class Lane:
         # Route loops between a claim and the start of its last batch: the items they hold are
         # neither pending nor in flight, so the shard looks out of work while they are there.
         self.holding = 0
-        self.wake = anyio.Event()
         self.routes = {r: RouteLoop(r, engine.settings.in_flight_per_shard) for r in ROUTES}
 
     @property
@@ -104,8 +113,10 @@ class Lane:
         return next((r.outage for r in self.routes.values() if r.outage is not None), None)
 
     def poke(self) -> None:
-        """Requeued work of this shard was just written: look again now."""
-        self.wake.set()
+        """Requeued work of this shard was just written (or the lane is ending): every route
+        loop looks again now."""
+        for loop in self.routes.values():
+            loop.wake.set()
 
     def _pick(self, loop: RouteLoop) -> Runnable | None:
         """Best-priority job with due work of this route; round-robin among equals."""
@@ -125,10 +136,6 @@ class Lane:
             for loop in self.routes.values():
                 tg.start_soon(self._run_route, loop)
 
-    async def _wait(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
-            await self.wake.wait()
-
     async def _run_route(self, loop: RouteLoop) -> None:
         engine = self.engine
         in_flight = engine.settings.in_flight_per_shard
@@ -141,21 +148,16 @@ class Lane:
             if self.ending or not engine.work_of(self.shard_id):
                 if not self.ending and (self.in_flight or self.holding):
                     self.idle = True
-                    await self._wait(1.0)
+                    await loop.wait(1.0)
                     self.idle = False
-                    if self.wake.is_set():
-                        self.wake = anyio.Event()
-                        loop.not_before.clear()
                     continue
                 self.ending = True
-                self.wake.set()  # the other loops: end now, not after their wait
+                self.poke()  # the other loops: end now, not after their wait
                 return
             if loop.outage is not None:
                 wait = loop.outage.next_probe - time.monotonic()
                 if wait > 0 or self.in_flight:
-                    await self._wait(max(0.05, min(wait, 1.0)))
-                    if self.wake.is_set():
-                        self.wake = anyio.Event()
+                    await loop.wait(max(0.05, min(wait, 1.0)))
                     continue
             pick = self._pick(loop)
             if pick is None:
@@ -166,11 +168,7 @@ class Lane:
                 soonest = min((loop.not_before.get(r.job_id, 0)
                                for r in engine.work_of(self.shard_id) if r.route == loop.route),
                               default=now + 1.0)
-                await self._wait(min(1.0, max(0.01, soonest - now)))
-                if self.wake.is_set():
-                    self.wake = anyio.Event()
-                    for other in self.routes.values():
-                        other.not_before.clear()  # requeued work was just written: look again
+                await loop.wait(min(1.0, max(0.01, soonest - now)))
                 continue
             size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) \
                 if loop.outage is not None else min(claim_size, ARNS_PER_READ) if first \
@@ -197,7 +195,7 @@ class Lane:
             finally:
                 self.holding -= 1
                 if self.idle and not self.in_flight and not self.holding:
-                    self.wake.set()  # nothing of the shard is out any more: end now
+                    self.poke()  # nothing of the shard is out any more: end now
 
     async def _work(self, loop: RouteLoop, pick: Runnable, claimed: list[Claimed]) -> None:
         engine = self.engine
@@ -271,7 +269,7 @@ class Lane:
             self.engine.open_slots.release()
             self.engine.wake()
             if self.idle and not self.in_flight and not self.holding:
-                self.wake.set()  # its last batch is back: end now
+                self.poke()  # its last batch is back: end now
 
     async def _send(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed], tagset: Any,
                     limiter: Any, ids: dict[int, str] | None = None) -> None:

@@ -28,6 +28,7 @@ class Recorder:
         self._pending: list[Outcome] = []
         self._wake = anyio.Event()
         self._hurry = False
+        self._writing = anyio.Lock()
         self.written = 0
 
     @property
@@ -50,16 +51,20 @@ class Recorder:
         self._wake.set()
 
     async def flush(self) -> None:
-        while self._pending:
-            chunk, self._pending = self._pending, []
-            try:
-                self.written += await self.store.record(self.owner, chunk)
-            except BaseException:
-                # Not written (rolled back, or cancelled): keep it for the next flush.
-                self._pending[:0] = chunk
-                raise
-            if self.on_flush:
-                self.on_flush()
+        """Write everything waiting; returns once it is written, including a chunk another
+        flush took a moment ago (the run's idle check releases leases right after flushing:
+        had it passed a write still under way, that write would find its leases gone)."""
+        async with self._writing:
+            while self._pending:
+                chunk, self._pending = self._pending, []
+                try:
+                    self.written += await self.store.record(self.owner, chunk)
+                except BaseException:
+                    # Not written (rolled back, or cancelled): keep it for the next flush.
+                    self._pending[:0] = chunk
+                    raise
+                if self.on_flush:
+                    self.on_flush()
 
     async def run(self) -> None:
         """Flush every `interval` (sooner when `size` outcomes wait) until cancelled."""
