@@ -110,6 +110,12 @@ class Engine:
         self._job_options: dict[int, JobOptions] = {}
         self._work: dict[int, list[Runnable]] = {}
         self._lanes: dict[int, Lane] = {}
+        self.lanes_started: Counter[int] = Counter()  # by shard: a lane ends only out of work
+        # Flushes of the recorder so far, and how many of them the dispatcher's view of the
+        # work (`work_of`) had seen when it was read: a lane decides it is out of work only on
+        # a view that includes every outcome written (a retry just written is work).
+        self.flushes = 0
+        self.work_flushes = 0
         self._held: set[int] = set()  # shards this worker holds a lease on
         self._discoveries = 0
         self._in_flight = 0
@@ -261,6 +267,7 @@ class Engine:
         while True:
             if self.stopping:
                 return False
+            seen = self.flushes
             runnable = [r for r in await store.runnable()
                         if self.job_ids is None or r.job_id in self.job_ids]
             self.last_tick = now = time.monotonic()
@@ -274,9 +281,9 @@ class Engine:
                     await self.options(r.job_id)  # its route settled before lanes claim
                     await self._activate(r.job_id)
             self._work = work
-            for shard_id in work:  # a lane waiting on its last batches: work came back
-                lane = self._lanes.get(shard_id)
-                if lane is not None and lane.idle:
+            self.work_flushes = seen
+            for lane in self._lanes.values():  # waiting on its last batches: look again
+                if lane.idle:
                     lane.poke()
             await self._start_discoveries()
             if (set(work) - self._held - set(self._lanes) and now - last_round > 0.2) \
@@ -396,6 +403,7 @@ class Engine:
     async def _start_lane(self, shard_id: int) -> None:
         assert self._lanes_tg is not None
         lane = self._lanes[shard_id] = Lane(self, shard_id, await self.store.shard(shard_id))
+        self.lanes_started[shard_id] += 1
 
         async def drive() -> None:
             try:
@@ -412,15 +420,20 @@ class Engine:
 
         self._lanes_tg.start_soon(drive)
 
+    def work_is_current(self) -> bool:
+        """Whether `work_of` reflects every outcome: none waiting in the recorder or being
+        written, and the dispatcher's last look began after the last write."""
+        return not self.recorder.busy and self.work_flushes >= self.flushes
+
     def _after_flush(self) -> None:
+        self.flushes += 1
         for shard_id in self._requeued:
             lane = self._lanes.get(shard_id)
             if lane is not None:
                 lane.poke()
-        # Requeued work, or the last outcomes of a job: the dispatcher looks now (lanes see
-        # work through it; a finished job is settled by it) rather than at its next tick.
-        if self._requeued or not self._in_flight:
-            self.wake()
+        # The dispatcher looks now (lanes see work through it; a finished job is settled by
+        # it) rather than at its next tick.
+        self.wake()
         self._requeued.clear()
 
     # -- discovery -------------------------------------------------------------------------

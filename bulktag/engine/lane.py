@@ -99,8 +99,9 @@ class Lane:
         # loop decided alone, one could end while the other went on, and work of the ended
         # route that came back — a retry after a 500 — had a lane that no longer served it.)
         self.ending = False
-        # Out of work but batches still out: waiting for them (their retries come back to
-        # this lane; a lane that ended would have to wait for them before a new one started).
+        # Out of work but batches still out, or outcomes not yet in the dispatcher's view:
+        # waiting for them (their retries come back to this lane; a lane that ended would have
+        # to wait for its batches and the dispatcher's next look before a new one started).
         self.idle = False
         # Route loops between a claim and the start of its last batch: the items they hold are
         # neither pending nor in flight, so the shard looks out of work while they are there.
@@ -146,7 +147,8 @@ class Lane:
         first = not ec2
         while not engine.stopping and not self.handover:
             if self.ending or not engine.work_of(self.shard_id):
-                if not self.ending and (self.in_flight or self.holding):
+                if not self.ending and (self.in_flight or self.holding
+                                        or not engine.work_is_current()):
                     self.idle = True
                     await loop.wait(1.0)
                     self.idle = False

@@ -35,6 +35,11 @@ class Recorder:
     def waiting(self) -> int:
         return len(self._pending)
 
+    @property
+    def busy(self) -> bool:
+        """Outcomes waiting or being written."""
+        return bool(self._pending) or self._writing.locked()
+
     def add(self, outcomes: Iterable[Outcome], *, hurry: bool = False) -> None:
         """Queue outcomes; `hurry` when some are retries due now: they are written (and their
         lane poked) within `HURRY` seconds rather than `interval`, so a job's last failures go

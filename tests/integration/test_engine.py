@@ -310,3 +310,22 @@ async def test_a_first_retry_goes_with_the_next_batch_and_later_ones_back_off(
         assert engine.sender.outcome(job, fresh, Verdict.TRANSIENT, throttled,
                                      first_at_once=False).next_attempt_at >= now + 1800
         await store.close()
+
+
+async def test_a_lane_waits_for_its_last_batches_and_sends_their_retries_itself(
+    tmp_path: Path,
+) -> None:
+    # 20 % of resources fail their first call, the last batches' too: their retries come back
+    # while the shard has no pending item. The lane must still be there to send them (had it
+    # ended, a new lane would start only once its batches were back and the dispatcher looked).
+    config = SimConfig(resource_error_rate=0.2, latency_ms=(20, 60), enforce_quotas=False,
+                       seed=4)
+    async with await start_simulator(config) as sim:
+        arns = list(synthetic_arns([ACCOUNT], ["us-east-1", "eu-west-1"], 100))
+        settings = fast_settings(tmp_path / "s.db", sim.url, max_rate=50.0, max_attempts=2)
+        store, job, engine = await run_job(tmp_path, settings, arns)
+        rows = await items(store, job)
+        assert any(int(r["attempts"]) == 2 for r in rows.values())  # retries happened
+        assert {r["status"] for r in rows.values()} <= {"succeeded", "failed"}
+        assert sorted(engine.lanes_started.values()) == [1, 1]  # one lane per shard, to the end
+        await store.close()
