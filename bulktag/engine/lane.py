@@ -119,6 +119,12 @@ class Lane:
         for loop in self.routes.values():
             loop.wake.set()
 
+    def _poke_if_quiet(self) -> None:
+        """A loop waits on the shard's last batches and claims: once none is out, look again
+        (and end)."""
+        if self.idle and not self.in_flight and not self.holding:
+            self.poke()
+
     def _pick(self, loop: RouteLoop) -> Runnable | None:
         """Best-priority job with due work of this route; round-robin among equals."""
         now = time.time()
@@ -196,8 +202,7 @@ class Lane:
                     await anyio.sleep(1.0)
             finally:
                 self.holding -= 1
-                if self.idle and not self.in_flight and not self.holding:
-                    self.poke()  # nothing of the shard is out any more: end now
+                self._poke_if_quiet()
 
     async def _work(self, loop: RouteLoop, pick: Runnable, claimed: list[Claimed]) -> None:
         engine = self.engine
@@ -270,8 +275,7 @@ class Lane:
             loop.slots.release()
             self.engine.open_slots.release()
             self.engine.wake()
-            if self.idle and not self.in_flight and not self.holding:
-                self.poke()  # its last batch is back: end now
+            self._poke_if_quiet()
 
     async def _send(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed], tagset: Any,
                     limiter: Any, ids: dict[int, str] | None = None) -> None:
