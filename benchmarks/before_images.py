@@ -52,10 +52,10 @@ from bench_common import (
 )
 from store_backends import PG_ADMIN, scratch_store
 
+from bulktag.app.undo import submit_undo
 from bulktag.arn import Shard
-from bulktag.changes import encode
+from bulktag.policy.changes import encode
 from bulktag.store import ItemState, JobOptions, JobState, NewItem, Outcome, Store, tagset_body
-from bulktag.undo import submit_undo
 
 ACCOUNT = "123456789012"
 CHUNK = 10_000

@@ -26,12 +26,12 @@ from typing import Any
 import anyio
 from bench_common import SimProcess, print_machine, set_boto_env
 
+from bulktag.api_limits import ARNS_PER_READ
 from bulktag.arn import parse_arn
-from bulktag.aws import read_ec2_tags, read_tags
-from bulktag.clients import ClientPool
+from bulktag.aws.clients import ClientPool
+from bulktag.aws.rate_limiter import ShardLimiter
+from bulktag.aws.reads import read_ec2_tags, read_tags
 from bulktag.config import Settings
-from bulktag.limiter import ShardLimiter
-from bulktag.limits import ARNS_PER_READ
 from bulktag.sim import ec2_resource_id, synthetic_resources
 
 ACCOUNT = "123456789012"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from bench_common import SimProcess, bulktag_env, print_machine
 
 from bulktag.arn import Shard
-from bulktag.clients import ClientPool
+from bulktag.aws.clients import ClientPool
 from bulktag.config import Settings
 
 SHARD = Shard("aws", "123456789012", "eu-west-1")

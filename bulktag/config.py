@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BulktagError
-from .limits import EC2_BUCKET_REFILL, EC2_IDS_PER_CALL, QUOTAS
+from bulktag.api_limits import EC2_BUCKET_REFILL, EC2_IDS_PER_CALL, QUOTAS
+from bulktag.errors import BulktagError
 
 DEFAULT_QUOTAS = dict(QUOTAS)
 

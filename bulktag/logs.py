@@ -17,7 +17,7 @@ class BarAwareLogger:
         self._file = file
 
     def msg(self, message: str) -> None:
-        from .progress import write_log_line
+        from bulktag.progress import write_log_line
 
         write_log_line(self._file or sys.stderr, message)
 

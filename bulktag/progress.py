@@ -6,11 +6,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import structlog
-
-from .store import Counts
 
 log = structlog.get_logger("bulktag.progress")
 
@@ -39,6 +37,18 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+class CountsView(Protocol):
+    """What the bar reads of a job's counts (the store's `Counts` is one)."""
+
+    @property
+    def done(self) -> int: ...
+    @property
+    def open(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    def __getitem__(self, state: str) -> int: ...
+
+
 @dataclass
 class Snapshot:
     at: float
@@ -64,7 +74,7 @@ class Progress:
         first, last = self._window[0], self._window[-1]
         return (last.done - first.done) / max(last.at - first.at, 1e-9)
 
-    def update(self, counts: Counts) -> None:
+    def update(self, counts: CountsView) -> None:
         now = time.monotonic()
         self._window.append(Snapshot(now, counts.done))
         while self._window and now - self._window[0].at > 15:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import BulktagError
+from bulktag.errors import BulktagError
 
 FORMATS = ("text", "csv", "jsonl")
 ARN_COLUMNS = ("arn", "resourcearn", "resource arn", "identifier")  # in order of preference

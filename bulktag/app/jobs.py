@@ -9,11 +9,11 @@ from typing import Any
 
 import structlog
 
-from ..arn import ROUTE_EC2, ROUTE_TAGGING
-from ..config import Settings, load_settings
-from ..errors import EXIT_FAILED, EXIT_OK, UsageError
-from ..limits import EC2_OPERATIONS
-from ..store import Counts, JobOptions, JobState, Store, new_owner_token
+from bulktag.api_limits import EC2_OPERATIONS
+from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING
+from bulktag.config import Settings, load_settings
+from bulktag.errors import EXIT_FAILED, EXIT_OK, UsageError
+from bulktag.store import Counts, JobOptions, JobState, Store, new_owner_token
 
 log = structlog.get_logger("bulktag.jobs")
 
@@ -22,8 +22,8 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
                      ) -> dict[str, Any]:
     """A job's state, counts, rate, per account and region table and top errors with advice.
     `settings` gives the quota the table compares against (default: the config and env)."""
-    from ..advice import advice_for
-    from ..report import quota_arns, shard_table
+    from bulktag.app.report import quota_arns, shard_table
+    from bulktag.policy.advice import advice_for
 
     job = await store.get_job(job_id)
     if job is None:
@@ -92,8 +92,8 @@ async def resolve_regions(settings: Settings, regions: list[str]) -> list[str]:
     """The regions given, or every region enabled for the caller (EC2 DescribeRegions)."""
     if regions:
         return regions
-    from ..clients import ClientPool
-    from ..discovery import enabled_regions
+    from bulktag.aws.clients import ClientPool
+    from bulktag.engine.discovery import enabled_regions
 
     clients = ClientPool(settings)
     try:

@@ -11,11 +11,18 @@ from typing import Any
 
 import structlog
 
-from ..config import Settings
-from ..errors import EXIT_BLOCKED, EXIT_EXPORT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ..progress import Progress
-from ..store import JOB_DONE, Counts, Job, JobState, Store, new_owner_token
-from .jobs import exit_code_for, job_status
+from bulktag.app.jobs import exit_code_for, job_status
+from bulktag.config import Settings
+from bulktag.errors import (
+    EXIT_BLOCKED,
+    EXIT_EXPORT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+)
+from bulktag.progress import Progress
+from bulktag.store import JOB_DONE, Counts, Job, JobState, Store, new_owner_token
 
 log = structlog.get_logger("bulktag.runs")
 
@@ -37,7 +44,7 @@ class ExportSpec:
 def export_spec(destination: str | None, region: str | None,
                 kms_key_arn: str | None) -> ExportSpec | None:
     """The checked --export-on-finish spec (None without one); UsageError when wrong."""
-    from ..export import parse_destination
+    from bulktag.app.export import parse_destination
 
     if not destination:
         if region or kms_key_arn:
@@ -73,7 +80,9 @@ async def run_engine(
 ) -> EngineRun:
     """Run jobs to the end with signal handling and, for one job, a progress bar. `seen`
     collects the ids of the jobs this run worked on."""
-    from ..engine import Engine  # aiobotocore: ~0.2 s to import, which status/report never need
+    from bulktag.engine import (
+        Engine,  # aiobotocore: ~0.2 s to import, which status/report never need
+    )
 
     engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients,
                     wait_for_leases=wait_for_leases)
@@ -149,7 +158,7 @@ def export_due(job: Job) -> bool:
 async def export_if_due(store: Store, settings: Settings, job_id: int) -> dict[str, Any] | None:
     """Export a completed or failed job with an export destination, unless this end of it
     (same finished_at, same destination) was already exported. Returns what happened."""
-    from ..export import ExportError, export_report, parse_destination
+    from bulktag.app.export import ExportError, export_report, parse_destination
 
     job = await store.get_job(job_id)
     if job is None or not export_due(job):

@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from ..arn import ROUTE_EC2, ROUTES, Shard, ec2_route
-from ..aws import Unreadable, read_ec2_tags, read_tags
-from ..changes import Rules, decide, encode, kind_of, sendable, split_tags
-from ..classify import Failure, Verdict, classify_call_error
-from ..limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_IDS_PER_READ, EC2_OPERATIONS
-from ..store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
-from .sender import OPERATIONS
+from bulktag.api_limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_IDS_PER_READ, EC2_OPERATIONS
+from bulktag.arn import ROUTE_EC2, ROUTES, Shard, ec2_route
+from bulktag.aws.reads import Unreadable, read_ec2_tags, read_tags
+from bulktag.engine.sender import OPERATIONS
+from bulktag.policy.changes import Rules, decide, encode, kind_of, sendable, split_tags
+from bulktag.policy.classify import Failure, Verdict, classify_call_error
+from bulktag.store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
 
 if TYPE_CHECKING:
-    from .core import Engine
+    from bulktag.engine.dispatcher import Engine
 
 log = structlog.get_logger("bulktag.engine")
 

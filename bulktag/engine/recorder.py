@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import anyio
 
-from ..store import Outcome, Store
+from bulktag.store import Outcome, Store
 
 RECORDER_INTERVAL = 0.1  # seconds outcomes may wait in memory before they are written
 HURRY = 0.01  # seconds retries due now wait, so that one write carries several batches' retries

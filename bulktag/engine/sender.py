@@ -21,10 +21,16 @@ from typing import Any
 
 import structlog
 
-from ..arn import Shard
-from ..aws import failure_of, is_call_error
-from ..changes import split_tags
-from ..classify import (
+from bulktag.api_limits import EC2_OPERATIONS
+from bulktag.arn import Shard
+from bulktag.aws.clients import ClientPool
+from bulktag.aws.rate_limiter import ShardLimiter
+from bulktag.aws.reads import failure_of, is_call_error
+from bulktag.config import Settings
+from bulktag.engine.metrics import EngineMetrics
+from bulktag.engine.recorder import Recorder
+from bulktag.policy.changes import split_tags
+from bulktag.policy.classify import (
     Failure,
     Verdict,
     backoff_delay,
@@ -32,13 +38,7 @@ from ..classify import (
     classify_resource_error,
     split_batch,
 )
-from ..clients import ClientPool
-from ..config import Settings
-from ..limiter import ShardLimiter
-from ..limits import EC2_OPERATIONS
-from ..metrics import EngineMetrics
-from ..store import Claimed, ItemState, Outcome, Store
-from .recorder import Recorder
+from bulktag.store import Claimed, ItemState, Outcome, Store
 
 log = structlog.get_logger("bulktag.engine")
 

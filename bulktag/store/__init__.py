@@ -2,8 +2,8 @@
 (`models.py`), and two backends: SQLite (`sqlite.py`, the embedded default) and PostgreSQL
 (`postgres.py`, a fleet on one queue). `await Store.open(url_or_path)` picks the backend."""
 
-from .base import Store, is_postgres_url
-from .models import (
+from bulktag.store.base import Store, is_postgres_url
+from bulktag.store.models import (
     ITEM_STATES,
     JOB_DONE,
     TERMINAL,

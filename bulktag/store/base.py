@@ -26,8 +26,8 @@ import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Self
 
-from ..arn import Shard
-from .models import (
+from bulktag.arn import Shard
+from bulktag.store.models import (
     ChangedItem,
     Claimed,
     Counts,

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from ..arn import ROUTE_TAGGING, Shard
-from ..errors import BulktagError
+from bulktag.arn import ROUTE_TAGGING, Shard
+from bulktag.errors import BulktagError
 
 
 class StoreError(BulktagError):

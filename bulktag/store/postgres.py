@@ -52,14 +52,14 @@ from typing import Any, TypeVar
 try:
     import asyncpg
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    from .models import StoreError
+    from bulktag.store.models import StoreError
 
     raise StoreError("a postgresql:// store needs the asyncpg package: pip install asyncpg") \
         from exc
 
-from ..arn import Shard
-from .base import Store
-from .models import (
+from bulktag.arn import Shard
+from bulktag.store.base import Store
+from bulktag.store.models import (
     TERMINAL,
     ChangedItem,
     Claimed,
@@ -85,7 +85,7 @@ from .models import (
     owner_host_pid,
     tagset_body,
 )
-from .sqlite import _pid_alive, load_queries, migrations_dir
+from bulktag.store.sqlite import _pid_alive, load_queries, migrations_dir
 
 Q = load_queries("postgres")
 

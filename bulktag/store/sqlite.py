@@ -27,9 +27,9 @@ from typing import Any
 
 import aiosqlite
 
-from ..arn import Shard
-from .base import Store
-from .models import (
+from bulktag.arn import Shard
+from bulktag.store.base import Store
+from bulktag.store.models import (
     TERMINAL,
     ChangedItem,
     Claimed,

@@ -17,7 +17,7 @@ from typing import Any
 from conftest import CliRunner
 
 from bulktag import __version__
-from bulktag.report import COLUMNS
+from bulktag.app.report import COLUMNS
 from bulktag.sim import RunningSimulator
 
 ACCOUNT = "123456789012"

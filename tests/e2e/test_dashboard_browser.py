@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, simulator_process
 
-from bulktag.demo import DEMO_ACCOUNT, demo_arns
+from bulktag.cli.demo import DEMO_ACCOUNT, demo_arns
 
 
 def _load_screenshots() -> Any:

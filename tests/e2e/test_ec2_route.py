@@ -18,13 +18,14 @@ from conftest import simulator_process
 from test_crash import counts, sim_get, wait_for_progress
 from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
 
+from bulktag.app.plan import dry_run
+from bulktag.app.submit import Request, submit
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, ec2_route, route_of
-from bulktag.classify import Failure
 from bulktag.config import Settings, ec2_rate_warning
 from bulktag.engine import Engine
 from bulktag.engine.recorder import RECORDER_INTERVAL
 from bulktag.engine.sender import ec2_named_ids
-from bulktag.plan import dry_run
+from bulktag.policy.classify import Failure
 from bulktag.sim import (
     RunningSimulator,
     SimConfig,
@@ -33,7 +34,6 @@ from bulktag.sim import (
     synthetic_resources,
 )
 from bulktag.store import JobOptions, Store, new_owner_token
-from bulktag.submit import Request, submit
 
 REGION = "us-east-1"
 

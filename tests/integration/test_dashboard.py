@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bulktag.app.steering import ControlError, control_job
 from bulktag.arn import Shard
 from bulktag.config import Settings
-from bulktag.control import ControlError, control_job
-from bulktag.dashboard import Dashboard, sample_jobs
-from bulktag.dashboard.chart import build_chart, throughput
 from bulktag.store import ItemState, JobOptions, JobState, NewItem, NewSyncRule, Outcome, Store
+from bulktag.web.dashboard import Dashboard, sample_jobs
+from bulktag.web.dashboard.chart import build_chart, throughput
 
 TOKEN = "test-token-0123456789"
 MARKUP = "<img src=x onerror=alert(1)>"

@@ -18,9 +18,13 @@ from typing import Any
 import anyio
 import pytest
 
-from bulktag.clients import ClientPool
+from bulktag.app.submit import Request, submit
+from bulktag.app.verify import drift_of, verify_job
+from bulktag.aws.clients import ClientPool
+from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.config import Settings
-from bulktag.discovery import (
+from bulktag.engine import Engine
+from bulktag.engine.discovery import (
     DiscoveryStats,
     Query,
     QueryError,
@@ -29,12 +33,8 @@ from bulktag.discovery import (
     query_from_flags,
     walk,
 )
-from bulktag.engine import Engine
-from bulktag.limiter import ShardLimiter
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
 from bulktag.store import JobOptions, JobState, Store, new_owner_token
-from bulktag.submit import Request, submit
-from bulktag.verify import drift_of, verify_job
 
 CALLER, SECOND, THIRD, REFUSED = "111111111111", "222222222222", "333333333333", "444444444444"
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"]

@@ -12,13 +12,13 @@ from typing import Any
 
 import anyio
 
-from bulktag.classify import Failure, Verdict
+from bulktag.app.report import report_records
+from bulktag.app.submit import Request, submit
 from bulktag.config import Settings
 from bulktag.engine import Engine
-from bulktag.report import report_records
+from bulktag.policy.classify import Failure, Verdict
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
 from bulktag.store import Claimed, JobOptions, Store, new_owner_token
-from bulktag.submit import Request, submit
 
 TAGS = {"team": "platform", "env": "prod"}
 ACCOUNT = "123456789012"

@@ -20,7 +20,7 @@ import pytest
 from conftest import CliRunner
 from test_report import ACCOUNT, DENIED, GOOD, Cli, check_manifest, ec2, mixed_job, store_counts
 
-from bulktag.export import parse_destination, s3_error_message
+from bulktag.app.export import parse_destination, s3_error_message
 from bulktag.sim import RunningSimulator
 from bulktag.store import JobOptions, JobState, NewItem, Store
 

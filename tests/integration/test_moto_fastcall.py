@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from test_moto import ACCOUNT, UNSUPPORTED_ARN, Moto, moto  # noqa: F401 - the module's server
 
-from bulktag.accounts import new_session
 from bulktag.arn import Shard
-from bulktag.aws import failure_of
-from bulktag.clients import ClientPool
+from bulktag.aws.accounts import new_session
+from bulktag.aws.clients import ClientPool
+from bulktag.aws.fast_tagging import FastTaggingClient
+from bulktag.aws.reads import failure_of
 from bulktag.config import Settings
-from bulktag.fastcall import FastTaggingClient
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from test_engine import ACCOUNT, TAGS, fast_settings, items
 
+from bulktag.app.submit import Request, submit
 from bulktag.engine import Engine
 from bulktag.sim import SimConfig, SimState, start_simulator
 from bulktag.store import JobOptions, Store, new_owner_token
-from bulktag.submit import Request, submit
 
 OUTAGE_SECONDS = 60.0
 ARNS = 400  # one shard at 5 TagResources/s: ~4 s of tagging, so the outage lands mid-run

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from conftest import CliRunner
 
-from bulktag import advice
-from bulktag.advice import advice_for
+from bulktag.app.report import render_shard_table, shard_table
 from bulktag.arn import Shard
-from bulktag.report import render_shard_table, shard_table
+from bulktag.policy import advice
+from bulktag.policy.advice import advice_for
 from bulktag.sim import RunningSimulator
 from bulktag.store import Counts, ItemState, Outcome, Store
 

@@ -14,11 +14,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bulktag.arn import Shard
-from bulktag.aws import failure_of, is_call_error
-from bulktag.classify import Failure, classify_call_error
-from bulktag.clients import ClientPool
+from bulktag.aws.clients import ClientPool
+from bulktag.aws.fast_tagging import FastTaggingClient
+from bulktag.aws.reads import failure_of, is_call_error
 from bulktag.config import Settings
-from bulktag.fastcall import FastTaggingClient
+from bulktag.policy.classify import Failure, classify_call_error
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator
 
 ACCOUNT = "123456789012"

@@ -25,6 +25,8 @@ from conftest import CliRunner, _pg_admin, pg_database_url
 from test_store import plain_sql
 
 from bulktag.app.jobs import job_status
+from bulktag.app.store_copy import CopyProgress, CopyRefused, copy_between, copy_store
+from bulktag.app.workers import list_workers, render_workers
 from bulktag.arn import Shard
 from bulktag.config import Settings
 from bulktag.sim import RunningSimulator
@@ -40,8 +42,6 @@ from bulktag.store import (
     new_owner_token,
     tagset_body,
 )
-from bulktag.storecopy import CopyProgress, CopyRefused, copy_between, copy_store
-from bulktag.workers import list_workers, render_workers
 
 ACCOUNT = "123456789012"
 OTHER = "210987654321"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import CliRunner
 
+from bulktag.app.submit import Request, SubmissionRefused, submit
 from bulktag.store import Store
-from bulktag.submit import Request, SubmissionRefused, submit
 
 ACCOUNT = "123456789012"
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from bulktag.clients import ClientPool
+from bulktag.app.submit import Request, submit
+from bulktag.app.sync_rules import RuleError, check_rule, evaluate, own_limiters
+from bulktag.aws.clients import ClientPool
 from bulktag.config import Settings
 from bulktag.engine import Engine
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator
 from bulktag.store import JobOptions, Store, new_owner_token
-from bulktag.submit import Request, submit
-from bulktag.sync import RuleError, check_rule, evaluate, own_limiters
 
 CALLER, REFUSED = "123456789012", "444444444444"
 APPLIED = {"team": "web", "cc": "42"}

@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 from test_engine import ACCOUNT, fast_settings
 
-from bulktag.clients import ClientPool
+from bulktag.app.plan import dry_run, plan_undo
+from bulktag.app.report import report_records
+from bulktag.app.steering import control_job
+from bulktag.app.submit import Request, submit
+from bulktag.app.undo import NothingToUndo, submit_undo, undo_by_shard, undo_options, undoable
+from bulktag.aws.clients import ClientPool
 from bulktag.config import Settings
-from bulktag.control import control_job
 from bulktag.engine import Engine
 from bulktag.errors import UsageError
-from bulktag.plan import dry_run, plan_undo
-from bulktag.report import report_records
 from bulktag.sim import RunningSimulator, ec2_arn
 from bulktag.store import JobOptions, JobState, Store, new_owner_token
-from bulktag.submit import Request, submit
-from bulktag.undo import NothingToUndo, submit_undo, undo_by_shard, undo_options, undoable
 
 REGION = "us-east-1"
 KEEP = JobOptions(skip_compliant=True, before_images=True)
@@ -315,7 +315,7 @@ async def test_ec2_route_items_are_undone_through_create_and_delete_tags(
 
 
 def test_before_images_are_compact() -> None:
-    from bulktag.changes import encode, undo_body
+    from bulktag.policy.changes import encode, undo_body
 
     assert encode({"Owner": None}) == '{"Owner":null}'
     body = undo_body("tag", json.dumps(WANT), encode({"Owner": "old", "Team": None}))

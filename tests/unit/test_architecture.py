@@ -11,19 +11,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "bulktag"
 
-# Top to bottom; a module may import its own layer and the layers below it.
+# Top to bottom, by package; a module may import its own layer and the layers below it. The
+# modules at the top of `bulktag/` are the foundation (settings, logs, sources, errors, ARNs,
+# the API's limits): everything may use them, and they use only each other.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("front ends", {"__main__", "cli", "clikit", "service_cli", "daemon", "dashboard", "demo"}),
-    ("application", {"app", "control", "storecopy", "workers", "plan", "verify", "inventory",
-                     "report", "export", "submit", "sync", "leases", "undo"}),
-    ("engine and discovery", {"engine", "discovery"}),
-    ("AWS, accounts, policy", {"aws", "clients", "fastcall", "accounts", "classify", "limiter", "advice",
-                               "metrics", "progress", "logs", "sources", "tags", "changes",
-                               "config", "preflight"}),
+    ("front ends", {"cli", "web", "__main__"}),
+    ("application", {"app"}),
+    ("engine", {"engine"}),
+    ("aws", {"aws"}),
+    ("policy", {"policy"}),
     ("store", {"store"}),
-    ("foundation", {"errors", "arn", "limits", "__init__"}),
+    ("foundation", {p.stem for p in ROOT.glob("*.py") if p.stem != "__main__"}),
 ]
 LAYER_OF = {name: n for n, (_, names) in enumerate(LAYERS) for name in names}
+PACKAGES = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
 
 
 def modules() -> Iterator[Path]:

@@ -3,7 +3,7 @@ undo checks, as pure decisions."""
 
 from __future__ import annotations
 
-from bulktag.changes import Rules, decide, diff_text, sendable, split_tags, undo_body
+from bulktag.policy.changes import Rules, decide, diff_text, sendable, split_tags, undo_body
 
 TAG = Rules(kind="tag", skip_compliant=True)
 

@@ -9,7 +9,7 @@ from botocore.retries.standard import ThrottledRetryableChecker
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulktag.classify import (
+from bulktag.policy.classify import (
     THROTTLE_CODES,
     Failure,
     Verdict,

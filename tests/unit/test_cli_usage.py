@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bulktag.cli import main
+from bulktag.cli.main import main
 from bulktag.errors import EXIT_USAGE
 
 

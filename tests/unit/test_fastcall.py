@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.parsers import create_parser
 
-from bulktag.fastcall import (
+from bulktag.aws.fast_tagging import (
     error_response,
     host_of,
     request_headers,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bulktag.limiter import AdaptiveRate, ShardLimiter
+from bulktag.aws.rate_limiter import AdaptiveRate, ShardLimiter
 
 
 class FakeClock:

@@ -10,11 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from bulktag.app.submit import Request, submit
 from bulktag.arn import Shard
 from bulktag.config import Settings
-from bulktag.daemon import Daemon
 from bulktag.engine import EngineSnapshot, LimiterFigures
-from bulktag.metrics import (
+from bulktag.engine.metrics import (
     LATENCY_BUCKETS,
     BulktagCollector,
     DaemonFigures,
@@ -22,7 +22,7 @@ from bulktag.metrics import (
     Scrape,
 )
 from bulktag.store import ITEM_STATES, QueueTotals, Store
-from bulktag.submit import Request, submit
+from bulktag.web.daemon import Daemon
 
 SHARD = ("partition", "account", "region")
 # Sample name -> (family type, label names): what dashboards rely on.

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulktag.limits import TAGS_PER_CALL as MAX_TAGS
-from bulktag.tags import (
+from bulktag.api_limits import TAGS_PER_CALL as MAX_TAGS
+from bulktag.policy.tags import (
     key_problem,
     keys_problem,
     parse_tag_arg,

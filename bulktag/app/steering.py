@@ -1,0 +1,93 @@
+"""Steering a job: pause, resume, cancel, retry failed items, change priority.
+
+One function for every front end that steers jobs (the CLI's `pause|resume|cancel|retry` and
+`priority`, the dashboard's POST actions): it checks that the action makes sense in the job's
+current state, applies it to the store, and returns what changed, or raises `ControlError`
+with a sentence an operator can act on. Printing, HTTP status codes and exit codes are the
+caller's business. The rules are the CLI's: only ready or active jobs pause; resume also lifts
+accounts paused after a refused role; a finished job cannot be cancelled or re-prioritised;
+retry moves failed items (optionally of one error code) back to pending and readies the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from bulktag.errors import BulktagError
+from bulktag.store import JOB_DONE, JobState, Store
+
+Action = Literal["pause", "resume", "cancel", "retry", "priority"]
+ACTIONS: tuple[str, ...] = get_args(Action)
+CANCEL_MESSAGE = "cancelled by the operator"
+
+
+class ControlError(BulktagError):
+    """The action cannot be applied (the message says why)."""
+
+
+class JobNotFound(ControlError):
+    """No job with that id in the store."""
+
+
+@dataclass(slots=True)
+class ControlResult:
+    job: int
+    action: str
+    state: str  #: the job's state after the action
+    message: str  #: one line for a human
+    details: dict[str, Any] = field(default_factory=dict)  #: requeued, cancelled, was, ...
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job": self.job, "action": self.action, "state": self.state,
+                "message": self.message, **self.details}
+
+
+async def control_job(store: Store, job_id: int, action: str, *, code: str | None = None,
+                      priority: int | None = None) -> ControlResult:
+    """Apply `action` to job `job_id`. `code` narrows `retry` to one error code; `priority` is
+    required by `priority`. Raises JobNotFound or ControlError."""
+    if action not in ACTIONS:
+        raise ControlError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    job = await store.get_job(job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id} in {store.path}")
+    details: dict[str, Any] = {}
+    if action == "retry":
+        n = await store.retry_failed(job.id, code)
+        if n:
+            await store.set_job_state(job.id, JobState.READY)
+        details["requeued"] = n
+        message = f"job {job.id}: {n} item(s) back to pending"
+    elif action == "cancel":
+        if job.state in JOB_DONE:
+            raise ControlError(f"job {job.id} is already {job.state}")
+        n = await store.cancel_items(job.id, CANCEL_MESSAGE)
+        await store.set_job_state(job.id, JobState.CANCELLED, reason=CANCEL_MESSAGE)
+        details["cancelled"] = n
+        message = f"job {job.id} cancelled ({n} open item(s))"
+    elif action == "pause":
+        if job.state not in (JobState.READY, JobState.ACTIVE):
+            raise ControlError(f"job {job.id} is {job.state}; only ready or active jobs pause")
+        await store.set_job_state(job.id, JobState.PAUSED)
+        message = f"job {job.id} paused"
+    elif action == "resume":
+        accounts = await store.clear_paused_accounts(job.id)
+        if job.state != JobState.PAUSED and not accounts:
+            raise ControlError(f"job {job.id} is {job.state}, not paused")
+        if job.state == JobState.PAUSED:
+            await store.set_job_state(job.id, JobState.READY)
+        details["accounts_resumed"] = accounts
+        message = (f"job {job.id} resumed"
+                   f"{f' ({accounts} paused account(s))' if accounts else ''}")
+    else:
+        if priority is None:
+            raise ControlError("priority needs a whole number, e.g. 5 (higher runs first)")
+        if job.state in JOB_DONE:
+            raise ControlError(f"job {job.id} is already {job.state}")
+        await store.set_job_priority(job.id, priority)
+        details.update(priority=priority, was=job.priority)
+        message = f"job {job.id}: priority {job.priority} -> {priority}"
+    after = await store.get_job(job.id)
+    return ControlResult(job.id, action, str(after.state if after else job.state), message,
+                         details)

@@ -1,0 +1,251 @@
+"""From sources to a job's items: parse, validate, dedupe, group, enqueue.
+
+Sources are read and checked in a worker thread a chunk at a time (the event loop never reads a
+file), and written to the store in one transaction per chunk while the job is `preparing`, so
+runners do not see it yet. A bad row refuses the whole submission (the job and its items are
+deleted, and the error names source, line and reason) unless `skip_invalid` is set, in which
+case the row becomes an `invalid` item with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import anyio.to_thread
+
+from bulktag.arn import ROUTE_TAGGING, ArnError, Shard, parse_arn, route_of
+from bulktag.errors import BulktagError
+from bulktag.policy.tags import keys_problem, tagset_problem
+from bulktag.sources import Row, open_rows, read_chunks, source_name
+from bulktag.store import JobOptions, JobState, NewItem, Store, tagset_body
+
+CHUNK = 10_000
+MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a user asked for: the operation and the tags (tag) or keys (untag) for every ARN."""
+
+    operation: str  # "tag" | "untag"
+    tags: dict[str, str] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()
+    skip_invalid: bool = False
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.reason}"
+
+
+class SubmissionRefused(BulktagError):
+    """Bad rows in the input: nothing was enqueued."""
+
+    def __init__(self, problems: list[Problem], total: int, message: str | None = None) -> None:
+        self.problems = problems
+        self.total = total
+        if message is not None:
+            super().__init__(message)
+            return
+        shown = "\n".join(f"  {p}" for p in problems)
+        more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(
+            f"{total} invalid row(s); nothing was enqueued "
+            f"(fix them, or pass --skip-invalid to record them as invalid items):\n{shown}{more}"
+        )
+
+
+@dataclass
+class Submitted:
+    job_id: int
+    rows: int = 0
+    added: int = 0
+    invalid: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows - self.added
+
+
+def request_problem(request: Request) -> str | None:
+    """A fault in the command line's own tags or keys (checked before reading any source)."""
+    if request.operation == "tag":
+        return tagset_problem(request.tags) if request.tags else None
+    return keys_problem(list(request.keys)) if request.keys else None
+
+
+def _request_tagset(request: Request) -> tuple[str | None, str | None]:
+    """(problem, tagset body) of a row that carries no tags of its own: the same for every such
+    row of a request, so it is worked out once per submission rather than once per row."""
+    if request.operation == "tag":
+        if not request.tags:
+            return "no tags to apply (give --tag or tag columns)", None
+        return tagset_problem(request.tags), tagset_body(request.tags, None)
+    keys = list(request.keys)
+    if not keys:
+        return "no tag keys to remove (give --key)", None
+    return keys_problem(sorted(set(keys))), tagset_body(None, keys)
+
+
+def item_for_row(
+    row: Row,
+    request: Request,
+    fixed: tuple[str | None, str | None] | None = None,
+    shards: dict[tuple[str, str, str], Shard] | None = None,
+) -> NewItem:
+    """The item a row becomes: with its shard and tagset, or with the reason it is invalid.
+
+    `fixed` is `_request_tagset(request)` and `shards` a cache of Shard objects, both optional:
+    a submission passes them so rows without tags of their own cost no tag checks or JSON.
+    """
+    if row.problem is not None:
+        return NewItem(row.arn or f"<line {row.line}>", None, None, row.line, row.problem)
+    try:
+        arn = parse_arn(row.arn)
+    except ArnError as exc:
+        return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
+    if shards is None:
+        shard = arn.shard
+    else:
+        key = (arn.partition, arn.account, arn.region)
+        shard = shards.get(key)  # type: ignore[assignment]
+        if shard is None:
+            shard = shards[key] = arn.shard
+    if not row.tags:
+        problem, body = _request_tagset(request) if fixed is None else fixed
+        if body is None or problem is not None:
+            return NewItem(row.arn, None, None, row.line, problem)
+        return NewItem(row.arn, shard, body, row.line)
+    if request.operation == "tag":
+        tags = {**request.tags, **row.tags} if row.tags else request.tags
+        if not tags:
+            return NewItem(row.arn, None, None, row.line,
+                           "no tags to apply (give --tag or tag columns)")
+        problem = tagset_problem(tags)
+        body = tagset_body(tags, None)
+    else:
+        keys = list(request.keys) + list(row.tags or ())
+        if not keys:
+            return NewItem(row.arn, None, None, row.line, "no tag keys to remove (give --key)")
+        problem = keys_problem(sorted(set(keys)))
+        body = tagset_body(None, keys)
+    if problem is not None:
+        return NewItem(row.arn, None, None, row.line, problem)
+    return NewItem(row.arn, shard, body, row.line)
+
+
+def nothing_to_apply(request: Request, problem: str | None) -> bool:
+    """A row refused only because neither the command line nor the row gives tags/keys."""
+    return problem is not None and ("no tags to apply" in problem
+                                    or "no tag keys to remove" in problem)
+
+
+def nothing_to_apply_refusal(request: Request, rows: int) -> SubmissionRefused:
+    """Every row lacks tags (or keys) and the command line gives none: one usage error."""
+    if request.operation == "tag":
+        what = "no tags to apply: give --tag KEY=VALUE (or per-row tag columns in a CSV/JSONL "
+        what += "source)"
+    else:
+        what = "no tag keys to remove: give --key KEY (or per-row keys in a CSV/JSONL source)"
+    return SubmissionRefused([], rows, f"{what}; nothing was enqueued")
+
+
+def _item_chunks(
+    spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None,
+    route: str | None = None,
+) -> Iterator[list[NewItem]]:
+    """Items of a source a chunk at a time, each with its route (`route`: the job's choice,
+    auto or tagging-api), decided here once and stored with the item."""
+    fixed = _request_tagset(request)
+    shards: dict[tuple[str, str, str], Shard] = {}
+    name = source_name(spec)
+    by_arn = route != ROUTE_TAGGING
+    for rows in read_chunks(open_rows(spec, fmt=fmt, stdin=stdin), CHUNK):
+        items = [item_for_row(r, request, fixed, shards) for r in rows]
+        if by_arn:
+            for it in items:
+                if it.problem is None:
+                    it.route = route_of(it.arn, route)
+        if request.skip_invalid:
+            # Kept as invalid items: their message carries where the row came from.
+            for it in items:
+                if it.problem is not None:
+                    it.problem = f"{name}:{it.line or 0}: {it.problem}"
+        yield items
+
+
+async def submit(
+    store: Store,
+    sources: list[str],
+    request: Request,
+    *,
+    name: str | None = None,
+    priority: int = 0,
+    options: JobOptions | None = None,
+    owner: str | None = None,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+) -> Submitted:
+    """Create a job from sources. Raises SubmissionRefused (nothing kept) on bad rows."""
+    job_options = (options or JobOptions()).with_(
+        tags=request.tags, keys=list(request.keys), skip_invalid=request.skip_invalid,
+        sources=list(sources))
+    job_id = await store.create_job(
+        request.operation, options=job_options, name=name, priority=priority, owner=owner
+    )
+    result = Submitted(job_id)
+    problems: list[Problem] = []
+    n_problems = 0
+    untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
+    try:
+        for spec in sources:
+            chunks = _item_chunks(spec, request, fmt, stdin, job_options.route)
+            pull = functools.partial(next, chunks, None)
+            # Pipelined: the worker thread reads and parses the next chunk while this one is
+            # written (sqlite releases the GIL), one chunk ahead at most (flat memory).
+            pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+            try:
+                while (items := await pending) is not None:
+                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+                    result.rows += len(items)
+                    bad = [it for it in items if it.problem is not None]
+                    untaggable += sum(1 for it in bad if nothing_to_apply(request, it.problem))
+                    result.invalid += len(bad)
+                    if bad and not request.skip_invalid:
+                        n_problems += len(bad)
+                        for it in bad[: MAX_PROBLEMS_SHOWN - len(problems)]:
+                            problems.append(
+                                Problem(source_name(spec), it.line or 0, it.problem or "")
+                            )
+                    if n_problems:
+                        continue  # keep reading to report every bad row, but keep nothing
+                    result.added += await store.add_items(job_id, items)
+            finally:
+                if not pending.done():
+                    pending.cancel()  # takes effect once the thread returns the chunk
+                    await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: an error raised above takes precedence
+        if result.rows and untaggable == result.rows:
+            raise nothing_to_apply_refusal(request, untaggable)
+        if n_problems:
+            raise SubmissionRefused(problems, n_problems)
+        if result.rows == 0:
+            # Not a bad row: --skip-invalid cannot help, so the message does not suggest it.
+            empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")
+            raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")
+        await store.set_job_state(job_id, JobState.READY)
+    except BaseException:
+        await store.delete_job(job_id)
+        raise
+    return result

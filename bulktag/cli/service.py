@@ -1,0 +1,270 @@
+"""The service commands of the CLI: `daemon`, `sync ...`, `priority`, `workers` and
+`store copy`.
+
+Kept apart from cli.py so that building the parser stays cheap: the daemon, the sync engine and
+aiobotocore are imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from bulktag.cli.output import csv_list, emit, settings_from
+from bulktag.config import Settings
+from bulktag.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from bulktag.store import Store
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser(
+        "daemon", help="run every queued job and the tag-sync rules until stopped",
+        epilog="SIGTERM/SIGINT: finish in-flight batches within grace_seconds, release the "
+               "rest, exit 0. SIGHUP: reload max_rate, quotas, log level/format, grace, "
+               "retry and failure-threshold settings from the config file.")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="serve /healthz and /metrics (Prometheus) here, e.g. 127.0.0.1:9464")
+    common(p)
+
+    p = sub.add_parser("priority", help="change a job's priority (takes effect while it runs)")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("priority", type=int, metavar="N", help="higher runs first")
+    p.add_argument("--json", action="store_true")
+    common(p)
+
+    p = sub.add_parser("sync", help="tag-sync rules: keep tags on resources matching a query")
+    rules = p.add_subparsers(dest="sync_command", required=True, metavar="ACTION")
+    a = rules.add_parser("add", help="add a rule (the daemon evaluates it every --interval)")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--tag-key", help="resources carrying this tag key ...")
+    a.add_argument("--tag-value", help="... with this value")
+    a.add_argument("--resource-query", metavar="JSON",
+                   help='instead: a ResourceQuery {"Type": "TAG_FILTERS_1_0", "Query": "..."}')
+    a.add_argument("--apply", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tag to apply to matching resources; repeatable")
+    a.add_argument("--regions", help="comma-separated regions (default: every enabled region, "
+                   "looked up at each evaluation)")
+    a.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    a.add_argument("--interval", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds between evaluations (default 300)")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("list", help="list rules with status and member counts")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("show", help="one rule in full")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("remove", help="delete a rule")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--untag", action="store_true",
+                   help="also enqueue an untag job removing the applied keys from its members")
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a = rules.add_parser("run", help="evaluate a rule now and run the resulting jobs to the end")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--json", action="store_true")
+    common(a)
+
+    p = sub.add_parser("workers", help="live workers of the store: host, pid, heartbeat, shards")
+    p.add_argument("--json", action="store_true")
+    common(p)
+
+    p = sub.add_parser("store", help="whole-store operations")
+    actions = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    a = actions.add_parser(
+        "copy", help="copy every job, item and sync rule to another, empty store",
+        epilog="SRC and DST are store paths (SQLite) or postgresql:// URLs, either way round. "
+               "Job ids are kept. Refused (exit 2) when DST holds jobs or sync rules, or when "
+               "a live worker works SRC; leases of workers that are gone are released first.")
+    a.add_argument("src", metavar="SRC")
+    a.add_argument("dst", metavar="DST")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.add_argument("--config", help="config file (owner_stale_seconds decides which workers "
+                   "are gone)")
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+async def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.web.daemon import run_daemon
+
+    try:
+        return await run_daemon(settings, listen=args.listen,
+                                reload_settings=lambda: settings_from(args))
+    except OSError as exc:  # the port is taken, or not ours to bind
+        raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+
+
+async def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.store import JOB_DONE, Store
+
+    async with await Store.open(settings.db, create=False) as store:
+        job = await store.get_job(args.job)
+        if job is None:
+            raise UsageError(f"no job {args.job} in {settings.db}")
+        if job.state in JOB_DONE:
+            raise UsageError(f"job {job.id} is already {job.state}")
+        await store.set_job_priority(job.id, args.priority)
+        emit(args, {"job": job.id, "priority": args.priority, "was": job.priority,
+                    "state": job.state},
+             f"job {job.id}: priority {job.priority} -> {args.priority}")
+    return 0
+
+
+def _rule_line(r: dict[str, Any]) -> str:
+    what = (f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] is not None
+            else "query " + (r["resource_query"] or ""))
+    last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_run_at"])) \
+        if r["last_run_at"] else "never"
+    text = (f"{r['name']:<20} {r['status']:<6} members {r['members']:<7} every "
+            f"{r['interval_seconds']:g}s  last run {last}  match {what} -> "
+            + ",".join(f"{k}={v}" for k, v in r["apply"].items()))
+    return text + (f"\n  error: {r['error']}" if r["error"] else "")
+
+
+async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.sync_rules import add_rule
+    from bulktag.policy.tags import parse_tag_args
+    from bulktag.store import NewSyncRule, Store
+
+    action = args.sync_command
+    async with await Store.open(settings.db, create=action == "add") as store:
+        if action == "add":
+            try:
+                apply = parse_tag_args(args.apply)
+            except ValueError as exc:
+                raise UsageError(f"--apply: {exc}") from None
+            accounts = csv_list(args.accounts, "accounts") or [""]
+            regions = csv_list(args.regions, "regions")
+            try:
+                rule = await add_rule(store, NewSyncRule(
+                    args.name, tag_key=args.tag_key, tag_value=args.tag_value,
+                    resource_query=args.resource_query, apply=apply, regions=regions,
+                    accounts=accounts, interval=args.interval))
+            except ValueError as exc:  # a QueryError or RuleError is one already
+                raise UsageError(str(exc)) from None
+            emit(args, rule.to_json(), f"sync rule {rule.name} added; the daemon evaluates it "
+                 f"every {rule.interval_seconds:g} s (`bulktag sync run {rule.name}`: now)")
+            return 0
+        if action == "list":
+            listed = [r.to_json() for r in await store.list_sync_rules()]
+            emit(args, {"rules": listed}, "\n".join(_rule_line(r) for r in listed) or "no rules")
+            return 0
+        found = await store.get_sync_rule(args.name)
+        if found is None:
+            raise UsageError(f"no sync rule named {args.name!r} in {settings.db}")
+        rule = found
+        if action == "show":
+            data = rule.to_json()
+            human = _rule_line(data) + f"\n  regions {','.join(rule.regions) or 'all enabled'}" \
+                f"  accounts {','.join(a or 'caller' for a in rule.accounts)}" \
+                f"\n  last evaluation: {rule.last_added} to tag, {rule.last_removed} to untag, " \
+                f"jobs {rule.last_jobs or '-'}"
+            emit(args, data, human)
+            return EXIT_FAILED if rule.status == "ERROR" else 0
+        if action == "remove":
+            job = None
+            if args.untag:
+                from bulktag.app.sync_rules import _enqueue
+
+                members = await store.sync_member_arns(rule.id)
+                if members:
+                    job = await _enqueue(store, rule, "untag", members)
+            await store.remove_sync_rule(rule)
+            emit(args, {"removed": rule.name, "untag_job": job},
+                 f"sync rule {rule.name} removed" + (
+                     f"; job {job} removes {','.join(rule.apply)} from its members "
+                     f"(the daemon or `bulktag run {job}` works it)" if job else ""))
+            return 0
+        return await _sync_run(args, settings, store, rule.name)
+
+
+async def _sync_run(args: argparse.Namespace, settings: Settings, store: Store,
+                    name: str) -> int:
+    from bulktag.app.jobs import exit_code_for, job_status
+    from bulktag.app.runs import run_engine
+    from bulktag.app.sync_rules import evaluate, own_limiters
+    from bulktag.aws.clients import ClientPool
+    from bulktag.store import Counts
+
+    rule = await store.claim_sync_rule(name, force=True)
+    assert rule is not None
+    clients = ClientPool(settings)
+    try:
+        ev = await evaluate(store, settings, clients, rule, own_limiters(settings))
+    except BaseException:
+        await clients.close()
+        raise
+    finished = True
+    if ev.jobs:
+        finished = (await run_engine(store, settings, set(ev.jobs), progress_job=None,
+                                     clients=clients)).finished
+    else:
+        await clients.close()
+    statuses = [await job_status(store, j, settings) for j in ev.jobs]
+    shown = await store.get_sync_rule(name)
+    assert shown is not None
+    data = {"evaluation": ev.to_json(), "rule": shown.to_json(), "jobs": statuses,
+            "interrupted": not finished}
+    human = (f"sync rule {name}: {ev.matched} matching, {ev.added} to tag, {ev.removed} to "
+             f"untag" + (f"; jobs {', '.join(map(str, ev.jobs))}" if ev.jobs else "")
+             + (f"\n  ERROR: {ev.error}" if ev.error else ""))
+    emit(args, data, human)
+    if not finished:
+        return EXIT_INTERRUPTED
+    code = EXIT_FAILED if ev.errors else 0
+    for st in statuses:
+        code = max(code, exit_code_for(Counts(dict(st["counts"])), st["state"]))
+    return code
+
+
+async def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.workers import list_workers, render_workers
+    from bulktag.store import Store
+
+    async with await Store.open(settings.db, create=False) as store:
+        listed = await list_workers(store, settings)
+    emit(args, {"workers": listed}, render_workers(listed))
+    return 0
+
+
+async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.store_copy import CopyProgress, CopyRefused, copy_store
+
+    tty = sys.stderr.isatty()
+
+    def progress(p: CopyProgress) -> None:
+        end = "\n" if p.phase == "done" else ""
+        print(f"\rcopy: {p.phase:<5} {p.jobs} jobs, {p.items_done}/{p.items_total} items, "
+              f"{p.seconds:.0f}s", end=end, file=sys.stderr, flush=True)
+
+    try:
+        result = await copy_store(args.src, args.dst, progress=progress if tty else None,
+                                  stale_seconds=settings.owner_stale_seconds)
+    except CopyRefused as exc:
+        raise UsageError(f"store copy refused: {exc}") from None  # exit 2
+    notes = []
+    if result.released_leases:
+        notes.append(f"released {result.released_leases} items leased by workers that are gone "
+                     "(on the source)")
+    if result.skipped_preparing:
+        notes.append("skipped jobs still being submitted: "
+                     + ", ".join(map(str, result.skipped_preparing)))
+    emit(args, result.to_json(),
+         f"copied {result.jobs} jobs ({result.items} items, {result.discoveries} discovery "
+         f"walks, {result.paused_accounts} paused accounts) and {result.sync_rules} sync rules "
+         f"({result.sync_members} members) from {result.source} to {result.destination} in "
+         f"{result.seconds:.1f}s" + "".join(f"\n  {n}" for n in notes))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
+    "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync,
+    "workers": cmd_workers, "store": cmd_store,
+}

@@ -1,0 +1,582 @@
+"""Runs queued jobs to the end: the dispatcher, its shard leases, and shutdown.
+
+The dispatcher polls the store for (job, shard) pairs with pending work, takes shard leases for
+its fair share of the busy shards (the quota belongs to the account-region, so one worker at a
+time drives a shard, whatever the number of workers on the store), starts a lane for each shard
+it holds, claims discovery walks, completes jobs with nothing left and fails those past their
+failure threshold.
+
+Concurrency is structured (anyio task groups): lanes and discoveries live in one task group,
+in-flight batches in another around it, the recorder in a third. Stopping is the task groups'
+exit: the lanes' group is cancelled (no more claims), the batches' group gets the grace period
+as a deadline (`stop_now` cancels it at once), then — shielded — the recorder flushes, every
+lease is released and the jobs are settled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from bulktag.arn import ROUTE_TAGGING, Shard
+from bulktag.aws.clients import ClientPool
+from bulktag.aws.rate_limiter import ShardLimiter
+from bulktag.config import Settings
+from bulktag.engine.discovery import DiscoveryStats, walk
+from bulktag.engine.lane import Lane
+from bulktag.engine.metrics import EngineMetrics, EngineSnapshot, LimiterFigures
+from bulktag.engine.recorder import Recorder
+from bulktag.engine.sender import EngineStats, Sender
+from bulktag.store import (
+    JOB_DONE,
+    Claimed,
+    Discovery,
+    ItemState,
+    Job,
+    JobOptions,
+    JobState,
+    Outcome,
+    Runnable,
+    Store,
+    StoreError,
+)
+
+log = structlog.get_logger("bulktag.engine")
+
+TAGSET_CACHE = 50_000  # tagsets kept decoded in memory before the cache starts over
+TICK = 0.25  # seconds between dispatcher passes at most
+SHARD_ROUND = 1.0  # seconds between shard-lease rounds (renew, take a fair share, hand over)
+HEARTBEAT = 5.0  # seconds between heartbeats
+DISCOVERY_WALKS = 16  # walks at once per worker
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolders:
+    """Items of this run's jobs leased to other owners that still look alive."""
+
+    items: int
+    owners: tuple[str, ...]
+    stale_at: float  # when the freshest holder's heartbeat will be stale (epoch seconds)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        owner: str,
+        job_ids: set[int] | None = None,
+        follow: bool = False,
+        clients: ClientPool | None = None,
+        rng: random.Random | None = None,
+        wait_for_leases: bool = True,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.owner = owner
+        self.job_ids = job_ids
+        self.follow = follow
+        self.wait_for_leases = wait_for_leases
+        self.clients = clients or ClientPool(settings)
+        self.rng = rng or random.Random()
+        self.stats = EngineStats()
+        self.metrics = EngineMetrics()  # per (operation, shard), for /metrics
+        self.last_tick = time.monotonic()  # the dispatcher loop's last pass, for /healthz
+        # Shards whose items went back to pending (retry, throttle): their idle lanes are
+        # woken once the outcomes are written, instead of polling for the requeued work.
+        self._requeued: set[int] = set()
+        self.recorder = Recorder(store, owner, on_flush=self._after_flush)
+        self.sender = Sender(store, settings, self.clients, self.recorder, self.stats,
+                             self.metrics, self.rng, self._requeued.add)
+        self.limiters: dict[tuple[Shard, str], ShardLimiter] = {}
+        self.discovery_stats = DiscoveryStats()
+        self.jobs_worked: set[int] = set()  # every job this engine worked on
+        self.blocked: LeaseHolders | None = None  # set when the run ended waiting on others
+        # fast_acquire: no event-loop round trip when a slot is free (twice per batch otherwise)
+        self.open_slots = anyio.Semaphore(settings.max_open_requests, fast_acquire=True)
+        self.log = log.bind(owner=owner)
+        self._job_options: dict[int, JobOptions] = {}
+        self._work: dict[int, list[Runnable]] = {}
+        self._lanes: dict[int, Lane] = {}
+        self.lanes_started: Counter[int] = Counter()  # by shard: a lane ends only out of work
+        # Flushes of the recorder so far, and how many of them the dispatcher's view of the
+        # work (`work_of`) had seen when it was read: a lane decides it is out of work only on
+        # a view that includes every outcome written (a retry just written is work).
+        self.flushes = 0
+        self.work_flushes = 0
+        self._held: set[int] = set()  # shards this worker holds a lease on
+        self._discoveries = 0
+        self._in_flight = 0
+        self._stopping = False
+        self._wake = anyio.Event()
+        self._tagsets: dict[int, Any] = {}
+        self._jobs_seen: set[int] = set()  # jobs to watch (thresholds, rates): open ones
+        self._lanes_tg: TaskGroup | None = None
+        self._batches_tg: TaskGroup | None = None
+        self._free_rounds: Counter[int] = Counter()  # busy shards nobody holds, rounds in a row
+        self._keep_until = 0.0  # do not hand shards over before (a worker declined them)
+        self._last_waiting_log = 0.0
+        self._slowed: set[tuple[str, str]] = set()  # (shard, operation) below the ceiling
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight batches finish within the grace period."""
+        self._stopping = True
+        self.wake()
+
+    def stop_now(self) -> None:
+        """End the grace period at once: cancel in-flight calls. Outcomes already known are
+        still written and every lease still released (the shutdown path is not cut short)."""
+        self.request_stop()
+        if self._batches_tg is not None:
+            self._batches_tg.cancel_scope.cancel()
+
+    def wake(self) -> None:
+        """Look at the store now rather than at the next tick (new jobs, finished batches)."""
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot(
+            lanes=len(self._lanes), in_flight=self._in_flight, shards_held=len(self._held),
+            unreachable_shards=tuple(str(lane.shard) for lane in self._lanes.values()
+                                     if lane.outage is not None),
+            limiters=tuple(LimiterFigures(shard, op, lim.rate, lim.policy.ceiling)
+                           for (shard, op), lim in self.limiters.items()),
+            discovery_pages=self.discovery_stats.pages, last_tick=self.last_tick)
+
+    def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
+        """The shard's limiter for an operation, shared by every job and discovery on it."""
+        key = (shard, operation)
+        lim = self.limiters.get(key)
+        if lim is None:
+            lim = self.limiters[key] = ShardLimiter(self.settings.rate_for(operation))
+        return lim
+
+    # -- what lanes ask of the engine -----------------------------------------------------
+
+    def work_of(self, shard_id: int) -> list[Runnable]:
+        return self._work.get(shard_id, [])
+
+    async def options(self, job_id: int) -> JobOptions:
+        options = self._job_options.get(job_id)
+        if options is None:
+            job = await self.store.get_job(job_id)
+            options = self._job_options[job_id] = job.options if job else JobOptions()
+            if job is not None and options.route is None:
+                # A job submitted without a route (tag-sync's, or older) takes the setting's,
+                # kept with the job so its report and later runs agree on it whatever the
+                # config says then. Its items were stored with the routes their ARNs imply:
+                # with `tagging-api` the pending ones move to it before any is claimed.
+                options = self._job_options[job_id] = dataclasses.replace(
+                    options, route=self.settings.route)
+                await self.store.merge_job_options(job_id, {"route": options.route})
+                if options.route == ROUTE_TAGGING:
+                    await self.store.set_route(job_id, ROUTE_TAGGING)
+        return options
+
+    async def tagset(self, tagset_id: int) -> Any:
+        value = self._tagsets.get(tagset_id)
+        if value is None:
+            if len(self._tagsets) >= TAGSET_CACHE:
+                self._tagsets.clear()  # flat memory with per-row tags (one tagset per ARN)
+            value = self._tagsets[tagset_id] = json.loads(await self.store.tagset(tagset_id))
+        return value
+
+    def requeue(self, items: Iterable[Claimed]) -> None:
+        """Leased items back to pending at once, attempts untouched (not sent, or a bug)."""
+        now = time.time()
+        self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, now) for c in items)
+
+    def start_batch(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        assert self._batches_tg is not None
+        self._in_flight += 1
+
+        async def batch() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self.recorder.hurry()  # perhaps a job's last outcomes: write them now
+
+        self._batches_tg.start_soon(batch)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> bool:
+        """Work until no runnable work is left (or forever with follow). False if stopped
+        early. Raises StoreError when the store cannot be used."""
+        await self.store.register_owner(self.owner)
+        released = await self.store.reap_dead_owners(
+            stale_seconds=self.settings.owner_stale_seconds, me=self.owner)
+        if released:
+            self.log.info("leases_reclaimed", items=released)
+        finished = False
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self.recorder.run)
+                try:
+                    async with anyio.create_task_group() as batches:
+                        self._batches_tg = batches
+                        async with anyio.create_task_group() as lanes:
+                            self._lanes_tg = lanes
+                            finished = await self._dispatch()
+                            lanes.cancel_scope.cancel()
+                        if self._in_flight:
+                            self.log.info("draining", in_flight=self._in_flight,
+                                          grace_seconds=self.settings.grace_seconds)
+                        batches.cancel_scope.deadline = (
+                            anyio.current_time() + self.settings.grace_seconds)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._shutdown()
+                    outer.cancel_scope.cancel()
+        finally:
+            self._lanes_tg = self._batches_tg = None
+        return finished
+
+    async def _dispatch(self) -> bool:
+        """The dispatcher loop; True when the work ran out, False when asked to stop."""
+        store = self.store
+        started = last_beat = last_rate = last_orphans = time.monotonic()
+        # A one-shot run takes its shards on the first pass (a short job's first call ~0.2 s
+        # sooner); a daemon waits a moment so daemons started together share the shards.
+        last_round = started if self.follow else started - SHARD_ROUND
+        done_before = Counter(self.stats.finished)
+        while True:
+            if self.stopping:
+                return False
+            seen = self.flushes
+            runnable = [r for r in await store.runnable()
+                        if self.job_ids is None or r.job_id in self.job_ids]
+            self.last_tick = now = time.monotonic()
+            work: dict[int, list[Runnable]] = defaultdict(list)
+            for r in runnable:
+                work[r.shard_id].append(r)
+                # `ready` again after resume or retry: active again, with a live rate.
+                if r.job_id not in self._jobs_seen or r.state == JobState.READY:
+                    self._jobs_seen.add(r.job_id)
+                    self.jobs_worked.add(r.job_id)
+                    await self.options(r.job_id)  # its route settled before lanes claim
+                    await self._activate(r.job_id)
+            self._work = work
+            self.work_flushes = seen
+            for lane in self._lanes.values():  # waiting on its last batches: look again
+                if lane.idle:
+                    lane.poke()
+            await self._start_discoveries()
+            if (set(work) - self._held - set(self._lanes) and now - last_round > 0.2) \
+                    or now - last_round > SHARD_ROUND:
+                await self._shard_round(set(work))
+                last_round = now
+            for shard_id in self._held & set(work):
+                if shard_id not in self._lanes:
+                    await self._start_lane(shard_id)
+            await self._settle_jobs()
+            if work and last_round >= started and not self._lanes and not self._in_flight \
+                    and not self._discoveries and not self.follow:
+                # Work left, but every shard of it is leased to another live worker.
+                holders = await self._shards_elsewhere(set(work))
+                if holders is not None:
+                    if not self.wait_for_leases:
+                        self.blocked = holders
+                        return True
+                    self._say_waiting(holders)
+            idle = not runnable and not self._lanes and not self._in_flight \
+                and not self._discoveries
+            if idle and (not self.follow or now - last_orphans > HEARTBEAT):
+                last_orphans = now
+                # Retries still in the recorder become pending work once written.
+                await self.recorder.flush()
+                # Nothing of ours is in flight, yet items may be leased to us: a claim whose
+                # answer was lost with its connection (the store retried it). Back to pending.
+                orphans = await store.release_owner(self.owner, forget=False)
+                if orphans:
+                    self.log.warning("orphaned_leases_released", items=orphans,
+                                     reason="claimed, but the claim's answer never arrived")
+            if idle and not self.follow:
+                if not await self._has_work():
+                    holders = await self._leased_elsewhere()
+                    if holders is None:
+                        return True
+                    if not self.wait_for_leases:
+                        self.blocked = holders
+                        return True
+                    self._say_waiting(holders)
+            if now - last_beat > HEARTBEAT:
+                last_beat = now
+                await store.heartbeat(self.owner)
+                reclaimed = await store.reap_dead_owners(
+                    stale_seconds=self.settings.owner_stale_seconds, me=self.owner)
+                if reclaimed:
+                    self.log.warning("leases_reclaimed", items=reclaimed,
+                                     reason="their owner's heartbeat is stale or it is gone")
+            if now - last_rate > 2:
+                self._log_rate_changes()
+                await self._update_rates(self.stats.finished - done_before, now - last_rate)
+                last_rate, done_before = now, Counter(self.stats.finished)
+            self._wake = anyio.Event()
+            with anyio.move_on_after(TICK):
+                await self._wake.wait()
+
+    async def _shutdown(self) -> None:
+        await self.recorder.flush()
+        released = await self.store.release_owner(self.owner)
+        self._held.clear()
+        if released:
+            self.log.info("leases_released", items=released)
+        await self._settle_jobs()
+        await self.clients.close()
+
+    # -- shards ----------------------------------------------------------------------------
+
+    async def _shard_round(self, busy: set[int]) -> None:
+        """Renew this worker's shard leases, take its fair share of the busy shards, and hand
+        over what is beyond it when another live worker has fewer."""
+        now = time.time()
+        stale = now - self.settings.owner_stale_seconds
+        live = [w.owner for w in await self.store.workers() if w.heartbeat_at >= stale]
+        if self.owner not in live:
+            live.append(self.owner)
+        holders = await self.store.shard_holders()
+        others: Counter[str] = Counter(owner for sid, (owner, _) in holders.items()
+                                       if owner != self.owner and sid in busy)
+        share = max(1, math.ceil(len(busy) / max(1, len(live))))
+        mine = [s for s in self._held if s in busy]
+        free = [s for s in sorted(busy) if s not in holders or holders[s][0] == self.owner]
+        free = [s for s in free if s not in mine]
+        for s in list(self._free_rounds):
+            if s not in free:
+                del self._free_rounds[s]
+        for s in free:
+            self._free_rounds[s] += 1
+        # Shards nobody takes for two rounds are taken anyway (a worker that only runs other
+        # jobs counts as live but will not drive them), and then kept for a while.
+        unwanted = [s for s in free if self._free_rounds[s] >= 3]
+        room = max(0, share - len(mine))
+        want = set(mine) | set(free[:room]) | set(unwanted)
+        if unwanted:
+            self._keep_until = time.monotonic() + 30
+        held = await self.store.acquire_shards(self.owner, sorted(want),
+                                               lease_seconds=self.settings.owner_stale_seconds)
+        self._held = held
+        # Hand over: more than our share while a live worker holds fewer than its share.
+        hungry = any(others.get(o, 0) < share for o in live if o != self.owner)
+        extra = len(held) - share
+        if extra > 0 and hungry and time.monotonic() >= self._keep_until:
+            for shard_id in sorted(held, reverse=True)[:extra]:
+                lane = self._lanes.get(shard_id)
+                if lane is not None:
+                    lane.handover = True
+                    lane.poke()
+                else:
+                    await self.store.release_shards(self.owner, [shard_id])
+                    self._held.discard(shard_id)
+            self.log.info("shards_handed_over", shards=extra, share=share, workers=len(live))
+        # Shards without work: give their leases back so another worker can start at once.
+        idle = [s for s in held if s not in busy and s not in self._lanes]
+        if idle:
+            await self.store.release_shards(self.owner, idle)
+            self._held.difference_update(idle)
+
+    async def _start_lane(self, shard_id: int) -> None:
+        assert self._lanes_tg is not None
+        lane = self._lanes[shard_id] = Lane(self, shard_id, await self.store.shard(shard_id))
+        self.lanes_started[shard_id] += 1
+
+        async def drive() -> None:
+            try:
+                await lane.run()
+                while lane.in_flight:  # hand the shard over only once its batches are back
+                    await anyio.sleep(0.05)
+            finally:
+                self._lanes.pop(shard_id, None)
+                if lane.handover:
+                    with anyio.CancelScope(shield=True):
+                        await self.store.release_shards(self.owner, [shard_id])
+                    self._held.discard(shard_id)
+                self.wake()
+
+        self._lanes_tg.start_soon(drive)
+
+    def work_is_current(self) -> bool:
+        """Whether `work_of` reflects every outcome: none waiting in the recorder or being
+        written, and the dispatcher's last look began after the last write."""
+        return not self.recorder.busy and self.work_flushes >= self.flushes
+
+    def _after_flush(self) -> None:
+        self.flushes += 1
+        for shard_id in self._requeued:
+            lane = self._lanes.get(shard_id)
+            if lane is not None:
+                lane.poke()
+        # The dispatcher looks now (lanes see work through it; a finished job is settled by
+        # it) rather than at its next tick.
+        self.wake()
+        self._requeued.clear()
+
+    # -- discovery -------------------------------------------------------------------------
+
+    async def _start_discoveries(self) -> None:
+        """Claim pending discovery walks (this run's jobs) and run them alongside lanes."""
+        assert self._lanes_tg is not None
+        while not self.stopping and self._discoveries < DISCOVERY_WALKS:
+            d = await self.store.claim_discovery(self.owner, self.job_ids)
+            if d is None:
+                return
+            job = await self.store.get_job(d.job_id)
+            if job is None:
+                continue
+            if d.job_id not in self._jobs_seen:
+                self._jobs_seen.add(d.job_id)
+                self.jobs_worked.add(d.job_id)
+                await self._activate(d.job_id)
+            self._discoveries += 1
+            self._lanes_tg.start_soon(self._walk, d, job)
+
+    async def _walk(self, d: Discovery, job: Job) -> None:
+        shard = Shard(d.partition, d.account, d.region)
+        try:
+            await walk(self.store, self.settings, self.clients,
+                       self.limiter(shard, "GetResources"), self.owner, d, job.options,
+                       job.operation, self.discovery_stats, anyio.Event(), self.rng)
+        except StoreError:
+            raise
+        except Exception as exc:
+            self.log.exception("discovery_crashed", error=repr(exc))
+        finally:
+            self._discoveries -= 1
+            self.wake()
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def _has_work(self) -> bool:
+        return any(self.job_ids is None or r.job_id in self.job_ids
+                   for r in await self.store.runnable())
+
+    async def _leased_elsewhere(self) -> LeaseHolders | None:
+        """Open items of this run's jobs held by other owners that still look alive."""
+        if self.follow:
+            return None
+        ids = self.job_ids if self.job_ids is not None else set(self._jobs_seen)
+        if not ids:
+            return None
+        held = 0
+        for job_id in ids:
+            job = await self.store.get_job(job_id)
+            if job is None or job.state in JOB_DONE or job.state == JobState.PAUSED:
+                continue
+            held += (await self.store.counts(job_id))[ItemState.LEASED]
+        if not held:
+            return None
+        stale = self.settings.owner_stale_seconds
+        others = [w for w in await self.store.workers() if w.owner != self.owner]
+        freshest = max((w.heartbeat_at for w in others), default=time.time())
+        return LeaseHolders(held, tuple(w.owner for w in others), freshest + stale)
+
+    async def _shards_elsewhere(self, busy: set[int]) -> LeaseHolders | None:
+        """When every busy shard is leased to another owner: who, and until when at most."""
+        if busy & self._held:
+            return None
+        holders = await self.store.shard_holders()
+        if any(s not in holders or holders[s][0] == self.owner for s in busy):
+            return None
+        owners = {holders[s][0] for s in busy}
+        ids = self.job_ids if self.job_ids is not None else set(self._jobs_seen)
+        items = 0
+        for job_id in ids:
+            items += (await self.store.counts(job_id)).open
+        stale = self.settings.owner_stale_seconds
+        beats = [w.heartbeat_at for w in await self.store.workers() if w.owner in owners]
+        until = max(holders[s][1] for s in busy)
+        if beats:  # reclaimed once the heartbeat is stale, if that comes first
+            until = min(until, max(beats) + stale)
+        return LeaseHolders(items, tuple(sorted(owners)), until)
+
+    def _say_waiting(self, holders: LeaseHolders) -> None:
+        now = time.monotonic()
+        if now - self._last_waiting_log < 30:
+            return
+        self._last_waiting_log = now
+        until = time.strftime("%H:%M:%S", time.localtime(holders.stale_at))
+        self.log.warning("waiting_for_leases", items=holders.items,
+                         holders=", ".join(holders.owners) or "an owner no longer registered",
+                         until=until, hint="another worker holds these items; they come back "
+                         "when it finishes or its heartbeat goes stale (use --no-wait to exit)")
+
+    async def _activate(self, job_id: int) -> None:
+        job = await self.store.get_job(job_id)
+        if job and job.state == JobState.READY:
+            await self.store.set_job_state(job_id, JobState.ACTIVE)
+            self.log.info("job_started", job=job_id, operation=job.operation)
+
+    async def _settle_jobs(self) -> None:
+        """Complete jobs with nothing left; fail those past their failure threshold."""
+        for job_id in await self.store.finished_jobs():
+            if self.job_ids is None or job_id in self.job_ids:
+                await self.store.set_job_state(job_id, JobState.COMPLETED)
+                counts = await self.store.counts(job_id)
+                self.log.info("job_completed", job=job_id, **counts.by_state)
+        for job_id in list(self._jobs_seen):
+            job = await self.store.get_job(job_id)
+            if job is None or job.state in JOB_DONE:
+                # Finished: stop watching (a daemon's tick must not grow with history).
+                self._jobs_seen.discard(job_id)
+                self._job_options.pop(job_id, None)
+                continue
+            if job.state == JobState.PAUSED:
+                continue
+            counts = await self.store.counts(job_id)
+            attempted = counts[ItemState.SUCCEEDED] + counts[ItemState.FAILED]
+            min_items = (job.options.failure_min_items
+                         if job.options.failure_min_items is not None
+                         else self.settings.failure_min_items)
+            ratio = (job.options.failure_ratio if job.options.failure_ratio is not None
+                     else self.settings.failure_ratio)
+            if attempted >= min_items and counts[ItemState.FAILED] > ratio * attempted:
+                reason = (f"failure threshold passed: {counts[ItemState.FAILED]} of "
+                          f"{attempted} attempted items failed (limit {ratio:.0%} after "
+                          f"{min_items})")
+                await self.store.cancel_items(job_id, f"job failed: {reason}", code="JobFailed")
+                await self.store.set_job_state(job_id, JobState.FAILED, reason=reason)
+                self.log.error("job_failed", job=job_id, reason=reason)
+
+    def _log_rate_changes(self) -> None:
+        """info: a shard slowed by throttles that is back at its ceiling (the slowing itself
+        is logged by the sender as `shard_slowed`)."""
+        for (shard, op), lim in self.limiters.items():
+            key = (str(shard), op)
+            if lim.rate < lim.policy.ceiling * 0.99:
+                self._slowed.add(key)
+            elif key in self._slowed:
+                self._slowed.discard(key)
+                self.log.info("shard_rate_recovered", shard=str(shard), operation=op,
+                              rate=round(lim.rate, 2))
+
+    async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
+        """Store each active job's recent rate (items finished per second) for `status`."""
+        for job_id in list(self._jobs_seen):
+            job = await self.store.get_job(job_id)
+            if job and job.state == JobState.ACTIVE:
+                await self.store.set_job_rate(job_id, finished[job_id] / seconds)
