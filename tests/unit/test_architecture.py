@@ -158,3 +158,51 @@ def test_the_simulator_imports_nothing_else_of_bulktag() -> None:
     for path in sorted((ROOT / "sim").rglob("*.py")):
         for name in imports_of(path):
             assert name.startswith("bulktag.sim"), f"{path}: imports {name}"
+
+
+def architecture_rows() -> list[tuple[str, str, set[str]]]:
+    """(layer, package, modules named) of ARCHITECTURE.md's layers table."""
+    text = (ROOT.parent / "ARCHITECTURE.md").read_text()
+    section = text.split("## Layers, top to bottom", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[2].startswith("`"):
+            continue
+        named = {n for n in cells[2].replace("`", "").replace(" ", "").split(",") if n}
+        rows.append((cells[0], cells[1].strip("`"), named))
+    return rows
+
+
+def files_of(package: str) -> set[str]:
+    folder = ROOT if package == "(top)" else ROOT / package.rstrip("/")
+    names = {p.name for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    names |= {f"{p.name}/" for p in folder.iterdir()
+              if p.is_dir() and p.name not in ("__pycache__", "templates")
+              and (package != "(top)" or not (p / "__init__.py").exists())}
+    return names
+
+
+def test_architecture_md_names_every_module_of_every_package() -> None:
+    rows = architecture_rows()
+    assert rows, "ARCHITECTURE.md has no layers table"
+    drift = []
+    for _, package, named in rows:
+        actual = files_of(package)
+        if named != actual:
+            drift.append(f"{package}: missing from the table {sorted(actual - named)}, "
+                         f"named but absent {sorted(named - actual)}")
+    assert not drift, "ARCHITECTURE.md's layers table has drifted:\n" + "\n".join(drift)
+
+
+def test_architecture_md_layers_are_the_tested_layers_in_order() -> None:
+    rows = architecture_rows()
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()} - {"sim"}
+    assert {pkg.rstrip("/") for _, pkg, _ in rows} == packages | {"(top)"}
+    for _, package, _ in rows:
+        name = "errors" if package == "(top)" else package.rstrip("/")
+        assert name in LAYER_OF, f"{package} is in ARCHITECTURE.md but has no layer here"
+    order = [LAYER_OF["errors" if pkg == "(top)" else pkg.rstrip("/")] for _, pkg, _ in rows]
+    assert order == sorted(order), "ARCHITECTURE.md lists the layers out of order"
+    names = [LAYERS[n][0] for n in order]
+    assert [layer.lower() for layer, _, _ in rows] == [n.lower() for n in names]
