@@ -3,7 +3,7 @@
     python docs/screenshots.py URL JOB [OUT_DIR]     # default OUT_DIR: docs/
 
 URL is a running daemon's dashboard (`bulktag daemon --listen ...`). The browser test
-(tests/test_dashboard_browser.py) calls `take()` against the demo data at the end of its run;
+(tests/e2e/test_dashboard_browser.py) calls `take()` against the demo data at the end of its run;
 with BULKTAG_UPDATE_SCREENSHOTS=1 it writes them here (docs/dashboard.png and
 docs/dashboard-job.png, the files the README shows). Debian's chromium drives the shots through
 Playwright; no browser is downloaded.

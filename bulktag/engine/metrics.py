@@ -178,7 +178,7 @@ def store_families(totals: QueueTotals) -> list[Metric]:
 
 def engine_families(engine: EngineSnapshot, counters: EngineMetrics) -> list[Metric]:
     # `route` (ec2 | tagging-api) beside the operation: the two routes of one shard have
-    # their own quotas, so a dashboard groups by it (README "Two routes").
+    # their own quotas, so a dashboard groups by it (docs/routes.md).
     labels = ["operation", "route", *SHARD_LABELS]
     requests = CounterMetricFamily("bulktag_requests_total",
                                    "AWS calls sent, by operation, route and shard.",
