@@ -1,5 +1,6 @@
 """The durable queue behind one interface: `Store` (the contract, `base.py`), its records
-(`models.py`), and two backends: SQLite (`sqlite.py`, the embedded default) and PostgreSQL
+(`models.py`), the operations written once over named queries (`sqlstore.py`), and two backends
+supplying the primitives they run on: SQLite (`sqlite.py`, the embedded default) and PostgreSQL
 (`postgres.py`, a fleet on one queue). `await Store.open(url_or_path)` picks the backend."""
 
 from bulktag.store.base import Store, is_postgres_url

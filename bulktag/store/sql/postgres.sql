@@ -79,6 +79,10 @@ DELETE FROM counts WHERE job_id = $1;
 -- name: delete_job_error_counts
 DELETE FROM error_counts WHERE job_id = $1;
 
+-- name: delete_job_discoveries
+-- (ON DELETE CASCADE has removed them with the job already; named for the shared delete_job)
+DELETE FROM discoveries WHERE job_id = $1;
+
 -- name: delete_job_paused_accounts
 DELETE FROM paused_accounts WHERE job_id = $1;
 

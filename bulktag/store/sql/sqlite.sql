@@ -1,9 +1,12 @@
 -- Every statement the SQLite store runs, by name. `-- name: x` starts a query; the loader keeps
--- them in a dict so that no module outside bulktag/store/ holds SQL of its own.
+-- them in a dict so that no module outside bulktag/store/ holds SQL of its own. A query that
+-- sql/postgres.sql has too takes the same parameters in the same order (`?1` here is `$1`
+-- there), so that one Python method (sqlstore.py) serves both; statements over many rows take
+-- the rows' columns last (one executemany row here, one array each there).
 
 -- name: create_job
 INSERT INTO jobs (name, operation, state, priority, options, owner, created_at, updated_at)
-VALUES (:name, :operation, 'preparing', :priority, :options, :owner, :now, :now)
+VALUES (?1, ?2, 'preparing', ?3, ?4, ?5, ?6, ?6)
 RETURNING id;
 
 -- name: get_job
@@ -13,13 +16,14 @@ SELECT * FROM jobs WHERE id = ?;
 SELECT * FROM jobs ORDER BY id;
 
 -- name: set_job_state
-UPDATE jobs SET state = :state, updated_at = :now,
-    started_at = CASE WHEN :state = 'active' AND started_at IS NULL THEN :now ELSE started_at END,
-    finished_at = CASE WHEN :state IN ('completed', 'failed', 'cancelled') THEN :now
+-- ?1 state, ?2 now, ?3 reason, ?4 job id
+UPDATE jobs SET state = ?1, updated_at = ?2,
+    started_at = CASE WHEN ?1 = 'active' AND started_at IS NULL THEN ?2 ELSE started_at END,
+    finished_at = CASE WHEN ?1 IN ('completed', 'failed', 'cancelled') THEN ?2
                        ELSE NULL END,
-    reason = CASE WHEN :state = 'ready' THEN NULL ELSE coalesce(:reason, reason) END,
-    owner = CASE WHEN :state = 'preparing' THEN owner ELSE NULL END
-WHERE id = :job_id;
+    reason = CASE WHEN ?1 = 'ready' THEN NULL ELSE coalesce(?3, reason) END,
+    owner = CASE WHEN ?1 = 'preparing' THEN owner ELSE NULL END
+WHERE id = ?4;
 
 -- name: set_job_priority
 UPDATE jobs SET priority = ?, updated_at = ? WHERE id = ?;
@@ -105,22 +109,24 @@ WHERE j.state IN ('ready', 'active')
                   AND d.state IN ('pending', 'running'));
 
 -- name: claim
-UPDATE items SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires
+-- ?1 job, ?2 shard, ?3 now, ?4 limit, ?5 owner, ?6 lease expiry
+UPDATE items SET state = 'leased', lease_owner = ?5, lease_expires_at = ?6
 WHERE id IN (SELECT id FROM items INDEXED BY items_pending
-             WHERE job_id = :job_id AND shard_id = :shard_id AND state = 'pending'
-               AND next_attempt_at <= :now
+             WHERE job_id = ?1 AND shard_id = ?2 AND state = 'pending'
+               AND next_attempt_at <= ?3
              ORDER BY tagset_id, next_attempt_at
-             LIMIT :limit)
+             LIMIT ?4)
 RETURNING id, arn, tagset_id, attempts, before_tags;
 
 -- name: claim_route
--- The items of one route: each route of a shard is claimed (and sent) at its own pace.
-UPDATE items SET state = 'leased', lease_owner = :owner, lease_expires_at = :expires
+-- As claim, the items of one route (?7): each route of a shard is claimed (and sent) at its
+-- own pace.
+UPDATE items SET state = 'leased', lease_owner = ?5, lease_expires_at = ?6
 WHERE id IN (SELECT id FROM items INDEXED BY items_pending
-             WHERE job_id = :job_id AND shard_id = :shard_id AND route = :route
-               AND state = 'pending' AND next_attempt_at <= :now
+             WHERE job_id = ?1 AND shard_id = ?2 AND route = ?7
+               AND state = 'pending' AND next_attempt_at <= ?3
              ORDER BY tagset_id, next_attempt_at
-             LIMIT :limit)
+             LIMIT ?4)
 RETURNING id, arn, tagset_id, attempts, before_tags;
 
 -- name: next_due
@@ -133,12 +139,15 @@ WHERE job_id = ? AND shard_id = ? AND route = ? AND state = 'pending';
 
 -- name: set_route
 -- A job that takes the setting's route at its first run: its pending items follow it.
-UPDATE items SET route = ? WHERE job_id = ? AND state = 'pending' AND route <> ?;
+UPDATE items SET route = ?1 WHERE job_id = ?2 AND state = 'pending' AND route <> ?1;
 
 -- name: record
-UPDATE items SET state = ?, attempts = ?, next_attempt_at = ?, error_code = ?, http_status = ?,
-                 message = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL
-WHERE id = ? AND state = 'leased' AND lease_owner = ?;
+-- ?1 owner, then a row's ?2 id, ?3 state, ?4 attempts, ?5 next_attempt_at, ?6 error code,
+-- ?7 http status, ?8 message, ?9 finished_at. Only the lease holder's rows land.
+UPDATE items SET state = ?3, attempts = ?4, next_attempt_at = ?5, error_code = ?6,
+                 http_status = ?7, message = ?8, finished_at = ?9, lease_owner = NULL,
+                 lease_expires_at = NULL
+WHERE id = ?2 AND state = 'leased' AND lease_owner = ?1;
 
 -- name: release_owner
 UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
@@ -195,15 +204,18 @@ FROM items i INDEXED BY items_unsuccessful LEFT JOIN shards s ON s.id = i.shard_
 WHERE i.job_id = ? AND i.state IN ('failed', 'invalid') AND i.id > ?
 ORDER BY i.id LIMIT ?;
 
--- name: create_discovery
-INSERT INTO discoveries (job_id, partition, account, region, updated_at) VALUES (?, ?, ?, ?, ?)
+-- name: create_discoveries
+-- ?1 job, ?2 now, then a row's ?3 partition, ?4 account, ?5 region
+INSERT INTO discoveries (job_id, partition, account, region, updated_at)
+VALUES (?1, ?3, ?4, ?5, ?2)
 ON CONFLICT (job_id, account, region) DO NOTHING;
 
 -- name: claim_discovery
-UPDATE discoveries SET state = 'running', owner = :owner, updated_at = :now
+-- ?1 owner, ?2 now, ?3 job ids (a JSON array; NULL: any job)
+UPDATE discoveries SET state = 'running', owner = ?1, updated_at = ?2
 WHERE id = (SELECT d.id FROM discoveries d JOIN jobs j ON j.id = d.job_id
             WHERE d.state = 'pending' AND j.state IN ('ready', 'active')
-              AND (:jobs IS NULL OR d.job_id IN (SELECT value FROM json_each(:jobs)))
+              AND (?3 IS NULL OR d.job_id IN (SELECT value FROM json_each(?3)))
             ORDER BY j.priority DESC, d.id LIMIT 1)
 RETURNING *;
 
@@ -226,25 +238,28 @@ UPDATE discoveries SET state = 'pending', owner = NULL WHERE state = 'running' A
 -- name: job_discoveries
 SELECT * FROM discoveries WHERE job_id = ? ORDER BY account, region;
 
--- name: skip_arn
-UPDATE items SET state = 'skipped', finished_at = ?, message = ?
-WHERE job_id = ? AND arn = ? AND state = 'pending';
+-- name: skip_arns
+-- ?1 now, ?2 job, then a row's ?3 ARN, ?4 reason
+UPDATE items SET state = 'skipped', finished_at = ?1, message = ?4
+WHERE job_id = ?2 AND arn = ?3 AND state = 'pending';
 
 -- name: succeeded_page
 SELECT i.id, i.arn, i.shard_id, i.tagset_id FROM items i
 WHERE i.job_id = ? AND i.state = 'succeeded' AND i.id > ? ORDER BY i.id LIMIT ?;
 
 -- name: set_drift
-UPDATE items SET verified_at = ?, drift = ? WHERE id = ?;
+-- ?1 now, then a row's ?2 item id, ?3 drift
+UPDATE items SET verified_at = ?1, drift = ?3 WHERE id = ?2;
 
 -- name: set_job_options
 UPDATE jobs SET options = ?, updated_at = ? WHERE id = ?;
 
 -- name: sync_insert_rule
+-- ?1 name, ?2 tag key, ?3 tag value, ?4 resource query, ?5 apply (JSON), ?6 regions (JSON),
+-- ?7 accounts (JSON), ?8 interval, ?9 now
 INSERT INTO sync_rules (name, tag_key, tag_value, resource_query, apply_tags, regions, accounts,
                         interval_seconds, created_at)
-VALUES (:name, :tag_key, :tag_value, :resource_query, :apply_tags, :regions, :accounts,
-        :interval, :now)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
 RETURNING id;
 
 -- name: sync_get_rule
@@ -264,28 +279,31 @@ SELECT name FROM sync_rules WHERE next_run_at <= ? ORDER BY next_run_at;
 
 -- name: sync_claim_due
 -- An evaluation is claimed by moving next_run_at past now: one daemon wins.
-UPDATE sync_rules SET next_run_at = :now + interval_seconds
-WHERE name = :name AND next_run_at <= :now
+UPDATE sync_rules SET next_run_at = ?2 + interval_seconds
+WHERE name = ?1 AND next_run_at <= ?2
 RETURNING *;
 
 -- name: sync_claim_now
-UPDATE sync_rules SET next_run_at = :now + interval_seconds WHERE name = :name RETURNING *;
+UPDATE sync_rules SET next_run_at = ?2 + interval_seconds WHERE name = ?1 RETURNING *;
 
 -- name: sync_finish_rule
-UPDATE sync_rules SET status = :status, error = :error, last_run_at = :now,
-    members = (SELECT count(*) FROM sync_members WHERE rule_id = :id),
-    last_added = :added, last_removed = :removed, last_jobs = :jobs
-WHERE id = :id;
+-- ?1 status, ?2 error, ?3 now, ?4 rule id, ?5 added, ?6 removed, ?7 job ids (JSON)
+UPDATE sync_rules SET status = ?1, error = ?2, last_run_at = ?3,
+    members = (SELECT count(*) FROM sync_members WHERE rule_id = ?4),
+    last_added = ?5, last_removed = ?6, last_jobs = ?7
+WHERE id = ?4;
 
 -- name: sync_members_page
 SELECT arn, digest FROM sync_members WHERE rule_id = ? AND arn > ? ORDER BY arn LIMIT ?;
 
--- name: sync_upsert_member
-INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at) VALUES (?, ?, ?, ?, ?)
+-- name: sync_upsert_members
+-- ?1 rule, ?2 applied (JSON), ?3 digest, ?4 now, then a row's ?5 ARN
+INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at)
+VALUES (?1, ?5, ?2, ?3, ?4)
 ON CONFLICT (rule_id, arn) DO UPDATE SET applied = excluded.applied, digest = excluded.digest,
     last_seen_at = excluded.last_seen_at;
 
--- name: sync_delete_member
+-- name: sync_delete_members_arns
 DELETE FROM sync_members WHERE rule_id = ? AND arn = ?;
 
 -- name: sync_rule_status_counts
@@ -372,7 +390,7 @@ RETURNING shard_id;
 -- name: release_shards
 DELETE FROM shard_leases WHERE owner = ?;
 
--- name: release_shard
+-- name: release_some_shards
 DELETE FROM shard_leases WHERE owner = ? AND shard_id = ?;
 
 -- name: shard_holders
@@ -388,8 +406,7 @@ WHERE state = 'leased' GROUP BY lease_owner;
 -- name: import_job
 INSERT INTO jobs (id, name, operation, state, priority, options, owner, created_at, started_at,
                   finished_at, updated_at, rate, reason)
-VALUES (:id, :name, :operation, :state, :priority, :options, NULL, :created_at, :started_at,
-        :finished_at, :updated_at, :rate, :reason);
+VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?);
 
 -- name: export_items
 -- Every column of a page of items, the shard and tagset by value (ids are per store).
@@ -421,12 +438,12 @@ ON CONFLICT (job_id, shard_id, route, state) DO UPDATE SET n = n + excluded.n;
 INSERT INTO error_counts (job_id, error_code, n) VALUES (?, ?, ?)
 ON CONFLICT (job_id, error_code) DO UPDATE SET n = n + excluded.n;
 
--- name: import_discovery
+-- name: import_discoveries
 INSERT INTO discoveries (id, job_id, partition, account, region, state, owner, token, token_at,
                          pages, found, restarts, error, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?);
 
--- name: import_paused_account
+-- name: import_paused_accounts
 INSERT INTO paused_accounts (job_id, account, reason, paused_at) VALUES (?, ?, ?, ?);
 
 -- name: import_sync_rule
@@ -439,14 +456,15 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 SELECT arn, applied, digest, last_seen_at FROM sync_members
 WHERE rule_id = ? AND arn > ? ORDER BY arn LIMIT ?;
 
--- name: import_sync_member
+-- name: import_sync_members
 INSERT INTO sync_members (rule_id, arn, applied, digest, last_seen_at) VALUES (?, ?, ?, ?, ?);
 -- name: record_sample
--- A job's worked total at a time; skipped when the job has a sample less than :min_gap seconds
--- old (several daemons sharing a store write one sample an interval between them).
+-- A job's worked total at a time (?1 job, ?2 at, ?3 done, ?4 min gap); skipped when the job
+-- has a sample less than ?4 seconds old (several daemons sharing a store write one sample an
+-- interval between them).
 INSERT INTO job_samples (job_id, at, done)
-SELECT :job_id, :at, :done
-WHERE NOT EXISTS (SELECT 1 FROM job_samples WHERE job_id = :job_id AND at > :at - :min_gap)
+SELECT ?1, ?2, ?3
+WHERE NOT EXISTS (SELECT 1 FROM job_samples WHERE job_id = ?1 AND at > ?2 - ?4)
 ON CONFLICT (job_id, at) DO NOTHING;
 
 -- name: samples
@@ -466,8 +484,9 @@ ORDER BY i.finished_at DESC, i.id DESC LIMIT ?;
 
 -- name: keep_before
 -- A before-image, kept before its item's call is sent; an earlier attempt's is kept instead.
-UPDATE items SET before_tags = ?
-WHERE id = ? AND state = 'leased' AND lease_owner = ? AND before_tags IS NULL;
+-- ?1 owner, then a row's ?2 item id, ?3 before-image
+UPDATE items SET before_tags = ?3
+WHERE id = ?2 AND state = 'leased' AND lease_owner = ?1 AND before_tags IS NULL;
 
 -- name: changed_page
 -- Items a job changed (undo's source): a non-empty before-image, succeeded or skipped.
