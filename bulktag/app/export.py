@@ -16,15 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from bulktag.app.report import (
     WrittenFile,
@@ -33,13 +30,13 @@ from bulktag.app.report import (
     rows_file_name,
     stream_report,
 )
+from bulktag.aws.s3 import PART_SIZE, S3ObjectWriter, s3_client
 from bulktag.config import Settings
 from bulktag.errors import EXIT_EXPORT, BulktagError
 from bulktag.store import Job, Store
 
 log = structlog.get_logger("bulktag.app.export")
 
-PART_SIZE = 8 * 1024 * 1024
 MANIFEST = "manifest.json"
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson",
                  "json": "application/json"}
@@ -119,64 +116,6 @@ class LocalFileWriter:
             await anyio.to_thread.run_sync(drop)
 
 
-class S3ObjectWriter:
-    """One S3 object: buffered up to part_size; PutObject if it stays that small, else a
-    multipart upload started with the first full part. Never holds more than ~one part."""
-
-    def __init__(self, client: Any, dest: Destination, key: str, *, content_type: str,
-                 kms_key_arn: str | None, part_size: int = PART_SIZE) -> None:
-        self.client, self.dest, self.key = client, dest, key
-        self.part_size = part_size
-        self.extra: dict[str, Any] = {"ContentType": content_type}
-        if kms_key_arn:
-            self.extra |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_arn}
-        else:
-            self.extra["ServerSideEncryption"] = "AES256"
-        self._buf = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-
-    @property
-    def parts(self) -> int:
-        return len(self._parts)
-
-    async def write(self, data: bytes) -> None:
-        self._buf += data
-        while len(self._buf) >= self.part_size:
-            await self._upload_part(bytes(self._buf[: self.part_size]))
-            del self._buf[: self.part_size]
-
-    async def _upload_part(self, body: bytes) -> None:
-        bucket = self.dest.bucket
-        if self._upload_id is None:
-            resp = await self.client.create_multipart_upload(Bucket=bucket, Key=self.key,
-                                                             **self.extra)
-            self._upload_id = resp["UploadId"]
-        number = len(self._parts) + 1
-        resp = await self.client.upload_part(Bucket=bucket, Key=self.key, UploadId=self._upload_id,
-                                             PartNumber=number, Body=body)
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
-
-    async def close(self) -> None:
-        if self._upload_id is None:
-            await self.client.put_object(Bucket=self.dest.bucket, Key=self.key,
-                                         Body=bytes(self._buf), **self.extra)
-        else:
-            if self._buf or not self._parts:
-                await self._upload_part(bytes(self._buf))
-            await self.client.complete_multipart_upload(
-                Bucket=self.dest.bucket, Key=self.key, UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts})
-        self._buf = bytearray()
-
-    async def abort(self) -> None:
-        if self._upload_id is not None:
-            with contextlib.suppress(Exception):  # the original error is the one to report
-                await self.client.abort_multipart_upload(Bucket=self.dest.bucket, Key=self.key,
-                                                         UploadId=self._upload_id)
-            self._upload_id = None
-
-
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -206,31 +145,17 @@ def s3_error_message(dest: Destination, key: str, code: str, message: str,
 def describe_s3_error(exc: Exception, dest: Destination, key: str,
                       kms_key_arn: str | None) -> str:
     """A message naming the destination and, for AWS errors, the missing permission."""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return s3_error_message(dest, key, str(err.get("Code") or "Unknown"),
-                                str(err.get("Message") or ""), kms_key_arn)
-    if isinstance(exc, BotoCoreError):
-        return f"export to {dest.url}: {exc}"
+    from bulktag.aws.reads import aws_error_of  # botocore: only once an S3 call has failed
+
+    error = aws_error_of(exc)
+    if error is not None and error.code is not None:
+        return s3_error_message(dest, key, error.code, error.message, kms_key_arn)
+    if error is not None:
+        return f"export to {dest.url}: {error.text}"
     return f"export to {dest.url}: {type(exc).__name__}: {exc}"
 
 
 # -- exporting -----------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def s3_client(settings: Settings, region: str | None) -> AsyncIterator[Any]:
-    from aiobotocore.config import AioConfig
-    from aiobotocore.session import AioSession
-
-    session = AioSession(profile=settings.profile)
-    config = AioConfig(retries={"mode": "standard", "max_attempts": 5},
-                       connect_timeout=settings.connect_timeout,
-                       read_timeout=settings.request_timeout)
-    async with session.create_client("s3", region_name=region or settings.region,
-                                     endpoint_url=settings.s3_endpoint_url,
-                                     config=config) as client:
-        yield client
 
 
 @dataclass(slots=True)
@@ -255,7 +180,9 @@ async def export_report(
         async with s3_client(settings, region) as client:
             return await _export_s3(client, store, job, dest, fmt=fmt, failed_only=failed_only,
                                     kms_key_arn=kms_key_arn, part_size=part_size)
-    except (ClientError, BotoCoreError) as exc:  # creating or closing the client
+    except Exception as exc:  # creating or closing the client
+        if not _is_aws_error(exc):
+            raise
         raise ExportError(describe_s3_error(exc, dest, dest.job_folder(job.id) + "/", kms_key_arn)
                           ) from None
 
@@ -306,11 +233,12 @@ async def write_report_file(store: Store, job: Job, path: str, *, fmt: str,
 
 async def _export_s3(client: Any, store: Store, job: Job, dest: Destination, *, fmt: str,
                      failed_only: bool, kms_key_arn: str | None, part_size: int) -> Exported:
+    assert dest.bucket is not None
     folder = dest.job_folder(job.id)
     name = rows_file_name(fmt, failed_only)
     key = f"{folder}/{name}"
     started = time.monotonic()
-    writer = S3ObjectWriter(client, dest, key, content_type=CONTENT_TYPES[fmt],
+    writer = S3ObjectWriter(client, dest.bucket, key, content_type=CONTENT_TYPES[fmt],
                             kms_key_arn=kms_key_arn, part_size=part_size)
     try:
         written = await stream_report(store, job.id, job.operation, writer.write, fmt=fmt,
@@ -325,8 +253,9 @@ async def _export_s3(client: Any, store: Store, job: Job, dest: Destination, *, 
     manifest = await build_manifest(store, job, [written], fmt=fmt, failed_only=failed_only,
                                     destination=f"s3://{dest.bucket}/{folder}/")
     manifest_key = f"{folder}/{MANIFEST}"
-    mwriter = S3ObjectWriter(client, dest, manifest_key, content_type=CONTENT_TYPES["json"],
-                             kms_key_arn=kms_key_arn, part_size=part_size)
+    mwriter = S3ObjectWriter(client, dest.bucket, manifest_key,
+                             content_type=CONTENT_TYPES["json"], kms_key_arn=kms_key_arn,
+                             part_size=part_size)
     try:
         await mwriter.write(manifest_bytes(manifest))
         await mwriter.close()
@@ -342,4 +271,7 @@ async def _export_s3(client: Any, store: Store, job: Job, dest: Destination, *, 
 
 
 def _is_aws_error(exc: Exception) -> bool:
-    return isinstance(exc, ClientError | BotoCoreError)
+    """botocore's error (S3 answered no, or could not be reached): the export's to report."""
+    from bulktag.aws.reads import aws_error_of
+
+    return aws_error_of(exc) is not None

@@ -16,23 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from bulktag.api_limits import PAGE_SIZE as PAGE
 from bulktag.app.export import (
     Destination,
     ExportError,
     LocalFileWriter,
-    S3ObjectWriter,
     describe_s3_error,
     is_directory_target,
     parse_destination,
-    s3_client,
 )
 from bulktag.arn import ArnError, Shard, parse_arn
 from bulktag.aws.clients import ClientPool
 from bulktag.aws.rate_limiter import ShardLimiter
-from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, tags_of
+from bulktag.aws.reads import (
+    TokenExpired,
+    Unreadable,
+    get_resources_page,
+    is_call_error,
+    tags_of,
+)
+from bulktag.aws.s3 import S3ObjectWriter, s3_client
 from bulktag.config import Settings
 from bulktag.engine.discovery import Query
 
@@ -71,14 +74,18 @@ class _Lines:
                 self.buf = bytearray()
             try:
                 await self.writer.close()
-            except (ClientError, BotoCoreError, OSError) as exc:
+            except Exception as exc:
+                if not is_call_error(exc):
+                    raise
                 raise ExportError(self.describe(exc)) from None
 
     async def _write(self, data: bytes) -> None:
         # Output errors are the snapshot's, not a shard's: they must not pass for "not read".
         try:
             await self.writer.write(data)
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except Exception as exc:
+            if not is_call_error(exc):
+                raise
             raise ExportError(self.describe(exc)) from None
 
 
@@ -145,13 +152,15 @@ async def take_snapshot(settings: Settings, output: str, accounts: list[str], re
             return await _run(clients, settings, writer, str(path), accounts, regions, query,
                               lambda exc: f"inventory to {path}: {exc}")
         async with s3_client(settings, region) as s3:
-            writer = S3ObjectWriter(s3, dest, key, content_type="application/x-ndjson",
+            writer = S3ObjectWriter(s3, dest.bucket, key, content_type="application/x-ndjson",
                                     kms_key_arn=kms_key_arn)
             try:
                 return await _run(clients, settings, writer, f"s3://{dest.bucket}/{key}",
                                   accounts, regions, query,
                                   lambda exc: describe_s3_error(exc, dest, key, kms_key_arn))
-            except (ClientError, BotoCoreError) as exc:
+            except Exception as exc:
+                if not is_call_error(exc):
+                    raise
                 raise ExportError(f"inventory to {output}: {exc}") from None
     finally:
         await clients.close()

@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from bulktag.api_limits import QUOTAS
 from bulktag.config import Settings
 from bulktag.policy.classify import NO_CREDENTIALS_CODES, UNREACHABLE_CODES
+
+if TYPE_CHECKING:
+    from bulktag.aws.reads import AwsError
 
 log = structlog.get_logger("bulktag.app.preflight")
 
@@ -43,70 +46,57 @@ def _profile_hint(settings: Settings) -> str:
     return f" --profile {settings.profile}" if settings.profile else ""
 
 
-def explain(exc: BaseException, settings: Settings) -> str | None:
+def explain(error: AwsError, settings: Settings) -> str | None:
     """What a credentials failure means and what to do; None when it is not one (network)."""
-    name = type(exc).__name__
+    name = error.name
     if name == "ProfileNotFound":
-        profile = getattr(exc, "kwargs", {}).get("profile") or settings.profile or "?"
+        profile = error.profile or settings.profile or "?"
         return (f"AWS profile {profile!r} not found in the AWS config files "
                 f"(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE): check --profile / "
                 f"AWS_PROFILE; `aws configure list-profiles` lists the known ones")
     if name in ("UnauthorizedSSOTokenError", "SSOTokenLoadError", "TokenRetrievalError") or \
             "sso" in name.lower():
-        return (f"the AWS SSO session has expired or was never started ({exc}): run "
+        return (f"the AWS SSO session has expired or was never started ({error.text}): run "
                 f"`aws sso login{_profile_hint(settings)}` and try again")
     if name in NO_CREDENTIALS_CODES:
-        return (f"no usable AWS credentials ({exc}): set AWS_PROFILE or --profile, run "
+        return (f"no usable AWS credentials ({error.text}): set AWS_PROFILE or --profile, run "
                 f"`aws configure` (or `aws sso login`), or export AWS_ACCESS_KEY_ID and "
                 f"AWS_SECRET_ACCESS_KEY")
-    if isinstance(exc, ClientError):
-        err = (exc.response or {}).get("Error") or {}
-        code = str(err.get("Code") or "")
-        if code in REFUSED_CODES:
-            what = ("have expired" if "Expired" in code else "were refused")
-            return (f"the AWS credentials {what} (STS GetCallerIdentity: {code}: "
-                    f"{err.get('Message') or exc}): refresh them (`aws sso login"
-                    f"{_profile_hint(settings)}`, new keys or session token) and try again")
+    code = error.code or ""
+    if code in REFUSED_CODES:
+        what = ("have expired" if "Expired" in code else "were refused")
+        return (f"the AWS credentials {what} (STS GetCallerIdentity: {code}: "
+                f"{error.message or error.text}): refresh them (`aws sso login"
+                f"{_profile_hint(settings)}`, new keys or session token) and try again")
     return None
 
 
 async def check_credentials(settings: Settings) -> str:
     """The caller's account (one STS GetCallerIdentity). Raises CredentialsError when there
     are no usable credentials; returns "" when STS could not be reached (not checked)."""
+    from bulktag.aws.identity import caller_account
+    from bulktag.aws.reads import aws_error_of
+
     try:
-        return await asyncio.wait_for(_caller_account(settings), CHECK_SECONDS)
+        return await asyncio.wait_for(caller_account(settings, CHECK_SECONDS), CHECK_SECONDS)
     except TimeoutError:
         log.warning("credentials_not_checked", reason=f"STS did not answer in {CHECK_SECONDS:g} s")
         return ""
-    except (BotoCoreError, ClientError, OSError) as exc:
-        message = explain(exc, settings)
+    except Exception as exc:
+        error = aws_error_of(exc)
+        if error is None and not isinstance(exc, OSError):
+            raise
+        message = explain(error, settings) if error is not None else None
         if message is not None:
             raise CredentialsError(message) from None
-        if type(exc).__name__ in UNREACHABLE_CODES or isinstance(exc, OSError):
+        if isinstance(exc, OSError) or (error is not None and error.name in UNREACHABLE_CODES):
             # Not a credentials verdict; the engine pauses and warns about unreachable shards.
             log.debug("credentials_not_checked", reason=f"STS unreachable: {exc}")
             return ""
-        if isinstance(exc, ClientError):  # some other STS refusal: say it, do not guess
+        if error is not None and error.code is not None:  # another STS refusal: say it
             raise CredentialsError(f"STS GetCallerIdentity failed: {exc}") from None
         log.warning("credentials_not_checked", reason=f"{type(exc).__name__}: {exc}")
         return ""
-
-
-async def _caller_account(settings: Settings) -> str:
-    """GetCallerIdentity once: botocore's retries off (a refused port answers at once)."""
-    from aiobotocore.config import AioConfig
-
-    from bulktag.aws.accounts import Accounts
-
-    accounts = Accounts(settings)
-    config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"},
-                       connect_timeout=min(settings.connect_timeout, CHECK_SECONDS),
-                       read_timeout=min(settings.request_timeout, CHECK_SECONDS))
-    async with accounts.base.create_client(
-        "sts", region_name=settings.region or "us-east-1", endpoint_url=accounts.sts_endpoint,
-        config=config,
-    ) as sts:
-        return str((await sts.get_caller_identity())["Account"])
 
 
 def needs_credentials(args: argparse.Namespace) -> bool:

@@ -7,6 +7,7 @@ with a sentence an operator can act on. Printing, HTTP status codes and exit cod
 caller's business. The rules are the CLI's: only ready or active jobs pause; resume also lifts
 accounts paused after a refused role; a finished job cannot be cancelled or re-prioritised;
 retry moves failed items (optionally of one error code) back to pending and readies the job.
+`check_priority` is what a priority must be, given here or with a new job (`submission.py`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from bulktag.errors import BulktagError
+from bulktag.errors import BulktagError, UsageError
 from bulktag.store import JOB_DONE, JobState, Store
 
 Action = Literal["pause", "resume", "cancel", "retry", "priority"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 CANCEL_MESSAGE = "cancelled by the operator"
+
+
+def check_priority(value: object) -> int:
+    """A job's priority: a whole number (JSON's true and false are not); higher runs first."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError("priority must be a whole number")
+    return value
 
 
 class ControlError(BulktagError):

@@ -41,6 +41,14 @@ def new_session() -> AioSession:
     return session
 
 
+def static_session(access_key: str, secret_key: str) -> AioSession:
+    """A session signing with these fixed keys (the demo's simulator takes any), whatever the
+    environment and the AWS config files say."""
+    session = new_session()
+    session.set_credentials(access_key, secret_key)
+    return session
+
+
 class AccountAccessError(BulktagError):
     """Credentials for an account could not be had: names the account, role and reason."""
 

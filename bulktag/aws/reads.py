@@ -6,7 +6,9 @@ slows the shard's limiter and is retried without spending attempts, a transient 
 on the attempt budget, and what still fails is raised as `Unreadable` with its `Failure`.
 `failure_of` turns whatever a call raised (botocore's ClientError with or without a response,
 a dropped connection, an aiohttp error, a timeout, a refused role) into the code, status and
-message bulktag records; nothing else in bulktag reads an exception's attributes.
+message bulktag records, and `aws_error_of` what botocore raised into the words a user-facing
+message needs (S3 exports, the credentials check); nothing else in bulktag reads an exception's
+attributes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -50,6 +53,31 @@ def failure_of(exc: BaseException) -> Failure:
         return Failure(str(err.get("Code") or "Unknown"), meta.get("HTTPStatusCode"),
                        str(err.get("Message") or exc))
     return Failure(type(exc).__name__, None, str(exc) or type(exc).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsError:
+    """What botocore raised, in the words a message to the user needs."""
+
+    name: str  #: the exception's class name (ProfileNotFound, NoCredentialsError, ClientError, ...)
+    text: str  #: the exception as botocore words it
+    code: str | None = None  #: the service's error code when it answered ("Unknown": none given)
+    message: str = ""  #: the service's own message ("" when it gave none)
+    profile: str | None = None  #: the profile botocore could not find (ProfileNotFound)
+
+
+def aws_error_of(exc: BaseException) -> AwsError | None:
+    """`exc` read as botocore's error (the service's answer, or botocore failing before one:
+    no credentials, an unknown profile, an endpoint not reached); None for anything else."""
+    if isinstance(exc, ClientError):
+        response: Mapping[str, Any] = getattr(exc, "response", None) or {}
+        err = response.get("Error") or {}
+        return AwsError(type(exc).__name__, str(exc), str(err.get("Code") or "Unknown"),
+                        str(err.get("Message") or ""))
+    if isinstance(exc, BotoCoreError):
+        profile = getattr(exc, "kwargs", {}).get("profile")
+        return AwsError(type(exc).__name__, str(exc), profile=profile)
+    return None
 
 
 def tags_of(mapping: Mapping[str, Any]) -> dict[str, str]:

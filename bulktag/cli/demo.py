@@ -14,10 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aiobotocore.session import get_session
-
 from bulktag.app.runs import finish_run
 from bulktag.app.submit import Request, submit
+from bulktag.aws.accounts import static_session
 from bulktag.aws.clients import ClientPool
 from bulktag.cli.output import render_status
 from bulktag.config import Settings
@@ -68,8 +67,7 @@ async def _demo(settings: Settings, regions: list[str], per_region: int, latency
         sim.state.seed([DEMO_ACCOUNT], regions, per_region, ec2_share=DEMO_EC2_SHARE)
         settings = dataclasses.replace(settings, endpoint_url=sim.url, backoff_base=0.5,
                                        backoff_cap=5.0)
-        session = get_session()
-        session.set_credentials("sim-demo", "sim-demo")
+        session = static_session("sim-demo", "sim-demo")
         arns = demo_arns(regions, per_region)
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(tmp) / "demo-arns.txt"

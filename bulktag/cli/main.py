@@ -29,7 +29,8 @@ from bulktag.app.jobs import (
 from bulktag.app.report import write_report
 from bulktag.app.runs import export_spec, finish_run
 from bulktag.app.steering import control_job
-from bulktag.app.submit import Request, request_problem, submit
+from bulktag.app.submission import Submission
+from bulktag.app.submit import submit
 from bulktag.cli.output import csv_list, emit, print_run, render_status, settings_from
 from bulktag.cli.service import COMMANDS as SERVICE_COMMANDS
 from bulktag.cli.service import add_parsers as add_service_parsers
@@ -46,7 +47,7 @@ from bulktag.errors import (
 from bulktag.logs import configure_logging
 from bulktag.policy.tags import parse_tag_args
 from bulktag.sources import SourceError
-from bulktag.store import JobOptions, Store, is_postgres_url, new_owner_token
+from bulktag.store import Store, is_postgres_url, new_owner_token
 
 log = structlog.get_logger("bulktag.cli.main")
 
@@ -287,55 +288,29 @@ def _query_from_args(args: argparse.Namespace) -> Any:
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    tags: dict[str, str] = {}
     if args.command == "tag":
         try:
             tags = parse_tag_args(args.tag)
         except ValueError as exc:
             raise UsageError(f"--tag: {exc}") from None
-        request = Request("tag", tags=tags, skip_invalid=args.skip_invalid)
-    else:
-        request = Request("untag", keys=tuple(args.key), skip_invalid=args.skip_invalid)
-    problem = request_problem(request)
-    if problem:
-        raise UsageError(f"--{'tag' if args.command == 'tag' else 'key'}: {problem}")
-    if args.failure_ratio is not None and not 0 < args.failure_ratio <= 1:
-        raise UsageError(f"--failure-ratio must be in (0, 1], not {args.failure_ratio:g}")
-    if args.failure_min_items is not None and args.failure_min_items < 0:
-        raise UsageError(f"--failure-min-items must not be negative, "
-                         f"not {args.failure_min_items}")
-    skip_compliant = (args.command == "tag" if args.skip_compliant is None
-                      else args.skip_compliant)
-    if args.if_absent:
-        if args.skip_compliant is False:
-            raise UsageError("--if-absent reads current tags to keep existing values: it "
-                             "cannot go with --no-skip-compliant")
-        skip_compliant = True
-    export = export_spec(args.export_on_finish, args.export_region, args.export_kms_key_arn)
-    options = JobOptions(
-        failure_ratio=args.failure_ratio, failure_min_items=args.failure_min_items,
-        skip_compliant=skip_compliant, if_absent=args.if_absent, route=settings.route,
-        before_images=args.before_images, case_conflict=args.case_conflict,
-        # kept with the job, even with --detach
-        export_on_finish=export.to_json() if export else None)
-    if args.if_absent and args.command != "tag":
-        raise UsageError("--if-absent applies to tag jobs only")
+    submission = Submission(
+        args.command, tags=tags,
+        keys=tuple(args.key) if args.command == "untag" else (),
+        skip_invalid=args.skip_invalid, failure_ratio=args.failure_ratio,
+        failure_min_items=args.failure_min_items, skip_compliant=args.skip_compliant,
+        if_absent=args.if_absent, before_images=args.before_images,
+        case_conflict=args.case_conflict, route=settings.route,
+        export_on_finish=args.export_on_finish, export_region=args.export_region,
+        export_kms_key_arn=args.export_kms_key_arn, name=args.name, priority=args.priority)
+    request, options = submission.request, submission.job_options()
     query = _query_from_args(args)
-    if query is not None and args.arns:
-        raise UsageError("give either --arns or a query (--query, --match-tag, "
-                         "--resource-type), not both")
-    if query is None and not args.arns:
-        raise UsageError("nothing to work on: give --arns SRC, or a query (--query, "
-                         "--match-tag, --resource-type)")
+    submission.check_targets(query=query is not None, sources=args.arns)
     if query is not None:
-        if request.operation == "tag" and not request.tags:
-            raise UsageError("--tag: give at least one tag to apply")
-        if request.operation == "untag" and not request.keys:
-            raise UsageError("--key: give at least one key to remove")
         accounts = csv_list(args.accounts, "accounts") or [""]
         check_accounts(accounts)
         regions = await resolve_regions(settings, csv_list(args.regions, "regions"))
-        options = options.with_(query=query.to_json(), tags=request.tags,
-                                keys=list(request.keys), accounts=accounts, regions=regions)
+        options = submission.query_job_options(query.to_json(), accounts, regions)
         if args.dry_run:
             from bulktag.app.plan import plan_query
 
@@ -344,7 +319,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             return plan.exit_code
         async with await Store.open(settings.db) as store:
             job_id = await submit_query_job(store, request.operation, options,
-                                            name=args.name, priority=args.priority)
+                                            name=submission.name,
+                                            priority=submission.priority)
             if args.detach:
                 emit(args, {"job": job_id, "accounts": accounts, "regions": regions},
                      str(job_id))
@@ -360,8 +336,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         await store.reap_abandoned_submissions()
         owner = new_owner_token()
         try:
-            result = await submit(store, args.arns, request, name=args.name,
-                                  priority=args.priority, options=options, owner=owner,
+            result = await submit(store, args.arns, request, name=submission.name,
+                                  priority=submission.priority, options=options, owner=owner,
                                   fmt=args.source_format)
         except SourceError as exc:
             raise UsageError(f"nothing was enqueued: {exc}") from None

@@ -102,18 +102,13 @@ async def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
-    from bulktag.store import JOB_DONE, Store
+    from bulktag.app.steering import control_job
+    from bulktag.store import Store
 
     async with await Store.open(settings.db, create=False) as store:
-        job = await store.get_job(args.job)
-        if job is None:
-            raise UsageError(f"no job {args.job} in {settings.db}")
-        if job.state in JOB_DONE:
-            raise UsageError(f"job {job.id} is already {job.state}")
-        await store.set_job_priority(job.id, args.priority)
-        emit(args, {"job": job.id, "priority": args.priority, "was": job.priority,
-                    "state": job.state},
-             f"job {job.id}: priority {job.priority} -> {args.priority}")
+        result = await control_job(store, args.job, "priority", priority=args.priority)
+    emit(args, {"job": result.job, "priority": args.priority, "was": result.details["was"],
+                "state": result.state}, result.message)
     return 0
 
 

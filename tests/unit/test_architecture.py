@@ -206,3 +206,37 @@ def test_architecture_md_layers_are_the_tested_layers_in_order() -> None:
     assert order == sorted(order), "ARCHITECTURE.md lists the layers out of order"
     names = [LAYERS[n][0] for n in order]
     assert [layer.lower() for layer, _, _ in rows] == [n.lower() for n in names]
+
+
+# Only aws/ talks to AWS: botocore's and aiohttp's clients stay behind it. bulktag/web/ serves
+# HTTP with aiohttp's server, which is not a client of anything.
+AWS_LIBRARIES = ("aiobotocore", "botocore", "boto3", "aiohttp")
+SERVER_ONLY = {"web": {"aiohttp.web"}}
+
+
+def all_imports_of(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, absolute name) of everything `path` imports: at the top, inside functions and
+    under TYPE_CHECKING alike; `from a import b` gives `a.b` (b may be a module)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            yield from ((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+
+
+def test_only_aws_imports_the_aws_and_http_client_libraries() -> None:
+    # The walk sees the imports inside functions too (s3.py imports aiobotocore in one).
+    seen = {name for _, name in all_imports_of(ROOT / "aws" / "s3.py")}
+    assert "aiobotocore.session.AioSession" in seen
+    offenders = []
+    for path in modules():
+        here = top_name(path)
+        if here == "aws":
+            continue
+        for line, name in all_imports_of(path):
+            if name.split(".")[0] not in AWS_LIBRARIES:
+                continue
+            if any(name == ok or name.startswith(ok + ".") for ok in SERVER_ONLY.get(here, ())):
+                continue
+            offenders.append(f"{path.relative_to(ROOT.parent)}:{line}: {name}")
+    assert not offenders, "only bulktag/aws/ may import these:\n" + "\n".join(offenders)

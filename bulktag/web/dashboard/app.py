@@ -24,9 +24,10 @@ import jinja2
 from aiohttp import web
 
 from bulktag.app.report import build_manifest, manifest_bytes, report_chunks, rows_file_name
-from bulktag.app.steering import ControlError, JobNotFound, control_job
+from bulktag.app.steering import ControlError, JobNotFound, check_priority, control_job
 from bulktag.arn import Shard
 from bulktag.config import Settings
+from bulktag.errors import UsageError
 from bulktag.store import JOB_DONE, Job, Store
 from bulktag.web.dashboard import chart as charts
 from bulktag.web.dashboard.security import check_action, new_nonce, security_headers
@@ -252,8 +253,11 @@ class Dashboard:
             return web.json_response({"error": "the body must be a JSON object"}, status=400)
         priority = body.get("priority")
         code = body.get("code")
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-            return web.json_response({"error": "priority must be a whole number"}, status=400)
+        if priority is not None:
+            try:
+                priority = check_priority(priority)
+            except UsageError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
         if code is not None and not isinstance(code, str):
             return web.json_response({"error": "code must be a string"}, status=400)
         try:
