@@ -273,6 +273,8 @@ class Lane:
             self.ctx.wake()
             if not self.in_flight:
                 self._back.set()
+            if loop.outage is not None and not loop.in_flight:
+                loop.wake.set()  # its probe waited on these batches: it may go now
             self._poke_if_quiet()
 
     async def _send(self, loop: RouteLoop, batch: Batch) -> None:

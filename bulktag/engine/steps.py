@@ -17,7 +17,6 @@ from bulktag.api_limits import ARNS_PER_READ
 
 IDLE_WAIT = 1.0  # seconds a loop waits on its last batches / a route with no work, unless poked
 MIN_WAIT = 0.01  # a job due in less than this is looked at after this (one claim per wake-up)
-PROBE_POLL = 0.05  # an outage's probe is due but batches of the route are still out
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,8 @@ class End:
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Wait on the loop's wake-up at most `seconds`. `idle`: waiting on the lane's last batches
-    and claims (or on their outcomes being written); they poke the loop when they are back."""
+    and claims (or on their outcomes being written); they poke the loop when they are back.
+    In an outage the route's last batch back wakes its loop too."""
 
     seconds: float
     idle: bool = False
@@ -91,10 +91,14 @@ def next_step(view: LaneView) -> Step:
         if view.in_flight or view.holding or not view.work_current:
             return Wait(IDLE_WAIT, idle=True)
         return End(lane_done=True)
-    if view.probe_in is not None and (view.probe_in > 0 or view.route_in_flight):
-        # Unreachable: no sends until the next probe, and none while the route's last batches
-        # are still out (they answer the question a probe would ask).
-        return Wait(max(PROBE_POLL, min(view.probe_in, IDLE_WAIT)))
+    if view.probe_in is not None:
+        # Unreachable: no sends while the route's last batches are still out (they answer the
+        # question a probe would ask; the last one back wakes the loop), none until the next
+        # probe.
+        if view.route_in_flight:
+            return Wait(IDLE_WAIT)
+        if view.probe_in > 0:
+            return Wait(min(IDLE_WAIT, max(MIN_WAIT, view.probe_in)))
     due = [j for j in view.jobs if j.due_in <= 0]
     if not due:
         # Due again at the earliest of its jobs; a route with no work of its own (most lanes

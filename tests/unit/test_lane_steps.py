@@ -9,7 +9,6 @@ from bulktag.api_limits import ARNS_PER_READ
 from bulktag.engine.steps import (
     IDLE_WAIT,
     MIN_WAIT,
-    PROBE_POLL,
     Claim,
     End,
     LaneView,
@@ -104,13 +103,15 @@ def test_best_priority_first_round_robin_among_equals() -> None:
 def test_an_outage_waits_for_its_next_probe_then_sends_one_batch() -> None:
     assert next_step(view(probe_in=30.0)) == Wait(IDLE_WAIT)  # looks again within a second
     assert next_step(view(probe_in=0.5)) == Wait(0.5)
-    assert next_step(view(probe_in=1e-3)) == Wait(PROBE_POLL)
+    assert next_step(view(probe_in=1e-3)) == Wait(MIN_WAIT)
     assert next_step(view(probe_in=0.0)) == Claim(7, 20)  # the probe: one batch, no more
     assert next_step(view(probe_in=-2.0, first_claim=True)) == Claim(7, 20)
 
 
 def test_an_outage_probes_only_once_the_routes_own_batches_are_back() -> None:
-    assert next_step(view(probe_in=-1.0, route_in_flight=1)) == Wait(PROBE_POLL)
+    # The last of them back wakes the loop (no polling for it).
+    assert next_step(view(probe_in=-1.0, route_in_flight=1)) == Wait(IDLE_WAIT)
+    assert next_step(view(probe_in=5.0, route_in_flight=1)) == Wait(IDLE_WAIT)
     # The other route's batches out are no reason to wait: its endpoint is another one.
     assert next_step(view(probe_in=-1.0, in_flight=3, route_in_flight=0)) == Claim(7, 20)
 
