@@ -71,14 +71,14 @@ class Reader:
         stop: the items are sent as they are, unless what to send depends on the read or a
         before-image must be kept (those retry the read on their attempt budget; --if-absent
         alone waits for a readable moment without spending attempts)."""
-        engine = self.ctx
+        ctx = self.ctx
         undo = options.undo_of is not None
         rules = Rules(kind=kind_of(operation, options.undo_of),
                       skip_compliant=options.skip_compliant or undo,
                       if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
                       force=options.force, undo_of=options.undo_of)
         keep_images = options.before_images or undo
-        by_id = ids if engine.settings.ec2_read == "describe-tags" else {}
+        by_id = ids if ctx.settings.ec2_read == "describe-tags" else {}
         by_ec2 = [c for c in claimed if c.id in by_id]
         by_arn = [c for c in claimed if c.id not in by_id]
         chunks = [by_ec2[i: i + EC2_IDS_PER_READ] for i in range(0, len(by_ec2),
@@ -90,25 +90,25 @@ class Reader:
         def counted(op: str) -> dict[str, Any]:
             """Retry settings of a compliance read, every call of it counted for /metrics."""
             def call() -> None:
-                engine.stats.requests[op] += 1
-                engine.metrics.request(op, self.shard)
-            return {"rng": engine.rng, "max_attempts": 2, "max_throttles": 3, "on_call": call,
-                    "on_throttle": lambda: engine.metrics.throttle(op, self.shard)}
+                ctx.stats.requests[op] += 1
+                ctx.metrics.request(op, self.shard)
+            return {"rng": ctx.rng, "max_attempts": 2, "max_throttles": 3, "on_call": call,
+                    "on_throttle": lambda: ctx.metrics.throttle(op, self.shard)}
 
         async def read_arns(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
-            return await read_tags(engine.clients, self.shard,
-                                   engine.limiter(self.shard, "GetResources"),
-                                   [c.arn for c in chunk], engine.settings,
+            return await read_tags(ctx.clients, self.shard,
+                                   ctx.limiter(self.shard, "GetResources"),
+                                   [c.arn for c in chunk], ctx.settings,
                                    **counted("GetResources"))
 
         async def read_ids(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
             keys: set[str] = set()
             for c in chunk:  # the keys each tagset touches (tag and undo bodies: their keys)
-                keys.update(await engine.tagset(c.tagset_id))
-            found = await read_ec2_tags(engine.clients, self.shard,
-                                        engine.limiter(self.shard, "DescribeTags"),
+                keys.update(await ctx.tagset(c.tagset_id))
+            found = await read_ec2_tags(ctx.clients, self.shard,
+                                        ctx.limiter(self.shard, "DescribeTags"),
                                         [by_id[c.id] for c in chunk], sorted(keys),
-                                        engine.settings, **counted("DescribeTags"))
+                                        ctx.settings, **counted("DescribeTags"))
             return {c.arn: found.get(by_id[c.id], {}) for c in chunk}
 
         async def read(n: int, chunk: list[Claimed],
@@ -129,14 +129,14 @@ class Reader:
             if isinstance(current, Failure):
                 if classify_call_error(current, 1) is Verdict.UNREACHABLE:
                     on_unreachable(current)
-                    engine.requeue(chunk)
+                    ctx.requeue(chunk)
                     continue
                 self.log.info("compliance_read_failed", error=f"{current.code}: "
                               f"{current.message}", items=len(chunk), route=route)
                 if keep_images or undo:
                     outcomes += self._unread(job_id, chunk, current, n < n_ec2)
                 elif options.if_absent:
-                    retry_at = time.time() + engine.settings.throttle_retry_delay * 5
+                    retry_at = time.time() + ctx.settings.throttle_retry_delay * 5
                     outcomes += [Outcome(c.id, ItemState.PENDING, c.attempts, retry_at,
                                          "TagsNotRead", None, "current tags could not be read")
                                  for c in chunk]
@@ -144,7 +144,7 @@ class Reader:
                     keep.extend(chunk)
                 continue
             for c in chunk:
-                decision = decide(rules, await engine.tagset(c.tagset_id),
+                decision = decide(rules, await ctx.tagset(c.tagset_id),
                                   current.get(c.arn, {}))
                 if decision.send:
                     c.override = decision.override
@@ -153,7 +153,7 @@ class Reader:
                         c.before = encode(decision.before)
                         images.append((c.id, c.before))
                     continue
-                engine.stats.finished[job_id] += 1
+                ctx.stats.finished[job_id] += 1
                 if decision.already and c.before is not None and c.before != "{}":
                     # Its image was kept and the resource is now as the job wants: an earlier
                     # attempt's call landed before its outcome was recorded (a crash).
@@ -163,9 +163,9 @@ class Reader:
                 state = ItemState.FAILED if decision.failed else ItemState.SKIPPED
                 outcomes.append(Outcome(c.id, state, c.attempts, error_code=decision.code,
                                         message=decision.reason))
-        engine.recorder.add(outcomes)
+        ctx.recorder.add(outcomes)
         if images:
-            await engine.store.keep_before(engine.owner, images)
+            await ctx.store.keep_before(ctx.owner, images)
         return keep
 
     def _unread(self, job_id: int, chunk: list[Claimed], failure: Failure,
@@ -173,7 +173,7 @@ class Reader:
         """Items whose tags could not be read when their before-image (or an undo check) needs
         them: a throttle waits without an attempt; anything else spends one, and the item fails
         with what to do once its budget is spent."""
-        engine = self.ctx
+        ctx = self.ctx
         allow = "ec2:DescribeTags" if ec2 else "tag:GetResources"
         reason = Failure("TagsNotRead", failure.status,
                          f"current tags could not be read ({failure.code}: {failure.message}); "
@@ -182,4 +182,4 @@ class Reader:
         verdict = classify_call_error(failure, 1)
         if verdict is not Verdict.THROTTLE:
             verdict = Verdict.TRANSIENT
-        return [engine.sender.outcome(job_id, c, verdict, reason) for c in chunk]
+        return [ctx.sender.outcome(job_id, c, verdict, reason) for c in chunk]
