@@ -6,11 +6,16 @@ time drives a shard, whatever the number of workers on the store), starts a lane
 it holds, claims discovery walks, completes jobs with nothing left and fails those past their
 failure threshold.
 
-Concurrency is structured (anyio task groups): lanes and discoveries live in one task group,
-in-flight batches in another around it, the recorder in a third. Stopping is the task groups'
-exit: the lanes' group is cancelled (no more claims), the batches' group gets the grace period
-as a deadline (`stop_now` cancels it at once), then — shielded — the recorder flushes, every
-lease is released and the jobs are settled.
+Each pass looks at the store (at least every `TICK`, at once when woken); the periodic duties
+— heartbeat with the dead-owner reap, job rates, a daemon's idle orphan release — are loops of
+their own beside it (`_every`), not branches of the pass. A lane is handed the engine as a
+`context.LaneContext`, so `lane.py` does not import this module.
+
+Concurrency is structured (anyio task groups): lanes, discoveries and the periodic duties live
+in one task group, in-flight batches in another around it, the recorder in a third. Stopping
+is the task groups' exit: the lanes' group is cancelled (no more claims), the batches' group
+gets the grace period as a deadline (`stop_now` cancels it at once), then — shielded — the
+recorder flushes, every lease is released and the jobs are settled.
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ log = structlog.get_logger("bulktag.engine")
 TAGSET_CACHE = 50_000  # tagsets kept decoded in memory before the cache starts over
 TICK = 0.25  # seconds between dispatcher passes at most
 SHARD_ROUND = 1.0  # seconds between shard-lease rounds (renew, take a fair share, hand over)
-HEARTBEAT = 5.0  # seconds between heartbeats
+HEARTBEAT = 5.0  # seconds between heartbeats (and, in a daemon, idle orphan releases)
+RATES_EVERY = 2.0  # seconds between job rate updates
 DISCOVERY_WALKS = 16  # walks at once per worker
 
 
@@ -129,6 +135,11 @@ class Engine:
         self._keep_until = 0.0  # do not hand shards over before (a worker declined them)
         self._last_waiting_log = 0.0
         self._slowed: set[tuple[str, str]] = set()  # (shard, operation) below the ceiling
+        # Held by each dispatcher pass (it starts lanes, which claim) and by the idle orphan
+        # release (it releases every lease of ours): never both at once.
+        self._passing = anyio.Lock()
+        self._last_round = 0.0  # monotonic time of the last shard-lease round
+        self._rate_mark = (time.monotonic(), Counter[int]())  # rates measured from here
 
     # -- control ---------------------------------------------------------------------------
 
@@ -233,6 +244,7 @@ class Engine:
         if released:
             self.log.info("leases_reclaimed", items=released)
         finished = False
+        self._rate_mark = (time.monotonic(), Counter(self.stats.finished))
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self.recorder.run)
@@ -241,6 +253,7 @@ class Engine:
                         self._batches_tg = batches
                         async with anyio.create_task_group() as lanes:
                             self._lanes_tg = lanes
+                            self._start_duties(lanes)
                             finished = await self._dispatch()
                             lanes.cancel_scope.cancel()
                         if self._in_flight:
@@ -258,87 +271,124 @@ class Engine:
 
     async def _dispatch(self) -> bool:
         """The dispatcher loop; True when the work ran out, False when asked to stop."""
-        store = self.store
-        started = last_beat = last_rate = last_orphans = time.monotonic()
+        started = time.monotonic()
         # A one-shot run takes its shards on the first pass (a short job's first call ~0.2 s
         # sooner); a daemon waits a moment so daemons started together share the shards.
-        last_round = started if self.follow else started - SHARD_ROUND
-        done_before = Counter(self.stats.finished)
+        self._last_round = started if self.follow else started - SHARD_ROUND
         while True:
             if self.stopping:
                 return False
-            seen = self.flushes
-            runnable = [r for r in await store.runnable()
-                        if self.job_ids is None or r.job_id in self.job_ids]
-            self.last_tick = now = time.monotonic()
-            work: dict[int, list[Runnable]] = defaultdict(list)
-            for r in runnable:
-                work[r.shard_id].append(r)
-                # `ready` again after resume or retry: active again, with a live rate.
-                if r.job_id not in self._jobs_seen or r.state == JobState.READY:
-                    self._jobs_seen.add(r.job_id)
-                    self.jobs_worked.add(r.job_id)
-                    await self.options(r.job_id)  # its route settled before lanes claim
-                    await self._activate(r.job_id)
-            self._work = work
-            self.work_flushes = seen
-            for lane in self._lanes.values():  # waiting on its last batches: look again
-                if lane.idle:
-                    lane.poke()
-            await self._start_discoveries()
-            if (set(work) - self._held - set(self._lanes) and now - last_round > 0.2) \
-                    or now - last_round > SHARD_ROUND:
-                await self._shard_round(set(work))
-                last_round = now
-            for shard_id in self._held & set(work):
-                if shard_id not in self._lanes:
-                    await self._start_lane(shard_id)
-            await self._settle_jobs()
-            if work and last_round >= started and not self._lanes and not self._in_flight \
-                    and not self._discoveries and not self.follow:
-                # Work left, but every shard of it is leased to another live worker.
-                holders = await self._shards_elsewhere(set(work))
-                if holders is not None:
-                    if not self.wait_for_leases:
-                        self.blocked = holders
-                        return True
-                    self._say_waiting(holders)
-            idle = not runnable and not self._lanes and not self._in_flight \
-                and not self._discoveries
-            if idle and (not self.follow or now - last_orphans > HEARTBEAT):
-                last_orphans = now
-                # Retries still in the recorder become pending work once written.
-                await self.recorder.flush()
-                # Nothing of ours is in flight, yet items may be leased to us: a claim whose
-                # answer was lost with its connection (the store retried it). Back to pending.
-                orphans = await store.release_owner(self.owner, forget=False)
-                if orphans:
-                    self.log.warning("orphaned_leases_released", items=orphans,
-                                     reason="claimed, but the claim's answer never arrived")
-            if idle and not self.follow:
-                if not await self._has_work():
-                    holders = await self._leased_elsewhere()
-                    if holders is None:
-                        return True
-                    if not self.wait_for_leases:
-                        self.blocked = holders
-                        return True
-                    self._say_waiting(holders)
-            if now - last_beat > HEARTBEAT:
-                last_beat = now
-                await store.heartbeat(self.owner)
-                reclaimed = await store.reap_dead_owners(
-                    stale_seconds=self.settings.owner_stale_seconds, me=self.owner)
-                if reclaimed:
-                    self.log.warning("leases_reclaimed", items=reclaimed,
-                                     reason="their owner's heartbeat is stale or it is gone")
-            if now - last_rate > 2:
-                self._log_rate_changes()
-                await self._update_rates(self.stats.finished - done_before, now - last_rate)
-                last_rate, done_before = now, Counter(self.stats.finished)
+            async with self._passing:
+                if await self._pass(started):
+                    return True
             self._wake = anyio.Event()
             with anyio.move_on_after(TICK):
                 await self._wake.wait()
+
+    async def _pass(self, started: float) -> bool:
+        """One look at the store: note the work, start lanes and discoveries, settle jobs;
+        True when this run is over (no work left, or all of it leased elsewhere)."""
+        store = self.store
+        seen = self.flushes
+        runnable = [r for r in await store.runnable()
+                    if self.job_ids is None or r.job_id in self.job_ids]
+        self.last_tick = now = time.monotonic()
+        work: dict[int, list[Runnable]] = defaultdict(list)
+        for r in runnable:
+            work[r.shard_id].append(r)
+            # `ready` again after resume or retry: active again, with a live rate.
+            if r.job_id not in self._jobs_seen or r.state == JobState.READY:
+                self._jobs_seen.add(r.job_id)
+                self.jobs_worked.add(r.job_id)
+                await self.options(r.job_id)  # its route settled before lanes claim
+                await self._activate(r.job_id)
+        self._work = work
+        self.work_flushes = seen
+        for lane in self._lanes.values():  # waiting on its last batches: look again
+            if lane.idle:
+                lane.poke()
+        await self._start_discoveries()
+        if (set(work) - self._held - set(self._lanes) and now - self._last_round > 0.2) \
+                or now - self._last_round > SHARD_ROUND:
+            await self._shard_round(set(work))
+            self._last_round = now
+        for shard_id in self._held & set(work):
+            if shard_id not in self._lanes:
+                await self._start_lane(shard_id)
+        await self._settle_jobs()
+        if work and self._last_round >= started and not self._lanes and not self._in_flight \
+                and not self._discoveries and not self.follow:
+            # Work left, but every shard of it is leased to another live worker.
+            holders = await self._shards_elsewhere(set(work))
+            if holders is not None:
+                if not self.wait_for_leases:
+                    self.blocked = holders
+                    return True
+                self._say_waiting(holders)
+        if self._idle() and not self.follow:
+            await self._release_orphans()
+            if not await self._has_work():
+                holders = await self._leased_elsewhere()
+                if holders is None:
+                    return True
+                if not self.wait_for_leases:
+                    self.blocked = holders
+                    return True
+                self._say_waiting(holders)
+        return False
+
+    def _idle(self) -> bool:
+        """No work seen at the last look, and nothing of ours running."""
+        return not self._work and not self._lanes and not self._in_flight \
+            and not self._discoveries
+
+    # -- periodic duties, each its own loop (saq's `Worker.upkeep`) -------------------------
+
+    def _start_duties(self, tg: TaskGroup) -> None:
+        tg.start_soon(self._every, HEARTBEAT, self._heartbeat)
+        tg.start_soon(self._every, RATES_EVERY, self._rates)
+        if self.follow:  # a one-shot run releases them in its end-of-run check
+            tg.start_soon(self._every, HEARTBEAT, self._orphans_when_idle)
+
+    @staticmethod
+    async def _every(seconds: float, duty: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await anyio.sleep(seconds)
+            await duty()
+
+    async def _heartbeat(self) -> None:
+        """This worker is alive; the leases of owners whose heartbeat is stale come back."""
+        await self.store.heartbeat(self.owner)
+        reclaimed = await self.store.reap_dead_owners(
+            stale_seconds=self.settings.owner_stale_seconds, me=self.owner)
+        if reclaimed:
+            self.log.warning("leases_reclaimed", items=reclaimed,
+                             reason="their owner's heartbeat is stale or it is gone")
+
+    async def _rates(self) -> None:
+        """Shards back at their ceiling logged; each active job's recent rate stored."""
+        now = time.monotonic()
+        since, done_before = self._rate_mark
+        self._log_rate_changes()
+        await self._update_rates(self.stats.finished - done_before, now - since)
+        self._rate_mark = (now, Counter(self.stats.finished))
+
+    async def _orphans_when_idle(self) -> None:
+        # Under the dispatcher's pass lock: no lane can start (and claim) meanwhile, and the
+        # release takes only leases nothing of ours is working on.
+        async with self._passing:
+            if self._idle():
+                await self._release_orphans()
+
+    async def _release_orphans(self) -> None:
+        """Nothing of ours is running, yet items may be leased to us: a claim whose answer was
+        lost with its connection (the store retried it). Back to pending."""
+        # Retries still in the recorder become pending work once written.
+        await self.recorder.flush()
+        orphans = await self.store.release_owner(self.owner, forget=False)
+        if orphans:
+            self.log.warning("orphaned_leases_released", items=orphans,
+                             reason="claimed, but the claim's answer never arrived")
 
     async def _shutdown(self) -> None:
         await self.recorder.flush()
@@ -407,9 +457,7 @@ class Engine:
 
         async def drive() -> None:
             try:
-                await lane.run()
-                while lane.in_flight:  # hand the shard over only once its batches are back
-                    await anyio.sleep(0.05)
+                await lane.run()  # returns once its batches are back: then it may be handed over
             finally:
                 self._lanes.pop(shard_id, None)
                 if lane.handover:

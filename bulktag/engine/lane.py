@@ -4,14 +4,15 @@ Items carry their route (stored at submission, README "Two routes"), and the lan
 per route side by side, each with its own claims, in-flight slots, limiters and outage state:
 EC2 resources go by CreateTags/DeleteTags in batches of ≤ `ec2_batch_size` at EC2's rate while
 the shard's other items go by the Tagging API in batches of ≤ 20 at its own, so neither waits
-on the other. A route loop claims leased items of one job at a time (priority first,
-round-robin among equals), reads current tags when the job skips compliant resources (the
-Tagging API route through GetResources, the EC2 route through DescribeTags), splits them into
-batches of one tagset, waits on the limiter and starts each batch in the engine's batch task
+on the other. What a route loop does next (end, wait, claim how many of which job) is decided
+by the pure `steps.next_step` from a view of the lane built here; this module only carries it
+out. A claim's items are read and decided by `reader.Reader` when the job needs it, split into
+`Batch`es of one tagset, and each waits on the limiter and starts in the engine's batch task
 group, up to `in_flight_per_shard` at once. When an endpoint cannot be reached its loop pauses:
 it stops sending, probes with one batch at growing intervals (capped at a minute), spends no
 item's attempts, and carries on when a probe gets through. A bug in one claim's handling is
 logged with its traceback and that claim's items go back to the queue, attempts untouched.
+The lane sees the engine through `context.LaneContext` only (no import of the dispatcher).
 """
 
 from __future__ import annotations
@@ -19,24 +20,19 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 import anyio
-import structlog
 
-from bulktag.api_limits import ARNS_PER_READ, ARNS_PER_TAG_CALL, EC2_IDS_PER_READ, EC2_OPERATIONS
+from bulktag.api_limits import ARNS_PER_TAG_CALL
 from bulktag.arn import ROUTE_EC2, ROUTES, Shard, ec2_route
-from bulktag.aws.reads import Unreadable, read_ec2_tags, read_tags
-from bulktag.engine.sender import OPERATIONS
-from bulktag.policy.changes import Rules, decide, encode, kind_of, sendable, split_tags
-from bulktag.policy.classify import Failure, Verdict, classify_call_error
-from bulktag.store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
-
-if TYPE_CHECKING:
-    from bulktag.engine.dispatcher import Engine
-
-log = structlog.get_logger("bulktag.engine")
+from bulktag.engine.context import LaneContext
+from bulktag.engine.reader import Reader, needs_read
+from bulktag.engine.sender import TAGGING_API, Batch, Ec2Tags, RouteCalls
+from bulktag.engine.steps import Claim, End, LaneView, RouteJob, Wait, next_step, quiet
+from bulktag.policy.changes import sendable, split_tags
+from bulktag.policy.classify import Failure
+from bulktag.store import Claimed, Runnable, StoreError
 
 PROBE_FIRST = 1.0  # seconds before the first probe of an unreachable shard
 PROBE_CAP = 60.0
@@ -70,12 +66,16 @@ class RouteLoop:
     wake-up (a lane's loops each consume their own: with one event shared, the first loop to
     wake took the poke and the other kept waiting on a stale backoff)."""
 
-    def __init__(self, route: str, in_flight: int) -> None:
+    def __init__(self, route: str, in_flight: int, batch_size: int) -> None:
         self.route = route
+        self.batch_size = batch_size
         self.slots = anyio.Semaphore(in_flight, fast_acquire=True)
+        self.in_flight = 0  # this route's batches out (the lane counts every route's too)
         self.outage: Outage | None = None
         self.not_before: dict[int, float] = {}
         self.rr = 0
+        # The Tagging API route's first claim is one read's worth (EC2 items are rarely read).
+        self.first_claim = route != ROUTE_EC2
         self.wake = anyio.Event()
 
     async def wait(self, timeout: float) -> None:
@@ -87,31 +87,38 @@ class RouteLoop:
 
 
 class Lane:
-    def __init__(self, engine: Engine, shard_id: int, shard: Shard) -> None:
-        self.engine = engine
+    def __init__(self, ctx: LaneContext, shard_id: int, shard: Shard) -> None:
+        self.ctx = ctx
         self.shard_id = shard_id
         self.shard = shard
-        self.log = engine.log.bind(shard=str(shard))
+        self.log = ctx.log.bind(shard=str(shard))
+        self.reader = Reader(ctx, shard, self.log)
         self.in_flight = 0
+        self._back = anyio.Event()  # set when the last batch out comes back
         self.handover = False  # stop claiming: the shard goes to another worker
         # Set by the first route loop that finds the shard out of work: every loop then ends,
-        # so the lane ends and the dispatcher starts a new one when work comes back. (Had each
-        # loop decided alone, one could end while the other went on, and work of the ended
-        # route that came back — a retry after a 500 — had a lane that no longer served it.)
+        # so the lane ends and the dispatcher starts a new one when work comes back.
         self.ending = False
-        # Out of work but batches still out, or outcomes not yet in the dispatcher's view:
-        # waiting for them (their retries come back to this lane; a lane that ended would have
-        # to wait for its batches and the dispatcher's next look before a new one started).
-        self.idle = False
+        # Loops out of work waiting on the lane's last batches and claims, or on their outcomes
+        # reaching the dispatcher's view (their retries come back to this lane).
+        self.idle_loops = 0
         # Route loops between a claim and the start of its last batch: the items they hold are
         # neither pending nor in flight, so the shard looks out of work while they are there.
         self.holding = 0
-        self.routes = {r: RouteLoop(r, engine.settings.in_flight_per_shard) for r in ROUTES}
+        settings = ctx.settings
+        self.routes = {r: RouteLoop(r, settings.in_flight_per_shard,
+                                    settings.ec2_batch_size if r == ROUTE_EC2
+                                    else ARNS_PER_TAG_CALL) for r in ROUTES}
 
     @property
     def outage(self) -> Outage | None:
         """An outage of any of the lane's routes (the first found)."""
         return next((r.outage for r in self.routes.values() if r.outage is not None), None)
+
+    @property
+    def idle(self) -> bool:
+        """Some loop waits on the lane's last work (the dispatcher pokes it after each look)."""
+        return self.idle_loops > 0
 
     def poke(self) -> None:
         """Requeued work of this shard was just written (or the lane is ending): every route
@@ -120,93 +127,89 @@ class Lane:
             loop.wake.set()
 
     def _poke_if_quiet(self) -> None:
-        """A loop waits on the shard's last batches and claims: once none is out, look again
-        (and end)."""
-        if self.idle and not self.in_flight and not self.holding:
+        if quiet(self.idle, self.in_flight, self.holding):
             self.poke()
 
-    def _pick(self, loop: RouteLoop) -> Runnable | None:
-        """Best-priority job with due work of this route; round-robin among equals."""
+    def view(self, loop: RouteLoop) -> LaneView:
+        """What `next_step` decides from, for one of the lane's route loops."""
+        ctx = self.ctx
+        work = ctx.work_of(self.shard_id)
         now = time.time()
-        candidates = [r for r in self.engine.work_of(self.shard_id)
-                      if r.route == loop.route and loop.not_before.get(r.job_id, 0) <= now]
-        if not candidates:
-            return None
-        top = max(r.priority for r in candidates)
-        best = [r for r in candidates if r.priority == top]
-        loop.rr += 1
-        return best[loop.rr % len(best)]
+        not_before = loop.not_before
+        outage = loop.outage
+        return LaneView(
+            stop=ctx.stopping or self.handover, ending=self.ending, shard_has_work=bool(work),
+            work_current=ctx.work_is_current(), in_flight=self.in_flight, holding=self.holding,
+            jobs=tuple(RouteJob(r.job_id, r.priority, not_before.get(r.job_id, 0) - now)
+                       for r in work if r.route == loop.route),
+            probe_in=None if outage is None else outage.next_probe - time.monotonic(),
+            route_in_flight=loop.in_flight, batch_size=loop.batch_size,
+            in_flight_per_shard=ctx.settings.in_flight_per_shard,
+            first_claim=loop.first_claim, turn=loop.rr)
 
     async def run(self) -> None:
-        """Every route's loop at once, until the shard has no work left for this worker."""
+        """Every route's loop at once, until the shard has no work left for this worker; then
+        until the lane's batches are back (the shard is handed over only after them)."""
         async with anyio.create_task_group() as tg:
             for loop in self.routes.values():
                 tg.start_soon(self._run_route, loop)
+        while self.in_flight:
+            self._back = anyio.Event()
+            await self._back.wait()
 
     async def _run_route(self, loop: RouteLoop) -> None:
-        engine = self.engine
-        in_flight = engine.settings.in_flight_per_shard
-        ec2 = loop.route == ROUTE_EC2
-        claim_size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) * in_flight
-        # The first claim is one read's worth: its batches go out after one GetResources call
-        # rather than the slowest of several (the next claim is read while they are sent).
-        first = not ec2
-        while not engine.stopping and not self.handover:
-            if self.ending or not engine.work_of(self.shard_id):
-                if not self.ending and (self.in_flight or self.holding
-                                        or not engine.work_is_current()):
-                    self.idle = True
-                    await loop.wait(1.0)
-                    self.idle = False
-                    continue
-                self.ending = True
-                self.poke()  # the other loops: end now, not after their wait
+        while True:
+            step = next_step(self.view(loop))
+            if isinstance(step, End):
+                if step.lane_done and not self.ending:
+                    self.ending = True
+                    self.poke()  # the other loops: end now, not after their wait
                 return
-            if loop.outage is not None:
-                wait = loop.outage.next_probe - time.monotonic()
-                if wait > 0 or self.in_flight:
-                    await loop.wait(max(0.05, min(wait, 1.0)))
-                    continue
-            pick = self._pick(loop)
-            if pick is None:
-                # Due again at the earliest not_before of its jobs; a route with no work of
-                # its own (most lanes have no EC2 items) looks again in a second, or at once
-                # when poked — not every 10 ms, which cost 64 idle loops a core.
-                now = time.time()
-                soonest = min((loop.not_before.get(r.job_id, 0)
-                               for r in engine.work_of(self.shard_id) if r.route == loop.route),
-                              default=now + 1.0)
-                await loop.wait(min(1.0, max(0.01, soonest - now)))
+            if isinstance(step, Wait):
+                if step.idle:
+                    self.idle_loops += 1
+                    try:
+                        await loop.wait(step.seconds)
+                    finally:
+                        self.idle_loops -= 1
+                else:
+                    await loop.wait(step.seconds)
                 continue
-            size = (engine.settings.ec2_batch_size if ec2 else ARNS_PER_TAG_CALL) \
-                if loop.outage is not None else min(claim_size, ARNS_PER_READ) if first \
-                else claim_size
-            first = False
-            self.holding += 1
+            loop.rr += 1
+            loop.first_claim = False
+            await self._claim(loop, step)
+
+    async def _claim(self, loop: RouteLoop, step: Claim) -> None:
+        """Claim, and hand the items on; nothing claimed: the job is due again when the store
+        says (its next item's due time) or in a second."""
+        ctx = self.ctx
+        pick = next(r for r in ctx.work_of(self.shard_id)
+                    if r.job_id == step.job_id and r.route == loop.route)
+        self.holding += 1
+        try:
+            claimed = await ctx.store.claim(
+                ctx.owner, pick.job_id, self.shard_id, step.size,
+                lease_seconds=ctx.settings.lease_seconds, route=loop.route)
+            if not claimed:
+                due = await ctx.store.next_due(pick.job_id, self.shard_id, loop.route)
+                loop.not_before[pick.job_id] = due if due is not None else time.time() + 1.0
+                return
             try:
-                claimed = await engine.store.claim(
-                    engine.owner, pick.job_id, self.shard_id, size,
-                    lease_seconds=engine.settings.lease_seconds, route=loop.route)
-                if not claimed:
-                    due = await engine.store.next_due(pick.job_id, self.shard_id, loop.route)
-                    loop.not_before[pick.job_id] = due if due is not None else time.time() + 1.0
-                    continue
-                try:
-                    await self._work(loop, pick, claimed)
-                except StoreError:
-                    raise
-                except Exception:
-                    self.log.exception("lane_error", job=pick.job_id, route=loop.route,
-                                       items=len(claimed))
-                    engine.requeue(claimed)
-                    await anyio.sleep(1.0)
-            finally:
-                self.holding -= 1
-                self._poke_if_quiet()
+                await self._work(loop, pick, claimed)
+            except StoreError:
+                raise
+            except Exception:
+                self.log.exception("lane_error", job=pick.job_id, route=loop.route,
+                                   items=len(claimed))
+                ctx.requeue(claimed)
+                await anyio.sleep(1.0)  # a bug: not at once into the same again
+        finally:
+            self.holding -= 1
+            self._poke_if_quiet()
 
     async def _work(self, loop: RouteLoop, pick: Runnable, claimed: list[Claimed]) -> None:
-        engine = self.engine
-        options = await engine.options(pick.job_id)
+        ctx = self.ctx
+        options = await ctx.options(pick.job_id)
         # EC2 items by their resource id; an item stored as `ec2` whose ARN names none (a store
         # migrated from a looser rule) goes by the Tagging API rather than not at all.
         ids: dict[int, str] = {}
@@ -215,83 +218,71 @@ class Lane:
                 resource_id = ec2_route(c.arn)
                 if resource_id is not None:
                     ids[c.id] = resource_id
-        undo = options.undo_of is not None
-        # Query jobs were read by their walk; they read again only to keep before-images.
-        if ((options.skip_compliant or options.if_absent) and options.query is None) or \
-                options.before_images or undo:
-            # A retry (an attempt spent: its last send failed) was read and found to need the
-            # change already, and its before-image kept: sent again at once, without waiting
-            # on another read. --if-absent and undo read again (what to send depends on what
-            # the resource has now), and so does an item whose image was not kept yet.
-            again = options.if_absent or undo
-            fresh = [c for c in claimed if c.attempts == 0 or again
-                     or (options.before_images and c.before is None)]
-            seen = {c.id for c in fresh}
-            retries = [c for c in claimed if c.id not in seen]
-            claimed = retries + (await self._read_first(
-                loop, pick.job_id, pick.operation, fresh, options, ids) if fresh else [])
-        sends: list[tuple[list[Claimed], dict[int, str] | None]] = [
-            (b, ids) for b in _batches([c for c in claimed if c.id in ids],
-                                       engine.settings.ec2_batch_size)]
-        sends += [(b, None) for b in _batches([c for c in claimed if c.id not in ids],
-                                              ARNS_PER_TAG_CALL)]
-        for n, (batch, batch_ids) in enumerate(sends):
-            if engine.stopping or self.handover or \
+        if needs_read(options):
+            claimed = await self.reader.decide(
+                loop.route, pick.job_id, pick.operation, claimed, options, ids,
+                lambda failure: self._unreachable(loop, failure))
+        sends: list[tuple[list[Claimed], RouteCalls]] = []
+        if ids:
+            ec2 = Ec2Tags(ids)
+            sends += [(b, ec2) for b in _batches([c for c in claimed if c.id in ids],
+                                                 ctx.settings.ec2_batch_size)]
+        sends += [(b, TAGGING_API) for b in _batches([c for c in claimed if c.id not in ids],
+                                                     ARNS_PER_TAG_CALL)]
+        for n, (items, route) in enumerate(sends):
+            if ctx.stopping or self.handover or \
                     (loop.outage is not None and time.monotonic() < loop.outage.next_probe):
-                engine.requeue([c for b, _ in sends[n:] for c in b])  # not sent: back at once
+                ctx.requeue([c for b, _ in sends[n:] for c in b])  # not sent: back at once
                 return
-            tagset = batch[0].override or sendable(await engine.tagset(batch[0].tagset_id))
+            tagset = items[0].override or sendable(await ctx.tagset(items[0].tagset_id))
             # An undo batch that only removes keys is an UntagResources (DeleteTags) call and
             # waits on that API's limiter; one that sets and removes makes both calls on one.
             sets, _ = split_tags(pick.operation, tagset)
             operation = pick.operation if sets is not None or pick.operation == "untag" \
                 else "untag"
-            api = (EC2_OPERATIONS if batch_ids is not None else OPERATIONS)[operation]
-            limiter = engine.limiter(self.shard, api)
+            limiter = ctx.limiter(self.shard, route.operations[operation])
+            batch = Batch(pick.job_id, pick.operation, self.shard_id, self.shard, items,
+                          tagset, limiter, route)
             if loop.outage is not None:  # a probe: one batch, its answer awaited here
                 await limiter.acquire()
-                await self._send(loop, pick, batch, tagset, limiter, batch_ids)
+                await self._send(loop, batch)
                 continue
             await loop.slots.acquire()
             try:
-                await engine.open_slots.acquire()
+                await ctx.open_slots.acquire()
                 try:
                     await limiter.acquire()
                 except BaseException:
-                    engine.open_slots.release()
+                    ctx.open_slots.release()
                     raise
             except BaseException:
                 loop.slots.release()
                 raise
             self.in_flight += 1
-            engine.start_batch(self._batch_task, loop, pick, batch, tagset, limiter, batch_ids)
+            loop.in_flight += 1
+            ctx.start_batch(self._batch_task, loop, batch)
 
-    async def _batch_task(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed],
-                          tagset: Any, limiter: Any, ids: dict[int, str] | None) -> None:
+    async def _batch_task(self, loop: RouteLoop, batch: Batch) -> None:
         try:
-            await self._send(loop, pick, batch, tagset, limiter, ids)
+            await self._send(loop, batch)
         finally:
             self.in_flight -= 1
+            loop.in_flight -= 1
             loop.slots.release()
-            self.engine.open_slots.release()
-            self.engine.wake()
+            self.ctx.open_slots.release()
+            self.ctx.wake()
+            if not self.in_flight:
+                self._back.set()
+            if loop.outage is not None and not loop.in_flight:
+                loop.wake.set()  # its probe waited on these batches: it may go now
             self._poke_if_quiet()
 
-    async def _send(self, loop: RouteLoop, pick: Runnable, batch: list[Claimed], tagset: Any,
-                    limiter: Any, ids: dict[int, str] | None = None) -> None:
-        engine = self.engine
+    async def _send(self, loop: RouteLoop, batch: Batch) -> None:
         try:
-            if ids is None:
-                sent = await engine.sender.send(pick.job_id, pick.operation, self.shard_id,
-                                                self.shard, batch, tagset, limiter,
-                                                acquired=True)
-            else:
-                sent = await engine.sender.send_ec2(pick.job_id, pick.operation, self.shard_id,
-                                                    self.shard, batch, ids, tagset, limiter,
-                                                    acquired=True)
+            sent = await self.ctx.sender.send(batch, acquired=True)
         except Exception:
-            self.log.exception("batch_error", job=pick.job_id, items=len(batch))
-            engine.requeue(batch)
+            self.log.exception("batch_error", job=batch.job_id, items=len(batch.items))
+            self.ctx.requeue(batch.items)
             return
         if sent.unreachable is not None:
             self._unreachable(loop, sent.unreachable)
@@ -313,131 +304,6 @@ class Lane:
                              for_seconds=round(time.monotonic() - loop.outage.since),
                              error=f"{failure.code}: {failure.message}",
                              next_probe_in=round(loop.outage.delay))
-
-    async def _read_first(self, loop: RouteLoop, job_id: int, operation: str,
-                          claimed: list[Claimed], options: JobOptions,
-                          ids: dict[int, str]) -> list[Claimed]:
-        """Read current tags (every chunk at once) and decide each item (`changes.decide`):
-        compliant ones end `skipped`, guardrails refuse theirs, --if-absent and undo items get
-        the keys to send; the before-images of what will be sent are kept in the store before
-        anything is sent. EC2 items are read by DescribeTags (`EC2_IDS_PER_READ` ids a call,
-        narrowed to the keys their tagsets touch; `ec2_read = "get-resources"` reads them as the
-        rest), the rest by GetResources (100 ARNs a call). A read that fails is no reason to
-        stop: the items are sent as they are, unless what to send depends on the read or a
-        before-image must be kept (those retry the read on their attempt budget; --if-absent
-        alone waits for a readable moment without spending attempts)."""
-        engine = self.engine
-        undo = options.undo_of is not None
-        rules = Rules(kind=kind_of(operation, options.undo_of),
-                      skip_compliant=options.skip_compliant or undo,
-                      if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
-                      force=options.force, undo_of=options.undo_of)
-        keep_images = options.before_images or undo
-        by_id = ids if engine.settings.ec2_read == "describe-tags" else {}
-        by_ec2 = [c for c in claimed if c.id in by_id]
-        by_arn = [c for c in claimed if c.id not in by_id]
-        chunks = [by_ec2[i: i + EC2_IDS_PER_READ] for i in range(0, len(by_ec2),
-                                                                 EC2_IDS_PER_READ)]
-        n_ec2 = len(chunks)
-        chunks += [by_arn[i: i + ARNS_PER_READ] for i in range(0, len(by_arn), ARNS_PER_READ)]
-        readings: list[dict[str, dict[str, str]] | Failure] = [{} for _ in chunks]
-
-        def counted(op: str) -> dict[str, Any]:
-            """Retry settings of a compliance read, every call of it counted for /metrics."""
-            def call() -> None:
-                engine.stats.requests[op] += 1
-                engine.metrics.request(op, self.shard)
-            return {"rng": engine.rng, "max_attempts": 2, "max_throttles": 3, "on_call": call,
-                    "on_throttle": lambda: engine.metrics.throttle(op, self.shard)}
-
-        async def read_arns(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
-            return await read_tags(engine.clients, self.shard,
-                                   engine.limiter(self.shard, "GetResources"),
-                                   [c.arn for c in chunk], engine.settings,
-                                   **counted("GetResources"))
-
-        async def read_ids(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
-            keys: set[str] = set()
-            for c in chunk:  # the keys each tagset touches (tag and undo bodies: their keys)
-                keys.update(await engine.tagset(c.tagset_id))
-            found = await read_ec2_tags(engine.clients, self.shard,
-                                        engine.limiter(self.shard, "DescribeTags"),
-                                        [by_id[c.id] for c in chunk], sorted(keys),
-                                        engine.settings, **counted("DescribeTags"))
-            return {c.arn: found.get(by_id[c.id], {}) for c in chunk}
-
-        async def read(n: int, chunk: list[Claimed],
-                       how: Callable[[list[Claimed]], Awaitable[dict[str, dict[str, str]]]]
-                       ) -> None:
-            try:
-                readings[n] = await how(chunk)
-            except Unreadable as exc:
-                readings[n] = exc.failure
-
-        async with anyio.create_task_group() as tg:
-            for n, chunk in enumerate(chunks):
-                tg.start_soon(read, n, chunk, read_ids if n < n_ec2 else read_arns)
-        keep: list[Claimed] = []
-        outcomes: list[Outcome] = []
-        images: list[tuple[int, str]] = []
-        for n, (chunk, current) in enumerate(zip(chunks, readings, strict=True)):
-            if isinstance(current, Failure):
-                if classify_call_error(current, 1) is Verdict.UNREACHABLE:
-                    self._unreachable(loop, current)
-                    engine.requeue(chunk)
-                    continue
-                self.log.info("compliance_read_failed", error=f"{current.code}: "
-                              f"{current.message}", items=len(chunk), route=loop.route)
-                if keep_images or undo:
-                    outcomes += self._unread(job_id, chunk, current, n < n_ec2)
-                elif options.if_absent:
-                    retry_at = time.time() + engine.settings.throttle_retry_delay * 5
-                    outcomes += [Outcome(c.id, ItemState.PENDING, c.attempts, retry_at,
-                                         "TagsNotRead", None, "current tags could not be read")
-                                 for c in chunk]
-                else:
-                    keep.extend(chunk)
-                continue
-            for c in chunk:
-                decision = decide(rules, await engine.tagset(c.tagset_id),
-                                  current.get(c.arn, {}))
-                if decision.send:
-                    c.override = decision.override
-                    keep.append(c)
-                    if keep_images and c.before is None:
-                        c.before = encode(decision.before)
-                        images.append((c.id, c.before))
-                    continue
-                engine.stats.finished[job_id] += 1
-                if decision.already and c.before is not None and c.before != "{}":
-                    # Its image was kept and the resource is now as the job wants: an earlier
-                    # attempt's call landed before its outcome was recorded (a crash).
-                    outcomes.append(Outcome(c.id, ItemState.SUCCEEDED, c.attempts + 1,
-                                            message="an earlier attempt's call had landed"))
-                    continue
-                state = ItemState.FAILED if decision.failed else ItemState.SKIPPED
-                outcomes.append(Outcome(c.id, state, c.attempts, error_code=decision.code,
-                                        message=decision.reason))
-        engine.recorder.add(outcomes)
-        if images:
-            await engine.store.keep_before(engine.owner, images)
-        return keep
-
-    def _unread(self, job_id: int, chunk: list[Claimed], failure: Failure,
-                ec2: bool) -> list[Outcome]:
-        """Items whose tags could not be read when their before-image (or an undo check) needs
-        them: a throttle waits without an attempt; anything else spends one, and the item fails
-        with what to do once its budget is spent."""
-        engine = self.engine
-        allow = "ec2:DescribeTags" if ec2 else "tag:GetResources"
-        reason = Failure("TagsNotRead", failure.status,
-                         f"current tags could not be read ({failure.code}: {failure.message}); "
-                         f"they are needed for the before-image (allow {allow}, or "
-                         "submit with --no-before-images)")
-        verdict = classify_call_error(failure, 1)
-        if verdict is not Verdict.THROTTLE:
-            verdict = Verdict.TRANSIENT
-        return [engine.sender.outcome(job_id, c, verdict, reason) for c in chunk]
 
 
 def _batches(claimed: list[Claimed], size: int) -> Iterable[list[Claimed]]:

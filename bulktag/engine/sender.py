@@ -1,4 +1,10 @@
-"""One batch: send TagResources or UntagResources, classify what came back, queue the outcomes.
+"""One batch: send it by its route, classify what came back, queue the outcomes.
+
+One driver (`Sender.send`) for both routes; what differs between them is a small strategy
+(`RouteCalls`): the Tagging API's TagResources / UntagResources by ARN with per-item failures in
+FailedResourcesMap, or EC2's CreateTags / DeleteTags by resource id, all or nothing, with the
+ids a failure is about named only in its message. A batch is one `Batch` value, from the lane's
+claim to the call; a split or a resend is a copy with fewer items.
 
 The verdicts of `classify.py` decide each item: success; a whole-call throttle slows the shard
 and requeues without spending attempts; an unreachable endpoint requeues without spending
@@ -10,14 +16,15 @@ API's: those items back off on their own budget and the shard's rate is left alo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -90,6 +97,120 @@ class Sent:
     unreachable: Failure | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One call's worth of claimed items of one job and tagset, and how they go: what flows
+    from a lane's claim to the sender (split halves and resends are copies with fewer items)."""
+
+    job_id: int
+    operation: str  # the job's ("tag" | "untag"); an undo body may set and remove
+    shard_id: int
+    shard: Shard
+    items: list[Claimed]
+    tagset: Any  # the tags to send (a tag map, a key list, or an undo body)
+    limiter: ShardLimiter  # the shard's limiter of the API this batch calls
+    route: RouteCalls
+
+    def with_items(self, items: list[Claimed]) -> Batch:
+        return dataclasses.replace(self, items=items)
+
+
+class RouteCalls(Protocol):
+    """What differs between the routes: the client and calls, what an answer says per item, and
+    what a whole-call error means for the batch. The driver (`Sender.send`) does the rest."""
+
+    operations: Mapping[str, str]  # "tag" / "untag" -> the API operation
+
+    async def call(self, clients: ClientPool, stats: EngineStats, batch: Batch,
+                   sets: dict[str, str] | None, removes: list[str] | None) -> dict[str, Any]:
+        """Make the batch's call(s); the per-item failures of a 200 answer, by ARN."""
+        ...
+
+    def named(self, failure: Failure, batch: Batch) -> list[Claimed]:
+        """Items a whole-call error is about by name (they fail; the rest are resent)."""
+        ...
+
+    def verdict(self, failure: Failure, verdict: Verdict, batch: Batch,
+                access_error: bool) -> Verdict:
+        """The route's reading of a whole-call error's verdict."""
+        ...
+
+
+class TaggingApi:
+    """TagResources / UntagResources by ARN, ≤ 20 a call; per-item failures in
+    FailedResourcesMap. An undo batch sets, then removes for the ARNs the first did not fail
+    (both idempotent: a retry sends both again)."""
+
+    operations: Mapping[str, str] = OPERATIONS
+
+    async def call(self, clients: ClientPool, stats: EngineStats, batch: Batch,
+                   sets: dict[str, str] | None, removes: list[str] | None) -> dict[str, Any]:
+        arns = [c.arn for c in batch.items]
+        failed_map: dict[str, Any] = {}
+        client = await clients.tagging(batch.shard)
+        if sets is not None:
+            stats.requests["TagResources"] += 1
+            resp = await client.tag_resources(ResourceARNList=arns, Tags=sets)
+            failed_map = dict(resp.get("FailedResourcesMap") or {})
+        rest = [a for a in arns if a not in failed_map]
+        if removes is not None and rest:
+            stats.requests["UntagResources"] += 1
+            resp = await client.untag_resources(ResourceARNList=rest, TagKeys=removes)
+            failed_map.update(resp.get("FailedResourcesMap") or {})
+        return failed_map
+
+    def named(self, failure: Failure, batch: Batch) -> list[Claimed]:
+        return []
+
+    def verdict(self, failure: Failure, verdict: Verdict, batch: Batch,
+                access_error: bool) -> Verdict:
+        return verdict
+
+
+TAGGING_API = TaggingApi()
+
+
+class Ec2Tags:
+    """CreateTags / DeleteTags by resource id (`ids`: item id -> resource id). EC2 changes all
+    resources of a call or none: a missing id fails the whole call and is named only in the
+    message. Those items fail with the code and message; the rest are resent at once without
+    spending attempts. A failure naming no id (TagLimitExceeded, ConcurrentTagAccess, an
+    unauthorized resource) splits the batch until it is alone."""
+
+    operations: Mapping[str, str] = EC2_OPERATIONS
+
+    def __init__(self, ids: dict[int, str]) -> None:
+        self.ids = ids
+
+    async def call(self, clients: ClientPool, stats: EngineStats, batch: Batch,
+                   sets: dict[str, str] | None, removes: list[str] | None) -> dict[str, Any]:
+        resources = [self.ids[c.id] for c in batch.items]
+        client = await clients.ec2(batch.shard)
+        if sets is not None:
+            stats.requests["CreateTags"] += 1
+            await client.create_tags(Resources=resources, Tags=[
+                {"Key": k, "Value": v} for k, v in sets.items()])
+        if removes is not None:
+            stats.requests["DeleteTags"] += 1
+            await client.delete_tags(Resources=resources, Tags=[{"Key": k} for k in removes])
+        return {}
+
+    def named(self, failure: Failure, batch: Batch) -> list[Claimed]:
+        named = ec2_named_ids(failure)
+        return [c for c in batch.items if self.ids[c.id] in named] if named else []
+
+    def verdict(self, failure: Failure, verdict: Verdict, batch: Batch,
+                access_error: bool) -> Verdict:
+        if verdict is Verdict.PERMANENT and not access_error and failure.status is not None \
+                and failure.status < 500:
+            # About one resource, naming none (or naming ids of no item here): isolate it.
+            if len(batch.items) > 1:
+                return Verdict.SPLIT
+            if failure.code == "ConcurrentTagAccess":
+                return Verdict.TRANSIENT  # another caller was changing its tags: retry
+        return verdict
+
+
 class Sender:
     def __init__(self, store: Store, settings: Settings, clients: ClientPool,
                  recorder: Recorder, stats: EngineStats, metrics: EngineMetrics,
@@ -105,79 +226,71 @@ class Sender:
         self._retries: dict[Shard, Counter[str]] = {}  # codes of retries not logged yet
         self._retry_logged: dict[Shard, float] = {}
 
-    async def send(self, job_id: int, operation: str, shard_id: int, shard: Shard,
-                   batch: list[Claimed], tagset: Any, limiter: ShardLimiter, *,
-                   acquired: bool = False, credentials_retry: bool = True) -> Sent:
+    async def send(self, batch: Batch, *, acquired: bool = False,
+                   credentials_retry: bool = True) -> Sent:
+        """Send one batch by its route and queue its outcomes; `acquired` when the caller
+        already waited on the limiter."""
         if not acquired:
-            await limiter.acquire()
-        # An undo batch sets some keys and removes others: TagResources, then UntagResources
-        # for the ARNs the first did not fail (both idempotent: a retry sends both again).
-        sets, removes = split_tags(operation, tagset)
-        api = OPERATIONS["tag" if sets is not None else "untag"]
-        arns = [c.arn for c in batch]
+            await batch.limiter.acquire()
+        route = batch.route
+        sets, removes = split_tags(batch.operation, batch.tagset)
+        api = route.operations["tag" if sets is not None else "untag"]
         started = time.monotonic()
-        self.stats.arns_sent += len(arns)
+        self.stats.arns_sent += len(batch.items)
         failure: Failure | None = None
         failed_map: dict[str, Any] = {}
         access_error = False
         try:
-            client = await self.clients.tagging(shard)
-            if sets is not None:
-                self.stats.requests["TagResources"] += 1
-                resp = await client.tag_resources(ResourceARNList=arns, Tags=sets)
-                failed_map = dict(resp.get("FailedResourcesMap") or {})
-            rest = [a for a in arns if a not in failed_map]
-            if removes is not None and rest:
-                self.stats.requests["UntagResources"] += 1
-                resp = await client.untag_resources(ResourceARNList=rest, TagKeys=removes)
-                failed_map.update(resp.get("FailedResourcesMap") or {})
+            failed_map = await route.call(self.clients, self.stats, batch, sets, removes)
         except Exception as exc:
             if not is_call_error(exc):
                 raise
             failure = failure_of(exc)
             access_error = type(exc).__name__ == "AccountAccessError"
-        seconds = self._timed(api, shard, started)
+        seconds = self._timed(api, batch.shard, started)
 
         if failure is None:
-            outcomes = self._record_response(job_id, shard_id, batch, failed_map)
-            self._log_batch(shard, api, job_id, batch, seconds, outcomes)
+            outcomes = self._record_response(batch.job_id, batch.shard_id, batch.items,
+                                             failed_map)
+            self._log_batch(batch.shard, api, batch.job_id, batch.items, seconds, outcomes)
             return Sent()
         self.stats.call_errors[failure.code] += 1
-        verdict = classify_call_error(failure, len(batch))
-        log.debug("batch_failed", shard=str(shard), operation=api, job=job_id,
-                  size=len(batch), seconds=round(seconds, 3), code=failure.code,
+        bad = route.named(failure, batch)
+        if bad:
+            self.stats.resource_errors[failure.code] += len(bad)
+            self.recorder.add(self.outcome(batch.job_id, c, Verdict.PERMANENT, failure)
+                              for c in bad)
+            named = {c.id for c in bad}
+            rest = [c for c in batch.items if c.id not in named]
+            return await self.send(batch.with_items(rest)) if rest else Sent()
+        verdict = classify_call_error(failure, len(batch.items))
+        log.debug("batch_failed", shard=str(batch.shard), operation=api, job=batch.job_id,
+                  size=len(batch.items), seconds=round(seconds, 3), code=failure.code,
                   status=failure.status, verdict=verdict.value)
         if access_error and failure.status is None and verdict is Verdict.TRANSIENT:
             verdict = Verdict.UNREACHABLE  # STS cannot be reached: the same outage
-
-        async def resend(items: list[Claimed], credentials_retry: bool) -> Sent:
-            return await self.send(job_id, operation, shard_id, shard, items, tagset, limiter,
-                                   credentials_retry=credentials_retry)
-
-        return await self._settle_failure(job_id, shard_id, shard, api, batch, failure,
-                                          verdict, access_error, limiter, resend,
+        verdict = route.verdict(failure, verdict, batch, access_error)
+        return await self._settle_failure(batch, api, failure, verdict, access_error,
                                           credentials_retry)
 
-    async def _settle_failure(
-        self, job_id: int, shard_id: int, shard: Shard, api: str, batch: list[Claimed],
-        failure: Failure, verdict: Verdict, access_error: bool, limiter: ShardLimiter,
-        resend: Callable[[list[Claimed], bool], Awaitable[Sent]], credentials_retry: bool,
-    ) -> Sent:
-        """What a failed call means for its batch, whichever API it went to: an outage
+    async def _settle_failure(self, batch: Batch, api: str, failure: Failure, verdict: Verdict,
+                              access_error: bool, credentials_retry: bool) -> Sent:
+        """What a failed call means for its batch, whichever route it went by: an outage
         requeues without attempts, a split resends halves, a refused role pauses its account
         (--on-access-error pause), expired credentials are refreshed once, a throttle slows
         the shard; the rest end or retry by their verdict."""
+        job_id, shard_id, shard, items = batch.job_id, batch.shard_id, batch.shard, batch.items
         if verdict is Verdict.UNREACHABLE:
             self.stats.unreachable_calls += 1
             self.on_requeue(shard_id)
             self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
                                       failure.code, failure.status, failure.message)
-                              for c in batch)
+                              for c in items)
             return Sent(unreachable=failure)
         if verdict is Verdict.SPLIT:
             self.stats.splits += 1
-            for half in split_batch(batch):
-                sent = await resend(half, True)
+            for half in split_batch(items):
+                sent = await self.send(batch.with_items(half))
                 if sent.unreachable is not None:
                     return sent
             return Sent()
@@ -189,24 +302,24 @@ class Sender:
                             reason=failure.message, hint=f"bulktag resume {job_id}")
             self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
                                       failure.code, failure.status, failure.message)
-                              for c in batch)
+                              for c in items)
             return Sent()
         if verdict is Verdict.CREDENTIALS and credentials_retry:
             log.info("credentials_refresh", shard=str(shard), code=failure.code)
             await self.clients.invalidate(shard)
-            return await resend(batch, False)
+            return await self.send(batch, credentials_retry=False)
         if verdict is Verdict.CREDENTIALS:
             verdict = Verdict.TRANSIENT  # fresh credentials did not help: spend an attempt
         if verdict is Verdict.THROTTLE:
             self.stats.throttled_calls += 1
             self.metrics.throttle(api, shard)
-            if limiter.on_throttle():
+            if batch.limiter.on_throttle():
                 log.info("shard_slowed", shard=str(shard), operation=api,
-                         rate=round(limiter.rate, 2))
+                         rate=round(batch.limiter.rate, 2))
         self.on_requeue(shard_id)
-        outcomes = [self.outcome(job_id, c, verdict, failure) for c in batch]
+        outcomes = [self.outcome(job_id, c, verdict, failure) for c in items]
         self.recorder.add(outcomes, hurry=True)
-        self._note_retries(shard, batch, outcomes)
+        self._note_retries(shard, items, outcomes)
         return Sent()
 
     def _timed(self, api: str, shard: Shard, started: float) -> float:
@@ -241,74 +354,6 @@ class Sender:
             log.info("retrying", shard=str(shard), items=sum(codes.values()), codes=dict(codes),
                      hint="transient errors: the items back off and are sent again")
             codes.clear()
-
-    async def send_ec2(self, job_id: int, operation: str, shard_id: int, shard: Shard,
-                       batch: list[Claimed], ids: dict[int, str], tagset: Any,
-                       limiter: ShardLimiter, *, acquired: bool = False,
-                       credentials_retry: bool = True) -> Sent:
-        """One CreateTags / DeleteTags call for a batch of EC2 items (`ids`: item id -> resource
-        id). EC2 changes all resources of a call or none: a missing id fails the whole call and
-        is named only in the message. Those items fail with the code and message; the rest are
-        resent at once without spending attempts. A failure naming no id (TagLimitExceeded,
-        ConcurrentTagAccess, an unauthorized resource) splits the batch until it is alone."""
-        if not acquired:
-            await limiter.acquire()
-        sets, removes = split_tags(operation, tagset)  # an undo batch may make both calls
-        api = EC2_OPERATIONS["tag" if sets is not None else "untag"]
-        resources = [ids[c.id] for c in batch]
-        started = time.monotonic()
-        self.stats.arns_sent += len(resources)
-        failure: Failure | None = None
-        access_error = False
-        try:
-            client = await self.clients.ec2(shard)
-            if sets is not None:
-                self.stats.requests["CreateTags"] += 1
-                await client.create_tags(Resources=resources, Tags=[
-                    {"Key": k, "Value": v} for k, v in sets.items()])
-            if removes is not None:
-                self.stats.requests["DeleteTags"] += 1
-                await client.delete_tags(Resources=resources, Tags=[{"Key": k} for k in removes])
-        except Exception as exc:
-            if not is_call_error(exc):
-                raise
-            failure = failure_of(exc)
-            access_error = type(exc).__name__ == "AccountAccessError"
-        self._timed(api, shard, started)
-        if failure is None:
-            self._record_response(job_id, shard_id, batch, {})
-            return Sent()
-        self.stats.call_errors[failure.code] += 1
-        again = (job_id, operation, shard_id, shard)
-        named = ec2_named_ids(failure)
-        if named:
-            bad = [c for c in batch if ids[c.id] in named]
-            if bad:
-                self.stats.resource_errors[failure.code] += len(bad)
-                self.recorder.add(self.outcome(job_id, c, Verdict.PERMANENT, failure)
-                                  for c in bad)
-                rest = [c for c in batch if ids[c.id] not in named]
-                if rest:
-                    return await self.send_ec2(*again, rest, ids, tagset, limiter)
-                return Sent()
-        verdict = classify_call_error(failure, len(batch))
-        if access_error and failure.status is None and verdict is Verdict.TRANSIENT:
-            verdict = Verdict.UNREACHABLE
-        if verdict is Verdict.PERMANENT and not access_error and failure.status is not None \
-                and failure.status < 500:
-            # About one resource, naming none (or naming ids of no item here): isolate it.
-            if len(batch) > 1:
-                verdict = Verdict.SPLIT
-            elif failure.code == "ConcurrentTagAccess":
-                verdict = Verdict.TRANSIENT  # another caller was changing its tags: retry
-
-        async def resend(items: list[Claimed], credentials_retry: bool) -> Sent:
-            return await self.send_ec2(*again, items, ids, tagset, limiter,
-                                       credentials_retry=credentials_retry)
-
-        return await self._settle_failure(job_id, shard_id, shard, api, batch, failure,
-                                          verdict, access_error, limiter, resend,
-                                          credentials_retry)
 
     def _record_response(self, job_id: int, shard_id: int, batch: list[Claimed],
                          failed_map: dict[str, Any]) -> list[Outcome]:
