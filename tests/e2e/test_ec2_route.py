@@ -8,15 +8,10 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
-import urllib.parse
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import simulator_process
-from test_crash import counts, sim_get, wait_for_progress
-from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
 
 from bulktag.app.plan import dry_run
 from bulktag.app.submit import Request, submit
@@ -34,6 +29,11 @@ from bulktag.sim import (
     synthetic_resources,
 )
 from bulktag.store import JobOptions, Store, new_owner_token
+from tests.support.cli import bulktag_argv, start_cli
+from tests.support.counts import sqlite_counts as counts
+from tests.support.counts import wait_for_progress
+from tests.support.engine import ACCOUNT, TAGS, fast_settings, items, run_job
+from tests.support.sim import sim_get, sim_tags, simulator_process
 
 REGION = "us-east-1"
 
@@ -201,17 +201,15 @@ def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
            "BULKTAG_EC2_BATCH_SIZE": str(batch)}
     with simulator_process("--latency-ms", "100-200", "--seed-resources", str(n_ec2),
                            "--seed-ec2-share", "1") as url:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag",
-             "migrated=yes", "--db", str(db), "--endpoint-url", url, "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_cli("tag", "--arns", str(source), "--tag", "migrated=yes", "--db", str(db),
+                         "--endpoint-url", url, "--log-format", "json", env=env)
         wait_for_progress(db, proc, done=total // 4)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
         assert counts(db).get("succeeded", 0) < total
         result = subprocess.run(
-            [sys.executable, "-m", "bulktag", "run", "--db", str(db), "--endpoint-url", url,
-             "--log-format", "json", "--json"],
+            bulktag_argv("run", "--db", str(db), "--endpoint-url", url, "--log-format", "json",
+                         "--json"),
             env=env, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr[-2000:]
         final = counts(db)
@@ -230,7 +228,7 @@ def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
         assert 0 <= tag_sends - n_tables <= tag_bound, (tag_sends, tag_bound)
         assert final.get("skipped", 0) <= bound + tag_bound
         for arn in arns[:: 97]:
-            tags = sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
+            tags = sim_tags(url, arn)
             assert tags.get("migrated") == "yes", arn
 
 

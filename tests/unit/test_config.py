@@ -10,9 +10,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import CliRunner
 
 from bulktag.config import DEFAULT_QUOTAS, ConfigError, Settings, load_settings
+from tests.support.cli import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "bulktag.example.toml"
