@@ -1,6 +1,6 @@
 """The simulator as a separate process (`bulktag sim`) for tests whose CLI subprocesses call it
-over HTTP, and readers of its `/_sim/*` endpoints. In-process tests use the `sim` fixture
-(tests/conftest.py) instead."""
+over HTTP, readers of its `/_sim/*` endpoints, and seeding a running one with resources.
+In-process tests use the `sim` fixture (tests/conftest.py) for the simulator itself."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+
+from bulktag.sim import RunningSimulator, synthetic_arns
 
 
 @contextlib.contextmanager
@@ -37,3 +39,15 @@ def sim_get(url: str, path: str) -> dict[str, object]:
 def sim_tags(url: str, arn: str) -> dict[str, str]:
     """The tags the simulator holds for `arn` ({} when none)."""
     return sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))  # type: ignore[return-value]
+
+
+def seed_env(sim: RunningSimulator, accounts: list[str], regions: list[str],
+             per_region: int) -> dict[str, bool]:
+    """Synthetic resources in every account and region; every third one has env=prod, the rest
+    env=dev. ARN -> whether it has env=prod."""
+    matching = {}
+    for n, arn in enumerate(synthetic_arns(accounts, regions, per_region)):
+        prod = n % 3 == 0
+        sim.state.put(arn, {"env": "prod" if prod else "dev"}, account=arn.split(":")[4])
+        matching[arn] = prod
+    return matching
