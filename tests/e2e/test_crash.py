@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.support.cli import bulktag_argv, start_cli
 from tests.support.counts import sqlite_counts as counts
 from tests.support.counts import wait_for_progress
 from tests.support.sim import sim_get, sim_tags, simulator_process
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,9 @@ def test_a_second_sigint_cancels_in_flight_calls_but_still_releases_every_lease(
     proc, arns = start_tag(tmp_path, db, sim_url, cli_env)
     wait_for_progress(db, proc, done=len(arns) // 4)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    # The second SIGINT only once the first was handled (the run logged `stopping`).
+    wait_until(lambda: '"stopping"' in (tmp_path / "tag.log").read_text(),
+               "the first SIGINT handled", timeout=30, interval=0.01)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 130
     after = counts(db)

@@ -224,15 +224,19 @@ def test_run_survives_dropped_postgres_connections(
     dropped: list[int] = []  # backends terminated, per round
     done = threading.Event()
 
+    def under_way() -> bool:
+        return done.is_set() or store_counts(pg_url, job_id).get(ItemState.SUCCEEDED, 0) > 0
+
     def drop_connections() -> None:
-        """Every second while the run works (five times at most): terminate every backend of
-        the test database (the run's pooled connections, idle or mid-statement)."""
-        time.sleep(1.5)
+        """Once the run is under way (it has recorded work: its pool is connected), every second
+        while it works (five times at most): terminate every backend of the test database (the
+        run's pooled connections, idle or mid-statement)."""
+        wait_until(under_way, "the run under way", timeout=60)
         for _ in range(5):
             if done.is_set():
                 return
             dropped.append(terminate_backends(pg_admin_url, database))
-            time.sleep(1.0)
+            time.sleep(1.0)  # the scenario: a drop a second, not a wait for anything
 
     dropper = threading.Thread(target=drop_connections, daemon=True)
     dropper.start()

@@ -17,6 +17,7 @@ from bulktag.policy.classify import Failure, Verdict
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
 from bulktag.store import Claimed, JobOptions, Store, new_owner_token
 from tests.support.engine import ACCOUNT, TAGS, fast_settings, items, run_job
+from tests.support.waits import wait_until_async
 
 
 async def test_every_resource_in_every_region_is_tagged(tmp_path: Path, sim: RunningSimulator) -> None:
@@ -162,7 +163,10 @@ async def test_an_unreachable_endpoint_pauses_the_shard_and_spends_no_attempts(
     job = await submit(store, [str(source)], Request("tag", tags=TAGS))
     engine = Engine(store, settings, owner=new_owner_token(), job_ids={job.job_id})
     running = asyncio.create_task(engine.run())
-    await asyncio.sleep(3.0)  # refused for a while: several probes
+    # Refused for a while: several probes, and the shard counted unreachable.
+    await wait_until_async(lambda: engine.stats.unreachable_calls >= 2
+                           and len(engine.snapshot().unreachable_shards) == 1,
+                           "several probes refused", timeout=30)
     assert engine.stats.unreachable_calls >= 2
     assert len(engine.snapshot().unreachable_shards) == 1
     counts = await store.counts(job.job_id)

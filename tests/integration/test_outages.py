@@ -55,7 +55,9 @@ class ResettingProxy:
         self._server.close()
         for writer in list(self._open):
             _rst(writer)
-        await asyncio.sleep(0.2)  # let the connections' tasks see their end
+        # The connections' tasks see their end (each leaves `_open` as it does).
+        await wait_until_async(lambda: not self._open, "the proxy's connections closed",
+                               timeout=10)
 
     def reset(self, *ops: str) -> None:
         self.reset_ops = frozenset(ops)

@@ -54,6 +54,7 @@ from tests.support import ROOT
 from tests.support.owners import dead_pid
 from tests.support.postgres import pg_database_url
 from tests.support.sql import dialect, plain_sql
+from tests.support.waits import wait_until_async
 
 T = TypeVar("T")
 
@@ -827,6 +828,7 @@ async def main(url, job, shard, go):
     store = await Store.open(url)
     me = new_owner_token()
     await store.register_owner(me)
+    open(f"{go}.ready.{os.getpid()}", "w").close()  # the barrier: this one is ready
     while not os.path.exists(go):
         time.sleep(0.005)
     got = []
@@ -859,8 +861,14 @@ async def test_processes_claiming_at_once_never_share_an_item(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
         for _ in range(n_procs)
     ]
-    await asyncio.sleep(1.0)  # let every process start and open the store, then release them
-    go.touch()
+
+    def all_ready() -> bool:  # every process started and opened the store; none gave up
+        for proc in procs:
+            assert proc.returncode is None, "a claimer ended before the start"
+        return len(list(tmp_path.glob("go.ready.*"))) == n_procs
+
+    await wait_until_async(all_ready, "every claimer ready", timeout=60)
+    go.touch()  # release them at once
     results = []
     for proc in procs:
         out, err = await asyncio.wait_for(proc.communicate(), 120)

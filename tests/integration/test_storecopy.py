@@ -520,7 +520,7 @@ async def test_workers_lists_owners_their_shards_and_stale_heartbeats(store_url:
         sids = await shard_ids(store, job)
         old = f"hostA:{os.getpid()}:00000001"
         await store.register_owner(old)
-        await asyncio.sleep(0.8)
+        await asyncio.sleep(0.8)  # the scenario: its heartbeat ages past owner_stale_seconds
         fresh = "hostB:4242:00000002"
         await store.register_owner(fresh)
         assert await store.acquire_shards(old, [sids[EAST]], lease_seconds=60) == {sids[EAST]}
