@@ -1,6 +1,6 @@
-"""Running the `bulktag` command: in a subprocess (what a user runs, for signals, kill -9, the
-daemon and exit codes through a real process) or in-process through `main([...])` (usage
-errors, which need no real process).
+"""Running the `bulktag` command in a subprocess: what a user runs, for signals, kill -9, the
+daemon and exit codes through a real process. (Usage errors need no real process: those tests
+call `bulktag.cli.main.main([...])` in-process, tests/unit/test_cli_usage.py.)
 
 Subprocesses get their own XDG folders under the test's tmp_path and the checkout on
 PYTHONPATH, so they run this tree's code and never read the developer's configuration."""
@@ -56,10 +56,3 @@ def start_cli(*args: str, env: dict[str, str], stderr: IO[Any] | int = subproces
     signals or kills it mid-run."""
     return subprocess.Popen(bulktag_argv(*args), env=env, stdout=subprocess.DEVNULL,
                             stderr=stderr)
-
-
-def run_main(*args: str) -> int:
-    """`bulktag ARGS` in this process: main's exit code (its output goes to capsys/capfd)."""
-    from bulktag.cli import main
-
-    return main(list(args))
