@@ -130,7 +130,7 @@ def bucket(s3: Any, request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     """moto with its recorder on and `populate`'s resources, one per test module (the module's
-    tests share it; see tests/integration/test_moto.py)."""
+    tests share it; see tests/e2e/test_moto.py)."""
     workdir = tmp_path_factory.mktemp("moto")
     recording = workdir / "recording.jsonl"
     with moto_server(workdir, recording) as url:

@@ -1,7 +1,7 @@
 """moto's server (`python -m moto.server`), a Tagging API, EC2 and S3 we did not write, on a free
 127.0.0.1 port in its own process: a bare server for S3 exports, and `Moto`, one holding Lambda
 functions, DynamoDB tables and log groups in two regions with its request recorder on (see
-tests/integration/test_moto.py for what moto supports and its quirks).
+tests/e2e/test_moto.py for what moto supports and its quirks).
 
 The fixtures (`moto_url`, `moto`, `s3`, `bucket`) are in tests/conftest.py; both servers are
 module-scoped there, so a module's tests share one and modules never share state."""
