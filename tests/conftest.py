@@ -1,19 +1,22 @@
-"""Shared fixtures: a simulator on a random 127.0.0.1 port, a store in a temp dir, and a way to
-run the real CLI in a subprocess. No test reaches AWS: credentials are fake and the shared AWS
-config files are pointed at nothing."""
+"""Shared fixtures: a simulator on a random 127.0.0.1 port, a store in a temp dir (SQLite, or a
+fresh PostgreSQL database), a way to run the real CLI in a subprocess, and moto's servers. The
+helpers behind them are in tests/support/. No test reaches AWS: credentials are fake and the
+shared AWS config files are pointed at nothing."""
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator
+from tests.support.cli import CliRunner, cli_environment, cli_runner
+from tests.support.moto import Moto, moto_server, populate
+from tests.support.postgres import PG_ADMIN_URL, pg_admin, pg_database_url
 
 os.environ.update(
     {
@@ -34,23 +37,6 @@ os.environ.update(
 for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "BULKTAG_DB"):
     os.environ.pop(var, None)
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextlib.contextmanager
-def simulator_process(*args: str) -> Iterator[str]:
-    """`bulktag sim` in its own process on a free port; yields its URL, stops it after."""
-    proc = subprocess.Popen([sys.executable, "-m", "bulktag", "sim", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("bulktag-sim listening on "), line
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
 
 @pytest.fixture
 async def sim() -> AsyncIterator[RunningSimulator]:
@@ -64,71 +50,26 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "bulktag.db"
 
 
-CliRunner = Callable[..., subprocess.CompletedProcess[str]]
-
-
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    """The environment of a CLI subprocess: XDG folders in tmp_path, this checkout's code."""
+    return cli_environment(tmp_path)
 
 
 @pytest.fixture
 def run_cli(cli_env: dict[str, str]) -> CliRunner:
     """Run `python -m bulktag ARGS` to completion; returns the CompletedProcess."""
-
-    def run(*args: str, input: str | None = None, timeout: float = 120,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bulktag", *args],
-            input=input, capture_output=True, text=True, timeout=timeout,
-            env={**cli_env, **(env or {})},
-        )
-
-    return run
+    return cli_runner(cli_env)
 
 
 # -- PostgreSQL: a fresh database per test -----------------------------------------------------
-
-#: The server tests create their databases on (trust auth). CI runs PostgreSQL: when it is not
-#: reachable, tests that need it FAIL, never skip.
-PG_ADMIN_URL = os.environ.get("BULKTAG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _pg_admin(url: str, *statements: str) -> None:
-    """Run statements on the server's maintenance database, outside any transaction."""
-    import asyncio
-
-    import asyncpg
-
-    async def run() -> None:
-        con = await asyncpg.connect(url, timeout=10)
-        try:
-            for statement in statements:
-                await con.execute(statement)
-        finally:
-            await con.close()
-
-    asyncio.run(run())
-
-
-def pg_database_url(admin_url: str, database: str) -> str:
-    """admin_url with its database replaced."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(admin_url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
-
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     """The PostgreSQL server for tests ($BULKTAG_TEST_PG, default postgres@127.0.0.1:5432),
     checked once per session; fails every test that needs it when it does not answer."""
     try:
-        _pg_admin(PG_ADMIN_URL, "SELECT 1")
+        pg_admin(PG_ADMIN_URL, "SELECT 1")
     except Exception as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({type(exc).__name__}: {exc}). "
@@ -144,11 +85,11 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     import uuid
 
     name = f"bulktag_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    pg_admin(pg_admin_url, f'CREATE DATABASE "{name}"')
     try:
         yield pg_database_url(pg_admin_url, name)
     finally:
-        _pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -159,3 +100,40 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("pg_url")
         return url
     return str(tmp_path / "state" / "bulktag.db")
+
+
+# -- moto's server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A bare moto server (S3 for exports), one per test module."""
+    with moto_server(tmp_path_factory.mktemp("moto-s3")) as url:
+        yield url
+
+
+@pytest.fixture
+def s3(moto_url: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3: Any, request: pytest.FixtureRequest) -> str:
+    """A bucket of this test's own, named after it."""
+    name = "reports-" + hashlib.sha256(request.node.name.encode()).hexdigest()[:12]
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    """moto with its recorder on and `populate`'s resources, one per test module (the module's
+    tests share it; see tests/e2e/test_moto.py)."""
+    workdir = tmp_path_factory.mktemp("moto")
+    recording = workdir / "recording.jsonl"
+    with moto_server(workdir, recording) as url:
+        m = Moto(url=url, recording=recording)
+        populate(m)
+        yield m

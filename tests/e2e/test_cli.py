@@ -14,11 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import CliRunner
-
 from bulktag import __version__
 from bulktag.app.report import COLUMNS
 from bulktag.sim import RunningSimulator
+from tests.support.cli import CliRunner
 
 ACCOUNT = "123456789012"
 

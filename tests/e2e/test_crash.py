@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import simulator_process
 
 from bulktag.engine.recorder import RECORDER_INTERVAL
 from bulktag.sim import synthetic_arns
+from tests.support.cli import bulktag_argv, start_cli
+from tests.support.counts import sqlite_counts as counts
+from tests.support.counts import wait_for_progress
+from tests.support.sim import sim_get, sim_tags, simulator_process
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,57 +33,28 @@ def sim_url() -> Iterator[str]:
         yield url
 
 
-def sim_get(url: str, path: str) -> dict[str, object]:
-    with urllib.request.urlopen(url + path, timeout=10) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
-
-
-def counts(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = con.execute("SELECT state, sum(n) FROM counts GROUP BY state").fetchall()
-        return {state: int(n) for state, n in rows if n}
-    finally:
-        con.close()
-
-
 def start_tag(tmp_path: Path, db: Path, url: str, cli_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`bulktag tag` of every ARN in the background; its JSON log in tmp_path/tag.log."""
     arns = list(synthetic_arns(["123456789012"], REGIONS, PER_REGION))
     source = tmp_path / "arns.txt"
     source.write_text("\n".join(arns) + "\n")
     env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": str(IN_FLIGHT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag", "migrated=yes",
-         "--db", str(db), "--endpoint-url", url, "--log-format", "json"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with (tmp_path / "tag.log").open("w") as log:
+        proc = start_cli("tag", "--arns", str(source), "--tag", "migrated=yes", "--db", str(db),
+                         "--endpoint-url", url, "--log-format", "json", env=env, stderr=log)
     return proc, arns
-
-
-def wait_for_progress(db: Path, proc: subprocess.Popen[bytes], done: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        if db.exists():
-            try:
-                if counts(db).get("succeeded", 0) >= done:
-                    return
-            except sqlite3.OperationalError:
-                pass  # not migrated yet
-        time.sleep(0.05)
-    raise AssertionError("no progress within 60 s")
 
 
 def assert_all_tagged(url: str, arns: list[str]) -> None:
     for arn in arns:
-        tags = sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
+        tags = sim_tags(url, arn)
         assert tags.get("migrated") == "yes", arn
 
 
 def resume(db: Path, url: str, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bulktag", "run", "--db", str(db), "--endpoint-url", url,
-         "--log-format", "json", "--json"],
+        bulktag_argv("run", "--db", str(db), "--endpoint-url", url, "--log-format", "json",
+                     "--json"),
         env=cli_env, capture_output=True, text=True, timeout=120,
     )
 
@@ -147,7 +117,9 @@ def test_a_second_sigint_cancels_in_flight_calls_but_still_releases_every_lease(
     proc, arns = start_tag(tmp_path, db, sim_url, cli_env)
     wait_for_progress(db, proc, done=len(arns) // 4)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    # The second SIGINT only once the first was handled (the run logged `stopping`).
+    wait_until(lambda: '"stopping"' in (tmp_path / "tag.log").read_text(),
+               "the first SIGINT handled", timeout=30, interval=0.01)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 130
     after = counts(db)

@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import simulator_process
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from bulktag.sim import synthetic_arns
+from tests.support.cli import bulktag_argv
+from tests.support.counts import sqlite_counts
+from tests.support.daemon import Daemon, http
+from tests.support.metrics import labels, total
+from tests.support.sim import simulator_process
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,76 +36,9 @@ def sim_url() -> Iterator[str]:
         yield url
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def samples(text: str) -> list[Sample]:
-    """Every sample of an exposition, through prometheus_client's parser (which rejects bad
-    text)."""
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def total(scraped: list[Sample], name: str, /, **where: str) -> float:
-    """The sum of the samples called `name` whose labels include `where`."""
-    return sum(s.value for s in scraped
-               if s.name == name and all(s.labels.get(k) == v for k, v in where.items()))
-
-
-def labels(scraped: list[Sample], name: str) -> list[dict[str, str]]:
-    return [s.labels for s in scraped if s.name == name]
-
-
-def http(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-class Daemon:
-    def __init__(self, tmp_path: Path, name: str, db: Path, sim: str, env: dict[str, str],
-                 config: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"{name}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bulktag", "daemon", "--listen", f"127.0.0.1:{self.port}",
-             "--db", str(db), "--endpoint-url", sim, "--config", str(config),
-             "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if http(self.url + "/healthz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("daemon not healthy within 30 s: " + self.log.read_text()[-3000:])
-
-    def metrics(self) -> list[Sample]:
-        status, text = http(self.url + "/metrics")
-        assert status == 200
-        return samples(text)
-
-    def stop(self, timeout: float = GRACE + 5) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-
-def db_counts(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = con.execute("SELECT state, sum(n) FROM counts GROUP BY state").fetchall()
-        return {state: int(n) for state, n in rows if n}
-    finally:
-        con.close()
+def daemon(tmp_path: Path, name: str, db: Path, sim: str, env: dict[str, str],
+           config: Path) -> Daemon:
+    return Daemon(tmp_path, name, db, sim, env, "--config", str(config))
 
 
 def jobs(db: Path) -> dict[int, dict[str, Any]]:
@@ -127,15 +59,6 @@ def rule(db: Path) -> dict[str, Any]:
         con.close()
 
 
-def wait_until(check: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store(
     tmp_path: Path, sim_url: str, cli_env: dict[str, str]
 ) -> None:
@@ -150,7 +73,7 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
     (tmp_path / "high.txt").write_text("\n".join(high) + "\n")
     everything = low + high
 
-    first = Daemon(tmp_path, "first", db, sim_url, env, config)
+    first = daemon(tmp_path, "first", db, sim_url, env, config)
     try:
         status, body = http(first.url + "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
@@ -159,16 +82,16 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
 
         def submit(source: str, priority: int) -> int:
             result = subprocess.run(
-                [sys.executable, "-m", "bulktag", "tag", "--arns", str(tmp_path / source),
-                 "--tag", "migrated=yes", "--detach", "--priority", str(priority),
-                 "--db", str(db), "--endpoint-url", sim_url],
+                bulktag_argv("tag", "--arns", str(tmp_path / source), "--tag", "migrated=yes",
+                             "--detach", "--priority", str(priority), "--db", str(db),
+                             "--endpoint-url", sim_url),
                 check=False, env=env, capture_output=True, text=True, timeout=60)
             assert result.returncode == 0, result.stderr
             return int(result.stdout.strip())
 
         job_low = submit("low.txt", 0)
         job_high = submit("high.txt", 5)
-        wait_until(lambda: db_counts(db).get("succeeded", 0) >= 300, "some items succeed")
+        wait_until(lambda: sqlite_counts(db).get("succeeded", 0) >= 300, "some items succeed")
 
         m = first.metrics()
         assert total(m, "bulktag_requests_total", operation="TagResources") > 0
@@ -186,11 +109,11 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
                    "the reload")
 
         # SIGTERM mid-job: drain, release, exit 0 within the grace period.
-        assert db_counts(db).get("pending", 0) > 0
+        assert sqlite_counts(db).get("pending", 0) > 0
         started = time.monotonic()
-        assert first.stop() == 0
+        assert first.stop(GRACE + 5) == 0
         assert time.monotonic() - started < GRACE + 3
-        stopped = db_counts(db)
+        stopped = sqlite_counts(db)
         assert stopped.get("leased", 0) == 0
         assert stopped.get("pending", 0) > 0
         assert sum(stopped.values()) == len(everything)
@@ -201,16 +124,16 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
 
     # A tag-sync rule for the daemons to evaluate: what is already migrated gets synced=1.
     result = subprocess.run(
-        [sys.executable, "-m", "bulktag", "sync", "add", "migrated", "--tag-key", "migrated",
-         "--tag-value", "yes", "--apply", "synced=1", "--regions", "us-east-1",
-         "--interval", "3600", "--db", str(db)], check=False, env=env, capture_output=True,
+        bulktag_argv("sync", "add", "migrated", "--tag-key", "migrated", "--tag-value", "yes",
+                     "--apply", "synced=1", "--regions", "us-east-1", "--interval", "3600",
+                     "--db", str(db)), check=False, env=env, capture_output=True,
         text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
     # Restart, with a second daemon on the same store: they share the work through leases,
     # and the rule's evaluation is claimed by one of them.
-    again = Daemon(tmp_path, "again", db, sim_url, env, config)
-    second = Daemon(tmp_path, "second", db, sim_url, env, config)
+    again = daemon(tmp_path, "again", db, sim_url, env, config)
+    second = daemon(tmp_path, "second", db, sim_url, env, config)
     try:
         wait_until(lambda: rule(db)["last_run_at"] is not None, "the rule evaluated")
         wait_until(lambda: all(j["state"] == "completed" for j in jobs(db).values()),
@@ -219,7 +142,7 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
         assert len(sync_jobs) == 1
         synced = int(rule(db)["members"])
         assert 0 < synced <= len([a for a in everything if ":us-east-1:" in a])
-        assert db_counts(db) == {"succeeded": len(everything) + synced}
+        assert sqlite_counts(db) == {"succeeded": len(everything) + synced}
         a, b = again.metrics(), second.metrics()
         assert total(a, "bulktag_sync_evaluations_total") + \
             total(b, "bulktag_sync_evaluations_total") == 1
@@ -229,8 +152,8 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
                     and s.labels["operation"] == "TagResources"}
         assert ceilings == {4.0}
         assert http(second.url + "/healthz")[0] == 200
-        assert again.stop() == 0
-        assert second.stop() == 0
+        assert again.stop(GRACE + 5) == 0
+        assert second.stop(GRACE + 5) == 0
     finally:
         for d in (again, second):
             if d.proc.poll() is None:

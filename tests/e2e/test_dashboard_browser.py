@@ -14,21 +14,20 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, simulator_process
 
 from bulktag.cli.demo import DEMO_ACCOUNT, demo_arns
+from tests.support import ROOT
+from tests.support.cli import bulktag_argv
+from tests.support.daemon import Daemon
+from tests.support.sim import simulator_process
+from tests.support.waits import wait_until
 
 
 def _load_screenshots() -> Any:
@@ -61,20 +60,6 @@ def chromium_or_fail() -> None:
         pytest.fail("the playwright package is missing: pip install -e '.[test]'", pytrace=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.HTTPError):
-        return False
-
-
 @pytest.fixture
 def daemon(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[dict[str, Any]]:
     """A daemon with the dashboard on a free port, a token, a slow rate (30 ARNs/s per region)
@@ -82,39 +67,27 @@ def daemon(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[dict[str, Any]]:
     (10 s by default) so that its chart has points."""
     chromium_or_fail()
     with simulator_process("--latency-ms", "100-200") as sim_url:
-        port = free_port()
         db = tmp_path / "bulktag.db"
         env = {**cli_env, "BULKTAG_UI_TOKEN": TOKEN, "BULKTAG_MAX_RATE": "1.5",
                "BULKTAG_SAMPLE_SECONDS": "2",
                "BULKTAG_IN_FLIGHT_PER_SHARD": "2", "BULKTAG_GRACE_SECONDS": "3"}
-        log = tmp_path / "daemon.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bulktag", "daemon", "--listen", f"127.0.0.1:{port}",
-             "--db", str(db), "--endpoint-url", sim_url, "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-        url = f"http://127.0.0.1:{port}"
+        running = Daemon(tmp_path, "daemon", db, sim_url, env)
         try:
-            deadline = time.monotonic() + 30
-            while not healthy(url):
-                assert proc.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "daemon not healthy: " + log.read_text()
-                time.sleep(0.1)
-            yield {"url": url, "db": db, "sim": sim_url, "env": env, "tmp": tmp_path}
+            yield {"url": running.url, "db": db, "sim": sim_url, "env": env, "tmp": tmp_path}
         finally:
-            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(15)
+                running.stop(15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                running.proc.kill()
 
 
 def submit(d: dict[str, Any], arns: list[str], name: str) -> int:
     source = d["tmp"] / f"{name}.txt"
     source.write_text("\n".join(arns) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag", "Owner=platform",
-         "--tag", "CostCenter=cc-1234", "--name", name, "--detach", "--db", str(d["db"]),
-         "--endpoint-url", d["sim"]],
+        bulktag_argv("tag", "--arns", str(source), "--tag", "Owner=platform", "--tag",
+                     "CostCenter=cc-1234", "--name", name, "--detach", "--db", str(d["db"]),
+                     "--endpoint-url", d["sim"]),
         env=d["env"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return int(result.stdout.strip())
@@ -161,10 +134,8 @@ def test_watch_steer_and_read_a_job_in_chromium(daemon: dict[str, Any]) -> None:
             expect(row).to_be_visible(timeout=15_000)  # appeared without a reload
             done_cell = row.locator("td").nth(5)
             first = done_of(done_cell.inner_text())
-            deadline = time.monotonic() + 30
-            while done_of(done_cell.inner_text()) <= first:
-                assert time.monotonic() < deadline, "progress did not advance on /"
-                time.sleep(0.5)
+            wait_until(lambda: done_of(done_cell.inner_text()) > first,
+                       "progress advanced on /", timeout=30, interval=0.5)
             assert row.locator("svg.bar rect.seg-succeeded").count() == 1
 
             # The job's page: refused without the token, then paused and resumed with it.
@@ -184,7 +155,7 @@ def test_watch_steer_and_read_a_job_in_chromium(daemon: dict[str, Any]) -> None:
             page.click("button[data-action=pause]")
             expect(status).to_have_text(f"job {job} paused")
             expect(page.locator("#state")).to_have_text("paused")
-            time.sleep(2)
+            time.sleep(2)  # the scenario: the job stays paused a while before the resume
             page.click("button[data-action=resume]")  # the token is kept for the tab
             expect(status).to_have_text(f"job {job} resumed")
             expect(page.locator("#state")).to_have_text(re.compile("ready|active"))

@@ -16,7 +16,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -25,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import simulator_process
-from prometheus_client.samples import Sample
-from test_daemon import free_port, http, samples, total
 
 from bulktag.sim import synthetic_arns
 from bulktag.store import ItemState, Store
+from tests.support import waits
+from tests.support.cli import bulktag_argv
+from tests.support.counts import store_counts
+from tests.support.daemon import Daemon, http
+from tests.support.metrics import total
+from tests.support.sim import simulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -49,49 +51,14 @@ def sim_url() -> Iterator[str]:
         yield url
 
 
-class Daemon:
-    """`bulktag daemon --db <PostgreSQL URL>` in a subprocess, /healthz and /metrics on a free
-    port (test_daemon's launcher takes a SQLite path)."""
-
-    def __init__(self, tmp_path: Path, name: str, db: str, sim: str, env: dict[str, str]) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = tmp_path / f"{name}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bulktag", "daemon", "--listen", self.url[len("http://"):],
-             "--db", db, "--endpoint-url", sim, "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if http(self.url + "/healthz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("daemon not healthy within 60 s: " + self.log.read_text()[-3000:])
-
-    def metrics(self) -> list[Sample]:
-        status, text = http(self.url + "/metrics")
-        assert status == 200
-        return samples(text)
+def daemon(tmp_path: Path, name: str, db: str, sim: str, env: dict[str, str]) -> Daemon:
+    """`bulktag daemon --db <PostgreSQL URL>`; a fleet member takes longer to get healthy."""
+    return Daemon(tmp_path, name, db, sim, env, ready_timeout=60)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def store_counts(url: str, job_id: int) -> dict[str, int]:
-    async def read() -> dict[str, int]:
-        async with await Store.open(url, create=False) as store:
-            return dict((await store.counts(job_id)).by_state)
-
-    return asyncio.run(read())
+    """Polled less often than the shared default: each check scrapes daemons or opens a store."""
+    waits.wait_until(check, what, timeout=timeout, interval=0.2)
 
 
 def job_state(url: str, job_id: int) -> str:
@@ -132,8 +99,8 @@ def terminate_backends(admin_url: str, database: str) -> int:
 def submit(tmp_path: Path, env: dict[str, str], url: str, sim: str, arns: list[str]) -> int:
     (tmp_path / "arns.txt").write_text("\n".join(arns) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "bulktag", "tag", "--arns", str(tmp_path / "arns.txt"),
-         "--tag", "fleet=yes", "--detach", "--db", url, "--endpoint-url", sim],
+        bulktag_argv("tag", "--arns", str(tmp_path / "arns.txt"), "--tag", "fleet=yes",
+                     "--detach", "--db", url, "--endpoint-url", sim),
         check=False, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return int(result.stdout.strip())
@@ -164,7 +131,7 @@ def test_three_daemons_share_one_queue_and_survive_a_kill(
     env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": str(IN_FLIGHT),
            "BULKTAG_OWNER_STALE_SECONDS": str(STALE), "BULKTAG_GRACE_SECONDS": "5"}
 
-    daemons = [Daemon(tmp_path, f"d{n}", pg_url, sim_url, env) for n in range(3)]
+    daemons = [daemon(tmp_path, f"d{n}", pg_url, sim_url, env) for n in range(3)]
     try:
         job_id = submit(tmp_path, env, pg_url, sim_url, arns)
 
@@ -257,15 +224,19 @@ def test_run_survives_dropped_postgres_connections(
     dropped: list[int] = []  # backends terminated, per round
     done = threading.Event()
 
+    def under_way() -> bool:
+        return done.is_set() or store_counts(pg_url, job_id).get(ItemState.SUCCEEDED, 0) > 0
+
     def drop_connections() -> None:
-        """Every second while the run works (five times at most): terminate every backend of
-        the test database (the run's pooled connections, idle or mid-statement)."""
-        time.sleep(1.5)
+        """Once the run is under way (it has recorded work: its pool is connected), every second
+        while it works (five times at most): terminate every backend of the test database (the
+        run's pooled connections, idle or mid-statement)."""
+        wait_until(under_way, "the run under way", timeout=60)
         for _ in range(5):
             if done.is_set():
                 return
             dropped.append(terminate_backends(pg_admin_url, database))
-            time.sleep(1.0)
+            time.sleep(1.0)  # the scenario: a drop a second, not a wait for anything
 
     dropper = threading.Thread(target=drop_connections, daemon=True)
     dropper.start()

@@ -7,14 +7,16 @@ import gzip
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import CliRunner, simulator_process
+
+from tests.support.cli import CliRunner, start_cli
+from tests.support.sim import simulator_process
+from tests.support.waits import wait_until
 
 ACCOUNT = "123456789012"
 
@@ -164,19 +166,17 @@ def test_sigstopped_worker_no_wait_then_takeover(cli_env: dict[str, str],
                       "--endpoint-url", url, "--detach")
         assert out.returncode == 0, out.stderr
         job = out.stdout.strip()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bulktag", "run", job, "--db", str(db), "--endpoint-url",
-             url, "--max-rate", "2", "--log-format", "json"],
-            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = start_cli("run", job, "--db", str(db), "--endpoint-url", url, "--max-rate",
+                           "2", "--log-format", "json", env=cli_env)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # stop it once it holds leases mid-run
+            st: dict[str, Any] = {}
+
+            def mid_run() -> bool:  # stop it once it holds leases mid-run
+                nonlocal st
                 st = json.loads(run_cli("status", job, "--db", str(db), "--json").stdout)
-                if st["counts"]["leased"] and st["counts"]["succeeded"]:
-                    break
-                time.sleep(0.2)
-            else:
-                raise AssertionError(f"worker never got going: {st}")
+                return bool(st["counts"]["leased"] and st["counts"]["succeeded"])
+
+            wait_until(mid_run, "the worker holds leases mid-run", timeout=30, interval=0.2)
             os.kill(worker.pid, signal.SIGSTOP)
             started = time.monotonic()
             blocked = run_cli("run", job, "--db", str(db), "--endpoint-url", url, "--no-wait",

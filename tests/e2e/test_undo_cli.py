@@ -9,19 +9,17 @@ import io
 import json
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CliRunner, simulator_process
-from test_crash import sim_get
 
 from bulktag.sim import synthetic_arns
+from tests.support.cli import CliRunner, start_cli
+from tests.support.counts import sqlite_job_counts as job_counts
+from tests.support.sim import sim_tags as tags_of
+from tests.support.sim import simulator_process
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,20 +31,6 @@ PER_REGION = 300
 def sim_url() -> Iterator[str]:
     with simulator_process("--latency-ms", "100-200") as url:
         yield url
-
-
-def job_counts(db: Path, job: int) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = con.execute("SELECT state, sum(n) FROM counts WHERE job_id = ? GROUP BY state",
-                           (job,)).fetchall()
-        return {state: int(n) for state, n in rows if n}
-    finally:
-        con.close()
-
-
-def tags_of(url: str, arn: str) -> dict[str, str]:
-    return sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))  # type: ignore[return-value]
 
 
 def test_sigkill_mid_undo_then_run_finishes_it(tmp_path: Path, sim_url: str,
@@ -67,14 +51,14 @@ def test_sigkill_mid_undo_then_run_finishes_it(tmp_path: Path, sim_url: str,
     job = json.loads(tagged.stdout)["jobs"][0]["job"]
 
     env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "bulktag", "undo", str(job), *common],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli("undo", str(job), *common, env=env)
     undo_job = job + 1
-    deadline = time.monotonic() + 60
-    while job_counts(db, undo_job).get("succeeded", 0) < len(arns) // 4:
+
+    def progressed() -> bool:
         assert proc.poll() is None, "the undo ended before it could be killed"
-        assert time.monotonic() < deadline, "no progress within 60 s"
-        time.sleep(0.05)
+        return job_counts(db, undo_job).get("succeeded", 0) >= len(arns) // 4
+
+    wait_until(progressed, "a quarter of the undo done", timeout=60)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
     assert job_counts(db, undo_job).get("succeeded", 0) < len(arns)

@@ -1,16 +1,13 @@
 """Discovery by query, accounts through AssumeRole, skip-compliant, --if-absent, verify and the
-plan: against the simulator over HTTP, with real SQLite stores, the CLI in subprocesses."""
+plan: against the simulator over HTTP, with real SQLite stores (the same through the CLI in
+subprocesses: tests/e2e/test_discovery_cli.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from bulktag.engine.discovery import (
 )
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
 from bulktag.store import JobOptions, JobState, Store, new_owner_token
+from tests.support.sim import seed_env as seed
 
 CALLER, SECOND, THIRD, REFUSED = "111111111111", "222222222222", "333333333333", "444444444444"
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"]
@@ -112,16 +110,6 @@ def settings_for(tmp_path: Path, url: str, **changes: Any) -> Settings:
     return dataclasses.replace(base, **changes)
 
 
-def seed(sim: RunningSimulator, accounts: list[str], per_region: int) -> dict[str, bool]:
-    """Synthetic resources in every account and region; every third one has env=prod."""
-    matching = {}
-    for n, arn in enumerate(synthetic_arns(accounts, REGIONS, per_region)):
-        prod = n % 3 == 0
-        sim.state.put(arn, {"env": "prod" if prod else "dev"}, account=arn.split(":")[4])
-        matching[arn] = prod
-    return matching
-
-
 async def run_query_job(store: Store, settings: Settings, query: Query, accounts: list[str],
                         tags: dict[str, str], **options: Any) -> tuple[int, Engine]:
     job = await store.create_job("tag", options=JobOptions(
@@ -139,7 +127,7 @@ async def test_query_job_tags_exactly_the_matches_in_each_accounts_own_account(
     config = SimConfig(default_account=CALLER, refused_roles=frozenset(
         {f"arn:aws:iam::{REFUSED}:role/bulktag-tagger"}))
     async with await start_simulator(config) as sim:
-        matching = seed(sim, [CALLER, SECOND, THIRD, REFUSED], 30)
+        matching = seed(sim, [CALLER, SECOND, THIRD, REFUSED], REGIONS, 30)
         settings = settings_for(tmp_path, sim.url)
         store = await Store.open(settings.db)
         query = query_from_flags(["env=prod"], [])
@@ -201,7 +189,7 @@ async def test_an_expired_pagination_token_restarts_the_walk_without_duplicates(
 ) -> None:
     config = SimConfig(pagination_token_ttl=0.3, default_account=CALLER)
     async with await start_simulator(config) as sim:
-        matching = seed(sim, [CALLER], 600)  # 200 matches per region: 2 pages of 100
+        matching = seed(sim, [CALLER], REGIONS, 600)  # 200 matches per region: 2 pages of 100
         settings = settings_for(tmp_path, sim.url)
         store = await Store.open(settings.db)
         job = await store.create_job("tag", options=JobOptions(
@@ -238,7 +226,7 @@ async def test_an_expired_pagination_token_restarts_the_walk_without_duplicates(
 
 async def test_a_stale_saved_token_is_not_used_on_resume(tmp_path: Path) -> None:
     async with await start_simulator(SimConfig(default_account=CALLER)) as sim:
-        seed(sim, [CALLER], 30)
+        seed(sim, [CALLER], REGIONS, 30)
         settings = settings_for(tmp_path, sim.url)
         store = await Store.open(settings.db)
         job = await store.create_job("tag", options=JobOptions(
@@ -299,85 +287,6 @@ async def test_verify_reports_drift_and_stores_it(tmp_path: Path, sim: RunningSi
     await store.close()
 
 
-async def test_plan_counts_changes_and_skips_per_region_without_tagging(
-    tmp_path: Path, sim: RunningSimulator, run_cli: Any
-) -> None:
-    arns = [f"arn:aws:sqs:{r}:123456789012:p-{n}" for r in ("us-east-1", "eu-west-1")
-            for n in range(45)]
-    for arn in arns[:30]:
-        sim.state.put(arn, {"k": "v"}, account="123456789012")
-    source = tmp_path / "arns.txt"
-    source.write_text("\n".join(arns) + "\nnot-an-arn\n")
-    result = await asyncio.to_thread(
-        run_cli, "tag", "--arns", str(source), "--tag", "k=v", "--dry-run", "--skip-invalid",
-        "--json", "--endpoint-url", sim.url, "--db", str(tmp_path / "p.db"))
-    assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout)
-    by_region = {s["region"]: s for s in plan["shards"]}
-    assert (by_region["us-east-1"]["change"], by_region["us-east-1"]["skip"]) == (15, 30)
-    assert (by_region["eu-west-1"]["change"], by_region["eu-west-1"]["skip"]) == (45, 0)
-    assert plan["invalid"] == 1
-    assert by_region["eu-west-1"]["batches"] == 3
-    assert sim.state.stats["requests"].get("TagResources", 0) == 0
-    assert not (tmp_path / "p.db").exists()
-
-
-# -- crash during discovery ----------------------------------------------------------------------
-
-
-def test_sigkill_during_discovery_then_run_finds_and_tags_everything_once(
-    tmp_path: Path, cli_env: dict[str, str]
-) -> None:
-    # 3,000 resources per region, a third matching: 10 pages per region at 2 pages/s.
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "bulktag", "sim", "--port", "0", "--seed-resources", "3000",
-         "--regions", "us-east-1,eu-west-1", "--quota", "GetResources=2"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert sim.stdout is not None
-        url = sim.stdout.readline().split()[-1]
-        db = tmp_path / "bulktag.db"
-        args = [sys.executable, "-m", "bulktag", "tag", "--resource-type", "lambda",
-                "--regions", "us-east-1,eu-west-1", "--tag", "found=yes", "--db", str(db),
-                "--endpoint-url", url, "--log-format", "json"]
-        env = {**cli_env, "BULKTAG_QUOTA_GETRESOURCES": "2"}
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-                pages = con.execute("SELECT coalesce(sum(pages), 0) FROM discoveries").fetchone()[0]
-                con.close()
-            except sqlite3.OperationalError:
-                pages = 0
-            if pages >= 3:
-                break
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        con = sqlite3.connect(db)
-        assert con.execute("SELECT count(*) FROM discoveries WHERE state = 'done'").fetchone()[0] < 2
-        con.close()
-
-        result = subprocess.run(
-            [sys.executable, "-m", "bulktag", "run", "--db", str(db), "--endpoint-url", url,
-             "--json", "--log-format", "json"], env=env, capture_output=True, text=True,
-            timeout=120)
-        assert result.returncode == 0, result.stderr[-3000:]
-        con = sqlite3.connect(db)
-        states = dict(con.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())
-        walks = con.execute("SELECT state FROM discoveries").fetchall()
-        con.close()
-        # 3,000 per region rotate over 8 kinds; lambda functions are 1 in 8.
-        assert states == {"succeeded": 2 * 375}
-        assert walks == [("done",), ("done",)]
-    finally:
-        sim.terminate()
-        sim.wait(10)
-
-
 async def test_on_access_error_pause_parks_the_account_until_resumed(tmp_path: Path) -> None:
     role = f"arn:aws:iam::{REFUSED}:role/bulktag-tagger"
     config = SimConfig(default_account=CALLER, refused_roles=frozenset({role}))
@@ -403,26 +312,3 @@ async def test_on_access_error_pause_parks_the_account_until_resumed(tmp_path: P
         assert (await store.counts(job.job_id)).by_state == {"succeeded": 40}
         assert all(sim.state.tags(a) == {"k": "v"} for a in arns)
         await store.close()
-
-
-async def test_a_query_job_with_an_unreadable_account_exits_3_and_says_which(
-    tmp_path: Path, run_cli: Any
-) -> None:
-    config = SimConfig(default_account=CALLER, refused_roles=frozenset(
-        {f"arn:aws:iam::{REFUSED}:role/bulktag-tagger"}))
-    async with await start_simulator(config) as sim:
-        seed(sim, [SECOND, REFUSED], 9)
-        db = tmp_path / "q.db"
-        proc = await asyncio.to_thread(
-            run_cli, "tag", "--match-tag", "env=prod", "--regions", "us-east-1",
-            "--accounts", f"{SECOND},{REFUSED}", "--role-name", "bulktag-tagger",
-            "--tag", "k=v", "--db", str(db), "--endpoint-url", sim.url, "--log-format", "json")
-        assert proc.returncode == 3, proc.stderr
-        assert "discovery: 1 of 2 account-region walks done" in proc.stdout
-        assert f"FAILED {REFUSED}/us-east-1:" in proc.stdout
-        status = json.loads((await asyncio.to_thread(
-            run_cli, "status", "1", "--json", "--db", str(db))).stdout)
-        walks = {w["account"]: w for w in status["discovery"]}
-        assert walks[SECOND]["state"] == "done" and walks[SECOND]["found"] == 3
-        assert walks[REFUSED]["state"] == "failed"
-        assert "bulktag-tagger" in walks[REFUSED]["error"]

@@ -8,48 +8,16 @@ import dataclasses
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from bulktag.app.report import report_records
 from bulktag.app.submit import Request, submit
-from bulktag.config import Settings
 from bulktag.engine import Engine
 from bulktag.policy.classify import Failure, Verdict
 from bulktag.sim import RunningSimulator, SimConfig, start_simulator, synthetic_arns
 from bulktag.store import Claimed, JobOptions, Store, new_owner_token
-
-TAGS = {"team": "platform", "env": "prod"}
-ACCOUNT = "123456789012"
-
-
-def fast_settings(db: Path, url: str, **changes: object) -> Settings:
-    # route: these tests use EC2 ARNs as stand-ins for any resource (the simulator's Tagging
-    # API creates what it tags); the ec2 route has its own tests (test_ec2_route.py).
-    base = Settings(db=str(db), endpoint_url=url, backoff_base=0.02, backoff_cap=0.2,
-                    throttle_retry_delay=0.01, grace_seconds=5, route="tagging-api")
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-async def run_job(
-    tmp_path: Path, settings: Settings, arns: list[str], request: Request | None = None,
-    options: JobOptions | None = None,
-) -> tuple[Store, int, Engine]:
-    source = tmp_path / "arns.txt"
-    source.write_text("\n".join(arns) + "\n")
-    store = await Store.open(settings.db)
-    job = await submit(store, [str(source)], request or Request("tag", tags=TAGS),
-                       options=options)
-    engine = Engine(store, settings, owner=new_owner_token(), job_ids={job.job_id})
-    finished = await engine.run()
-    assert finished
-    return store, job.job_id, engine
-
-
-async def items(store: Store, job_id: int) -> dict[str, dict[str, Any]]:
-    """The job's report rows (the columns `bulktag report` writes) by ARN."""
-    return {r["arn"]: r async for r in report_records(store, job_id, "tag")}
+from tests.support.engine import ACCOUNT, TAGS, fast_settings, items, run_job
+from tests.support.waits import wait_until_async
 
 
 async def test_every_resource_in_every_region_is_tagged(tmp_path: Path, sim: RunningSimulator) -> None:
@@ -195,7 +163,10 @@ async def test_an_unreachable_endpoint_pauses_the_shard_and_spends_no_attempts(
     job = await submit(store, [str(source)], Request("tag", tags=TAGS))
     engine = Engine(store, settings, owner=new_owner_token(), job_ids={job.job_id})
     running = asyncio.create_task(engine.run())
-    await asyncio.sleep(3.0)  # refused for a while: several probes
+    # Refused for a while: several probes, and the shard counted unreachable.
+    await wait_until_async(lambda: engine.stats.unreachable_calls >= 2
+                           and len(engine.snapshot().unreachable_shards) == 1,
+                           "several probes refused", timeout=30)
     assert engine.stats.unreachable_calls >= 2
     assert len(engine.snapshot().unreachable_shards) == 1
     counts = await store.counts(job.job_id)

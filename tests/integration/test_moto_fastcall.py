@@ -4,7 +4,6 @@ client's, and with moto's IAM authentication switched on (`/moto-api/reset-auth`
 our SigV4 signatures against the request as it arrived and accepts them, while a wrong secret is
 refused by both clients alike."""
 
-# ruff: noqa: F811 - pytest fixtures imported from test_moto are parameters here
 from __future__ import annotations
 
 import json
@@ -13,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_moto import ACCOUNT, UNSUPPORTED_ARN, Moto, moto  # noqa: F401 - the module's server
 
 from bulktag.arn import Shard
 from bulktag.aws.accounts import new_session
@@ -21,6 +19,7 @@ from bulktag.aws.clients import ClientPool
 from bulktag.aws.fast_tagging import FastTaggingClient
 from bulktag.aws.reads import failure_of
 from bulktag.config import Settings
+from tests.support.moto import ACCOUNT, UNSUPPORTED_ARN, Moto
 
 pytestmark = pytest.mark.slow
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from test_engine import ACCOUNT, TAGS, fast_settings, items
 
 from bulktag.app.submit import Request, submit
 from bulktag.engine import Engine
 from bulktag.sim import SimConfig, SimState, start_simulator
 from bulktag.store import JobOptions, Store, new_owner_token
+from tests.support.engine import ACCOUNT, TAGS, fast_settings, items
+from tests.support.waits import wait_until_async
 
 OUTAGE_SECONDS = 60.0
 ARNS = 400  # one shard at 5 TagResources/s: ~4 s of tagging, so the outage lands mid-run
@@ -56,7 +55,9 @@ class ResettingProxy:
         self._server.close()
         for writer in list(self._open):
             _rst(writer)
-        await asyncio.sleep(0.2)  # let the connections' tasks see their end
+        # The connections' tasks see their end (each leaves `_open` as it does).
+        await wait_until_async(lambda: not self._open, "the proxy's connections closed",
+                               timeout=10)
 
     def reset(self, *ops: str) -> None:
         self.reset_ops = frozenset(ops)
@@ -132,13 +133,6 @@ async def _start_job(tmp_path: Path, name: str, url: str) -> tuple[Store, int, E
     return store, job.job_id, engine, asyncio.create_task(engine.run())
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.02)
-
-
 async def _through_resets(tmp_path: Path, name: str, ops: tuple[str, ...]) -> None:
     """A job whose connections are reset for a minute once it is under way."""
     async with await start_simulator(SimConfig(seed=5)) as sim:
@@ -149,10 +143,10 @@ async def _through_resets(tmp_path: Path, name: str, ops: tuple[str, ...]) -> No
             done = (await store.counts(job))["succeeded"]
             return 20 <= done < ARNS - 100
 
-        await _until(under_way)
+        await wait_until_async(under_way, "the job under way", timeout=30)
         proxy.reset(*ops)
         calls_before = sum(engine.stats.requests.values())
-        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.sleep(OUTAGE_SECONDS)  # the scenario: the outage lasts this long
         calls = sum(engine.stats.requests.values()) - calls_before
         during = await store.counts(job)
         assert not running.done(), "the run ended during the outage"
@@ -182,10 +176,10 @@ async def _through_a_stopped_simulator(tmp_path: Path) -> None:
         done = (await store.counts(job))["succeeded"]
         return 20 <= done < ARNS - 100
 
-    await _until(under_way)
+    await wait_until_async(under_way, "the job under way", timeout=30)
     await sim.close()
     calls_before = sum(engine.stats.requests.values())
-    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.sleep(OUTAGE_SECONDS)  # the scenario: the simulator is down this long
     calls = sum(engine.stats.requests.values()) - calls_before
     during = await store.counts(job)
     assert not running.done(), "the run ended during the outage"

@@ -417,7 +417,7 @@ async def test_expired_pagination_token_is_refused(client: Any, sim: RunningSimu
     sim.state.seed([ACCOUNT], [REGION], 5)
     page = await client.get_resources(ResourcesPerPage=2)
     sim.reconfigure(pagination_token_ttl=0.05)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the scenario: the token outlives its TTL (the sim's own clock)
     code = await error_code(client.get_resources(PaginationToken=page["PaginationToken"]))
     assert code == "PaginationTokenExpiredException"
 

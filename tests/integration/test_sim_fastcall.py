@@ -205,7 +205,7 @@ async def test_a_dropped_or_silent_endpoint_raises_what_botocore_raises(
                          b"Content-Type: application/x-amz-json-1.1\r\n\r\n{")
             await writer.drain()
         elif behaviour == "silence":
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # the scenario: silent far past the client's 0.3 s timeout
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)

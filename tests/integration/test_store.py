@@ -22,9 +22,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import pytest
-from conftest import pg_database_url
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -52,8 +50,12 @@ from bulktag.store import (
 )
 from bulktag.store import postgres as pg_backend
 from bulktag.store.postgres import PostgresStore
+from tests.support import ROOT
+from tests.support.owners import dead_pid
+from tests.support.postgres import pg_database_url
+from tests.support.sql import dialect, plain_sql
+from tests.support.waits import wait_until_async
 
-ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 EAST = Shard("aws", "123456789012", "us-east-1")
@@ -88,20 +90,6 @@ async def sql(store: Store, query: str, *args: Any) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows]
 
 
-async def plain_sql(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Run `query` (`?` placeholders) through a separate plain connection, not the store's."""
-    if is_postgres_url(url):
-        parts = query.split("?")
-        query = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1))
-        con = await asyncpg.connect(url)
-        try:
-            return [tuple(r) for r in await con.fetch(query, *args)]
-        finally:
-            await con.close()
-    with sqlite3.connect(url) as lite:
-        return [tuple(r) for r in lite.execute(query, args).fetchall()]
-
-
 async def db_truth(url: str, job_id: int) -> dict[str, int]:
     """State counts straight from the items table, read by a separate plain connection."""
     rows = await plain_sql(url, "SELECT state, count(*) FROM items WHERE job_id = ? "
@@ -122,10 +110,6 @@ async def shard_id(store: Store, job: int, shard: Shard) -> int:
         if r.job_id == job and await store.shard(r.shard_id) == shard:
             return r.shard_id
     raise AssertionError(f"no runnable {shard} in job {job}")
-
-
-def dialect(url: str) -> str:
-    return "postgres" if is_postgres_url(url) else "sqlite"
 
 
 def shipped_migrations(url: str) -> list[str]:
@@ -602,12 +586,6 @@ async def test_two_owners_claiming_one_shard_at_once_never_share_an_item(
 # -- dead processes, stale owners, shard leases ------------------------------------------------
 
 
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 async def test_reap_dead_owners_releases_a_dead_pids_leases(store: Store) -> None:
     job = await job_with(store, [item(n) for n in range(5)])
     shard = (await store.runnable())[0].shard_id
@@ -850,6 +828,7 @@ async def main(url, job, shard, go):
     store = await Store.open(url)
     me = new_owner_token()
     await store.register_owner(me)
+    open(f"{go}.ready.{os.getpid()}", "w").close()  # the barrier: this one is ready
     while not os.path.exists(go):
         time.sleep(0.005)
     got = []
@@ -882,8 +861,14 @@ async def test_processes_claiming_at_once_never_share_an_item(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
         for _ in range(n_procs)
     ]
-    await asyncio.sleep(1.0)  # let every process start and open the store, then release them
-    go.touch()
+
+    def all_ready() -> bool:  # every process started and opened the store; none gave up
+        for proc in procs:
+            assert proc.returncode is None, "a claimer ended before the start"
+        return len(list(tmp_path.glob("go.ready.*"))) == n_procs
+
+    await wait_until_async(all_ready, "every claimer ready", timeout=60)
+    go.touch()  # release them at once
     results = []
     for proc in procs:
         out, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from test_store import ROOT, dialect, plain_sql
 
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, ec2_route, route_of
 from bulktag.store import (
@@ -28,6 +27,8 @@ from bulktag.store import (
     is_postgres_url,
     tagset_body,
 )
+from tests.support import ROOT
+from tests.support.sql import dialect, plain_sql
 
 ACCOUNT = "123456789012"
 EAST = Shard("aws", ACCOUNT, "us-east-1")

@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliRunner, _pg_admin, pg_database_url
-from test_store import plain_sql
 
 from bulktag.app.jobs import job_status
 from bulktag.app.store_copy import CopyProgress, CopyRefused, copy_between, copy_store
@@ -42,6 +39,10 @@ from bulktag.store import (
     new_owner_token,
     tagset_body,
 )
+from tests.support.cli import CliRunner
+from tests.support.owners import dead_pid
+from tests.support.postgres import pg_admin, pg_database_url
+from tests.support.sql import plain_sql
 
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
@@ -61,12 +62,6 @@ def items(ns: range, shard: Shard = EAST, tagset: str = TAGS_A) -> list[NewItem]
     return [NewItem(arn(n, shard), shard, tagset, line=n) for n in ns]
 
 
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 # -- stores of either kind ----------------------------------------------------------------------
 
 
@@ -82,13 +77,13 @@ def new_store_url(tmp_path: Path, pg_admin_url: str) -> Iterator[Callable[[str],
         name = f"bulktag_test_{uuid.uuid4().hex[:12]}"
         # in a thread: the tests call this on their running event loop
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(_pg_admin, pg_admin_url, f'CREATE DATABASE "{name}"').result()
+            pool.submit(pg_admin, pg_admin_url, f'CREATE DATABASE "{name}"').result()
         made.append(name)
         return pg_database_url(pg_admin_url, name)
 
     yield make
     for name in made:
-        _pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 DIRECTIONS = [("sqlite", "postgres"), ("postgres", "sqlite"), ("sqlite", "sqlite"),
@@ -525,7 +520,7 @@ async def test_workers_lists_owners_their_shards_and_stale_heartbeats(store_url:
         sids = await shard_ids(store, job)
         old = f"hostA:{os.getpid()}:00000001"
         await store.register_owner(old)
-        await asyncio.sleep(0.8)
+        await asyncio.sleep(0.8)  # the scenario: its heartbeat ages past owner_stale_seconds
         fresh = "hostB:4242:00000002"
         await store.register_owner(fresh)
         assert await store.acquire_shards(old, [sids[EAST]], lease_seconds=60) == {sids[EAST]}

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_engine import ACCOUNT, fast_settings
 
 from bulktag.app.plan import dry_run, plan_undo
 from bulktag.app.report import report_records
@@ -25,6 +24,7 @@ from bulktag.engine import Engine
 from bulktag.errors import UsageError
 from bulktag.sim import RunningSimulator, ec2_arn
 from bulktag.store import JobOptions, JobState, Store, new_owner_token
+from tests.support.engine import ACCOUNT, fast_settings
 
 REGION = "us-east-1"
 KEEP = JobOptions(skip_compliant=True, before_images=True)

@@ -5,21 +5,25 @@ the middle of a batch fails exactly itself with its code (moto names no id in th
 this exercises the split path); untag goes through DeleteTags;
 `--route tagging-api` sends nothing through CreateTags."""
 
-# ruff: noqa: F811 - pytest fixtures imported from test_moto are parameters here
 from __future__ import annotations
 
-import base64
 import json
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_moto import ACCOUNT, Cli, Moto, _job_of, cli, moto  # noqa: F401 - fixtures
+
+from tests.support.cli import CliRunner
+from tests.support.moto import ACCOUNT, Cli, Moto, ec2_actions, job_of
 
 pytestmark = pytest.mark.slow
 
 REGION = "us-east-1"
+
+
+@pytest.fixture
+def cli(run_cli: CliRunner, moto: Moto, tmp_path: Path) -> Cli:
+    return Cli(run_cli, moto, tmp_path / "state" / "bulktag.db")
 
 
 def _ec2_resources(moto: Moto, n: int) -> dict[str, str]:
@@ -43,23 +47,6 @@ def _ec2_tags(moto: Moto, resource_id: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in found["Tags"]}
 
 
-def _ec2_actions(moto: Moto) -> list[str]:
-    """EC2 actions moto served since start_recording (form-encoded bodies name them)."""
-    moto.api("recorder/stop-recording")
-    actions = []
-    for line in moto.api("recorder/download-recording", "GET").decode().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        body = record.get("body") or ""
-        if record.get("body_encoded"):
-            body = base64.b64decode(body).decode(errors="replace")
-        action = urllib.parse.parse_qs(str(body)).get("Action", [""])[0]
-        if action in ("CreateTags", "DeleteTags", "DescribeTags"):
-            actions.append(action)
-    return actions
-
-
 def test_mixed_job_goes_by_route_and_a_deleted_snapshot_fails_alone(
         cli: Cli, moto: Moto, tmp_path: Path) -> None:
     ec2_ids = _ec2_resources(moto, 6)
@@ -74,8 +61,8 @@ def test_mixed_job_goes_by_route_and_a_deleted_snapshot_fails_alone(
     moto.start_recording()
     result = cli.json("tag", "--arns", str(src), "--tag", "route-test=yes", "--route", "auto",
                       code=3)  # 3: some items failed
-    actions = _ec2_actions(moto)
-    job = _job_of(result)
+    actions = ec2_actions(moto)
+    job = job_of(result)
     rows: dict[str, Any] = cli.report(job)
     assert rows[gone]["status"] == "failed"
     assert rows[gone]["error_code"] == "InvalidSnapshot.NotFound"
@@ -98,7 +85,7 @@ def test_mixed_job_goes_by_route_and_a_deleted_snapshot_fails_alone(
     moto.start_recording()
     # (moto's DeleteTags does not check that ids exist: the deleted snapshot succeeds there.)
     cli.json("untag", "--arns", str(src), "--key", "route-test", "--route", "auto")
-    actions = _ec2_actions(moto)
+    actions = ec2_actions(moto)
     assert "DeleteTags" in actions
     for arn, resource_id in ec2_ids.items():
         if arn != gone:
@@ -113,7 +100,7 @@ def test_route_tagging_api_sends_no_createtags(cli: Cli, moto: Moto, tmp_path: P
     proc = cli("tag", "--arns", str(src), "--tag", "via=tagging", "--route", "tagging-api",
                "--json")
     result = json.loads(proc.stdout)
-    actions = _ec2_actions(moto)
+    actions = ec2_actions(moto)
     assert "CreateTags" not in actions
-    rows = cli.report(_job_of(result))
+    rows = cli.report(job_of(result))
     assert {r["route"] for r in rows.values()} == {"tagging-api"}

@@ -5,7 +5,6 @@ is undone; a case conflict and the 50-tag limit are refused per item and counted
 Tags are read back through CloudWatch Logs' own API. The log groups are this module's own, so
 the shared server's other tests are not disturbed (see test_moto.py for moto's quirks)."""
 
-# ruff: noqa: F811 - pytest fixtures imported from test_moto are parameters here
 from __future__ import annotations
 
 import json
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliRunner
-from test_moto import ACCOUNT, Cli, Moto, moto  # noqa: F401 - the module-scoped server
-from test_moto_ec2 import _ec2_actions
+
+from tests.support.cli import CliRunner
+from tests.support.moto import ACCOUNT, Cli, Moto, ec2_actions
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +165,7 @@ def test_ec2_route_is_undone_through_create_and_delete_tags(cli: Cli, moto: Moto
     assert {r["route"] for r in cli.report(job).values()} == {"ec2"}
     moto.start_recording()
     undo = job_of(cli.json("undo", str(job)))
-    actions = _ec2_actions(moto)
+    actions = ec2_actions(moto)
     assert tags() == prior
     assert "CreateTags" in actions and "DeleteTags" in actions  # restore and remove
     assert {r["route"] for r in cli.report(undo).values()} == {"ec2"}

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from conftest import CliRunner
-from test_export_s3 import bucket, moto_url, s3  # noqa: F401 - fixtures
 
 from bulktag.sim import RunningSimulator, synthetic_arns
+from tests.support.cli import CliRunner
 
 ACCOUNT = "123456789012"
 
@@ -46,7 +45,7 @@ async def test_inventory_to_a_local_directory_lists_every_resource_with_its_tags
 
 
 async def test_inventory_with_a_filter_to_s3_with_kms(
-    sim: RunningSimulator, run_cli: CliRunner, moto_url: str, s3: Any, bucket: str  # noqa: F811
+    sim: RunningSimulator, run_cli: CliRunner, moto_url: str, s3: Any, bucket: str
 ) -> None:
     arns = seed(sim)
     key_arn = boto3.client("kms", endpoint_url=moto_url, region_name="us-east-1").create_key(
@@ -68,7 +67,7 @@ async def test_inventory_with_a_filter_to_s3_with_kms(
 
 
 async def test_inventory_to_a_missing_bucket_is_a_clear_error(
-    sim: RunningSimulator, run_cli: CliRunner, moto_url: str  # noqa: F811
+    sim: RunningSimulator, run_cli: CliRunner, moto_url: str
 ) -> None:
     seed(sim)
     proc = await asyncio.to_thread(

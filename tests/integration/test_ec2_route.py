@@ -5,25 +5,16 @@ missing ids fail exactly themselves; RequestLimitExceeded spends no attempts."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
-import urllib.parse
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import simulator_process
-from test_crash import counts, sim_get, wait_for_progress
-from test_engine import ACCOUNT, TAGS, fast_settings, items, run_job
 
 from bulktag.app.plan import dry_run
 from bulktag.app.submit import Request, submit
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, ec2_route, route_of
 from bulktag.config import Settings, ec2_rate_warning
 from bulktag.engine import Engine
-from bulktag.engine.recorder import RECORDER_INTERVAL
 from bulktag.engine.sender import ec2_named_ids
 from bulktag.policy.classify import Failure
 from bulktag.sim import (
@@ -31,9 +22,9 @@ from bulktag.sim import (
     SimConfig,
     ec2_arn,
     start_simulator,
-    synthetic_resources,
 )
 from bulktag.store import JobOptions, Store, new_owner_token
+from tests.support.engine import ACCOUNT, TAGS, fast_settings, items, run_job
 
 REGION = "us-east-1"
 
@@ -180,58 +171,6 @@ async def test_tag_limit_is_isolated_by_splitting(tmp_path: Path,
     assert rows[full]["error_code"] == "TagLimitExceeded"
     assert engine.stats.splits > 0
     await store.close()
-
-
-@pytest.mark.slow
-def test_sigkill_mid_run_then_run_resends_at_most_what_was_in_flight(
-        tmp_path: Path, cli_env: dict[str, str]) -> None:
-    # EC2 resources and, in the same account-region, DynamoDB tables (the Tagging API route):
-    # both routes of the shard are in flight at once when the process is killed.
-    n_ec2, n_tables, batch, in_flight = 6000, 400, 100, 2
-    ec2_arns = [arn for _, arn in synthetic_resources([ACCOUNT], [REGION], n_ec2,
-                                                      ec2_share=1.0)]
-    tables = [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t{k}" for k in range(n_tables)]
-    arns = [a for pair in zip(ec2_arns, tables, strict=False) for a in pair]
-    arns += ec2_arns[n_tables:]  # tables interleaved with the first EC2 resources
-    total = len(arns)
-    source = tmp_path / "arns.txt"
-    source.write_text("\n".join(arns) + "\n")
-    db = tmp_path / "bulktag.db"
-    env = {**cli_env, "BULKTAG_ROUTE": "auto", "BULKTAG_IN_FLIGHT_PER_SHARD": str(in_flight),
-           "BULKTAG_EC2_BATCH_SIZE": str(batch)}
-    with simulator_process("--latency-ms", "100-200", "--seed-resources", str(n_ec2),
-                           "--seed-ec2-share", "1") as url:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bulktag", "tag", "--arns", str(source), "--tag",
-             "migrated=yes", "--db", str(db), "--endpoint-url", url, "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_progress(db, proc, done=total // 4)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
-        assert counts(db).get("succeeded", 0) < total
-        result = subprocess.run(
-            [sys.executable, "-m", "bulktag", "run", "--db", str(db), "--endpoint-url", url,
-             "--log-format", "json", "--json"],
-            env=env, capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == 0, result.stderr[-2000:]
-        final = counts(db)
-        assert set(final) <= {"succeeded", "skipped"} and sum(final.values()) == total, final
-        stats = sim_get(url, "/_sim/stats")
-        sends = stats["arn_sends"]["CreateTags"]  # type: ignore[index]
-        tag_sends = stats["arn_sends"].get("TagResources", 0)  # type: ignore[attr-defined]
-        # EC2 route: two shards (snapshots are the caller's own; volumes and instances the
-        # account's), each with at most `in_flight` batches out, plus the recorder's last
-        # window. Tagging API route (the tables, in the account's shard beside its EC2 items):
-        # `in_flight` batches of 20 out, plus its window at 5 calls/s.
-        shards = 2
-        bound = shards * in_flight * batch + int(shards * 8 * batch * RECORDER_INTERVAL) + 20
-        tag_bound = in_flight * 20 + int(5 * 20 * RECORDER_INTERVAL) + 20
-        assert 0 <= sends - n_ec2 <= bound, (sends, bound)
-        assert 0 <= tag_sends - n_tables <= tag_bound, (tag_sends, tag_bound)
-        assert final.get("skipped", 0) <= bound + tag_bound
-        for arn in arns[:: 97]:
-            tags = sim_get(url, "/_sim/tags?arn=" + urllib.parse.quote(arn, safe=""))
-            assert tags.get("migrated") == "yes", arn
 
 
 async def test_in_one_account_region_ec2_items_do_not_wait_on_the_tagging_api(

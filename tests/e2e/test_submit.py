@@ -10,10 +10,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import CliRunner
 
 from bulktag.app.submit import Request, SubmissionRefused, submit
 from bulktag.store import Store
+from tests.support.cli import CliRunner
 
 ACCOUNT = "123456789012"
 

@@ -6,63 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
-from conftest import CliRunner
-from test_report import ACCOUNT, DENIED, GOOD, Cli, check_manifest, ec2, mixed_job, store_counts
 
 from bulktag.app.export import parse_destination, s3_error_message
 from bulktag.sim import RunningSimulator
 from bulktag.store import JobOptions, JobState, NewItem, Store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def s3(moto_url: str) -> Any:
-    return boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
-
-
-@pytest.fixture
-def bucket(s3: Any, request: pytest.FixtureRequest) -> str:
-    name = "reports-" + hashlib.sha256(request.node.name.encode()).hexdigest()[:12]
-    s3.create_bucket(Bucket=name)
-    return name
+from tests.support.cli import CliRunner
+from tests.support.counts import sqlite_item_counts
+from tests.support.reports import ACCOUNT, DENIED, GOOD, Cli, check_manifest, ec2, mixed_job
 
 
 def objects(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
@@ -100,7 +54,7 @@ async def test_export_with_kms_writes_rows_and_manifest_under_prefix_job_id(
     assert head["ServerSideEncryption"] == "AES256" and "SSEKMSKeyId" not in head
     manifest = json.loads(objects(s3, bucket, f"job-{job}/")["manifest.json"])
     assert manifest["failed_only"] is True
-    assert manifest["files"][0]["rows"] == store_counts(db_path, job)["failed"] + 1  # + invalid
+    assert manifest["files"][0]["rows"] == sqlite_item_counts(db_path, job)["failed"] + 1  # + invalid
 
 
 async def test_missing_bucket_is_a_clear_error(

@@ -1,0 +1,1 @@
+"""The `bulktag` command in subprocesses: what a user or an operator runs."""

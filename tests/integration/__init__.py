@@ -1,0 +1,1 @@
+"""bulktag in-process against the simulator, moto, SQLite files and PostgreSQL."""

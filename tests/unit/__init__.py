@@ -1,0 +1,1 @@
+"""Pure functions and small objects: no server, no store file, no process."""
