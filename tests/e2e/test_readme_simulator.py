@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,19 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_docs import doc_block
+
+from tests.support.docs import doc_block
+from tests.support.ports import free_port
+from tests.support.sim import sim_tags
 
 pytestmark = pytest.mark.slow
 
 README_SIM = "127.0.0.1:8000"
 README_DASHBOARD = "127.0.0.1:9464"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def with_port(block: str, readme_address: str, port: int) -> str:
@@ -80,13 +75,6 @@ def simulator(workdir: Path, env: dict[str, str]) -> Iterator[int]:
         proc.wait(10)
 
 
-def sim_tags(port: int, arn: str) -> dict[str, str]:
-    query = urllib.parse.urlencode({"arn": arn})
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/tags?{query}", timeout=10) as r:
-        tags: dict[str, str] = json.load(r) or {}
-        return tags
-
-
 def post(url: str, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
@@ -118,7 +106,7 @@ def test_your_own_job_then_the_dashboard(workdir: Path, env: dict[str, str],
     assert "400 to change" in out  # the undo's dry run
     assert "job 2 (undo of job 1): tag completed" in out
     for resource in resources[:20]:  # undone: the simulator's resources are as before
-        assert "Owner" not in sim_tags(simulator, resource["arn"])
+        assert "Owner" not in sim_tags(f"http://127.0.0.1:{simulator}", resource["arn"])
 
     # The dashboard, with the second terminal's variables still set.
     exports = "\n".join(line for line in own_job.splitlines()

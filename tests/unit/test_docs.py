@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bulktag.cli.main import build_parser, main
+from tests.support.docs import doc_block
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -40,7 +41,6 @@ GENERATED = {"benchmarks/out/"}
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 DOTTED = re.compile(r"^bulktag(?:\.\w+)+$")
 METRIC = re.compile(r"\bbulktag_[a-z_]*[a-z]\b")
-MARKER = "<!-- doc-test: {} -->"
 
 
 def rel(path: Path) -> str:
@@ -106,17 +106,6 @@ def anchors(path: Path) -> set[str]:
             seen[base] = n + 1
             out.add(base if n == 0 else f"{base}-{n}")
     return out
-
-
-def doc_block(name: str) -> str:
-    """The fenced block right after `<!-- doc-test: NAME -->` in the README."""
-    text = README.read_text()
-    marker = MARKER.format(name)
-    assert text.count(marker) == 1, f"README.md: {marker} should appear once"
-    after = text.split(marker, 1)[1]
-    m = re.match(r"\s*```sh\n(.*?)^```", after, re.MULTILINE | re.DOTALL)
-    assert m, f"README.md: no ```sh block right after {marker}"
-    return m.group(1)
 
 
 ALL_COMMANDS = sorted({(rel(path), words) for path in CHECKED
