@@ -134,6 +134,7 @@ class Simulator:
                         state.sends[arn] += 1
 
         if await self.latency_then_fault():
+            state.faults[op] += 1
             return _aws_error("InternalServiceException", "Internal service error", 500)
         if config.expired_token_rate and op in ("TagResources", "UntagResources") and \
                 self.ctx.rng.random() < config.expired_token_rate:
@@ -177,6 +178,7 @@ class Simulator:
                 if arn is not None:
                     state.sends[arn] += 1
         if await self.latency_then_fault():
+            state.faults[action] += 1
             return _xml(500, ec2.error_xml("InternalError",
                                            "An internal error has occurred"))
         return _xml(*ec2.handle(self.ctx, caller, params))

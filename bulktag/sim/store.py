@@ -46,6 +46,7 @@ class SimState:
         self.sts_sessions: dict[str, StsSession] = {}
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()  # injected whole-call 500s, per operation
         self.arn_sends: Counter[str] = Counter()  # per operation
         self.sends: Counter[str] = Counter()  # per ARN, over non-throttled Tag/Untag calls
         # (account, region, operation) -> calls; and throttled calls
@@ -132,6 +133,7 @@ class SimState:
             "requests": dict(self.requests),
             "throttled": dict(self.throttled),
             "arn_sends": dict(self.arn_sends),
+            "faults": dict(self.faults),
             "resources": len(self._resources),
             # "account/region" -> {"requests": {op: n}, "throttled": {op: n}}
             "by_account_region": self._by_account_region(),
