@@ -37,8 +37,8 @@ def sim_url() -> Iterator[str]:
 
 
 def daemon(tmp_path: Path, name: str, db: Path, sim: str, env: dict[str, str],
-           config: Path) -> Daemon:
-    return Daemon(tmp_path, name, db, sim, env, "--config", str(config))
+           config: Path, wait: bool = True) -> Daemon:
+    return Daemon(tmp_path, name, db, sim, env, "--config", str(config), wait=wait)
 
 
 def jobs(db: Path) -> dict[int, dict[str, Any]]:
@@ -132,9 +132,13 @@ def test_daemon_runs_jobs_submitted_by_others_stops_cleanly_and_shares_the_store
 
     # Restart, with a second daemon on the same store: they share the work through leases,
     # and the rule's evaluation is claimed by one of them.
-    again = daemon(tmp_path, "again", db, sim_url, env, config)
-    second = daemon(tmp_path, "second", db, sim_url, env, config)
+    # Both start at once: the one up first would otherwise take every shard and, on a loaded
+    # machine, finish the little work left before the other had started.
+    again = daemon(tmp_path, "again", db, sim_url, env, config, wait=False)
+    second = daemon(tmp_path, "second", db, sim_url, env, config, wait=False)
     try:
+        again.ready()
+        second.ready()
         wait_until(lambda: rule(db)["last_run_at"] is not None, "the rule evaluated")
         wait_until(lambda: all(j["state"] == "completed" for j in jobs(db).values()),
                    "every job completed")

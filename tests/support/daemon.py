@@ -40,20 +40,28 @@ class Daemon:
     (stderr, JSON) at tmp_path/<name>.log."""
 
     def __init__(self, tmp_path: Path, name: str, db: Path | str, sim: str,
-                 env: dict[str, str], *args: str, ready_timeout: float = 30) -> None:
+                 env: dict[str, str], *args: str, ready_timeout: float = 30,
+                 wait: bool = True) -> None:
+        """Start it and, unless `wait` is False (to start several at once), wait until it is
+        healthy."""
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = tmp_path / f"{name}.log"
         self.proc = subprocess.Popen(
             bulktag_argv("daemon", "--listen", self.url.removeprefix("http://"), "--db",
                          str(db), "--endpoint-url", sim, *args, "--log-format", "json"),
             env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        if wait:
+            self.ready(ready_timeout)
+
+    def ready(self, timeout: float = 30) -> None:
+        """Wait until /healthz answers; fail with the end of its log if it exits or never does."""
 
         def up() -> bool:
             assert self.proc.poll() is None, "the daemon exited"
             return healthy(self.url)
 
         try:
-            wait_until(up, "daemon healthy", timeout=ready_timeout, interval=0.1)
+            wait_until(up, "daemon healthy", timeout=timeout, interval=0.1)
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {self.log.read_text()[-3000:]}") from None
 
