@@ -1,13 +1,15 @@
 """Shared fixtures: a simulator on a random 127.0.0.1 port, a store in a temp dir (SQLite, or a
-fresh PostgreSQL database), a way to run the real CLI in a subprocess, and moto's servers. The
-helpers behind them are in tests/support/. No test reaches AWS: credentials are fake and the
-shared AWS config files are pointed at nothing."""
+fresh PostgreSQL database), new stores of either kind on demand, a way to run the real CLI in a
+subprocess, and moto's servers. The helpers behind them are in tests/support/. No test reaches
+AWS: credentials are fake and the shared AWS config files are pointed at nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,28 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("pg_url")
         return url
     return str(tmp_path / "state" / "bulktag.db")
+
+
+@pytest.fixture
+def new_store_url(tmp_path: Path, pg_admin_url: str) -> Iterator[Callable[[str], str]]:
+    """kind ("sqlite" | "postgres") → the location of a new, empty store of that kind."""
+    made: list[str] = []
+    count = iter(range(100))
+
+    def make(kind: str) -> str:
+        if kind == "sqlite":
+            return str(tmp_path / f"store-{next(count)}" / "bulktag.db")
+        name = f"bulktag_test_{uuid.uuid4().hex[:12]}"
+        # in a thread: the tests call this on their running event loop
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(pg_admin, pg_admin_url, f'CREATE DATABASE "{name}"').result()
+        made.append(name)
+        return pg_database_url(pg_admin_url, name)
+
+    yield make
+    for name in made:
+        pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 
 # -- moto's server ---------------------------------------------------------------------------

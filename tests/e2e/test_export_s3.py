@@ -1,6 +1,7 @@
 """Export to S3 against moto's server (an independent S3) on 127.0.0.1: objects under
 prefix/job-<id>/, SSE-KMS or SSE-S3 on every object, multipart for reports over 8 MiB, clear
-errors for a missing bucket, and --export-on-finish (kept with the job across runs)."""
+errors for a missing bucket, and --export-on-finish (kept with the job across runs), all through
+the CLI. The AccessDenied message alone: tests/unit/test_export_s3.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 import boto3
 
-from bulktag.app.export import parse_destination, s3_error_message
 from bulktag.sim import RunningSimulator
 from bulktag.store import JobOptions, JobState, NewItem, Store
 from tests.support.cli import CliRunner
@@ -68,17 +68,6 @@ async def test_missing_bucket_is_a_clear_error(
     assert proc.returncode == 4
     assert proc.stderr == ("bulktag: error: export to s3://no-such-reports-bucket/x: bucket "
                            "'no-such-reports-bucket' does not exist\n")
-
-
-def test_access_denied_names_the_bucket_and_the_permission() -> None:
-    dest = parse_destination("s3://audit/tagging")
-    msg = s3_error_message(dest, "tagging/job-7/report.csv", "AccessDenied", "Access Denied",
-                           None)
-    assert msg == ("export to s3://audit/tagging: access denied to bucket 'audit' (Access "
-                   "Denied); the caller needs s3:PutObject on "
-                   "arn:aws:s3:::audit/tagging/job-7/*")
-    msg = s3_error_message(dest, "tagging/job-7/report.csv", "AccessDenied", "", "arn:aws:kms:k")
-    assert msg.endswith("and kms:GenerateDataKey and kms:Decrypt on arn:aws:kms:k")
 
 
 async def test_a_report_over_8_mib_goes_up_in_parts(

@@ -1,5 +1,6 @@
 """Issue 12 hardening, through the real CLI against the simulator over HTTP: pre-flight
-credentials, `run --no-wait` and lease takeover, dry-run source errors, --max-rate warnings."""
+credentials, `run --no-wait` and lease takeover, dry-run source errors, --max-rate warnings.
+Log lines beside the progress bar, in-process: tests/unit/test_progress.py."""
 
 from __future__ import annotations
 
@@ -264,40 +265,6 @@ def test_other_account_without_role_gets_role_advice(run_cli: CliRunner, sim_url
     advice = st["top_errors"][0]["advice"]
     assert "belongs to account 210987654321" in advice and "--role-name" in advice, advice
     assert "CreateTags" not in advice
-
-
-def test_log_lines_do_not_land_in_the_progress_bar() -> None:
-    import io
-
-    import structlog
-
-    from bulktag.logs import configure_logging
-    from bulktag.progress import CLEAR_LINE, Progress
-    from bulktag.store import Counts
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    stream = Tty()
-    configure_logging("json", "info", stream=stream)
-    try:
-        bar = Progress(7, stream=stream)
-        bar.update(Counts({"pending": 5, "succeeded": 5}))
-        structlog.get_logger("t").info("shard_slowed", rate=2.5)
-        bar.close()
-        text = stream.getvalue()
-        # the bar is cleared, the event written on a clean line, the bar drawn again below
-        first, after = text.split("\n", 1)
-        bar_part, event = first.rsplit(CLEAR_LINE, 1)
-        assert bar_part.startswith(CLEAR_LINE + "job 7 [") and "5/10" in bar_part
-        assert json.loads(event)["event"] == "shard_slowed"
-        assert after.startswith("job 7 [") and "5/10" in after
-        structlog.get_logger("t").info("after_close")  # no bar: a plain line
-        assert stream.getvalue().endswith("\n") and \
-            CLEAR_LINE not in stream.getvalue().rsplit("\n", 2)[-2]
-    finally:
-        configure_logging("json", "info")
 
 
 def test_debug_logs_batches_and_info_logs_retries(run_cli: CliRunner, tmp_path: Path) -> None:

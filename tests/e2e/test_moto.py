@@ -19,7 +19,8 @@ Known moto quirks that the tests steer around (they are moto's, not bulktag's):
 - dynamodb's tag_resource appends to the table's tag list, so re-tagging an existing key with a
   new value leaves both values; drift is therefore made on a Lambda function.
 Requests are counted with moto's recorder (`/moto-api/recorder/*`), which logs every request
-it serves with its headers (X-Amz-Target names the Tagging API operation).
+it serves with its headers (X-Amz-Target names the Tagging API operation). That the resources
+are there with their initial tags, in-process: tests/integration/test_moto.py.
 """
 
 from __future__ import annotations
@@ -37,12 +38,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cli(run_cli: CliRunner, moto: Moto, tmp_path: Path) -> Cli:
     return Cli(run_cli, moto, tmp_path / "state" / "bulktag.db")
-
-
-def test_moto_resources_are_there_with_their_initial_tags(moto: Moto) -> None:
-    assert len(moto.arns) == 3 * 3 * len(REGIONS)
-    for name, arn in moto.arns.items():
-        assert moto.tags(arn).get("env", "") == moto.env[name], name
 
 
 def _env_and(moto: Moto, arn: str, *keys: str) -> dict[str, str]:

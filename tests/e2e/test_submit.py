@@ -1,60 +1,26 @@
-"""From sources to items: each validation error's message through `submit()` and through the CLI,
-refused submissions leaving nothing behind, --skip-invalid, per-row tags, gzip and stdin."""
+"""From sources to items through the CLI (`bulktag tag/untag --detach` in a subprocess): each
+validation error's message from `submit()` and from the command line (exit 2, nothing left
+behind), --skip-invalid rows visible in the report, gzip sources and stdin, a missing source
+file. The refusals and per-row tags that need no process: tests/integration/test_submit.py."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import json
-import sqlite3
 from pathlib import Path
 
-import pytest
-
-from bulktag.app.submit import Request, SubmissionRefused, submit
-from bulktag.store import Store
+from bulktag.app.submit import Request
 from tests.support.cli import CliRunner
-
-ACCOUNT = "123456789012"
-
-
-def arn(n: int, region: str = "us-east-1") -> str:
-    return f"arn:aws:ec2:{region}:{ACCOUNT}:instance/i-{n:08d}"
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
-def write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def store_is_empty(db: Path) -> None:
-    """A refused submission keeps nothing: no job, no item, no counter."""
-    if not db.exists():
-        return
-    with sqlite3.connect(db) as con:
-        for table in ("jobs", "items", "counts", "error_counts"):
-            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
-
-
-async def refused(db: Path, sources: list[Path], request: Request) -> str:
-    async with await Store.open(db) as store:
-        with pytest.raises(SubmissionRefused) as info:
-            await submit(store, [str(s) for s in sources], request)
-    store_is_empty(db)
-    return str(info.value)
+from tests.support.submit import (
+    arn,
+    item_rows,
+    refused,
+    store_is_empty,
+    write_csv,
+    write_jsonl,
+    write_lines,
+)
 
 
 def cli_refused(run_cli: CliRunner, db: Path, *args: str, input: str | None = None) -> str:
@@ -64,15 +30,6 @@ def cli_refused(run_cli: CliRunner, db: Path, *args: str, input: str | None = No
     assert proc.stderr.startswith("bulktag: error: ")
     store_is_empty(db)
     return proc.stderr
-
-
-def item_rows(db: Path, job: int) -> list[sqlite3.Row]:
-    with sqlite3.connect(db) as con:
-        con.row_factory = sqlite3.Row
-        return con.execute(
-            "SELECT i.arn, i.state, i.line, i.error_code, i.message, t.body FROM items i "
-            "LEFT JOIN tagsets t ON t.id = i.tagset_id WHERE job_id = ? ORDER BY i.id", (job,)
-        ).fetchall()
 
 
 # -- refused submissions: every message names source, line and reason -------------------------
@@ -167,19 +124,6 @@ async def test_untag_with_no_keys_is_refused(
     assert err == f"bulktag: error: {msg}\n"
 
 
-async def test_tag_with_no_tags_is_refused(tmp_path: Path, db_path: Path) -> None:
-    src = write_lines(tmp_path / "a.txt", [arn(1)])
-    msg = await refused(db_path, [src], Request("tag"))
-    assert msg.startswith("no tags to apply: give --tag KEY=VALUE")
-
-
-async def test_rows_without_tags_beside_rows_with_tags_are_named(tmp_path: Path,
-                                                                  db_path: Path) -> None:
-    src = write_csv(tmp_path / "t.csv", ["arn", "tag:Owner"], [[arn(1), "alice"], [arn(2), ""]])
-    msg = await refused(db_path, [src], Request("tag"))
-    assert f"{src}:3: no tags to apply (give --tag or tag columns)" in msg
-
-
 async def test_empty_source_is_refused_and_leaves_nothing(
     tmp_path: Path, db_path: Path, run_cli: CliRunner
 ) -> None:
@@ -190,24 +134,6 @@ async def test_empty_source_is_refused_and_leaves_nothing(
     assert f"{empty}: no ARNs found" in err
     err = cli_refused(run_cli, db_path, "tag", "--arns", "-", "--tag", "A=b", input="")
     assert "<stdin>: no ARNs found" in err
-
-
-async def test_a_bad_row_after_a_full_chunk_still_leaves_nothing(
-    tmp_path: Path, db_path: Path
-) -> None:
-    # The first 10,000 rows are written to the store before the bad one is read.
-    src = write_lines(tmp_path / "big.txt", [arn(n) for n in range(10_002)] + ["junk"])
-    msg = await refused(db_path, [src], Request("tag", tags={"A": "b"}))
-    assert f"{src}:10003: malformed ARN" in msg
-
-
-async def test_many_bad_rows_are_summarised(tmp_path: Path, db_path: Path) -> None:
-    src = write_lines(tmp_path / "bad.txt", [f"bad-{n}" for n in range(25)])
-    msg = await refused(db_path, [src], Request("tag", tags={"A": "b"}))
-    assert "25 invalid row(s)" in msg
-    assert f"{src}:20: malformed ARN" in msg
-    assert f"{src}:21:" not in msg
-    assert "... and 5 more" in msg
 
 
 # -- accepted submissions ------------------------------------------------------------------------
@@ -242,57 +168,6 @@ async def test_skip_invalid_records_bad_rows_visible_in_the_report(
     assert status["state"] == "ready"
     assert status["counts"]["pending"] == 2 and status["counts"]["invalid"] == 2
     assert status["top_errors"][0]["code"] == "InvalidInput"
-
-
-async def test_per_row_csv_tags_make_distinct_tagsets_merged_with_tag_flags(
-    tmp_path: Path, db_path: Path
-) -> None:
-    src = write_csv(tmp_path / "t.csv", ["ARN", "tag:Owner", "Tag: CostCenter"], [
-        [arn(1), "alice", "42"], [arn(2), "bob", ""], [arn(3), "alice", "42"],
-        [arn(4), "(not tagged)", ""]])
-    async with await Store.open(db_path) as store:
-        result = await submit(store, [str(src)], Request("tag", tags={"Env": "prod",
-                                                                       "Owner": "default"}))
-    rows = item_rows(db_path, result.job_id)
-    bodies = [json.loads(r["body"]) for r in rows]
-    assert bodies == [
-        {"CostCenter": "42", "Env": "prod", "Owner": "alice"},  # the row's tag wins over --tag
-        {"Env": "prod", "Owner": "bob"},
-        {"CostCenter": "42", "Env": "prod", "Owner": "alice"},
-        {"Env": "prod", "Owner": "default"},
-    ]
-    with sqlite3.connect(db_path) as con:
-        assert con.execute("SELECT count(DISTINCT tagset_id) FROM items").fetchone()[0] == 3
-    assert [r["line"] for r in rows] == [2, 3, 4, 5]
-
-
-async def test_jsonl_tags_and_untag_keys(tmp_path: Path, db_path: Path) -> None:
-    src = write_jsonl(tmp_path / "t.jsonl", [
-        {"arn": arn(1), "tags": {"Owner": "alice"}},
-        {"ResourceARN": arn(2), "Tags": [{"Key": "Owner", "Value": "bob"}]},
-        {"arn": arn(3)},
-    ])
-    async with await Store.open(db_path) as store:
-        tagged = await submit(store, [str(src)], Request("tag", tags={"Env": "dev"}))
-        untagged = await submit(store, [str(src)], Request("untag", keys=("Env",)))
-    assert [json.loads(r["body"]) for r in item_rows(db_path, tagged.job_id)] == [
-        {"Env": "dev", "Owner": "alice"}, {"Env": "dev", "Owner": "bob"}, {"Env": "dev"}]
-    # For untag, a row's tags name more keys to remove.
-    assert [json.loads(r["body"]) for r in item_rows(db_path, untagged.job_id)] == [
-        ["Env", "Owner"], ["Env", "Owner"], ["Env"]]
-
-
-async def test_duplicates_across_sources_are_one_item(tmp_path: Path, db_path: Path) -> None:
-    a = write_lines(tmp_path / "a.txt", [arn(1), arn(2), arn(1)])
-    b = write_lines(tmp_path / "b.txt", [arn(2), arn(3)])
-    async with await Store.open(db_path) as store:
-        result = await submit(store, [str(a), str(b)], Request("tag", tags={"A": "b"}))
-        assert (result.rows, result.added, result.duplicates) == (5, 3, 2)
-        assert (await store.counts(result.job_id)).by_state == {"pending": 3}
-        job = await store.get_job(result.job_id)
-        assert job is not None and job.state == "ready"
-        assert job.options.tags == {"A": "b"}
-        assert job.options.sources == [str(a), str(b)]
 
 
 async def test_gzip_sources_of_every_format(

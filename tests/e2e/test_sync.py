@@ -1,6 +1,6 @@
 """Tag-sync rules against the simulator over HTTP: the CLI in subprocesses for what an operator
 types, the store and the engine in-process for what the daemon does, and `bulktag priority`
-on a running job."""
+on a running job. Rules refused before anything is stored: tests/unit/test_sync.py."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bulktag.app.submit import Request, submit
-from bulktag.app.sync_rules import RuleError, check_rule, evaluate, own_limiters
+from bulktag.app.sync_rules import evaluate, own_limiters
 from bulktag.aws.clients import ClientPool
 from bulktag.config import Settings
 from bulktag.engine import Engine
@@ -31,22 +29,6 @@ def arn(n: int, region: str = "us-east-1") -> str:
 
 async def cli(run_cli: Any, *args: str) -> Any:
     return await asyncio.to_thread(run_cli, *args)
-
-
-def test_rules_that_cannot_work_are_refused_with_the_reason() -> None:
-    with pytest.raises(RuleError, match="not both"):
-        check_rule("r", "k", "v", '{"Type": "TAG_FILTERS_1_0", "Query": "{}"}', APPLIED, [""], 60)
-    with pytest.raises(RuleError, match="together"):
-        check_rule("r", "k", None, None, APPLIED, [""], 60)
-    with pytest.raises(RuleError, match="at least one"):
-        check_rule("r", "k", "v", None, {}, [""], 60)
-    with pytest.raises(RuleError, match="12-digit"):
-        check_rule("r", "k", "v", None, APPLIED, ["123"], 60)
-    with pytest.raises(ValueError, match="matches every resource"):
-        check_rule("r", None, None, '{"Type": "TAG_FILTERS_1_0", "Query": "{}"}', APPLIED,
-                   [""], 60)
-    with pytest.raises(RuleError, match="rule name"):
-        check_rule("bad name", "k", "v", None, APPLIED, [""], 60)
 
 
 async def test_resources_gaining_and_losing_the_matching_tag_gain_and_lose_the_applied_tags(

@@ -1,22 +1,19 @@
-"""`bulktag store copy` and `bulktag workers` against real SQLite files and real PostgreSQL
-databases: a source with jobs in every kind of state is copied in each direction (SQLite →
-PostgreSQL, PostgreSQL → SQLite, and each to its own kind) and everything a user can see of it
-is compared, read back through independent paths (the store API, `status` data, plain SQL);
-refusals; the CLI end to end; and a copied store worked to the end by `bulktag run`."""
+"""`bulktag store copy` and `bulktag workers` in-process against real SQLite files and real
+PostgreSQL databases: a source with jobs in every kind of state (tests/support/storecopy.py) is
+copied in each direction (SQLite → PostgreSQL, PostgreSQL → SQLite, and each to its own kind)
+and everything a user can see of it is compared, read back through independent paths (the store
+API, `status` data, plain SQL); refusals; a failed copy undone; the workers list. Both commands
+through the CLI, and a copied store worked to the end by `bulktag run`:
+tests/e2e/test_storecopy_cli.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, astuple
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,193 +21,33 @@ import pytest
 from bulktag.app.jobs import job_status
 from bulktag.app.store_copy import CopyProgress, CopyRefused, copy_between, copy_store
 from bulktag.app.workers import list_workers, render_workers
-from bulktag.arn import Shard
 from bulktag.config import Settings
-from bulktag.sim import RunningSimulator
 from bulktag.store import (
     ItemRecord,
-    ItemState,
     JobOptions,
     JobState,
-    NewItem,
     NewSyncRule,
-    Outcome,
     Store,
-    new_owner_token,
-    tagset_body,
 )
-from tests.support.cli import CliRunner
-from tests.support.owners import dead_pid
-from tests.support.postgres import pg_admin, pg_database_url
 from tests.support.sql import plain_sql
+from tests.support.storecopy import (
+    ACCOUNT,
+    EAST,
+    FAR,
+    OTHER,
+    WEST,
+    arn,
+    build_source,
+    items,
+    shard_ids,
+    timeless,
+)
 
-ACCOUNT = "123456789012"
-OTHER = "210987654321"
-EAST = Shard("aws", ACCOUNT, "us-east-1")
-WEST = Shard("aws", ACCOUNT, "us-west-2")
-FAR = Shard("aws", OTHER, "eu-west-1")
-TAGS_A = tagset_body({"Owner": "a"}, None)
-TAGS_B = tagset_body({"Owner": "b", "Env": "prod"}, None)
-KEYS = tagset_body(None, ["Old", "Stale"])
-
-
-def arn(n: int, shard: Shard = EAST) -> str:
-    return f"arn:aws:ec2:{shard.region}:{shard.account}:instance/i-{n:08d}"
-
-
-def items(ns: range, shard: Shard = EAST, tagset: str = TAGS_A) -> list[NewItem]:
-    return [NewItem(arn(n, shard), shard, tagset, line=n) for n in ns]
-
-
-# -- stores of either kind ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def new_store_url(tmp_path: Path, pg_admin_url: str) -> Iterator[Callable[[str], str]]:
-    """kind ("sqlite" | "postgres") → the location of a new, empty store of that kind."""
-    made: list[str] = []
-    count = iter(range(100))
-
-    def make(kind: str) -> str:
-        if kind == "sqlite":
-            return str(tmp_path / f"store-{next(count)}" / "bulktag.db")
-        name = f"bulktag_test_{uuid.uuid4().hex[:12]}"
-        # in a thread: the tests call this on their running event loop
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(pg_admin, pg_admin_url, f'CREATE DATABASE "{name}"').result()
-        made.append(name)
-        return pg_database_url(pg_admin_url, name)
-
-    yield make
-    for name in made:
-        pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+# -- stores of either kind (the `new_store_url` fixture, tests/conftest.py) -------------------
 
 
 DIRECTIONS = [("sqlite", "postgres"), ("postgres", "sqlite"), ("sqlite", "sqlite"),
               ("postgres", "postgres")]
-
-
-async def shard_ids(store: Store, job: int) -> dict[Shard, int]:
-    return {await store.shard(r.shard_id): r.shard_id
-            for r in await store.runnable() if r.job_id == job}
-
-
-async def build_source(store: Store) -> dict[str, Any]:
-    """Jobs in every kind of state, a discovery job with walks, a paused account, sync rules
-    with members, a job still being submitted, and leases of a worker that died."""
-    me = new_owner_token()
-    dead = f"{socket.gethostname()}:{dead_pid()}:deadbeef"
-    await store.register_owner(me)
-    await store.register_owner(dead)
-    now = time.time()
-
-    # 1: completed with successes, failures of two codes, a skip, an invalid row and drift
-    j1 = await store.create_job(
-        "tag", name="first", priority=3,
-        options=JobOptions(tags={"Owner": "a"}, sources=["a.txt"], failure_ratio=0.5,
-                           skip_compliant=True, extra={"future": {"x": [1, 2]}}))
-    await store.add_items(j1, items(range(8)) + items(range(8, 12), WEST, TAGS_B)
-                          + [NewItem("not-an-arn", None, None, line=99, problem="not an ARN")])
-    await store.set_job_state(j1, JobState.READY)
-    await store.set_job_state(j1, JobState.ACTIVE)
-    for shard, sid in (await shard_ids(store, j1)).items():
-        claimed = await store.claim(me, j1, sid, 100, lease_seconds=600)
-        outcomes = []
-        for k, c in enumerate(claimed):
-            if k % 4 == 1:
-                outcomes.append(Outcome(c.id, ItemState.FAILED, 1, 0.0, "AccessDeniedException",
-                                        403, f"denied {c.arn}"))
-            elif k % 4 == 2 and shard == WEST:
-                outcomes.append(Outcome(c.id, ItemState.FAILED, 8, now + 1, "InternalError",
-                                        500, "gave up after 8 attempts"))
-            elif k == 3:
-                outcomes.append(Outcome(c.id, ItemState.SKIPPED, 0, message="already tagged"))
-            else:
-                outcomes.append(Outcome(c.id, ItemState.SUCCEEDED, 1))
-        assert await store.record(me, outcomes) == len(claimed)
-    succeeded = [r for r in await store.export_items(0, 100, j1)
-                 if r.state == ItemState.SUCCEEDED]
-    await store.set_drift([(succeeded[0].id, "Owner: a -> b"), (succeeded[1].id, None)])
-    await store.set_job_rate(j1, 12.5)
-    await store.set_job_state(j1, JobState.COMPLETED)
-
-    # 2: an active untag job: pending, due later after a throttle, leased by a dead worker
-    j2 = await store.create_job("untag", options=JobOptions(keys=["Old", "Stale"]))
-    await store.add_items(j2, items(range(100, 120), EAST, KEYS) + items(range(120, 126), FAR,
-                                                                         KEYS))
-    await store.set_job_state(j2, JobState.READY)
-    await store.set_job_state(j2, JobState.ACTIVE)
-    sids = await shard_ids(store, j2)
-    await store.claim(dead, j2, sids[EAST], 5, lease_seconds=3600)
-    retry = await store.claim(me, j2, sids[EAST], 3, lease_seconds=600)
-    await store.record(me, [Outcome(c.id, ItemState.PENDING, 1, now + 300, "ThrottlingException",
-                                    400, "Rate exceeded") for c in retry])
-    assert await store.pause_account(j2, OTHER, "AccessDenied on the role")
-    await store.set_job_rate(j2, 3.25)
-
-    # 3: paused, with a reason
-    j3 = await store.create_job("tag", name="paused one",
-                                options=JobOptions(tags={"Owner": "b", "Env": "prod"}))
-    await store.add_items(j3, items(range(200, 210), WEST, TAGS_B))
-    await store.set_job_state(j3, JobState.READY)
-    await store.set_job_state(j3, JobState.PAUSED, "paused by the operator")
-
-    # 4: discovery: one walk done, one failed, one pending mid-pagination, one a dead worker ran
-    j4 = await store.create_job("tag", options=JobOptions(
-        tags={"Owner": "a"}, query={"Type": "TAG_FILTERS_1_0", "Query": "{}"}, accounts=[""],
-        regions=["us-east-1", "us-west-2", "eu-west-1", "ap-south-1"]))
-    await store.create_discoveries(j4, [("aws", "", r) for r in
-                                        ("us-east-1", "us-west-2", "eu-west-1", "ap-south-1")])
-    await store.set_job_state(j4, JobState.READY)
-    walk = await store.claim_discovery(me, {j4})
-    assert walk is not None
-    await store.save_discovery_page(walk, me, "token-2", 3)
-    await store.save_discovery_page(walk, me, None, 1)
-    await store.finish_discovery(walk, "done")
-    walk = await store.claim_discovery(me, {j4})
-    assert walk is not None
-    await store.restart_discovery(walk)
-    await store.finish_discovery(walk, "failed", "AccessDenied: no GetResources")
-    walk = await store.claim_discovery(me, {j4})
-    assert walk is not None
-    await store.save_discovery_page(walk, me, "token-7", 5)
-    await store.release_owner(me, forget=False)  # back to pending, its token kept
-    walk = await store.claim_discovery(dead, {j4})
-    assert walk is not None
-    await store.add_items(j4, items(range(300, 304)))
-    await store.set_job_state(j4, JobState.ACTIVE)
-
-    # 5: failed past its threshold: the rest cancelled with JobFailed
-    j5 = await store.create_job("tag", options=JobOptions(tags={"Owner": "a"},
-                                                          failure_min_items=1))
-    await store.add_items(j5, items(range(400, 404), FAR))
-    await store.set_job_state(j5, JobState.READY)
-    c = (await store.claim(me, j5, (await shard_ids(store, j5))[FAR], 1, lease_seconds=60))[0]
-    await store.record(me, [Outcome(c.id, ItemState.FAILED, 1, 0, "AccessDeniedException", 403,
-                                    "denied")])
-    await store.cancel_items(j5, "more than 50% failed", code="JobFailed")
-    await store.set_job_state(j5, JobState.FAILED, "failure ratio passed")
-
-    # 6: still being submitted (a live submitter): not copied
-    j6 = await store.create_job("tag", options=JobOptions(tags={"Owner": "a"}), owner=me)
-    await store.add_items(j6, items(range(500, 503)))
-
-    # sync rules: one evaluated with members, one in ERROR without any
-    rule = await store.add_sync_rule(NewSyncRule(
-        "web", "Role", "web", None, {"Team": "web", "Cost": "42"}, ["us-east-1"], [""], 120))
-    claimed_rule = await store.claim_sync_rule("web", force=True)
-    assert claimed_rule is not None
-    await store.update_sync_members(rule, [arn(n) for n in range(10)], [])
-    await store.finish_sync_rule(claimed_rule, "ACTIVE", None, 10, 0, [j1])
-    await store.add_sync_rule(NewSyncRule(
-        "db", None, None, '{"Type": "TAG_FILTERS_1_0", "Query": "{}"}', {"Backup": "daily"},
-        [], [ACCOUNT, ""], 3600))
-    bad = await store.claim_sync_rule("db", force=True)
-    assert bad is not None
-    await store.finish_sync_rule(bad, "ERROR", "boom", 0, 0, [])
-
-    await store.release_owner(me)  # this "worker" stops; the dead one never said goodbye
-    return {"jobs": [j1, j2, j3, j4, j5], "preparing": j6, "dead": dead}
 
 
 async def all_items(store: Store, job_id: int | None = None) -> list[ItemRecord]:
@@ -233,16 +70,6 @@ async def raw_items(url: str, skip_job: int) -> list[tuple[Any, ...]]:
         FROM items i LEFT JOIN shards s ON s.id = i.shard_id
              LEFT JOIN tagsets t ON t.id = i.tagset_id
         WHERE i.job_id <> ? ORDER BY i.id""", skip_job)
-
-
-def timeless(status: dict[str, Any]) -> dict[str, Any]:
-    """job_status without what depends on the moment it is read (elapsed of a running job)."""
-    out = dict(status)
-    for key in ("elapsed_seconds", "eta_seconds", "rate"):
-        out.pop(key)
-    out["shards"] = [{k: v for k, v in s.items() if k not in ("rate", "of_quota")}
-                     for s in status["shards"]]
-    return out
 
 
 async def snapshot(store: Store, url: str, skip_job: int) -> dict[str, Any]:
@@ -416,95 +243,6 @@ async def test_a_failed_copy_is_undone_and_can_be_repeated(
     assert result.job_ids == built["jobs"] and result.sync_rules == 2
 
 
-# -- the CLI -------------------------------------------------------------------------------------
-
-
-async def test_store_copy_cli_end_to_end(
-    run_cli: CliRunner, new_store_url: Callable[[str], str],
-) -> None:
-    src_url, dst_url = new_store_url("sqlite"), new_store_url("postgres")
-    async with await Store.open(src_url) as src:
-        built = await build_source(src)
-        src_status = timeless(await job_status(src, built["jobs"][0], Settings()))
-
-    proc = await asyncio.to_thread(run_cli, "store", "copy", src_url, dst_url, "--json")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert (out["jobs"], out["job_ids"], out["skipped_preparing"], out["released_leases"],
-            out["sync_rules"], out["sync_members"]) == (
-        5, built["jobs"], [built["preparing"]], 5, 2, 10)
-    assert "copy:" not in proc.stderr  # no progress line when stderr is not a terminal
-
-    proc = await asyncio.to_thread(run_cli, "status", str(built["jobs"][0]), "--json",
-                                   "--db", dst_url)
-    assert proc.returncode == 0, proc.stderr
-    assert timeless(json.loads(proc.stdout)) == src_status
-
-    proc = await asyncio.to_thread(run_cli, "store", "copy", src_url, dst_url)
-    assert proc.returncode == 2
-    assert "store copy refused" in proc.stderr and "already holds 5 jobs" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-    back = new_store_url("sqlite")
-    proc = await asyncio.to_thread(run_cli, "store", "copy", dst_url, back)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("copied 5 jobs (57 items, 4 discovery walks, 1 paused "
-                                  "accounts) and 2 sync rules (10 members)")
-
-    proc = await asyncio.to_thread(run_cli, "store", "copy", str(Path(back).parent / "nope.db"),
-                                   new_store_url("sqlite"))
-    assert proc.returncode == 2 and "no store at" in proc.stderr
-
-
-@pytest.mark.parametrize(("src_kind", "dst_kind"), [("sqlite", "postgres"),
-                                                    ("postgres", "sqlite")],
-                         ids=["sqlite-to-postgres", "postgres-to-sqlite"])
-async def test_a_copied_store_is_worked_to_the_end_by_run(
-    src_kind: str, dst_kind: str, sim: RunningSimulator, run_cli: CliRunner,
-    new_store_url: Callable[[str], str], tmp_path: Path,
-) -> None:
-    src_url, dst_url = new_store_url(src_kind), new_store_url(dst_kind)
-    arns = [arn(n) for n in range(15)] + [arn(n, WEST) for n in range(15)]
-    (tmp_path / "arns.txt").write_text("\n".join(arns) + "\n")
-
-    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(run_cli, *args, "--endpoint-url", sim.url)
-
-    proc = await cli("tag", "--arns", str(tmp_path / "arns.txt"), "--tag", "Owner=me",
-                     "--detach", "--no-skip-compliant", "--db", src_url)
-    assert proc.returncode == 0, proc.stderr
-    job = int(proc.stdout.strip())
-    # Part of it was worked on the source already: those stay as they are.
-    async with await Store.open(src_url) as src:
-        me = new_owner_token()
-        await src.register_owner(me)
-        done = await src.claim(me, job, (await shard_ids(src, job))[WEST], 5, lease_seconds=60)
-        await src.record(me, [Outcome(c.id, ItemState.SUCCEEDED, 1) for c in done])
-        await src.release_owner(me)
-
-    proc = await asyncio.to_thread(run_cli, "store", "copy", src_url, dst_url, "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["items"] == 30
-
-    proc = await cli("run", "--db", dst_url, "--json")
-    assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    # status reads the store only: it takes no --endpoint-url
-    proc = await asyncio.to_thread(run_cli, "status", str(job), "--json", "--db", dst_url)
-    st = json.loads(proc.stdout)
-    assert (st["state"], st["counts"]["succeeded"], st["total"]) == ("completed", 30, 30)
-    sent = {c.arn for c in done}
-    for a in arns:
-        assert sim.state.tags(a) == (None if a in sent else {"Owner": "me"}), a
-    # the source is untouched by the run on the destination
-    async with await Store.open(src_url) as src:
-        assert (await src.counts(job)).by_state == {"pending": 25, "succeeded": 5}
-    # a new job on the destination gets the next id, not one the copy brought
-    proc = await cli("tag", "--arns", str(tmp_path / "arns.txt"), "--tag", "Owner=you",
-                     "--detach", "--db", dst_url)
-    assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.strip()) == job + 1
-
-
 # -- bulktag workers -------------------------------------------------------------------------
 
 
@@ -552,17 +290,3 @@ async def test_workers_lists_owners_their_shards_and_stale_heartbeats(store_url:
 
         await store.release_owner(old)
         assert [w["owner"] for w in await list_workers(store, settings)] == [fresh, ghost]
-
-
-async def test_workers_cli(run_cli: CliRunner, db_path: Path) -> None:
-    proc = await asyncio.to_thread(run_cli, "workers", "--db", str(db_path))
-    assert proc.returncode == 2 and "no store at" in proc.stderr
-    async with await Store.open(str(db_path)) as store:
-        await store.register_owner(f"somehost:{os.getpid()}:abcd0001")
-    proc = await asyncio.to_thread(run_cli, "workers", "--json", "--db", str(db_path))
-    assert proc.returncode == 0, proc.stderr
-    listed = json.loads(proc.stdout)["workers"]
-    assert [(w["owner"], w["host"], w["stale"], w["shards"]) for w in listed] == [
-        (f"somehost:{os.getpid()}:abcd0001", "somehost", False, [])]
-    proc = await asyncio.to_thread(run_cli, "workers", "--db", str(db_path))
-    assert proc.returncode == 0 and proc.stdout.startswith("somehost:")

@@ -1,13 +1,10 @@
-"""The simulator's command line, its synthetic ARNs, and running it as a process."""
+"""The simulator's command line parsed in-process (every option mapped to its config and seed,
+bad options refused) and its synthetic ARNs (deterministic, placed in their account and region,
+any partition). The simulator run as a process: tests/e2e/test_sim_cli.py."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import subprocess
-import sys
-import urllib.request
 
 import pytest
 
@@ -60,24 +57,3 @@ def test_synthetic_arns_are_deterministic_and_placed() -> None:
     assert len({a.split(":")[2] for a in arns}) >= 5
     china = next(synthetic_arns(["111111111111"], ["cn-north-1"], 1, partition="aws-cn"))
     assert china.startswith("arn:aws-cn:")
-
-
-def test_process_prints_its_url_serves_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulktag.sim", "--seed-resources", "3", "--regions", "us-east-1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("bulktag-sim listening on http://127.0.0.1:")
-        url = line.rsplit(" ", 1)[1]
-        with urllib.request.urlopen(f"{url}/_sim/stats", timeout=5) as resp:
-            assert json.load(resp)["resources"] == 3
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
