@@ -78,6 +78,8 @@ class ShardLimiter:
         self._bucket = AsyncLimiter(capacity, capacity / ceiling)
         self._pace = asyncio.Lock()
         self._next = 0.0
+        self._burst_seconds = burst_seconds
+        self._warm_until: float | None = None  # loop time the start-up pacing ends
 
     @property
     def rate(self) -> float:
@@ -86,10 +88,12 @@ class ShardLimiter:
     async def acquire(self) -> None:
         await self._bucket.acquire()
         rate = self.policy.rate
-        if rate >= self.policy.ceiling:
+        loop = asyncio.get_running_loop()
+        if self._warm_until is None:
+            self._warm_until = loop.time() + self._burst_seconds
+        if rate >= self.policy.ceiling and loop.time() >= self._warm_until:
             return
         async with self._pace:
-            loop = asyncio.get_running_loop()
             now = loop.time()
             wait = self._next - now
             if wait > 0:

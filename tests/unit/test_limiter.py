@@ -79,3 +79,14 @@ async def test_lowered_rate_spaces_requests_out() -> None:
     for _ in range(4):
         await limiter.acquire()
     assert loop.time() - start >= 0.35  # 4 more at 10/s
+
+
+async def test_a_new_limiter_paces_its_first_requests_instead_of_bursting() -> None:
+    # Whoever drove the shard just before (a killed worker, a handover) may have emptied AWS's
+    # bucket: a fresh limiter spaces its first second of requests 1/ceiling apart.
+    limiter = ShardLimiter(10.0, burst_seconds=0.5)  # a burst of 5 that it must not spend
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(5):
+        await limiter.acquire()
+    assert loop.time() - start >= 0.35  # 4 gaps of 0.1 s, not 5 at once
