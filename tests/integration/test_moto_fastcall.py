@@ -88,7 +88,11 @@ async def test_moto_checks_and_accepts_our_signatures(moto: Moto) -> None:
         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
     made = iam.create_access_key(UserName="bulktag-fast")["AccessKey"]
     key = (made["AccessKeyId"], made["SecretAccessKey"])
-    wrong = (made["AccessKeyId"], made["SecretAccessKey"][:-1] + "x")
+    secret = made["SecretAccessKey"]
+    # Change the last character to one it is not: a secret that already ends in the
+    # replacement would make "wrong" the right key (CI met that once, 1 run in ~60).
+    wrong = (made["AccessKeyId"], secret[:-1] + ("y" if secret.endswith("x") else "x"))
+    assert wrong[1] != secret
     arn = moto.arns["fn-dev-us-east-1"]
     pools = [await tagging(moto, fast, k) for fast in (True, False) for k in (key, wrong)]
     (_, fast), (_, fast_wrong), (_, boto), (_, boto_wrong) = pools
