@@ -24,3 +24,9 @@ class BulktagError(Exception):
 
 class UsageError(BulktagError):
     """Bad input or usage: printed as `bulktag: error: ...`, exit 2."""
+
+
+class JobBusy(BulktagError):
+    """A job's outcomes may still change (items in flight): exit 5, try again later."""
+
+    exit_code = EXIT_BLOCKED

@@ -6,7 +6,10 @@ current state, applies it to the store, and returns what changed, or raises `Con
 with a sentence an operator can act on. Printing, HTTP status codes and exit codes are the
 caller's business. The rules are the CLI's: only ready or active jobs pause; resume also lifts
 accounts paused after a refused role; a finished job cannot be cancelled or re-prioritised;
-retry moves failed items (optionally of one error code) back to pending and readies the job.
+retry moves failed items (optionally of one error code) back to pending and readies the job
+(a paused job stays paused); it is refused for a stopped job with items still in flight (its
+failures are not all known: `settle.py`) and for a job an undo has put back (retrying would
+tag again what the undo removed).
 `check_priority` is what a priority must be, given here or with a new job (`submission.py`).
 """
 
@@ -15,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from bulktag.errors import BulktagError, UsageError
-from bulktag.store import JOB_DONE, JobState, Store
+from bulktag.app.settle import STOPPED, busy_message, in_flight
+from bulktag.errors import BulktagError, JobBusy, UsageError
+from bulktag.store import JOB_DONE, Job, JobState, Store
 
 Action = Literal["pause", "resume", "cancel", "retry", "priority"]
 ACTIONS: tuple[str, ...] = get_args(Action)
@@ -62,11 +66,14 @@ async def control_job(store: Store, job_id: int, action: str, *, code: str | Non
         raise JobNotFound(f"no job {job_id} in {store.path}")
     details: dict[str, Any] = {}
     if action == "retry":
+        await _retryable(store, job)
         n = await store.retry_failed(job.id, code)
-        if n:
+        if n and job.state != JobState.PAUSED:
             await store.set_job_state(job.id, JobState.READY)
         details["requeued"] = n
         message = f"job {job.id}: {n} item(s) back to pending"
+        if n and job.state == JobState.PAUSED:
+            message += " (the job stays paused: `bulktag resume` works them)"
     elif action == "cancel":
         if job.state in JOB_DONE:
             raise ControlError(f"job {job.id} is already {job.state}")
@@ -99,3 +106,16 @@ async def control_job(store: Store, job_id: int, action: str, *, code: str | Non
     after = await store.get_job(job.id)
     return ControlResult(job.id, action, str(after.state if after else job.state), message,
                          details)
+
+
+async def _retryable(store: Store, job: Job) -> None:
+    """Refuse a retry that would miss failures still to come or undo an undo."""
+    if job.state in STOPPED:
+        leased = await in_flight(store, job.id)
+        if leased:
+            raise JobBusy(busy_message(job.id, leased, "retry"))
+    undone_by = [j.id for j in await store.list_jobs() if j.options.undo_of == job.id]
+    if undone_by:
+        raise ControlError(f"job {job.id} was undone by job {undone_by[0]}: retrying it would "
+                           f"change again what the undo put back (to have job {job.id}'s "
+                           f"changes back, undo job {undone_by[0]})")

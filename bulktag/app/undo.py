@@ -7,6 +7,10 @@ new job goes through the engine like any other (the same roles, ceilings, retrie
 keeps its own before-images, so it can be undone in turn. When it runs, each resource is read
 first: one whose value is no longer what JOB set is left alone (`skipped`, "changed since job
 N") unless `force`.
+
+Undo plans only from a settled job (`settle.py`): stopped, and nothing leased, so no outcome of
+JOB changes after the plan. Undoing a paused job also ends it: its open items are cancelled and
+JOB becomes `cancelled` ("undone by job U"), so a resume cannot tag again what U put back.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ from dataclasses import dataclass
 
 import structlog
 
+from bulktag.app.settle import STOPPED, busy_message, in_flight
 from bulktag.arn import Shard, route_of
-from bulktag.errors import UsageError
+from bulktag.errors import JobBusy, UsageError
 from bulktag.policy.changes import kind_of, undo_body
 from bulktag.store import Job, JobOptions, JobState, NewItem, Store
 
 log = structlog.get_logger("bulktag.app.undo")
 
 PAGE = 10_000  # changed items read (and undo items written) per transaction
-STOPPED = frozenset({JobState.PAUSED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
 class NothingToUndo(Exception):
@@ -48,6 +52,9 @@ async def undoable(store: Store, job_id: int) -> Job:
         raise UsageError(f"job {job_id} is {job.state}: undo puts back what a stopped job "
                          f"changed; pause it (`bulktag pause {job_id}`) or cancel it "
                          f"(`bulktag cancel {job_id}`) first")
+    leased = await in_flight(store, job_id)
+    if leased:
+        raise JobBusy(busy_message(job_id, leased, "undo"))
     if not job.options.before_images and job.options.undo_of is None:
         raise UsageError(f"job {job_id} kept no before-images (submitted with "
                          "--no-before-images, or by a bulktag without undo): there is "
@@ -98,6 +105,10 @@ async def submit_undo(store: Store, job_id: int, *, force: bool = False,
         if not added:
             raise NothingToUndo(f"job {job_id} changed nothing that can be put back: "
                                 "nothing to undo")
+        if job.state == JobState.PAUSED:
+            reason = f"undone by job {new_id}"
+            await store.cancel_items(job_id, reason, code="Undone")
+            await store.set_job_state(job_id, JobState.CANCELLED, reason=reason)
         await store.set_job_state(new_id, JobState.READY)
     except BaseException:
         await store.delete_job(new_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import traceback
@@ -53,6 +54,14 @@ log = structlog.get_logger("bulktag.cli.main")
 
 
 # -- argument parsing --------------------------------------------------------------------------
+
+
+def _settle_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="a stopped job's items still in flight: wait this long at most for "
+                        "them to land before planning from its outcomes, else exit 5 "
+                        "(default: the lease time, lease_seconds; 0: do not wait)")
+
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -176,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Keys the job added are removed, values it overwrote restored, keys it removed "
                "put back. A resource whose value is no longer what the job set is skipped "
                "(\"changed since job N\") unless --force. The job must be stopped (paused, "
-               "cancelled or ended). An undo job can be undone in turn.")
+               "cancelled or ended), and waits (--wait) for items still in flight. Undoing a "
+               "paused job cancels its open items. An undo job can be undone in turn.")
     p.add_argument("job", type=int, metavar="JOB")
+    _settle_wait(p)
     p.add_argument("--dry-run", action="store_true",
                    help="read the resources' current tags and show what would change; "
                         "submit nothing")
@@ -246,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry", help="put a job's failed items back to pending")
     p.add_argument("job", type=int, metavar="JOB")
     p.add_argument("--code", help="only items that failed with this error code")
+    _settle_wait(p)
     p.add_argument("--json", action="store_true")
     _read_only(p)  # harden
 
@@ -352,10 +364,22 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 
+async def _settle(store: Store, args: argparse.Namespace, settings: Settings) -> None:
+    """A stopped job's in-flight items land (or come back) before a command plans from it."""
+    from bulktag.app.settle import settle_stopped
+
+    wait = settings.lease_seconds if args.wait is None else args.wait
+    if not math.isfinite(wait) or wait < 0:
+        raise UsageError(f"--wait must be 0 or more seconds, not {wait}")
+    await settle_stopped(store, args.job, command=args.command, wait_seconds=wait,
+                         stale_seconds=settings.owner_stale_seconds)
+
+
 async def cmd_undo(args: argparse.Namespace, settings: Settings) -> int:
     from bulktag.app.undo import NothingToUndo, submit_undo, undo_by_shard, undo_options, undoable
 
     async with await Store.open(settings.db, create=False) as store:
+        await _settle(store, args, settings)
         if args.dry_run:
             from bulktag.app.plan import plan_undo
 
@@ -475,6 +499,8 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     async with await Store.open(settings.db, create=False) as store:
+        if args.command == "retry":
+            await _settle(store, args, settings)
         result = await control_job(store, args.job, args.command,
                                    code=getattr(args, "code", None))
     human = result.message

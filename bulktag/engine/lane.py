@@ -37,6 +37,7 @@ from bulktag.store import Claimed, Runnable, StoreError
 PROBE_FIRST = 1.0  # seconds before the first probe of an unreachable shard
 PROBE_CAP = 60.0
 WARN_EVERY = 300.0  # an outage is logged again this often while it lasts
+EMPTY_CLAIM_PAUSE = 0.25  # seconds before claiming again after items due but none claimed
 
 
 class Outage:
@@ -191,8 +192,13 @@ class Lane:
                 ctx.owner, pick.job_id, self.shard_id, step.size,
                 lease_seconds=ctx.settings.lease_seconds, route=loop.route)
             if not claimed:
+                # Items due but none claimed: the job was paused or ended since the dispatcher
+                # looked (a claim leases only a ready or active job's items), or another
+                # worker took them. Look again shortly, not in a tight loop.
                 due = await ctx.store.next_due(pick.job_id, self.shard_id, loop.route)
-                loop.not_before[pick.job_id] = due if due is not None else time.time() + 1.0
+                now = time.time()
+                loop.not_before[pick.job_id] = (now + 1.0 if due is None
+                                                else max(due, now + EMPTY_CLAIM_PAUSE))
                 return
             try:
                 await self._work(loop, pick, claimed)

@@ -474,6 +474,20 @@ async def test_claim_leases_only_due_items_of_its_job_and_shard(store: Store) ->
     assert (await store.shard_counts(job))[WEST][PENDING] == 1
 
 
+async def test_claim_leases_nothing_of_a_paused_or_ended_job(store: Store) -> None:
+    """What undo relies on: once a job is paused (or ended) no worker leases its items, even one
+    whose list of runnable work predates the pause (route claims alike)."""
+    job = await job_with(store, [item(n) for n in range(4)])
+    east = await shard_id(store, job, EAST)
+    me = new_owner_token()
+    for state in (JobState.PAUSED, JobState.CANCELLED, JobState.COMPLETED):
+        await store.set_job_state(job, state)
+        assert await store.claim(me, job, east, 10, lease_seconds=60) == []
+        assert await store.claim(me, job, east, 10, lease_seconds=60, route="tagging") == []
+    await store.set_job_state(job, JobState.ACTIVE)
+    assert len(await store.claim(me, job, east, 10, lease_seconds=60)) == 4
+
+
 async def test_claim_groups_by_tagset_and_respects_limit(store: Store) -> None:
     items = [item(n, tagset=TAGS_A if n % 2 else TAGS_B) for n in range(30)]
     job = await job_with(store, items)

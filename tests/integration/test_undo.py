@@ -15,15 +15,16 @@ import pytest
 
 from bulktag.app.plan import dry_run, plan_undo
 from bulktag.app.report import report_records
-from bulktag.app.steering import control_job
+from bulktag.app.settle import wait_settled
+from bulktag.app.steering import ControlError, control_job
 from bulktag.app.submit import Request, submit
 from bulktag.app.undo import NothingToUndo, submit_undo, undo_by_shard, undo_options, undoable
 from bulktag.aws.clients import ClientPool
 from bulktag.config import Settings
 from bulktag.engine import Engine
-from bulktag.errors import UsageError
+from bulktag.errors import JobBusy, UsageError
 from bulktag.sim import RunningSimulator, ec2_arn
-from bulktag.store import JobOptions, JobState, Store, new_owner_token
+from bulktag.store import ItemState, JobOptions, JobState, Outcome, Store, new_owner_token
 from tests.support.engine import ACCOUNT, fast_settings
 
 REGION = "us-east-1"
@@ -210,6 +211,49 @@ async def test_undo_refuses_a_running_job_and_says_when_there_is_nothing(
                                      JobOptions(skip_compliant=True))
         with pytest.raises(UsageError, match="kept no before-images"):
             await submit_undo(store, plain)
+
+
+async def test_undo_and_retry_wait_for_a_stopped_jobs_items_in_flight(
+    tmp_path: Path, sim: RunningSimulator, store_url: str,
+) -> None:
+    """A paused job with leased items: its outcomes may still change, so undo and retry refuse
+    (JobBusy, exit 5) until the leases end; wait_settled waits, releasing expired leases as a
+    reaper would. Retry keeps a paused job paused and refuses a job an undo put back."""
+    settings = settings_of(store_url, sim)
+    names = ["a", "b", "c"]
+    seed(sim, {arn(n): {} for n in names})
+    async with await Store.open(store_url) as store:
+        done = await submit_and_run(store, settings, tmp_path, [arn(n) for n in names],
+                                    Request("tag", tags=WANT))
+        source = tmp_path / "more.txt"
+        source.write_text(arn("d") + "\n" + arn("e") + "\n")
+        job = (await submit(store, [str(source)], Request("tag", tags=WANT),
+                            options=KEEP)).job_id
+        shard = (await store.runnable())[0].shard_id
+        worker = new_owner_token()  # a worker that claimed both items, then the pause came
+        claimed = await store.claim(worker, job, shard, 10, lease_seconds=0.5)
+        assert len(claimed) == 2
+        await store.set_job_state(job, JobState.PAUSED)
+        with pytest.raises(JobBusy, match=f"job {job} still has 2 item"):
+            await submit_undo(store, job)
+        with pytest.raises(JobBusy, match="retry plans from its outcomes"):
+            await control_job(store, job, "retry")
+        assert JobBusy.exit_code == 5
+        await store.record(worker, [Outcome(claimed[0].id, ItemState.FAILED, 1,
+                                            error_code="InternalServiceException")])
+        waited: list[int] = []
+        await wait_settled(store, job, command="undo", wait_seconds=30, stale_seconds=90,
+                           on_wait=lambda leased, _left: waited.append(leased))
+        assert waited and set(waited) == {1}  # waited for the last lease to expire, then on
+        assert (await store.counts(job))[ItemState.LEASED] == 0
+
+        retried = await control_job(store, job, "retry")
+        assert retried.details["requeued"] == 1 and retried.state == JobState.PAUSED
+        assert "stays paused" in retried.message
+
+        await undo(store, settings, done)
+        with pytest.raises(ControlError, match=f"job {done} was undone by job"):
+            await control_job(store, done, "retry")
 
 
 async def test_guardrails_refuse_per_item_and_the_plan_counts_them(

@@ -177,9 +177,14 @@ ORDER BY j.id;
 -- name: claim
 -- $1 job, $2 shard, $3 now, $4 limit, $5 owner, $6 lease expiry. SKIP LOCKED: two owners
 -- claiming at once each take rows the other has not locked, instead of waiting or colliding.
-WITH picked AS (
+-- Only while the job is ready or active, its row locked for share: a pause waits for a claim
+-- in progress, and a claim after it leases nothing (undo relies on it).
+WITH open_job AS (
+    SELECT id FROM jobs WHERE id = $1 AND state IN ('ready', 'active') FOR SHARE
+), picked AS (
     SELECT id FROM items
-    WHERE job_id = $1 AND shard_id = $2 AND state = 'pending' AND next_attempt_at <= $3
+    WHERE job_id = (SELECT id FROM open_job) AND shard_id = $2 AND state = 'pending'
+      AND next_attempt_at <= $3
     ORDER BY tagset_id, next_attempt_at
     LIMIT $4
     FOR UPDATE SKIP LOCKED
@@ -192,9 +197,12 @@ SELECT id, arn, tagset_id, attempts, before_tags FROM leased ORDER BY tagset_id,
 
 -- name: claim_route
 -- As claim, the items of one route ($7): each route of a shard is claimed at its own pace.
-WITH picked AS (
+WITH open_job AS (
+    SELECT id FROM jobs WHERE id = $1 AND state IN ('ready', 'active') FOR SHARE
+), picked AS (
     SELECT id FROM items
-    WHERE job_id = $1 AND shard_id = $2 AND route = $7 AND state = 'pending'
+    WHERE job_id = (SELECT id FROM open_job) AND shard_id = $2 AND route = $7
+      AND state = 'pending'
       AND next_attempt_at <= $3
     ORDER BY tagset_id, next_attempt_at
     LIMIT $4

@@ -109,13 +109,15 @@ WHERE j.state IN ('ready', 'active')
                   AND d.state IN ('pending', 'running'));
 
 -- name: claim
--- ?1 job, ?2 shard, ?3 now, ?4 limit, ?5 owner, ?6 lease expiry
+-- ?1 job, ?2 shard, ?3 now, ?4 limit, ?5 owner, ?6 lease expiry. Only while the job is ready
+-- or active: once it is paused or ended nothing more of it is leased (undo relies on it).
 UPDATE items SET state = 'leased', lease_owner = ?5, lease_expires_at = ?6
 WHERE id IN (SELECT id FROM items INDEXED BY items_pending
              WHERE job_id = ?1 AND shard_id = ?2 AND state = 'pending'
                AND next_attempt_at <= ?3
              ORDER BY tagset_id, next_attempt_at
              LIMIT ?4)
+  AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND state IN ('ready', 'active'))
 RETURNING id, arn, tagset_id, attempts, before_tags;
 
 -- name: claim_route
@@ -127,6 +129,7 @@ WHERE id IN (SELECT id FROM items INDEXED BY items_pending
                AND state = 'pending' AND next_attempt_at <= ?3
              ORDER BY tagset_id, next_attempt_at
              LIMIT ?4)
+  AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND state IN ('ready', 'active'))
 RETURNING id, arn, tagset_id, attempts, before_tags;
 
 -- name: next_due

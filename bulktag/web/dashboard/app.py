@@ -27,7 +27,7 @@ from bulktag.app.report import build_manifest, manifest_bytes, report_chunks, ro
 from bulktag.app.steering import ControlError, JobNotFound, check_priority, control_job
 from bulktag.arn import Shard
 from bulktag.config import Settings
-from bulktag.errors import UsageError
+from bulktag.errors import JobBusy, UsageError
 from bulktag.store import JOB_DONE, Job, Store
 from bulktag.web.dashboard import chart as charts
 from bulktag.web.dashboard.security import check_action, new_nonce, security_headers
@@ -266,7 +266,7 @@ class Dashboard:
                                        priority=priority)
         except JobNotFound as exc:
             return web.json_response({"error": str(exc)}, status=404)
-        except ControlError as exc:
+        except (ControlError, JobBusy) as exc:  # not now: the message says why, and when
             return web.json_response({"error": str(exc)}, status=409)
         return web.json_response(result.to_json())
 
