@@ -40,6 +40,7 @@ from bulktag.policy.changes import Decision, Rules, decide, diff_text, kind_of, 
 from bulktag.sources import SourceError, open_rows, read_chunks, source_name
 from bulktag.store import JobOptions, tagset_body
 
+S3_BUCKET = ":s3:::"  #: in a bucket's ARN: no region, no account
 SAMPLE = 10  #: resources shown with `key: before → after` (and refusals with their reason)
 
 
@@ -53,6 +54,7 @@ class ShardPlan:
     keys: Counter[str] = field(default_factory=Counter)  # add / change / remove, in keys
     refused: Counter[str] = field(default_factory=Counter)  # guardrail or undo code -> items
     unread: int = 0  # tags could not be read: counted as changes
+    buckets: int = 0  # S3 bucket ARNs: no region of their own, sent through the shard's
     error: str | None = None
 
     @property
@@ -169,6 +171,7 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
             except Unreadable as exc:
                 plan.error = exc.reason
         for arn, body in chunk:
+            plan.buckets += S3_BUCKET in arn
             ec2 = route_of(arn, options.route or settings.route) == ROUTE_EC2
             if current is None:
                 sent = json.dumps(sendable(json.loads(body)), sort_keys=True)
@@ -244,7 +247,8 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
                        "fail": plan.fail, "add": plan.keys["add"],
                        "modify": plan.keys["change"], "remove": plan.keys["remove"],
                        "refused": dict(plan.refused),
-                       "unread": plan.unread, "batches": batches + ec2_batches,
+                       "unread": plan.unread, "s3_buckets": plan.buckets,
+                       "batches": batches + ec2_batches,
                        "ec2": ec2, "ec2_batches": ec2_batches,
                        "seconds_at_quota": round(seconds, 1), "error": plan.error,
                        "routes": [r for r in routes if r["change"] or r["skip"]]})
@@ -277,6 +281,11 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
         if s["error"]:
             line += f"  tags not read: {s['error'][:100]}"
         lines.append(line)
+        if s["s3_buckets"]:
+            lines.append(f"    {s['s3_buckets']} S3 bucket(s): their ARN names no region or "
+                         f"account; sent through {s['region']} with this account's "
+                         "credentials (a bucket of another region is found and tagged by a "
+                         "discovery in its own region: --resource-type s3 --regions R)")
         # The routes of the account-region run side by side, each at its own quota.
         lines.append("    by route: " + "; ".join(
             f"{r['route']} {r['change']} to change, {r['skip']} skipped, {r['batches']} "

@@ -145,4 +145,7 @@ def preflight(args: argparse.Namespace, settings: Settings) -> int | None:
         return 2
     if account:
         log.debug("credentials_checked", account=account)
+        # ARNs that carry no account (S3 buckets, EC2 snapshots) are this account's: the
+        # submission shards them with its other resources (one account-region, one quota).
+        args.caller_account = account
     return None

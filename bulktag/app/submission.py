@@ -61,6 +61,8 @@ class Submission:
     export_kms_key_arn: str | None = None  #: SSE-KMS key (s3:// only; default SSE-S3)
     name: str | None = None  #: a name for the job
     priority: int = 0  #: higher runs first
+    #: the credentials' account when known (the pre-flight's): ARNs without one are its
+    caller_account: str = ""
     _export: ExportSpec | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +94,7 @@ class Submission:
     def request(self) -> Request:
         """The operation and its tags or keys, as `submit` takes them."""
         return Request(self.operation, tags=self.tags, keys=self.keys,
-                       skip_invalid=self.skip_invalid)
+                       skip_invalid=self.skip_invalid, caller_account=self.caller_account)
 
     @property
     def reads_first(self) -> bool:

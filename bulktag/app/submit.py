@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import anyio.to_thread
 
-from bulktag.arn import ROUTE_TAGGING, ArnError, Shard, parse_arn, route_of
+from bulktag.arn import ROUTE_TAGGING, Arn, ArnError, Shard, parse_arn, route_of
 from bulktag.errors import BulktagError
 from bulktag.policy.tags import keys_problem, tagset_problem
 from bulktag.sources import Row, open_rows, read_chunks, source_name
@@ -35,6 +35,9 @@ class Request:
     tags: dict[str, str] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
     skip_invalid: bool = False
+    #: the credentials' account (the pre-flight STS answer; "" when not asked): an ARN that
+    #: carries no account (an S3 bucket, an EC2 snapshot) is sharded with that account's
+    caller_account: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,15 @@ def _request_tagset(request: Request) -> tuple[str | None, str | None]:
     return keys_problem(sorted(set(keys))), tagset_body(None, keys)
 
 
+def shard_of(arn: Arn, caller_account: str) -> Shard:
+    """The real (account, region) an ARN's calls go to: its own, or for an ARN that carries no
+    account the caller's (one shard, one quota, with the caller's other resources there)."""
+    shard = arn.shard
+    if not shard.account and caller_account:
+        return Shard(shard.partition, caller_account, shard.region)
+    return shard
+
+
 def item_for_row(
     row: Row,
     request: Request,
@@ -115,12 +127,12 @@ def item_for_row(
     except ArnError as exc:
         return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
     if shards is None:
-        shard = arn.shard
+        shard = shard_of(arn, request.caller_account)
     else:
         key = (arn.partition, arn.account, arn.region)
         shard = shards.get(key)  # type: ignore[assignment]
         if shard is None:
-            shard = shards[key] = arn.shard
+            shard = shards[key] = shard_of(arn, request.caller_account)
     if not row.tags:
         problem, body = _request_tagset(request) if fixed is None else fixed
         if body is None or problem is not None:

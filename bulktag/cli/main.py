@@ -314,7 +314,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         if_absent=args.if_absent, before_images=args.before_images,
         case_conflict=args.case_conflict, route=settings.route,
         export_on_finish=args.export_on_finish, export_region=args.export_region,
-        export_kms_key_arn=args.export_kms_key_arn, name=args.name, priority=args.priority)
+        export_kms_key_arn=args.export_kms_key_arn, name=args.name, priority=args.priority,
+        caller_account=getattr(args, "caller_account", ""))
     request, options = submission.request, submission.job_options()
     query = _query_from_args(args)
     submission.check_targets(query=query is not None, sources=args.arns)

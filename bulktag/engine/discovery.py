@@ -195,9 +195,12 @@ class DiscoveryStats:
 async def walk(
     store: Store, settings: Settings, clients: ClientPool, limiter: ShardLimiter, owner: str,
     d: Discovery, job_options: JobOptions, operation: str, stats: DiscoveryStats,
-    stopping: anyio.Event, rng: random.Random | None = None,
+    stopping: anyio.Event, rng: random.Random | None = None, account: str | None = None,
 ) -> None:
-    """Walk one (job, account, region) discovery to its end, saving the position each page."""
+    """Walk one (job, account, region) discovery to its end, saving the position each page.
+    `account`: the account its calls go to (d.account, or the caller's when d names none):
+    a found ARN that carries no account (an S3 bucket) is that account's, in d's region."""
+    account = account or d.account
     assert job_options.query is not None, "a discovery job has a query"
     query = Query.from_json(job_options.query)
     if_absent = job_options.if_absent
@@ -251,7 +254,7 @@ async def walk(
             item_body = tagset_body(decision.override, None) if decision.override else body
             # An ARN without account or region (an S3 bucket) belongs where it was found.
             shard = arn.shard if arn.account and arn.region else Shard(
-                arn.partition, arn.account or d.account, arn.region or d.region)
+                arn.partition, arn.account or account, arn.region or d.region)
             items.append(NewItem(arn_text, shard, item_body,
                                  route=route_of(arn_text, job_options.route)))
         job = await store.get_job(d.job_id)

@@ -128,6 +128,7 @@ class Engine:
         self._stopping = False
         self._wake = anyio.Event()
         self._tagsets: dict[int, Any] = {}
+        self._caller: str | None = None  # the credentials' account, once a shard needs it
         self._jobs_seen: set[int] = set()  # jobs to watch (thresholds, rates): open ones
         self._lanes_tg: TaskGroup | None = None
         self._batches_tg: TaskGroup | None = None
@@ -175,6 +176,22 @@ class Engine:
             limiters=tuple(LimiterFigures(shard, op, lim.rate, lim.policy.ceiling)
                            for (shard, op), lim in self.limiters.items()),
             discovery_pages=self.discovery_stats.pages, last_tick=self.last_tick)
+
+    async def real_shard(self, shard: Shard) -> Shard:
+        """The (account, region) a shard's calls really go to. Items of ARNs that carry no
+        account (S3 buckets, EC2 snapshots and images) are the caller's: their shard becomes
+        the caller's, so both drive one limiter, not two at full rate on one quota."""
+        if shard.account:
+            return shard
+        if self._caller is None:
+            try:
+                self._caller = await self.clients.accounts.caller_account()
+            except Exception as exc:  # no STS answer: the shard stays apart, said once
+                self._caller = ""
+                self.log.warning("caller_account_unknown", error=str(exc),
+                                 hint="ARNs without an account get a limiter of their own "
+                                      "beside the caller's account's")
+        return Shard(shard.partition, self._caller, shard.region) if self._caller else shard
 
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""
@@ -452,7 +469,8 @@ class Engine:
 
     async def _start_lane(self, shard_id: int) -> None:
         assert self._lanes_tg is not None
-        lane = self._lanes[shard_id] = Lane(self, shard_id, await self.store.shard(shard_id))
+        shard = await self.real_shard(await self.store.shard(shard_id))
+        lane = self._lanes[shard_id] = Lane(self, shard_id, shard)
         self.lanes_started[shard_id] += 1
 
         async def drive() -> None:
@@ -504,11 +522,12 @@ class Engine:
             self._lanes_tg.start_soon(self._walk, d, job)
 
     async def _walk(self, d: Discovery, job: Job) -> None:
-        shard = Shard(d.partition, d.account, d.region)
         try:
+            shard = await self.real_shard(Shard(d.partition, d.account, d.region))
             await walk(self.store, self.settings, self.clients,
                        self.limiter(shard, "GetResources"), self.owner, d, job.options,
-                       job.operation, self.discovery_stats, anyio.Event(), self.rng)
+                       job.operation, self.discovery_stats, anyio.Event(), self.rng,
+                       account=shard.account)
         except StoreError:
             raise
         except Exception as exc:

@@ -143,3 +143,19 @@ def test_valid_parts_round_trip(
     assert arn.shard.region == (region or arn.shard.region)
     assert arn.shard.region != ""
     assert arn.resource_type.split(":")[0] == service
+
+
+def test_an_arn_without_an_account_is_sharded_with_the_callers_account() -> None:
+    from bulktag.app.submit import shard_of
+
+    caller = "123456789012"
+    bucket, snapshot = parse_arn("arn:aws:s3:::b"), parse_arn("arn:aws:ec2:eu-west-1::snapshot/s")
+    assert shard_of(bucket, caller) == Shard("aws", caller, "us-east-1")
+    assert shard_of(snapshot, caller) == Shard("aws", caller, "eu-west-1")
+    assert shard_of(bucket, caller) == shard_of(
+        parse_arn(f"arn:aws:lambda:us-east-1:{caller}:function:f"), caller)
+    # caller unknown (a detached submission): the shard stays account-less; the worker that
+    # runs it puts it on the caller's limiter (Engine.real_shard)
+    assert shard_of(bucket, "") == Shard("aws", "", "us-east-1")
+    other = parse_arn("arn:aws:lambda:us-east-1:210987654321:function:f")
+    assert shard_of(other, caller) == other.shard
