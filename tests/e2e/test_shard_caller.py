@@ -67,7 +67,7 @@ def test_buckets_and_the_callers_functions_share_one_shard(
     assert done.returncode == 0, done.stderr[-2000:]
     assert all(sim_tags(sim_url, a) == {"team": "x"} for a in arns())
 
-    stats: dict[str, Any] = sim_get(sim_url, "/_sim/stats")  # type: ignore[assignment]
+    stats: dict[str, Any] = sim_get(sim_url, "/_sim/stats")
     shard = stats["by_account_region"][f"{CALLER}/us-east-1"]
     calls = shard["requests"].get("TagResources", 0)
     throttled = shard["throttled"].get("TagResources", 0)
