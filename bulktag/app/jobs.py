@@ -51,7 +51,7 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         ROUTE_EC2: quota_arns(settings.rate_for(EC2_OPERATIONS[job.operation]),
                               settings.ec2_batch_size)}
     return {
-        "job": job.id, "name": job.name, "operation": job.operation, "state": job.state,
+        "job": job.id, "name": job.name, "operation": job.kind, "state": job.state,
         "priority": job.priority, "reason": job.reason, "total": counts.total,
         "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
                                           "invalid", "cancelled")},
@@ -125,7 +125,7 @@ async def job_summaries(store: Store) -> list[dict[str, Any]]:
     rows = []
     for job in await store.list_jobs():
         counts = await store.counts(job.id)
-        rows.append({"job": job.id, "name": job.name, "operation": job.operation,
+        rows.append({"job": job.id, "name": job.name, "operation": job.kind,
                      "state": job.state, "priority": job.priority, "total": counts.total,
                      "done": counts.done, "failed": counts["failed"] + counts["invalid"]})
     return rows

@@ -35,8 +35,10 @@ from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
 from bulktag.config import Settings
 from bulktag.engine.discovery import Query
+from bulktag.engine.reader import job_rules
 from bulktag.errors import UsageError
-from bulktag.policy.changes import Decision, Rules, decide, diff_text, kind_of, sendable
+from bulktag.policy import transforms
+from bulktag.policy.changes import Decision, Rules, decide, diff_text, sendable
 from bulktag.sources import SourceError, open_rows, read_chunks, source_name
 from bulktag.store import JobOptions, tagset_body
 
@@ -77,12 +79,15 @@ def _count(plan: ShardPlan, d: Decision, body: str, arn: str, ec2: bool,
         sent = json.dumps(d.override, sort_keys=True) if d.override is not None else body
         plan.change[sent] += 1
         plan.ec2[sent] += ec2
-        for key, value in d.after.items():
+        # a transform's image also holds keys it read but did not change
+        after = {k: v for k, v in d.after.items() if d.before.get(k) != v}
+        before = {k: d.before.get(k) for k in after}
+        for key, value in after.items():
             plan.keys["remove" if value is None else
-                      "add" if d.before.get(key) is None else "change"] += 1
-        if d.after and len(samples.changes) < SAMPLE:
-            samples.changes.append({"arn": arn, "before": d.before, "after": d.after,
-                                    "diff": diff_text(d.before, d.after)})
+                      "add" if before.get(key) is None else "change"] += 1
+        if after and len(samples.changes) < SAMPLE:
+            samples.changes.append({"arn": arn, "before": before, "after": after,
+                                    "diff": diff_text(before, after)})
         return
     if d.failed:
         plan.fail += 1
@@ -97,10 +102,7 @@ def _count(plan: ShardPlan, d: Decision, body: str, arn: str, ec2: bool,
 
 
 def rules_for(request: Request, options: JobOptions) -> Rules:
-    return Rules(kind=kind_of(request.operation, options.undo_of),
-                 skip_compliant=options.skip_compliant or options.undo_of is not None,
-                 if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
-                 force=options.force, undo_of=options.undo_of)
+    return job_rules(request.operation, options)
 
 
 def reads_tags(options: JobOptions) -> bool:
@@ -180,8 +182,12 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                 plan.unread += int(check)
                 continue
             wanted = json.loads(body)
-            _count(plan, decide(rules, wanted, _as_the_run_reads(
-                current.get(arn, {}), wanted, ec2, settings)), body, arn, ec2, samples)
+            tags = current.get(arn, {})
+            if not options.transform:  # a transform reads every key
+                tags = _as_the_run_reads(tags, wanted, ec2, settings)
+            _count(plan, decide(rules, wanted, tags,
+                                case_insensitive=arn.split(":", 3)[2:3] == ["iam"]),
+                   body, arn, ec2, samples)
     return plan
 
 
@@ -227,14 +233,20 @@ class Plan:
 def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
             header: dict[str, Any], invalid: int, samples: Samples, *,
             skip_invalid: bool = False) -> Plan:
-    rate = settings.rate_for("TagResources" if operation in ("tag", "undo")
+    rate = settings.rate_for("TagResources" if operation in ("tag", "undo", "transform")
                              else "UntagResources")
     shards: list[dict[str, Any]] = []
     for shard, plan in sorted(plans.items(), key=lambda kv: str(kv[0])):
         # The routes run side by side, each at its own quota (README "Two routes").
         batches = sum(math.ceil((n - plan.ec2[t]) / BATCH) for t, n in plan.change.items())
+        calls = transform_calls(plan) if operation == "transform" else None
+        if calls is not None:  # two steps, each at its own API's quota
+            batches = calls["TagResources"] + calls["UntagResources"]
         ec2_batches = sum(math.ceil(n / settings.ec2_batch_size) for n in plan.ec2.values())
         seconds = max(batches / rate, ec2_batches / settings.ec2_rate)
+        if calls is not None:
+            seconds = max(calls["TagResources"] / rate, calls["UntagResources"] / rate,
+                          ec2_batches / settings.ec2_rate)
         ec2 = sum(plan.ec2.values())
         routes = [  # the route each resource will be stored and sent with
             {"route": ROUTE_EC2, "change": ec2, "skip": plan.skip_ec2, "batches": ec2_batches,
@@ -251,7 +263,8 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
                        "batches": batches + ec2_batches,
                        "ec2": ec2, "ec2_batches": ec2_batches,
                        "seconds_at_quota": round(seconds, 1), "error": plan.error,
-                       "routes": [r for r in routes if r["change"] or r["skip"]]})
+                       "routes": [r for r in routes if r["change"] or r["skip"]],
+                       **({"calls": calls} if calls is not None else {})})
     refused: Counter[str] = Counter()
     for s in shards:
         refused.update(s["refused"])
@@ -290,6 +303,16 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
         lines.append("    by route: " + "; ".join(
             f"{r['route']} {r['change']} to change, {r['skip']} skipped, {r['batches']} "
             f"batches, ~{r['seconds_at_quota']} s" for r in s["routes"]))
+    if operation == "transform":
+        lines[1:1] = [f"  operations: {'; '.join(header.get('operations', []))}"]
+        tag = sum(s["calls"]["TagResources"] for s in shards)
+        untag = sum(s["calls"]["UntagResources"] for s in shards)
+        full = sum(s["calls"]["full_batches"] for s in shards)
+        data["calls"] = {"TagResources": tag, "UntagResources": untag, "full_batches": full}
+        lines.append(f"  estimated calls: {tag} TagResources + {untag} UntagResources for "
+                     f"{data['change']} resources ({full} if every call carried 20" +
+                     ("; the values are diverse: calls carry fewer resources, the job takes "
+                      "longer" if tag + untag > 1.5 * full else "") + ")")
     lines.append(f"  estimated duration: ~{data['estimated_seconds']} s (shards run at once)")
     if samples.changes:
         lines.append(f"  sample (first {len(samples.changes)} that change):")
@@ -298,6 +321,37 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
         lines.append(f"  refused (first {len(samples.refusals)}):")
         lines += [f"    {r['arn']}: {r['state']}: {r['reason']}" for r in samples.refusals]
     return Plan(data, "\n".join(lines), 0 if not invalid or skip_invalid else 2)
+
+
+def _kind(request: Request, options: JobOptions) -> tuple[str, dict[str, Any]]:
+    """The plan's operation (tag, untag or transform) and, for a transform, its operations."""
+    if not options.transform:
+        return request.operation, {}
+    return "transform", {"operations": [transforms.describe(op) for op in
+                                        transforms.from_json(options.transform)]}
+
+
+def transform_calls(plan: ShardPlan) -> dict[str, int]:
+    """A transform's calls on one shard (Tagging API route): its first steps batched by the
+    exact tag map, its second by the key set removed, 20 a call (the fewest these resources
+    can take); and `full_batches`, the calls if every resource needed the same tag map."""
+    sets: Counter[str] = Counter()
+    removes: Counter[str] = Counter()
+    for sent, n in plan.change.items():
+        n -= plan.ec2[sent]
+        if n <= 0:
+            continue
+        change = json.loads(sent)
+        set_part = {k: v for k, v in change.items() if v is not None}
+        remove_part = sorted(k for k, v in change.items() if v is None)
+        if set_part:
+            sets[json.dumps(set_part, sort_keys=True)] += n
+        if remove_part:
+            removes[json.dumps(remove_part)] += n
+    return {"TagResources": sum(math.ceil(n / BATCH) for n in sets.values()),
+            "UntagResources": sum(math.ceil(n / BATCH) for n in removes.values()),
+            "full_batches": math.ceil(sum(sets.values()) / BATCH) +
+            math.ceil(sum(removes.values()) / BATCH)}
 
 
 async def _plan_shards(settings: Settings, per_shard: dict[Shard, list[tuple[str, str]]],
@@ -327,7 +381,8 @@ async def dry_run(request: Request, settings: Settings, options: JobOptions,
     samples = Samples()
     plans = await _plan_shards(settings, per_shard, rules_for(request, options), options,
                                samples)
-    return _render(request.operation, settings, plans, {"rows": rows, "duplicates": dupes},
+    kind, extra = _kind(request, options)
+    return _render(kind, settings, plans, {"rows": rows, "duplicates": dupes, **extra},
                    invalid, samples, skip_invalid=request.skip_invalid)
 
 
@@ -344,7 +399,8 @@ async def plan_query(settings: Settings, request: Request, query: Query, account
         ))
     finally:
         await clients.close()
-    return _render(request.operation, settings, plans, {"query": query.to_json()}, 0, samples)
+    kind, extra = _kind(request, options)
+    return _render(kind, settings, plans, {"query": query.to_json(), **extra}, 0, samples)
 
 
 async def plan_undo(settings: Settings, per_shard: dict[Shard, list[tuple[str, str]]],

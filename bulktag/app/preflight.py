@@ -30,7 +30,9 @@ log = structlog.get_logger("bulktag.app.preflight")
 CHECK_SECONDS = 5.0
 
 #: commands (and `sync` actions) that call AWS and so need credentials first
-WORK_COMMANDS = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory"})
+WORK_COMMANDS = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "transform",
+                           "rename"})
+SUBMIT_COMMANDS = ("tag", "untag", "transform", "rename")
 
 #: STS codes that say the credentials themselves are bad
 REFUSED_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
@@ -110,7 +112,7 @@ def needs_credentials(args: argparse.Namespace) -> bool:
     command = getattr(args, "command", None)
     if command == "sync":
         return getattr(args, "sync_command", None) == "run"
-    if command in ("tag", "untag") and getattr(args, "detach", False) and \
+    if command in SUBMIT_COMMANDS and getattr(args, "detach", False) and \
             getattr(args, "arns", None):
         return False
     return command in WORK_COMMANDS
@@ -132,7 +134,7 @@ def preflight(args: argparse.Namespace, settings: Settings) -> int | None:
     """Run the checks for a command; an exit code (2) to stop with, or None to go on."""
     warning = rate_warning(settings)
     if warning is not None and getattr(args, "command", None) in (
-            "tag", "untag", "run", "daemon", "sync"):
+            *SUBMIT_COMMANDS, "run", "daemon", "sync"):
         log.warning("max_rate_above_quota", max_rate=settings.max_rate,
                     quota=settings.quotas.get("TagResources", QUOTAS["TagResources"]),
                     message=warning)

@@ -38,7 +38,8 @@ async def report_records(
     succeeded item's call changed, with their values before and after (None: absent); None for
     items that changed nothing or kept no before-image."""
     job = await store.get_job(job_id)
-    kind = kind_of(operation, job.options.undo_of if job is not None else None)
+    kind = kind_of(operation, job.options.undo_of if job is not None else None,
+                   bool(job is not None and job.options.transform))
     async for row in store.report_rows(job_id, unsuccessful_only=failed_only):
         before = after = None
         if row.before is not None and row.tagset is not None and row.state == "succeeded":

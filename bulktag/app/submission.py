@@ -18,6 +18,7 @@ from bulktag.app.runs import ExportSpec, export_spec
 from bulktag.app.steering import check_priority
 from bulktag.app.submit import Request, request_problem
 from bulktag.errors import UsageError
+from bulktag.policy.transforms import ON_CONFLICT, Op, to_json
 from bulktag.store import JobOptions
 
 OPERATIONS = ("tag", "untag")
@@ -63,6 +64,10 @@ class Submission:
     priority: int = 0  #: higher runs first
     #: the credentials' account when known (the pre-flight's): ARNs without one are its
     caller_account: str = ""
+    #: a transform (operation "tag"): its operations (`policy.transforms`), in order
+    transform: tuple[Op, ...] = ()
+    #: transform: a destination key holding another value: skip (None) | overwrite
+    on_conflict: str | None = None
     _export: ExportSpec | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,17 +94,28 @@ class Submission:
         if self.route not in ROUTES:
             raise UsageError(f"--route must be auto or tagging-api, not {self.route!r}")
         check_priority(self.priority)
+        if self.transform:
+            if self.operation != "tag" or self.tags or self.keys:
+                raise UsageError("a transform takes operations (--rename, --copy, ...), not "
+                                 "--tag or --key")
+            if self.if_absent:
+                raise UsageError("--if-absent does not apply to a transform")
+        if self.on_conflict not in (None, *ON_CONFLICT):
+            raise UsageError(f"--on-conflict must be skip or overwrite, not "
+                             f"{self.on_conflict!r}")
 
     @property
     def request(self) -> Request:
         """The operation and its tags or keys, as `submit` takes them."""
         return Request(self.operation, tags=self.tags, keys=self.keys,
-                       skip_invalid=self.skip_invalid, caller_account=self.caller_account)
+                       skip_invalid=self.skip_invalid, caller_account=self.caller_account,
+                       transform=to_json(self.transform) if self.transform else None)
 
     @property
     def reads_first(self) -> bool:
-        """Read current tags before sending (skip-compliant, resolved: `if_absent` forces it)."""
-        if self.if_absent:
+        """Read current tags before sending (skip-compliant, resolved: `if_absent` and a
+        transform force it)."""
+        if self.if_absent or self.transform:
             return True
         return self.operation == "tag" if self.skip_compliant is None else self.skip_compliant
 
@@ -109,9 +125,11 @@ class Submission:
         if query and sources:
             raise UsageError("give either --arns or a query (--query, --match-tag, "
                              "--resource-type), not both")
-        if not query and not sources:
+        if not query and not sources and not self.transform:
             raise UsageError("nothing to work on: give --arns SRC, or a query (--query, "
                              "--match-tag, --resource-type)")
+        if self.transform:
+            return  # no source: discovery finds the resources carrying the source keys
         if query and self.operation == "tag" and not self.tags:
             raise UsageError("--tag: give at least one tag to apply")
         if query and self.operation == "untag" and not self.keys:
@@ -123,7 +141,9 @@ class Submission:
             failure_ratio=self.failure_ratio, failure_min_items=self.failure_min_items,
             skip_compliant=self.reads_first, if_absent=self.if_absent, route=self.route,
             before_images=self.before_images, case_conflict=self.case_conflict,
-            export_on_finish=self._export.to_json() if self._export else None)
+            export_on_finish=self._export.to_json() if self._export else None,
+            transform=[list(op) for op in self.transform] or None,
+            on_conflict=self.on_conflict if self.transform else None)
 
     def query_job_options(self, query: dict[str, Any], accounts: list[str],
                           regions: list[str]) -> JobOptions:

@@ -38,6 +38,8 @@ class Request:
     #: the credentials' account (the pre-flight STS answer; "" when not asked): an ARN that
     #: carries no account (an S3 bucket, an EC2 snapshot) is sharded with that account's
     caller_account: str = ""
+    #: a transform job: its operations as the tagset body (`transforms.to_json`)
+    transform: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Submitted:
 
 def request_problem(request: Request) -> str | None:
     """A fault in the command line's own tags or keys (checked before reading any source)."""
+    if request.transform is not None:
+        return None  # checked as its operations were parsed
     if request.operation == "tag":
         return tagset_problem(request.tags) if request.tags else None
     return keys_problem(list(request.keys)) if request.keys else None
@@ -90,6 +94,8 @@ def request_problem(request: Request) -> str | None:
 def _request_tagset(request: Request) -> tuple[str | None, str | None]:
     """(problem, tagset body) of a row that carries no tags of its own: the same for every such
     row of a request, so it is worked out once per submission rather than once per row."""
+    if request.transform is not None:
+        return None, request.transform
     if request.operation == "tag":
         if not request.tags:
             return "no tags to apply (give --tag or tag columns)", None
@@ -133,6 +139,9 @@ def item_for_row(
         shard = shards.get(key)  # type: ignore[assignment]
         if shard is None:
             shard = shards[key] = shard_of(arn, request.caller_account)
+    if row.tags and request.transform is not None:
+        return NewItem(row.arn, None, None, row.line,
+                       "a transform takes no per-row tags (its operations apply to every row)")
     if not row.tags:
         problem, body = _request_tagset(request) if fixed is None else fixed
         if body is None or problem is not None:

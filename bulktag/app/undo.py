@@ -72,7 +72,7 @@ def undo_options(job: Job, *, force: bool, case_conflict: str | None) -> JobOpti
 
 async def undo_items(store: Store, job: Job) -> AsyncIterator[list[NewItem]]:
     """The undo job's items, a page of JOB's changed items at a time (flat memory)."""
-    kind = kind_of(job.operation, job.options.undo_of)
+    kind = kind_of(job.operation, job.options.undo_of, bool(job.options.transform))
     after = 0
     while True:
         page = await store.changed_items(job.id, after, PAGE)

@@ -35,6 +35,7 @@ from bulktag.app.submit import submit
 from bulktag.cli.output import csv_list, emit, print_run, render_status, settings_from
 from bulktag.cli.service import COMMANDS as SERVICE_COMMANDS
 from bulktag.cli.service import add_parsers as add_service_parsers
+from bulktag.cli.transform import add_parsers as add_transform_parsers
 from bulktag.config import Settings
 from bulktag.errors import (
     EXIT_BUG,
@@ -281,7 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
     add_service_parsers(sub, _common)  # daemon, sync, priority, workers, store
+    add_transform_parsers(sub, _job_submission, _common)  # transform, rename
     return parser
+
+
+def _source_keys_query(ops: tuple[Any, ...], args: argparse.Namespace) -> Any:
+    """A transform without a source: the resources carrying its one source key (TagFilters),
+    or with several keys or case variants, every tagged resource (the walk keeps those the
+    operations change)."""
+    from bulktag.engine.discovery import query_from_flags
+    from bulktag.policy.transforms import source_keys
+
+    keys = source_keys(ops)
+    one = len(keys) == 1 and ops[0][0] != "key_case"
+    return query_from_flags(keys if one else [], [])
 
 
 def _query_from_args(args: argparse.Namespace) -> Any:
@@ -293,7 +307,8 @@ def _query_from_args(args: argparse.Namespace) -> Any:
         return parse_resource_query(args.query)
     if args.match_tag or args.resource_type:
         return query_from_flags(args.match_tag, args.resource_type)
-    if args.regions or args.accounts:
+    if (args.regions or args.accounts) and (args.command not in ("transform", "rename")
+                                            or args.arns):
         raise UsageError("--regions and --accounts go with a query (--query, --match-tag, "
                          "--resource-type)")
     return None
@@ -301,13 +316,19 @@ def _query_from_args(args: argparse.Namespace) -> Any:
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     tags: dict[str, str] = {}
+    ops: tuple[Any, ...] = ()
+    if args.command in ("transform", "rename"):
+        from bulktag.cli.transform import operations
+
+        ops = operations(args)
     if args.command == "tag":
         try:
             tags = parse_tag_args(args.tag)
         except ValueError as exc:
             raise UsageError(f"--tag: {exc}") from None
     submission = Submission(
-        args.command, tags=tags,
+        "untag" if args.command == "untag" else "tag", tags=tags, transform=ops,
+        on_conflict=getattr(args, "on_conflict", None),
         keys=tuple(args.key) if args.command == "untag" else (),
         skip_invalid=args.skip_invalid, failure_ratio=args.failure_ratio,
         failure_min_items=args.failure_min_items, skip_compliant=args.skip_compliant,
@@ -319,6 +340,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     request, options = submission.request, submission.job_options()
     query = _query_from_args(args)
     submission.check_targets(query=query is not None, sources=args.arns)
+    if ops and query is None and not args.arns:
+        query = _source_keys_query(ops, args)
     if query is not None:
         accounts = csv_list(args.accounts, "accounts") or [""]
         check_accounts(accounts)
@@ -574,7 +597,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
-    "tag": cmd_submit, "untag": cmd_submit, "run": cmd_run, "status": cmd_status,
+    "tag": cmd_submit, "untag": cmd_submit, "transform": cmd_submit, "rename": cmd_submit,
+    "run": cmd_run, "status": cmd_status,
     "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
     "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,
     "inventory": cmd_inventory, "undo": cmd_undo,
@@ -583,7 +607,7 @@ COMMANDS.update(SERVICE_COMMANDS)
 
 
 CHECKED_FIRST = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "sync",
-                           "undo"})
+                           "undo", "transform", "rename"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

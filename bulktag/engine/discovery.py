@@ -29,6 +29,7 @@ from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, tags_of
 from bulktag.config import Settings
 from bulktag.errors import BulktagError
+from bulktag.policy import transforms
 from bulktag.policy.tags import key_problem
 from bulktag.store import JOB_DONE, Discovery, JobOptions, NewItem, Store, tagset_body
 
@@ -207,7 +208,13 @@ async def walk(
     # --if-absent never sends a key a resource has: what is already there is always skipped.
     skip_compliant = if_absent or job_options.skip_compliant
     wanted: Any
-    if operation == "tag":
+    ops = transforms.from_json(job_options.transform or [])
+    if ops:
+        # decided when claimed, from the tags read then: every resource found that the
+        # operations would change (or meet a conflict on) is an item
+        wanted, skip_compliant = None, False
+        body = transforms.to_json(ops)
+    elif operation == "tag":
         wanted = job_options.tags or {}
         body = tagset_body(wanted, None)
     else:
@@ -248,10 +255,16 @@ async def walk(
             except ArnError as exc:
                 items.append(NewItem(arn_text, None, None, None, f"malformed ARN: {exc}"))
                 continue
-            decision = decide(operation, wanted, tags_of(mapping), if_absent=if_absent)
-            if skip_compliant and not decision.send:
-                skipped.append((arn_text, decision.reason))
-            item_body = tagset_body(decision.override, None) if decision.override else body
+            item_body = body
+            if ops and not transforms.affects(ops, tags_of(mapping),
+                                              job_options.on_conflict or "skip"):
+                continue
+            if wanted is not None:
+                decision = decide(operation, wanted, tags_of(mapping), if_absent=if_absent)
+                if skip_compliant and not decision.send:
+                    skipped.append((arn_text, decision.reason))
+                if decision.override:
+                    item_body = tagset_body(decision.override, None)
             # An ARN without account or region (an S3 bucket) belongs where it was found.
             shard = arn.shard if arn.account and arn.region else Shard(
                 arn.partition, arn.account or account, arn.region or d.region)

@@ -18,11 +18,14 @@ The lane sees the engine through `context.LaneContext` only (no import of the di
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulktag.api_limits import ARNS_PER_TAG_CALL
 from bulktag.arn import ROUTE_EC2, ROUTES, Shard, ec2_route
@@ -37,6 +40,7 @@ from bulktag.store import Claimed, Runnable, StoreError
 PROBE_FIRST = 1.0  # seconds before the first probe of an unreachable shard
 PROBE_CAP = 60.0
 WARN_EVERY = 300.0  # an outage is logged again this often while it lasts
+TRANSFORM_CLAIM = 1_000  # items a transform claims at once (10 reads)
 EMPTY_CLAIM_PAUSE = 0.25  # seconds before claiming again after items due but none claimed
 
 
@@ -186,10 +190,15 @@ class Lane:
         ctx = self.ctx
         pick = next(r for r in ctx.work_of(self.shard_id)
                     if r.job_id == step.job_id and r.route == loop.route)
+        size = step.size
+        if loop.outage is None and (await ctx.options(pick.job_id)).transform:
+            # What a transform sends is known only once read: claims large enough that the
+            # resources needing the same tag map fill whole calls (near the fewest calls).
+            size = max(size, TRANSFORM_CLAIM)
         self.holding += 1
         try:
             claimed = await ctx.store.claim(
-                ctx.owner, pick.job_id, self.shard_id, step.size,
+                ctx.owner, pick.job_id, self.shard_id, size,
                 lease_seconds=ctx.settings.lease_seconds, route=loop.route)
             if not claimed:
                 # Items due but none claimed: the job was paused or ended since the dispatcher
@@ -228,6 +237,9 @@ class Lane:
             claimed = await self.reader.decide(
                 loop.route, pick.job_id, pick.operation, claimed, options, ids,
                 lambda failure: self._unreachable(loop, failure))
+        if options.transform:
+            await self._transform(loop, pick, claimed, ids)
+            return
         sends: list[tuple[list[Claimed], RouteCalls]] = []
         if ids:
             ec2 = Ec2Tags(ids)
@@ -236,42 +248,140 @@ class Lane:
         sends += [(b, TAGGING_API) for b in _batches([c for c in claimed if c.id not in ids],
                                                      ARNS_PER_TAG_CALL)]
         for n, (items, route) in enumerate(sends):
-            if ctx.stopping or self.handover or \
-                    (loop.outage is not None and time.monotonic() < loop.outage.next_probe):
-                ctx.requeue([c for b, _ in sends[n:] for c in b])  # not sent: back at once
-                return
             tagset = items[0].override or sendable(await ctx.tagset(items[0].tagset_id))
-            # An undo batch that only removes keys is an UntagResources (DeleteTags) call and
-            # waits on that API's limiter; one that sets and removes makes both calls on one.
-            sets, _ = split_tags(pick.operation, tagset)
-            operation = pick.operation if sets is not None or pick.operation == "untag" \
-                else "untag"
-            limiter = ctx.limiter(self.shard, route.operations[operation])
-            batch = Batch(pick.job_id, pick.operation, self.shard_id, self.shard, items,
-                          tagset, limiter, route)
-            if loop.outage is not None:  # a probe: one batch, its answer awaited here
-                await limiter.acquire()
-                await self._send(loop, batch)
-                continue
-            await loop.slots.acquire()
-            try:
-                await ctx.open_slots.acquire()
-                try:
-                    await limiter.acquire()
-                except BaseException:
-                    ctx.open_slots.release()
-                    raise
-            except BaseException:
-                loop.slots.release()
-                raise
-            self.in_flight += 1
-            loop.in_flight += 1
-            ctx.start_batch(self._batch_task, loop, batch)
+            if not await self._dispatch(loop, pick, items, route, tagset):
+                ctx.requeue([c for b, _ in sends[n + 1:] for c in b])
+                return
 
-    async def _batch_task(self, loop: RouteLoop, batch: Batch) -> None:
+    async def _dispatch(self, loop: RouteLoop, pick: Runnable, items: list[Claimed],
+                        route: RouteCalls, tagset: Any, *,
+                        then: Callable[[list[Claimed]], None] | None = None, note: str = "",
+                        after: Callable[[], None] | None = None) -> bool:
+        """Send one batch: wait on its slot and limiter and start it in the engine's batch
+        task group (a probe is sent and awaited here). False, with the items back in the queue,
+        when the lane stops, hands over, or waits for its next probe. `then` and `note` go
+        with the batch (a transform's steps); `after` is called once the batch is back."""
+        ctx = self.ctx
+        if ctx.stopping or self.handover or \
+                (loop.outage is not None and time.monotonic() < loop.outage.next_probe):
+            ctx.requeue(items)  # not sent: back at once
+            if after is not None:
+                after()
+            return False
+        # An undo batch that only removes keys is an UntagResources (DeleteTags) call and
+        # waits on that API's limiter; one that sets and removes makes both calls on one.
+        sets, _ = split_tags(pick.operation, tagset)
+        operation = pick.operation if sets is not None or pick.operation == "untag" \
+            else "untag"
+        limiter = ctx.limiter(self.shard, route.operations[operation])
+        batch = Batch(pick.job_id, pick.operation, self.shard_id, self.shard, items,
+                      tagset, limiter, route, then=then, note=note)
+        if loop.outage is not None:  # a probe: one batch, its answer awaited here
+            await limiter.acquire()
+            try:
+                await self._send(loop, batch)
+            finally:
+                if after is not None:
+                    after()
+            return True
+        await loop.slots.acquire()
+        try:
+            await ctx.open_slots.acquire()
+            try:
+                await limiter.acquire()
+            except BaseException:
+                ctx.open_slots.release()
+                raise
+        except BaseException:
+            loop.slots.release()
+            raise
+        self.in_flight += 1
+        loop.in_flight += 1
+        ctx.start_batch(self._batch_task, loop, batch, after)
+        return True
+
+    async def _transform(self, loop: RouteLoop, pick: Runnable, claimed: list[Claimed],
+                         ids: dict[int, str]) -> None:
+        """A transform's claim, each item decided (its override: keys to set, keys to remove
+        as None). First step: TagResources (CreateTags) of the new keys, batched by the exact
+        tag map. An item whose first step succeeded and that has keys to remove goes on to its
+        second step, UntagResources (DeleteTags) of the old keys, batched by key set: a call's
+        worth is sent as soon as it is ready, so both APIs' quotas are driven at once, and the
+        rest once the first steps are all back. Never the removal before the set: a crash in
+        between leaves both keys, and the item's next claim reads them and sends only the
+        removal."""
+        ctx = self.ctx
+        first: dict[tuple[bool, str, bool], list[Claimed]] = defaultdict(list)
+        ready: list[Claimed] = []  # nothing to set: straight to the second step
+        for c in claimed:
+            sets = {k: v for k, v in c.override.items() if v is not None}
+            removes = len(sets) < len(c.override)
+            if sets:
+                first[(c.id in ids, json.dumps(sets, sort_keys=True), removes)].append(c)
+            else:
+                ready.append(c)
+        ec2 = Ec2Tags(ids) if ids else None
+        sends = [(items, ec2 if by_ec2 and ec2 else TAGGING_API, json.loads(sets), removes)
+                 for (by_ec2, sets, removes), group in first.items()
+                 for items in _chunks(group, ctx.settings.ec2_batch_size if by_ec2
+                                      else ARNS_PER_TAG_CALL)]
+        onward, arriving = anyio.create_memory_object_stream[list[Claimed]](math.inf)
+        back = anyio.Event()
+        out = [len(sends)]
+
+        def one_back() -> None:
+            out[0] -= 1
+            if out[0] == 0:
+                back.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._second_steps, loop, pick, arriving, ids)
+            if ready:
+                onward.send_nowait(ready)
+            for items, route, sets, removes in sends:
+                await self._dispatch(loop, pick, items, route, sets,
+                                     then=onward.send_nowait if removes else None,
+                                     after=one_back)
+            if sends:
+                await back.wait()
+            onward.close()
+
+    async def _second_steps(self, loop: RouteLoop, pick: Runnable,
+                            arriving: MemoryObjectReceiveStream[list[Claimed]],
+                            ids: dict[int, str]) -> None:
+        """The removals of a transform's claim, by key set, a call's worth at a time."""
+        buckets: dict[tuple[bool, tuple[str, ...]], list[Claimed]] = defaultdict(list)
+        ec2 = Ec2Tags(ids) if ids else None
+
+        async def send(key: tuple[bool, tuple[str, ...]], items: list[Claimed]) -> None:
+            by_ec2, removes = key
+            await self._dispatch(
+                loop, pick, items, ec2 if by_ec2 and ec2 else TAGGING_API,
+                dict.fromkeys(removes), note=f"the new keys are set; removing {', '.join(removes)} "
+                "failed (the old keys are still there): ")
+
+        async with arriving:
+            async for items in arriving:
+                for c in items:
+                    key = (c.id in ids, tuple(sorted(k for k, v in c.override.items()
+                                                     if v is None)))
+                    bucket = buckets[key]
+                    bucket.append(c)
+                    size = self.ctx.settings.ec2_batch_size if key[0] else ARNS_PER_TAG_CALL
+                    if len(bucket) >= size:
+                        buckets[key] = []
+                        await send(key, bucket)
+        for key, bucket in buckets.items():
+            if bucket:
+                await send(key, bucket)
+
+    async def _batch_task(self, loop: RouteLoop, batch: Batch,
+                          after: Callable[[], None] | None = None) -> None:
         try:
             await self._send(loop, batch)
         finally:
+            if after is not None:
+                after()
             self.in_flight -= 1
             loop.in_flight -= 1
             loop.slots.release()
@@ -310,6 +420,11 @@ class Lane:
                              for_seconds=round(time.monotonic() - loop.outage.since),
                              error=f"{failure.code}: {failure.message}",
                              next_probe_in=round(loop.outage.delay))
+
+
+def _chunks(items: list[Claimed], size: int) -> Iterable[list[Claimed]]:
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
 
 
 def _batches(claimed: list[Claimed], size: int) -> Iterable[list[Claimed]]:

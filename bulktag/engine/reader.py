@@ -28,9 +28,20 @@ from bulktag.store import Claimed, ItemState, JobOptions, Outcome
 
 def needs_read(options: JobOptions) -> bool:
     """Whether a job's claims are read before they are sent. Query jobs were read by their
-    walk; they read again only to keep before-images."""
+    walk; they read again only to keep before-images. A transform is always read: what it
+    sends is computed from the tags the resource has now."""
     return ((options.skip_compliant or options.if_absent) and options.query is None) or \
-        options.before_images or options.undo_of is not None
+        options.before_images or options.undo_of is not None or bool(options.transform)
+
+
+def job_rules(operation: str, options: JobOptions) -> Rules:
+    """How a job decides each resource (`changes.decide`), for the run and for its plan."""
+    undo = options.undo_of is not None
+    return Rules(kind=kind_of(operation, options.undo_of, bool(options.transform)),
+                 skip_compliant=options.skip_compliant or undo or bool(options.transform),
+                 if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
+                 force=options.force, undo_of=options.undo_of,
+                 on_conflict=options.on_conflict or "skip")
 
 
 class Reader:
@@ -49,7 +60,7 @@ class Reader:
         change already, and its before-image kept: sent again at once, without waiting on
         another read. --if-absent and undo read again (what to send depends on what the
         resource has now), and so does an item whose image was not kept yet."""
-        again = options.if_absent or options.undo_of is not None
+        again = options.if_absent or options.undo_of is not None or bool(options.transform)
         fresh = [c for c in claimed if c.attempts == 0 or again
                  or (options.before_images and c.before is None)]
         seen = {c.id for c in fresh}
@@ -72,11 +83,8 @@ class Reader:
         before-image must be kept (those retry the read on their attempt budget; --if-absent
         alone waits for a readable moment without spending attempts)."""
         ctx = self.ctx
-        undo = options.undo_of is not None
-        rules = Rules(kind=kind_of(operation, options.undo_of),
-                      skip_compliant=options.skip_compliant or undo,
-                      if_absent=options.if_absent, case_conflict=options.case_conflict or "skip",
-                      force=options.force, undo_of=options.undo_of)
+        undo = options.undo_of is not None or bool(options.transform)
+        rules = job_rules(operation, options)
         keep_images = options.before_images or undo
         by_id = ids if ctx.settings.ec2_read == "describe-tags" else {}
         by_ec2 = [c for c in claimed if c.id in by_id]
@@ -103,8 +111,11 @@ class Reader:
 
         async def read_ids(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
             keys: set[str] = set()
-            for c in chunk:  # the keys each tagset touches (tag and undo bodies: their keys)
-                keys.update(await ctx.tagset(c.tagset_id))
+            if options.transform:
+                keys = set()  # a transform reads every key (case variants, sources)
+            else:
+                for c in chunk:  # the keys each tagset touches (tag and undo bodies: keys)
+                    keys.update(await ctx.tagset(c.tagset_id))
             found = await read_ec2_tags(ctx.clients, self.shard,
                                         ctx.limiter(self.shard, "DescribeTags"),
                                         [by_id[c.id] for c in chunk], sorted(keys),
@@ -145,7 +156,8 @@ class Reader:
                 continue
             for c in chunk:
                 decision = decide(rules, await ctx.tagset(c.tagset_id),
-                                  current.get(c.arn, {}))
+                                  current.get(c.arn, {}),
+                                  case_insensitive=c.arn.split(":", 3)[2:3] == ["iam"])
                 if decision.send:
                     c.override = decision.override
                     keep.append(c)

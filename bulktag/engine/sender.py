@@ -110,6 +110,10 @@ class Batch:
     tagset: Any  # the tags to send (a tag map, a key list, or an undo body)
     limiter: ShardLimiter  # the shard's limiter of the API this batch calls
     route: RouteCalls
+    #: a transform's first step: the items whose call succeeded go on to this (their second
+    #: step, the removal of the old keys) instead of ending `succeeded`
+    then: Callable[[list[Claimed]], None] | None = None
+    note: str = ""  #: put before every failure's message (a transform's second step)
 
     def with_items(self, items: list[Claimed]) -> Batch:
         return dataclasses.replace(self, items=items)
@@ -250,11 +254,12 @@ class Sender:
         seconds = self._timed(api, batch.shard, started)
 
         if failure is None:
-            outcomes = self._record_response(batch.job_id, batch.shard_id, batch.items,
-                                             failed_map)
+            outcomes = self._record_response(batch, failed_map)
             self._log_batch(batch.shard, api, batch.job_id, batch.items, seconds, outcomes)
             return Sent()
         self.stats.call_errors[failure.code] += 1
+        if batch.note:
+            failure = Failure(failure.code, failure.status, batch.note + failure.message)
         bad = route.named(failure, batch)
         if bad:
             self.stats.resource_errors[failure.code] += len(bad)
@@ -355,18 +360,22 @@ class Sender:
                      hint="transient errors: the items back off and are sent again")
             codes.clear()
 
-    def _record_response(self, job_id: int, shard_id: int, batch: list[Claimed],
-                         failed_map: dict[str, Any]) -> list[Outcome]:
-        """Queue the outcomes of a 200 answer."""
+    def _record_response(self, batch: Batch, failed_map: dict[str, Any]) -> list[Outcome]:
+        """Queue the outcomes of a 200 answer (a first step's successes go on to `then`)."""
+        job_id, shard_id = batch.job_id, batch.shard_id
         outcomes = []
-        for c in batch:
+        onward: list[Claimed] = []
+        for c in batch.items:
             info = failed_map.get(c.arn)
             if info is None:
+                if batch.then is not None:
+                    onward.append(c)
+                    continue
                 outcomes.append(Outcome(c.id, ItemState.SUCCEEDED, c.attempts + 1))
                 self.stats.finished[job_id] += 1
                 continue
             failure = Failure(str(info.get("ErrorCode") or "Unknown"), info.get("StatusCode"),
-                              str(info.get("ErrorMessage") or ""))
+                              batch.note + str(info.get("ErrorMessage") or ""))
             self.stats.resource_errors[failure.code] += 1
             verdict = classify_resource_error(failure)
             if verdict is Verdict.THROTTLE:
@@ -380,7 +389,11 @@ class Sender:
             outcomes.append(self.outcome(job_id, c, verdict, failure))
         if failed_map:
             self.on_requeue(shard_id)
-        self.recorder.add(outcomes, hurry=bool(failed_map))
+        if outcomes:
+            self.recorder.add(outcomes, hurry=bool(failed_map))
+        if onward:
+            assert batch.then is not None
+            batch.then(onward)
         return outcomes
 
     def outcome(self, job_id: int, c: Claimed, verdict: Verdict, failure: Failure, *,

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulktag.api_limits import RESERVED_PREFIX, TAGS_PER_RESOURCE
+from bulktag.policy import transforms
 
-#: a job's kinds of change: tag, untag, or undo (a tag job with `[restore, expect]` bodies)
-KINDS = ("tag", "untag", "undo")
+#: a job's kinds of change: tag, untag, undo (a tag job with `[restore, expect]` bodies) or
+#: transform (a tag job whose body is a list of operations, `transforms.py`)
+KINDS = ("tag", "untag", "undo", "transform")
 CASE_CONFLICT_CHOICES = ("skip", "apply")
 TAG_LIMIT_CODE = "TagLimitExceeded"
 CASE_CONFLICT_CODE = "CaseConflict"
@@ -42,6 +44,7 @@ class Rules:
     case_conflict: str = "skip"  # skip | apply
     force: bool = False  # undo: restore keys another client changed since
     undo_of: int | None = None
+    on_conflict: str = "skip"  # transform: a destination holding another value
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,12 @@ def user_keys(tags: Mapping[str, Any]) -> int:
     return sum(1 for k in tags if k[:4].lower() != RESERVED_PREFIX)
 
 
-def decide(rules: Rules, body: Any, current: Mapping[str, str]) -> Decision:
-    """Whether a resource with `current` tags gets the call, with what, and what it had."""
+def decide(rules: Rules, body: Any, current: Mapping[str, str], *,
+           case_insensitive: bool = False) -> Decision:
+    """Whether a resource with `current` tags gets the call, with what, and what it had.
+    `case_insensitive`: the resource's service takes keys differing in case for one (IAM)."""
+    if rules.kind == "transform":
+        return _decide_transform(rules, body, current, case_insensitive)
     if rules.kind == "untag":
         present = {k: current[k] for k in body if k in current}
         if not present:
@@ -125,6 +132,32 @@ def _decide_undo(rules: Rules, body: Mapping[str, list[str | None]],
                     after=needed)
 
 
+def _decide_transform(rules: Rules, body: Any, current: Mapping[str, str],
+                      case_insensitive: bool) -> Decision:
+    """A transform's change on one resource: the operations applied to its tags now; keys to
+    set and keys to remove (None), sent in that order (never neither key)."""
+    ops = transforms.from_json(body)
+    applied = transforms.apply(ops, current, rules.on_conflict)
+    if applied.conflict is not None:
+        return Decision(False, applied.conflict, code=transforms.CONFLICT_CODE)
+    changes = transforms.changes_of(current, applied.tags)
+    if not changes:
+        return Decision(False, "nothing to transform (no source key, or already as the "
+                        "operations make it)", already=True)
+    if case_insensitive and transforms.case_only_renames(changes):
+        (old, new), *_ = transforms.case_only_renames(changes)
+        return Decision(False, f"{old!r} → {new!r} changes only the case of a key on a "
+                        "service whose keys ignore case (IAM): the removal of the old key "
+                        "would remove the new one; change it with the service's own API",
+                        code=CASE_CONFLICT_CODE)
+    refused = _guardrails(rules, changes, current)
+    if refused is not None:
+        return refused
+    keys = transforms.image_keys(ops, current, changes)
+    return Decision(True, override=changes, before={k: current.get(k) for k in keys},
+                    after={k: applied.tags.get(k) for k in keys})
+
+
 def _guardrails(rules: Rules, changes: Mapping[str, str | None],
                 current: Mapping[str, str]) -> Decision | None:
     """A change AWS would take but get wrong: a new key differing only in case from one the
@@ -132,7 +165,8 @@ def _guardrails(rules: Rules, changes: Mapping[str, str | None],
     tags (the call would fail; refused without one)."""
     added = [k for k, v in changes.items() if v is not None and k not in current]
     if rules.case_conflict != "apply":
-        lower = {k.lower(): k for k in current}
+        # the keys the resource keeps: one this change removes is no conflict
+        lower = {k.lower(): k for k in current if k not in changes or changes[k] is not None}
         for key in added:
             other = lower.get(key.lower())
             if other is not None:
@@ -155,12 +189,18 @@ def encode(image: Mapping[str, Any]) -> str:
     return json.dumps(image, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def kind_of(operation: str, undo_of: int | None) -> str:
-    return "undo" if undo_of is not None else operation
+def kind_of(operation: str, undo_of: int | None, transform: bool = False) -> str:
+    return "undo" if undo_of is not None else "transform" if transform else operation
 
 
 def after_of(kind: str, body: Any, keys: Any) -> dict[str, str | None]:
-    """What a job set each of `keys` to on a resource (None: removed), from its tagset body."""
+    """What a job set each of `keys` to on a resource (None: removed), from its tagset body.
+    For a transform, `keys` is the before-image: the operations applied to it (it holds every
+    key they read or write) give what the job set (with no conflict: the item changed)."""
+    if kind == "transform":
+        prior = {k: v for k, v in keys.items() if v is not None}
+        after = transforms.apply(transforms.from_json(body), prior, "overwrite").tags
+        return {k: after.get(k) for k in keys}
     if kind == "untag":
         return dict.fromkeys(keys)
     if kind == "undo":

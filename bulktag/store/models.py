@@ -78,6 +78,9 @@ class JobOptions:
     case_conflict: str | None = None  #: skip (None) | apply: a key differing only in case
     undo_of: int | None = None  #: undo jobs: the job they put back
     force: bool = False  #: undo jobs: restore even what another client changed since
+    #: transform jobs (a tag job): the operations, as `policy.transforms.to_json` arrays
+    transform: list[Any] | None = None
+    on_conflict: str | None = None  #: transform jobs: skip (None) | overwrite
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -123,6 +126,12 @@ class Job:
     updated_at: float
     rate: float
     reason: str | None
+
+    @property
+    def kind(self) -> str:
+        """What users call the job: tag, untag, or transform (a tag job changing the tags
+        resources have, `options.transform`)."""
+        return "transform" if self.options.transform else self.operation
 
 
 @dataclass(slots=True)
