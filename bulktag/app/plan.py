@@ -198,6 +198,9 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
     wanted: Any = request.tags if request.operation == "tag" else list(request.keys)
     body = tagset_body(request.tags, None) if request.operation == "tag" else \
         tagset_body(None, list(request.keys))
+    if request.transform is not None:
+        body = request.transform
+        wanted = json.loads(body)
     rules = rules_for(request, options)
     token = None
     shard_key = Shard("aws", account, region)
@@ -210,10 +213,15 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
             for m in resp.get("ResourceTagMappingList", []):
                 shard = parse_arn(m["ResourceARN"]).shard
                 plan = plans.setdefault(shard, ShardPlan())
-                ec2 = route_of(m["ResourceARN"], options.route or settings.route) == ROUTE_EC2
-                _count(plan, decide(rules, wanted, _as_the_run_reads(tags_of(m), wanted, ec2,
-                                                                     settings)),
-                       body, m["ResourceARN"], ec2, samples)
+                arn = m["ResourceARN"]
+                ec2 = route_of(arn, options.route or settings.route) == ROUTE_EC2
+                tags = tags_of(m) if request.transform is not None else \
+                    _as_the_run_reads(tags_of(m), wanted, ec2, settings)
+                decision = decide(rules, wanted, tags,
+                                  case_insensitive=arn.split(":", 3)[2:3] == ["iam"])
+                if request.transform is not None and decision.already:
+                    continue  # the walk does not enqueue what the operations leave alone
+                _count(plan, decision, body, arn, ec2, samples)
             token = resp.get("PaginationToken")
             if not token:
                 return

@@ -290,12 +290,13 @@ def _source_keys_query(ops: tuple[Any, ...], args: argparse.Namespace) -> Any:
     """A transform without a source: the resources carrying its one source key (TagFilters),
     or with several keys or case variants, every tagged resource (the walk keeps those the
     operations change)."""
-    from bulktag.engine.discovery import query_from_flags
+    from bulktag.engine.discovery import Query, query_from_flags
     from bulktag.policy.transforms import source_keys
 
     keys = source_keys(ops)
-    one = len(keys) == 1 and ops[0][0] != "key_case"
-    return query_from_flags(keys if one else [], [])
+    if len(keys) == 1 and ops[0][0] != "key_case":
+        return query_from_flags(keys, [])
+    return Query()
 
 
 def _query_from_args(args: argparse.Namespace) -> Any:

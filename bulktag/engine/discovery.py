@@ -55,8 +55,9 @@ class Query:
                 "ResourceTypeFilters": list(self.resource_types)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Query:
-        return _filters(data, "query")
+    def from_json(cls, data: Mapping[str, Any], *, every: bool = False) -> Query:
+        """`every`: no filter is allowed (a transform's walk keeps only what it changes)."""
+        return _filters(data, "query", every=every)
 
     def params(self) -> dict[str, Any]:
         """GetResources keyword arguments for this query."""
@@ -78,7 +79,7 @@ class Query:
         return all(k in tags and (not v or tags[k] in v) for k, v in self.tag_filters)
 
 
-def _filters(data: Mapping[str, Any], where: str) -> Query:
+def _filters(data: Mapping[str, Any], where: str, *, every: bool = False) -> Query:
     if not isinstance(data, Mapping):
         raise QueryError(f"{where}: expected a JSON object")
     unknown = set(data) - {"TagFilters", "ResourceTypeFilters"}
@@ -108,7 +109,7 @@ def _filters(data: Mapping[str, Any], where: str) -> Query:
         if t.startswith("AWS::"):
             raise QueryError(f"{where}: resource type {t!r} is a CloudFormation type name; "
                              "the Tagging API filters by service[:type], e.g. ec2:instance")
-    if not filters and not types:
+    if not filters and not types and not every:
         raise QueryError(f"{where}: matches every resource; give TagFilters or "
                          "ResourceTypeFilters")
     return Query(tuple(filters), tuple(types))
@@ -203,7 +204,7 @@ async def walk(
     a found ARN that carries no account (an S3 bucket) is that account's, in d's region."""
     account = account or d.account
     assert job_options.query is not None, "a discovery job has a query"
-    query = Query.from_json(job_options.query)
+    query = Query.from_json(job_options.query, every=bool(job_options.transform))
     if_absent = job_options.if_absent
     # --if-absent never sends a key a resource has: what is already there is always skipped.
     skip_compliant = if_absent or job_options.skip_compliant

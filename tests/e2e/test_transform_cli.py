@@ -161,3 +161,43 @@ async def test_kill_9_between_the_steps_then_run_ends_every_resource_right(
     # most one more send each (one call per step), beyond what was in flight at the kill.
     resent = Counter(sim.state.sends) - sends_before
     assert max(resent.values(), default=0) <= 2
+
+
+async def test_without_a_source_discovery_finds_the_resources_with_the_source_keys(
+        sim: RunningSimulator, run_cli: CliRunner, tmp_path: Path) -> None:
+    regions = ["us-east-1", "eu-west-1"]
+    arns = [a for a in synthetic_arns([ACCOUNT], regions, 60) if ":ec2:" not in a]
+    variants = ["costcenter", "COSTCENTER", "CostCenter", None]
+    prior = {}
+    for n, arn in enumerate(arns):
+        key = variants[n % 4]
+        tags = {"env": "Prod"} if key is None else {key: f"v{n % 3}", "env": "Prod"}
+        sim.state.put(arn, tags, account=ACCOUNT)
+        prior[arn] = tags
+    common = ["--db", str(tmp_path / "s.db"), "--endpoint-url", sim.url,
+              "--regions", ",".join(regions)]
+
+    plan = await asyncio.to_thread(run_cli, "transform", "--key-case", "costcenter=CostCenter",
+                                   "--dry-run", "--json", *common)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    lower_or_upper = [a for n, a in enumerate(arns) if n % 4 in (0, 1)]
+    assert json.loads(plan.stdout)["change"] == len(lower_or_upper)
+
+    done = await asyncio.to_thread(run_cli, "transform", "--key-case", "costcenter=CostCenter",
+                                   "--json", *common)
+    assert done.returncode == 0, done.stderr[-2000:]
+    job = json.loads(done.stdout)["jobs"][0]
+    # only the resources the operation changes became items (no call, no item for the rest)
+    assert job["total"] == len(lower_or_upper) and job["counts"]["succeeded"] == job["total"]
+    for arn, tags in prior.items():
+        value = next((v for k, v in tags.items() if k.lower() == "costcenter"), None)
+        want = {"env": "Prod"} if value is None else {"CostCenter": value, "env": "Prod"}
+        assert sim.state.tags(arn) == want, arn
+
+    # one source key: discovery by TagFilters on it
+    renamed = await asyncio.to_thread(run_cli, "rename", "env", "Environment", "--json",
+                                      *common)
+    assert renamed.returncode == 0, renamed.stderr[-2000:]
+    assert json.loads(renamed.stdout)["jobs"][0]["total"] == len(arns)
+    assert all("env" not in (sim.state.tags(a) or {}) and
+               (sim.state.tags(a) or {})["Environment"] == "Prod" for a in arns)
