@@ -191,9 +191,10 @@ class Lane:
         pick = next(r for r in ctx.work_of(self.shard_id)
                     if r.job_id == step.job_id and r.route == loop.route)
         size = step.size
-        if loop.outage is None and (await ctx.options(pick.job_id)).transform:
-            # What a transform sends is known only once read: claims large enough that the
-            # resources needing the same tag map fill whole calls (near the fewest calls).
+        options = await ctx.options(pick.job_id)
+        if loop.outage is None and (options.transform or options.undo_of is not None):
+            # What a transform (or an undo) sends is known only once read: claims large enough
+            # that the resources needing the same tag map fill whole calls (near the fewest).
             size = max(size, TRANSFORM_CLAIM)
         self.holding += 1
         try:
@@ -237,7 +238,8 @@ class Lane:
             claimed = await self.reader.decide(
                 loop.route, pick.job_id, pick.operation, claimed, options, ids,
                 lambda failure: self._unreachable(loop, failure))
-        if options.transform:
+        if options.transform or options.undo_of is not None:
+            # each resource its own change of set and removed keys (an undo's too)
             await self._transform(loop, pick, claimed, ids)
             return
         sends: list[tuple[list[Claimed], RouteCalls]] = []

@@ -220,6 +220,8 @@ class Simulator:
                 int(spec["per_region"]),
                 dict(spec.get("tags") or {}),
                 ec2_share=float(spec.get("ec2_share", 0.0)),
+                cycle={str(k): [str(x) for x in v]
+                       for k, v in dict(spec.get("cycle") or {}).items()},
             )
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": f"bad seed request: {e}"}, status=400)

@@ -117,14 +117,17 @@ class SimState:
         tags: dict[str, str] | None = None,
         *,
         ec2_share: float = 0.0,
+        cycle: dict[str, list[str]] | None = None,
     ) -> int:
         """Create the synthetic resources of `synthetic_resources` (`ec2_share` of them EC2
-        snapshots, volumes and instances); return how many were added."""
+        snapshots, volumes and instances); return how many were added. `cycle`: keys whose
+        value goes round a list, resource by resource (varied values for transforms)."""
         before = len(self._resources)
-        for account, arn in synthetic_resources(accounts, regions, per_region,
-                                                ec2_share=ec2_share):
+        for n, (account, arn) in enumerate(synthetic_resources(accounts, regions, per_region,
+                                                               ec2_share=ec2_share)):
             if arn not in self._resources:
-                self.put(arn, tags or {}, account=account)
+                varied = {k: v[n % len(v)] for k, v in (cycle or {}).items() if v}
+                self.put(arn, {**(tags or {}), **varied}, account=account)
         return len(self._resources) - before
 
     @property
