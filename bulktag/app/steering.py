@@ -27,10 +27,29 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 CANCEL_MESSAGE = "cancelled by the operator"
 
 
+#: the largest whole number a store keeps (SQLite INTEGER, PostgreSQL BIGINT)
+MAX_INT = 2**63 - 1
+
+
 def check_priority(value: object) -> int:
-    """A job's priority: a whole number (JSON's true and false are not); higher runs first."""
+    """A job's priority: a whole number (JSON's true and false are not) a store can keep;
+    higher runs first."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError("priority must be a whole number")
+    if not -MAX_INT <= value <= MAX_INT:
+        raise UsageError(f"priority must be between {-MAX_INT} and {MAX_INT}")
+    return value
+
+
+def check_job_id(value: object) -> int:
+    """A job id as given (a number or its text): a whole number from 1 to MAX_INT."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise UsageError(f"job id must be a whole number, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise UsageError(f"job id must be a whole number from 1 to {MAX_INT}, not {value!r}")
     return value
 
 

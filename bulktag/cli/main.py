@@ -32,7 +32,15 @@ from bulktag.app.runs import export_spec, finish_run
 from bulktag.app.steering import control_job
 from bulktag.app.submission import Submission
 from bulktag.app.submit import submit
-from bulktag.cli.output import csv_list, emit, print_run, render_status, settings_from
+from bulktag.cli.output import (
+    csv_list,
+    emit,
+    job_arg,
+    print_run,
+    priority_arg,
+    render_status,
+    settings_from,
+)
 from bulktag.cli.service import COMMANDS as SERVICE_COMMANDS
 from bulktag.cli.service import add_parsers as add_service_parsers
 from bulktag.cli.transform import add_parsers as add_transform_parsers
@@ -124,7 +132,8 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="source_format", choices=("text", "csv", "jsonl"),
                    help="source format when the file name does not tell (stdin)")
     p.add_argument("--name", help="a name for the job")
-    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--priority", type=priority_arg, default=0,
+                   help="higher runs first (default 0)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="record bad rows as invalid items instead of refusing the submission")
     p.add_argument("--detach", action="store_true", help="only submit; print the job id")
@@ -188,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(\"changed since job N\") unless --force. The job must be stopped (paused, "
                "cancelled or ended), and waits (--wait) for items still in flight. Undoing a "
                "paused job cancels its open items. An undo job can be undone in turn.")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=job_arg, metavar="JOB")
     _settle_wait(p)
     p.add_argument("--dry-run", action="store_true",
                    help="read the resources' current tags and show what would change; "
@@ -197,13 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restore resources another client changed since the job, too")
     _case_conflict(p)
     p.add_argument("--name", help="a name for the undo job (default: undo of job N)")
-    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--priority", type=priority_arg, default=0,
+                   help="higher runs first (default 0)")
     p.add_argument("--detach", action="store_true", help="only submit; print the job id")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _common(p)
 
     p = sub.add_parser("run", help="work queued jobs to the end")
-    p.add_argument("jobs", nargs="*", type=int, metavar="JOB")
+    p.add_argument("jobs", nargs="*", type=job_arg, metavar="JOB")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-wait", action="store_true",
                    help="when another live worker holds the jobs' leases, exit 5 naming it "
@@ -212,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("status", help="state counts, rate, ETA and top errors")
-    p.add_argument("job", nargs="?", type=int, metavar="JOB")
+    p.add_argument("job", nargs="?", type=job_arg, metavar="JOB")
     p.add_argument("--json", action="store_true")
     _read_only(p)  # harden
 
@@ -225,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="-o DIR (an existing directory, or a path ending in /) or -o s3://bucket/prefix "
                "writes job-<id>/ with the rows file and manifest.json (counts, checksums). "
                "Exit 4 when the report cannot be written (bucket missing, access denied).")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=job_arg, metavar="JOB")
     p.add_argument("--format", dest="report_format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("--failed-only", action="store_true", help="only failed and invalid items")
     p.add_argument("-o", "--output", metavar="FILE|DIR/|s3://BUCKET/PREFIX",
@@ -251,12 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("verify", help="re-read the tags of a job's succeeded items; report drift")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=job_arg, metavar="JOB")
     p.add_argument("--json", action="store_true")
     _common(p)
 
     p = sub.add_parser("retry", help="put a job's failed items back to pending")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=job_arg, metavar="JOB")
     p.add_argument("--code", help="only items that failed with this error code")
     _settle_wait(p)
     p.add_argument("--json", action="store_true")
@@ -266,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("pause", "stop working on a job until resumed"),
                        ("resume", "resume a paused job")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("job", type=int, metavar="JOB")
+        p.add_argument("job", type=job_arg, metavar="JOB")
         p.add_argument("--json", action="store_true")
         _read_only(p)  # harden
 
@@ -446,7 +456,9 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.jobs and _no_store_yet(settings.db):
         emit(args, {"interrupted": False, "jobs": []}, "no queued work")  # and no store yet
         return EXIT_OK
-    async with await Store.open(settings.db, create=False) as store:
+    # a worker may set up an empty PostgreSQL database (as a daemon does); a mistyped SQLite
+    # path is not made a store
+    async with await Store.open(settings.db, create=is_postgres_url(settings.db)) as store:
         for j in args.jobs:
             if await store.get_job(j) is None:
                 raise UsageError(f"no job {j} in {settings.db}")
@@ -638,16 +650,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:  # from a task group: its leaves say what happened
+        leaves = _leaves(group)
+        if all(isinstance(e, BulktagError) for e in leaves):
+            for message in dict.fromkeys(str(e) for e in leaves):
+                print(f"bulktag: error: {message}", file=sys.stderr)
+            return max(e.exit_code for e in leaves if isinstance(e, BulktagError))
+        if all(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return EXIT_INTERRUPTED
+        return _bug()
     except BrokenPipeError:
         # The reader went away (`bulktag report 1 | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception:  # a bug: say so, with the traceback, under its own exit code
-        traceback.print_exc()
-        print(f"bulktag: internal error (a bug in bulktag {__version__}; exit {EXIT_BUG}). "
-              "Nothing accepted is lost: `bulktag run` carries on from the store. Please "
-              "report the traceback above.", file=sys.stderr)
-        return EXIT_BUG
+        return _bug()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out
+
+
+def _bug() -> int:
+    traceback.print_exc()
+    print(f"bulktag: internal error (a bug in bulktag {__version__}; exit {EXIT_BUG}). "
+          "Nothing accepted is lost: `bulktag run` carries on from the store. Please "
+          "report the traceback above.", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from bulktag.app.runs import RunResult
+from bulktag.app.steering import check_job_id, check_priority
 from bulktag.config import Settings, ec2_rate_warning, load_settings
 from bulktag.errors import UsageError
 from bulktag.progress import format_duration
@@ -104,3 +105,22 @@ def print_run(args: argparse.Namespace, result: RunResult) -> int:
 
         print(f"bulktag: {describe_blocked(result.blocked)}", file=sys.stderr)
     return result.exit_code
+
+
+def job_arg(text: str) -> int:
+    """argparse type of a JOB: a whole number a store can hold (else a usage error, exit 2)."""
+    try:
+        return check_job_id(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def priority_arg(text: str) -> int:
+    """argparse type of a priority: a whole number a store can hold."""
+    try:
+        return check_priority(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"priority must be a whole number, not {text!r}") \
+            from None
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bulktag.cli.output import csv_list, emit, settings_from
+from bulktag.cli.output import csv_list, emit, job_arg, priority_arg, settings_from
 from bulktag.config import Settings
 from bulktag.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
 from bulktag.store import Store
@@ -30,8 +30,8 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     common(p)
 
     p = sub.add_parser("priority", help="change a job's priority (takes effect while it runs)")
-    p.add_argument("job", type=int, metavar="JOB")
-    p.add_argument("priority", type=int, metavar="N", help="higher runs first")
+    p.add_argument("job", type=job_arg, metavar="JOB")
+    p.add_argument("priority", type=priority_arg, metavar="N", help="higher runs first")
     p.add_argument("--json", action="store_true")
     common(p)
 

@@ -40,7 +40,7 @@ from bulktag.store import Claimed, Runnable, StoreError
 PROBE_FIRST = 1.0  # seconds before the first probe of an unreachable shard
 PROBE_CAP = 60.0
 WARN_EVERY = 300.0  # an outage is logged again this often while it lasts
-TRANSFORM_CLAIM = 1_000  # items a transform claims at once (10 reads)
+TRANSFORM_CLAIM = 5_000  # items a transform or undo claims at once (50 reads)
 EMPTY_CLAIM_PAUSE = 0.25  # seconds before claiming again after items due but none claimed
 
 

@@ -43,6 +43,7 @@ from bulktag.store.models import (
     QueueTotals,
     ReportRow,
     Runnable,
+    StoreError,
     SucceededItem,
     SyncMember,
     SyncRule,
@@ -72,6 +73,10 @@ class Store(abc.ABC):
         migrations. `create=False`: refuse a SQLite file that does not exist yet (read-only
         commands must not create a store at a mistyped path)."""
         text = os.fspath(url)
+        scheme = text.partition("://")[0] if "://" in text else ""
+        if scheme and not is_postgres_url(text):
+            raise StoreError(f"unsupported store URL {scheme}://…: the store is a SQLite file "
+                             "(a path) or PostgreSQL (postgresql://HOST/DATABASE)")
         # The backends are looked up by name, not imported here: they import this contract,
         # and asyncpg is only loaded when a PostgreSQL URL is opened.
         module, cls = BACKENDS["postgres" if is_postgres_url(text) else "sqlite"]

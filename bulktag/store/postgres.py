@@ -185,10 +185,15 @@ class PostgresStore(SqlStore):
 
     @classmethod
     async def connect(cls, url: str, *, create: bool = True) -> PostgresStore:
-        """Open a pool on the database the URL names and apply pending migrations. (`create` is
-        SQLite's: a PostgreSQL database is made by its administrator, never by bulktag.)"""
+        """Open a pool on the database the URL names and apply pending migrations. The database
+        itself is made by its administrator, never by bulktag; `create=False` (a command that
+        only reads) refuses one holding no store yet rather than making the tables there."""
         migrations = [(int(p.name.split("_", 1)[0]), p.name, p.read_text())
                       for p in sorted(migrations_dir("postgres").glob("*.sql"))]
+        parts = urllib.parse.urlsplit(url)
+        if not parts.path.strip("/") and not urllib.parse.parse_qs(parts.query).get("dbname"):
+            raise StoreError(f"the store URL {_redact(url)} names no database (libpq would "
+                             "pick a default one): add it, e.g. postgresql://HOST/bulktag")
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT,
@@ -197,6 +202,11 @@ class PostgresStore(SqlStore):
             raise StoreError(_connect_problem(url, exc)) from None
         store = cls(pool, url)
         try:
+            if not create and not await store._run(
+                    lambda con: con.fetchval("SELECT to_regclass('schema_migrations')")):
+                # as on SQLite: a command that only reads never makes a store where none is
+                raise StoreError(f"no store in {store.location} (nothing was submitted there "
+                                 "yet); check --db or BULKTAG_DB")
             await store._migrate(migrations)
         except BaseException:
             store._closing = True

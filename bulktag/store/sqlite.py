@@ -223,6 +223,8 @@ class SqliteStore(SqlStore):
                 if self.db.in_transaction:
                     await self._landed("ROLLBACK")
                 raise
+            except sqlite3.OperationalError as exc:
+                raise self._read_only(exc) from None
             try:
                 yield
             except BaseException:
@@ -245,25 +247,44 @@ class SqliteStore(SqlStore):
 
     async def _one(self, query: str, params: Sequence[Any] = (), *, safe: bool = True) -> Any:
         async with self._lock:
-            cur = await self.db.execute(self._sql(query), params)
+            try:  # some are writes (INSERT ... RETURNING)
+                cur = await self.db.execute(self._sql(query), params)
+            except sqlite3.OperationalError as exc:
+                raise self._read_only(exc) from None
             row = await cur.fetchone()
             await cur.close()
             return row
 
     async def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._lock:
-            cur = await self.db.execute(self._sql(query), params)
-            rows = await cur.fetchall()
+            try:  # some are writes (UPDATE ... RETURNING)
+                cur = await self.db.execute(self._sql(query), params)
+                rows = await cur.fetchall()
+            except sqlite3.OperationalError as exc:
+                raise self._read_only(exc) from None
             await cur.close()
             return list(rows)
 
     async def _write(self, query: str, params: Sequence[Any] = (), *,
                      safe: bool = True) -> int:
         async with self._lock:
-            cur = await self.db.execute(self._sql(query), params)
+            try:
+                cur = await self.db.execute(self._sql(query), params)
+            except sqlite3.OperationalError as exc:
+                raise self._read_only(exc) from None
             n = cur.rowcount
             await cur.close()
             return n
+
+    def _read_only(self, exc: sqlite3.OperationalError) -> Exception:
+        """A write refused because the file cannot be written: a StoreError saying so (exit
+        2); any other error as it was."""
+        if "readonly" not in str(exc) and "read-only" not in str(exc):
+            return exc
+        return StoreError(f"the store {self.location} is read-only (no permission to write "
+                          "the file, an immutable file or a read-only file system): nothing "
+                          "was written; give --db a store you can write, or fix its "
+                          "permissions")
 
     async def _script(self, steps: Sequence[Step]) -> list[int]:
         if len(steps) == 1:  # one statement is a transaction of its own

@@ -4,10 +4,12 @@ Log lines beside the progress bar, in-process: tests/unit/test_progress.py."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from tests.support.cli import CliRunner, start_cli
 from tests.support.sim import simulator_process
+from tests.support.sql import plain_sql
 from tests.support.waits import wait_until
 
 ACCOUNT = "123456789012"
@@ -215,6 +218,43 @@ def test_read_only_commands_create_no_store(run_cli: CliRunner, tmp_path: Path) 
         assert "no store at" in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
         assert "Event loop is closed" not in out.stderr
         assert not db.exists() and not db.parent.exists(), args
+
+
+def test_read_only_commands_make_no_tables_in_an_empty_postgres_database(
+        run_cli: CliRunner, pg_url: str) -> None:
+    """Newcomer finding 21.4: `jobs` on a database holding no store created bulktag's tables
+    there. Now, as on SQLite, it says there is no store; a worker (`run`) may set one up."""
+    for args in (["jobs"], ["status"], ["status", "1"], ["report", "1"], ["pause", "1"]):
+        out = run_cli(*args, "--db", pg_url)
+        assert out.returncode == 2 and "no store in" in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    tables = asyncio.run(plain_sql(pg_url, "SELECT count(*) FROM pg_tables "
+                                           "WHERE schemaname = 'public'"))
+    assert tables == [(0,)]
+    assert run_cli("run", "--db", pg_url, "--json").returncode == 0
+
+
+def test_a_read_only_store_is_said_so_on_tag_and_run(run_cli: CliRunner, sim_url: str,
+                                                      tmp_path: Path) -> None:
+    """Newcomer finding 21.3: a store file that cannot be written crashed `tag` and `run`
+    (exit 70, a traceback). An immutable file (chattr +i) is read-only even for root."""
+    db = tmp_path / "bulktag.db"
+    src = tmp_path / "arns.txt"
+    src.write_text("\n".join(arns(3, prefix="i-ro")) + "\n")
+    common = ["--db", str(db), "--endpoint-url", sim_url]
+    assert run_cli("tag", "--arns", str(src), "--tag", "a=b", "--detach", *common
+                   ).returncode == 0
+    subprocess.run(["chattr", "+i", str(db)], check=True)
+    try:
+        for args in (["tag", "--arns", str(src), "--tag", "a=c"], ["run"]):
+            out = run_cli(*args, *common)
+            assert out.returncode == 2, (args, out.stderr[-2000:])
+            assert f"the store {db} is read-only" in out.stderr
+            assert "Traceback" not in out.stderr
+        listed = run_cli("jobs", "--db", str(db), "--json")  # reading it still works
+        assert listed.returncode == 0 and len(json.loads(listed.stdout)["jobs"]) == 1
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
 
 
 def test_demo_keeps_out_of_the_default_store(run_cli: CliRunner, cli_env: dict[str, str]

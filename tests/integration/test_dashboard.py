@@ -4,6 +4,7 @@ throughput chart and the daemon's samples. The browser tests are in tests/e2e/."
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bulktag.app.steering import ControlError, control_job
 from bulktag.arn import Shard
@@ -206,8 +209,16 @@ async def test_actions_need_the_token_and_the_same_origin(store: Store) -> None:
         assert (await resp.json())["requeued"] == 4
         resp = await client.post(f"/api/jobs/{job}/cancel", headers=same)
         assert (await resp.json())["cancelled"] == 30 and (await resp.json())["state"] == "cancelled"
-        assert (await client.post(f"/api/jobs/{job}/frobnicate", headers=same)).status == 409
+        # an action that does not exist is not found (an action refused now is 409)
+        assert (await client.post(f"/api/jobs/{job}/frobnicate", headers=same)).status == 404
+        assert (await client.post(f"/api/jobs/{job}/delete", headers=same)).status == 404
+        assert (await client.post(f"/api/jobs/{job}/pause", headers=same)).status == 409
         assert (await client.post("/api/jobs/999/pause", headers=same)).status == 404
+        huge = "9" * 30  # past 64 bits: no store holds it, so no such job (not a 500)
+        assert (await client.post(f"/api/jobs/{huge}/pause", headers=same)).status == 404
+        over = await client.post(f"/api/jobs/{job}/priority", headers=same,
+                                 json={"priority": 10**30})
+        assert over.status == 400 and "between" in (await over.json())["error"]
     job_now = await store.get_job(job)
     assert job_now is not None and job_now.priority == 7 and job_now.state == "cancelled"
 
@@ -246,6 +257,60 @@ async def test_downloads_stream_the_report_and_the_manifest(store: Store) -> Non
         assert manifest["job"] == job and manifest["counts"]["failed"] == 4
         assert manifest["errors"] == [{"code": "TagPolicyViolation", "count": 4}]
         assert manifest["tags"] == {"Owner": "<b>team</b>"}
+
+
+async def test_unknown_jobs_and_bad_parameters_are_404_and_400_never_500(store: Store) -> None:
+    job = await seeded_job(store)
+    async with client_for(store) as client:
+        page = await client.get("/jobs/999")  # a browser's page: HTML, no store path in it
+        assert page.status == 404 and page.content_type == "text/html"
+        text = await page.text()
+        assert "No such job" in text and str(store.path) not in text
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        for path in (f"/jobs/{'9' * 30}", f"/api/jobs/{'9' * 30}", "/api/jobs/999",
+                     f"/jobs/{'9' * 30}/report.csv", f"/jobs/{'9' * 30}/chart.svg"):
+            assert (await client.get(path)).status == 404, path
+        bad = await client.get(f"/jobs/{job}/report.csv?failed_only=abc")
+        assert bad.status == 400 and "failed_only" in (await bad.json())["error"]
+        assert (await client.get(f"/jobs/{job}/report.csv?failed_only=no")).status == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.one_of(
+    st.integers(min_value=-10**30, max_value=10**30).map(lambda n: f"/jobs/{n}"),
+    st.integers(min_value=0, max_value=10**30).map(lambda n: f"/api/jobs/{n}"),
+    st.text(alphabet="0123456789abc%/.-_", max_size=25).map(lambda t: f"/jobs/{t}"),
+    st.text(alphabet="0123456789abc=&;%", max_size=20).map(
+        lambda q: f"/jobs/1/report.csv?failed_only={q}"),
+), body=st.one_of(st.none(), st.integers(), st.text(max_size=10),
+                  st.dictionaries(st.sampled_from(["priority", "code", "x"]),
+                                  st.one_of(st.integers(min_value=-10**30, max_value=10**30),
+                                            st.text(max_size=5), st.booleans(), st.none(),
+                                            st.floats(allow_nan=True)), max_size=3)),
+       action=st.sampled_from(["pause", "resume", "cancel", "retry", "priority", "delete",
+                               "x"]),
+       job=st.integers(min_value=0, max_value=10**25))
+def test_no_route_or_body_makes_the_dashboard_fail(tmp_path_factory: pytest.TempPathFactory,
+                                                   path: str, body: object, action: str,
+                                                   job: int) -> None:
+    """Fuzz: whatever the path, query or JSON body, the answer is a page, a 4xx or a 200 —
+    never a 500 (a bug's traceback)."""
+    async def check() -> None:
+        db = tmp_path_factory.mktemp("fuzz") / "bulktag.db"
+        async with await Store.open(str(db)) as store:
+            await seeded_job(store)
+            async with client_for(store) as client:
+                got = await client.get(path)
+                assert got.status < 500, (path, got.status, await got.text())
+                same = {"Authorization": f"Bearer {TOKEN}",
+                        "Origin": f"http://{client.host}:{client.port}",
+                        "Sec-Fetch-Site": "same-origin"}
+                posted = await client.post(f"/api/jobs/{job}/{action}", headers=same,
+                                           data=json.dumps(body))
+                assert posted.status < 500, (job, action, body, posted.status,
+                                             await posted.text())
+
+    asyncio.run(check())
 
 
 # -- chart and samples ---------------------------------------------------------------------------

@@ -3,9 +3,14 @@ before anything is enqueued (no subprocess needed for what needs no real process
 
 from __future__ import annotations
 
+import contextlib
+import io
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bulktag.cli.main import main
 from bulktag.errors import EXIT_USAGE
@@ -37,6 +42,12 @@ def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
      "--accounts: '12' is not a 12-digit account id"),
     (["status", "7"], "no store at"),
     (["jobs", "--db", "postgresql://nobody@127.0.0.1:1/none"], "127.0.0.1:1"),
+    (["jobs", "--db", "postgresql://127.0.0.1:1"], "names no database"),
+    (["jobs", "--db", "mysql://root@127.0.0.1/bulktag"], "unsupported store URL mysql://"),
+    (["transform", "--arns", "x.txt"], "no operation: give --rename"),
+    (["transform", "--arns", "x.txt", "--rename", "aws:x=y"], "AWS's own tags cannot"),
+    (["rename", "a", "a", "--arns", "x.txt"], "the new key is the old one"),
+    (["transform", "--arns", "x.txt", "--value-case", "k=camel"], "lower, upper, title"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, store_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,3 +65,33 @@ def test_a_missing_source_is_one_usage_error(store_path: Path, tmp_path: Path,
                  "--db", str(store_path)])
     err = capsys.readouterr().err
     assert code == EXIT_USAGE and "nope.txt" in err and "Traceback" not in err
+
+
+NUMBERS = st.one_of(st.integers(min_value=-10**30, max_value=10**30).map(str),
+                    st.sampled_from(["9" * 23, "-1", "0", "1e3", "0x10", " 7", "٣"]))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(["status", "report", "retry", "pause", "resume", "cancel",
+                                "undo", "priority", "run", "tag-priority"]),
+       job=NUMBERS, number=NUMBERS)
+def test_no_number_on_the_command_line_reaches_a_traceback(command: str, job: str,
+                                                           number: str,
+                                                           store_path: Path) -> None:
+    """Fuzz: job ids and priorities of any size or shape are refused as usage (or answered),
+    never a crash (exit 70 with a traceback); nothing is created."""
+    argv = {"priority": ["priority", job, number],
+            "tag-priority": ["tag", "--arns", "x.txt", "--tag", "a=b", "--detach",
+                             "--priority", number],
+            "run": ["run", job]}.get(command, [command, job])
+    err = io.StringIO()
+    db = store_path.parent / f"{uuid.uuid4().hex}.db"  # one per example
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([*argv, "--db", str(db)])
+        except SystemExit as exc:  # argparse's own refusal
+            code = int(exc.code or 0)
+    assert code == EXIT_USAGE, (argv, code, err.getvalue())
+    assert "Traceback" not in err.getvalue()
+    assert command == "tag-priority" or not db.exists()

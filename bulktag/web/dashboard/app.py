@@ -24,7 +24,14 @@ import jinja2
 from aiohttp import web
 
 from bulktag.app.report import build_manifest, manifest_bytes, report_chunks, rows_file_name
-from bulktag.app.steering import ControlError, JobNotFound, check_priority, control_job
+from bulktag.app.steering import (
+    ACTIONS,
+    ControlError,
+    JobNotFound,
+    check_job_id,
+    check_priority,
+    control_job,
+)
 from bulktag.arn import Shard
 from bulktag.config import Settings
 from bulktag.errors import JobBusy, UsageError
@@ -39,6 +46,15 @@ REPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ThrottleSource = Callable[[], Mapping[tuple[Shard, str], int]]  # (shard, route) -> throttles
+
+#: `?failed_only=` values (absent or empty: all rows)
+FLAGS = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True,
+         "yes": True}
+NOT_FOUND_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>bulktag: no such job</title></head>
+<body><h1>No such job</h1><p>There is no job with this number. <a href="/">All jobs</a></p>
+</body></html>
+"""
 
 
 def _environment() -> jinja2.Environment:
@@ -128,9 +144,19 @@ class Dashboard:
         return web.Response(text=body, content_type="text/html", charset="utf-8",
                             headers=security_headers(nonce))
 
-    async def _job(self, request: web.Request) -> Job:
-        job = await self.store.get_job(int(request.match_info["job"]))
+    async def _job(self, request: web.Request, *, page: bool = False) -> Job:
+        """The job of the URL; 404 (an HTML page for a browser's page, else JSON) when there
+        is none, or the number is one no store can hold."""
+        try:
+            job_id = check_job_id(request.match_info["job"])
+        except UsageError:
+            job = None
+        else:
+            job = await self.store.get_job(job_id)
         if job is None:
+            if page:
+                raise web.HTTPNotFound(text=NOT_FOUND_PAGE, content_type="text/html",
+                                       headers=security_headers(None))
             raise web.HTTPNotFound(text=json.dumps({"error": "no such job"}),
                                    content_type="application/json")
         return job
@@ -215,7 +241,7 @@ class Dashboard:
                           now=time.time())
 
     async def job_page(self, request: web.Request) -> web.Response:
-        job = await self._job(request)
+        job = await self._job(request, page=True)
         detail = await self.job_detail(job)
         return self._page(request, "job.html", job=detail, chart=self.chart(detail["throughput"]))
 
@@ -245,6 +271,14 @@ class Dashboard:
                                token=self.settings.ui_token)
         if refusal is not None:
             return web.json_response({"error": refusal.message}, status=refusal.status)
+        action = request.match_info["action"]
+        if action not in ACTIONS:
+            return web.json_response({"error": f"no action {action!r}; the actions are "
+                                      f"{', '.join(ACTIONS)}"}, status=404)
+        try:
+            job_id = check_job_id(request.match_info["job"])
+        except UsageError:
+            return web.json_response({"error": "no such job"}, status=404)
         try:
             body = await request.json() if request.can_read_body else {}
         except ValueError:
@@ -261,8 +295,7 @@ class Dashboard:
         if code is not None and not isinstance(code, str):
             return web.json_response({"error": "code must be a string"}, status=400)
         try:
-            result = await control_job(self.store, int(request.match_info["job"]),
-                                       request.match_info["action"], code=code or None,
+            result = await control_job(self.store, job_id, action, code=code or None,
                                        priority=priority)
         except JobNotFound as exc:
             return web.json_response({"error": str(exc)}, status=404)
@@ -275,7 +308,12 @@ class Dashboard:
     async def download_report(self, request: web.Request) -> web.StreamResponse:
         job = await self._job(request)
         fmt = request.match_info["fmt"]
-        failed_only = request.query.get("failed_only", "") in ("1", "true", "yes")
+        flag = request.query.get("failed_only", "").lower()
+        if flag not in FLAGS:
+            raise web.HTTPBadRequest(text=json.dumps({
+                "error": f"failed_only must be one of {', '.join(sorted(f for f in FLAGS if f))}"
+                f", not {flag!r}"}), content_type="application/json")
+        failed_only = FLAGS[flag]
         name = f"job-{job.id}-{rows_file_name(fmt, failed_only)}"
         response = web.StreamResponse(headers={
             "Content-Type": REPORT_TYPES[fmt],
