@@ -37,6 +37,21 @@ _WHOLE = re.compile(
 )
 
 
+def region_problem(region: str) -> str | None:
+    """Why `region` is no AWS region name (us-east-1, us-gov-west-1, cn-north-1 are), or None."""
+    if region and _REGION.fullmatch(region):
+        return None
+    return (f"{region!r} is not a region name (e.g. us-east-1, eu-central-2, "
+            "us-gov-west-1)")
+
+
+def account_problem(account: str) -> str | None:
+    """Why `account` is no AWS account id (12 digits), or None."""
+    if len(account) == 12 and account.isascii() and account.isdigit():
+        return None
+    return f"{account!r} is not a 12-digit account id"
+
+
 class ArnError(ValueError):
     """An ARN that cannot be tagged: the message says which part is wrong."""
 

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from bulktag.api_limits import EC2_OPERATIONS
-from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING
+from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, account_problem
 from bulktag.config import Settings, load_settings
 from bulktag.errors import EXIT_FAILED, EXIT_OK, UsageError
 from bulktag.store import Counts, JobOptions, JobState, Store, new_owner_token
@@ -84,8 +84,9 @@ def exit_code_for(counts: Counts, state: str) -> int:
 
 def check_accounts(accounts: list[str]) -> None:
     for account in accounts:
-        if account and not (len(account) == 12 and account.isdigit()):
-            raise UsageError(f"--accounts: {account!r} is not a 12-digit account id")
+        problem = account_problem(account) if account else None
+        if problem is not None:
+            raise UsageError(f"--accounts: {problem}")
 
 
 async def resolve_regions(settings: Settings, regions: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from bulktag.app.submit import (
     Problem,
     Request,
     SubmissionRefused,
+    conflict_reason,
     item_for_row,
     nothing_to_apply,
     nothing_to_apply_refusal,
@@ -117,9 +118,10 @@ def _tally(specs: list[str], request: Request, fmt: str | None
     Refuses what the real submission refuses, with its words: SubmissionRefused for bad rows
     (unless --skip-invalid) or no rows; SourceError for a source that cannot be read."""
     per_shard: dict[Shard, list[tuple[str, str]]] = defaultdict(list)
-    seen: set[str] = set()
-    rows = invalid = dupes = untaggable = 0
+    seen: dict[str, tuple[str, int | None]] = {}  # ARN -> (tagset, line) of its first row
+    rows = invalid = dupes = untaggable = conflicts = 0
     problems: list[Problem] = []
+    clashes: list[Problem] = []  # conflicting duplicates: refused even with --skip-invalid
     for spec in specs:
         for chunk in read_chunks(open_rows(spec, fmt=fmt), 10_000):
             for row in chunk:
@@ -133,13 +135,22 @@ def _tally(specs: list[str], request: Request, fmt: str | None
                                                 item.problem or "invalid row"))
                 elif item.arn in seen:
                     dupes += 1
+                    first, line = seen[item.arn]
+                    if first != item.tagset:  # the submission refuses it: so does the plan
+                        conflicts += 1
+                        if len(clashes) < MAX_PROBLEMS_SHOWN:
+                            clashes.append(Problem(source_name(spec), item.line or 0,
+                                                   conflict_reason(item.arn, line, first,
+                                                                   item.tagset)))
                 else:
-                    seen.add(item.arn)
+                    seen[item.arn] = (item.tagset, item.line)
                     per_shard[item.shard].append((item.arn, item.tagset))
     if rows and untaggable == rows:
         raise nothing_to_apply_refusal(request, rows)
     if invalid and not request.skip_invalid:
         raise SubmissionRefused(problems, invalid)
+    if conflicts:
+        raise SubmissionRefused.conflicts(clashes, conflicts)
     if rows == 0:
         empty = Problem(", ".join(source_name(s) for s in specs), 0, "no ARNs found")
         raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")

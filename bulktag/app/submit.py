@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -55,6 +55,14 @@ class Problem:
 
 class SubmissionRefused(BulktagError):
     """Bad rows in the input: nothing was enqueued."""
+
+    @classmethod
+    def conflicts(cls, problems: list[Problem], total: int) -> SubmissionRefused:
+        """Rows giving an ARN again with other tags (--skip-invalid does not take these)."""
+        shown = "\n".join(f"  {p}" for p in problems)
+        more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
+        return cls(problems, total, f"{total} row(s) give a resource again with other tags; "
+                   f"nothing was enqueued (keep one row per resource):\n{shown}{more}")
 
     def __init__(self, problems: list[Problem], total: int, message: str | None = None) -> None:
         self.problems = problems
@@ -165,6 +173,28 @@ def item_for_row(
     return NewItem(row.arn, shard, body, row.line)
 
 
+async def conflicting_duplicates(store: Store, job_id: int, items: Sequence[NewItem],
+                                 spec: str) -> list[Problem]:
+    """Rows of a chunk whose ARN the job already holds with other tags (an earlier row, in
+    this chunk or before): a conflict the user must resolve, not a silent first-wins. A row
+    repeating the same tags is one item, harmlessly."""
+    valid = [it for it in items if it.problem is None and it.tagset is not None]
+    kept = await store.first_rows(job_id, [it.arn for it in valid])
+    out = []
+    for it in valid:
+        line, body = kept.get(it.arn, (None, None))
+        if body is not None and body != it.tagset:
+            out.append(Problem(source_name(spec), it.line or 0, conflict_reason(
+                it.arn, line, body, it.tagset)))
+    return out
+
+
+def conflict_reason(arn: str, first_line: int | None, first: str, again: str | None) -> str:
+    where = f"line {first_line}" if first_line else "an earlier row"
+    return (f"{arn} is given again with other tags than on {where}: {first} there, "
+            f"{again} here (one row per resource, or the same tags on every row)")
+
+
 def nothing_to_apply(request: Request, problem: str | None) -> bool:
     """A row refused only because neither the command line nor the row gives tags/keys."""
     return problem is not None and ("no tags to apply" in problem
@@ -227,6 +257,8 @@ async def submit(
     result = Submitted(job_id)
     problems: list[Problem] = []
     n_problems = 0
+    clashes: list[Problem] = []  # rows giving an ARN again with other tags
+    n_conflicts = 0
     untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
     try:
         for spec in sources:
@@ -248,9 +280,15 @@ async def submit(
                             problems.append(
                                 Problem(source_name(spec), it.line or 0, it.problem or "")
                             )
-                    if n_problems:
+                    if n_problems or n_conflicts:
                         continue  # keep reading to report every bad row, but keep nothing
-                    result.added += await store.add_items(job_id, items)
+                    added = await store.add_items(job_id, items)
+                    result.added += added
+                    if added < len(items):  # duplicates: harmless if they ask the same
+                        for problem in await conflicting_duplicates(store, job_id, items, spec):
+                            n_conflicts += 1
+                            if len(clashes) < MAX_PROBLEMS_SHOWN:
+                                clashes.append(problem)
             finally:
                 if not pending.done():
                     pending.cancel()  # takes effect once the thread returns the chunk
@@ -261,6 +299,8 @@ async def submit(
             raise nothing_to_apply_refusal(request, untaggable)
         if n_problems:
             raise SubmissionRefused(problems, n_problems)
+        if n_conflicts:
+            raise SubmissionRefused.conflicts(clashes, n_conflicts)
         if result.rows == 0:
             # Not a bad row: --skip-invalid cannot help, so the message does not suggest it.
             empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")

@@ -66,9 +66,11 @@ def rule_query(text: str) -> Query:
 
 def check_rule(name: str, tag_key: str | None, tag_value: str | None,
                resource_query: str | None, apply: dict[str, str], accounts: Sequence[str],
-               interval: float) -> None:
-    """Raise RuleError for a rule that cannot work (pure: no I/O)."""
-    from bulktag.policy.tags import tagset_problem
+               interval: float, regions: Sequence[str] = ()) -> None:
+    """Raise RuleError for a rule that cannot work (pure: no I/O). Keys, values, regions and
+    accounts by the same rules as everywhere (`policy.tags`, `arn.py`)."""
+    from bulktag.arn import account_problem, region_problem
+    from bulktag.policy.tags import key_problem, tagset_problem, value_problem
 
     if not NAME_PATTERN.match(name):
         raise RuleError(f"rule name {name!r}: 1-128 letters, digits and _.:@+=- "
@@ -79,14 +81,21 @@ def check_rule(name: str, tag_key: str | None, tag_value: str | None,
         rule_query(resource_query)  # QueryError is a ValueError: says what is wrong
     elif tag_key is None or tag_value is None:
         raise RuleError("give --tag-key and --tag-value together, or --resource-query")
+    else:
+        problem = key_problem(tag_key) or value_problem(tag_key, tag_value)
+        if problem:
+            raise RuleError(f"--tag-key/--tag-value: {problem}")
     if not apply:
         raise RuleError("--apply: give at least one KEY=VALUE to apply")
     problem = tagset_problem(apply)
     if problem:
         raise RuleError(f"--apply: {problem}")
     for account in accounts:
-        if account and not (len(account) == 12 and account.isdigit()):
-            raise RuleError(f"--accounts: {account!r} is not a 12-digit account id")
+        if account and account_problem(account):
+            raise RuleError(f"--accounts: {account_problem(account)}")
+    for region in regions:
+        if region_problem(region):
+            raise RuleError(f"--regions: {region_problem(region)}")
     if not interval > 0:
         raise RuleError(f"--interval must be positive, not {interval:g}")
 
@@ -94,7 +103,7 @@ def check_rule(name: str, tag_key: str | None, tag_value: str | None,
 async def add_rule(store: Store, rule: NewSyncRule) -> SyncRule:
     """Check and add a rule; RuleError says what is wrong (or that the name is taken)."""
     check_rule(rule.name, rule.tag_key, rule.tag_value, rule.resource_query, rule.apply,
-               rule.accounts, rule.interval)
+               rule.accounts, rule.interval, rule.regions)
     try:
         return await store.add_sync_rule(rule)
     except KeyError:

@@ -13,6 +13,7 @@ import structlog
 
 from bulktag.app.runs import RunResult
 from bulktag.app.steering import check_job_id, check_priority
+from bulktag.arn import account_problem, region_problem
 from bulktag.config import Settings, ec2_rate_warning, load_settings
 from bulktag.errors import UsageError
 from bulktag.progress import format_duration
@@ -81,9 +82,16 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def csv_list(text: str | None, what: str) -> list[str]:
+    """A comma-separated option's items; regions and accounts checked (`arn.py`'s rules)."""
     items = [x.strip() for x in (text or "").split(",") if x.strip()]
     if text is not None and not items:
         raise UsageError(f"--{what}: empty list")
+    check = {"regions": region_problem, "accounts": account_problem}.get(what)
+    if check is not None:
+        for item in items:
+            problem = check(item)
+            if problem is not None:
+                raise UsageError(f"--{what}: {problem}")
     return items
 
 

@@ -124,25 +124,32 @@ def _rule_line(r: dict[str, Any]) -> str:
 
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from bulktag.app.sync_rules import add_rule
+    from bulktag.app.sync_rules import add_rule, check_rule
     from bulktag.policy.tags import parse_tag_args
     from bulktag.store import NewSyncRule, Store
 
     action = args.sync_command
+    new: NewSyncRule | None = None
+    if action == "add":  # checked before the store is opened (or made)
+        try:
+            apply = parse_tag_args(args.apply)
+        except ValueError as exc:
+            raise UsageError(f"--apply: {exc}") from None
+        new = NewSyncRule(args.name, tag_key=args.tag_key, tag_value=args.tag_value,
+                          resource_query=args.resource_query, apply=apply,
+                          regions=csv_list(args.regions, "regions"),
+                          accounts=csv_list(args.accounts, "accounts") or [""],
+                          interval=args.interval)
+        try:
+            check_rule(new.name, new.tag_key, new.tag_value, new.resource_query, new.apply,
+                       new.accounts, new.interval, new.regions)
+        except ValueError as exc:  # a QueryError or RuleError is one already
+            raise UsageError(str(exc)) from None
     async with await Store.open(settings.db, create=action == "add") as store:
-        if action == "add":
+        if new is not None:
             try:
-                apply = parse_tag_args(args.apply)
-            except ValueError as exc:
-                raise UsageError(f"--apply: {exc}") from None
-            accounts = csv_list(args.accounts, "accounts") or [""]
-            regions = csv_list(args.regions, "regions")
-            try:
-                rule = await add_rule(store, NewSyncRule(
-                    args.name, tag_key=args.tag_key, tag_value=args.tag_value,
-                    resource_query=args.resource_query, apply=apply, regions=regions,
-                    accounts=accounts, interval=args.interval))
-            except ValueError as exc:  # a QueryError or RuleError is one already
+                rule = await add_rule(store, new)
+            except ValueError as exc:  # the name is taken
                 raise UsageError(str(exc)) from None
             emit(args, rule.to_json(), f"sync rule {rule.name} added; the daemon evaluates it "
                  f"every {rule.interval_seconds:g} s (`bulktag sync run {rule.name}`: now)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
 from bulktag.api_limits import KEY_MAX as MAX_KEY_LENGTH
@@ -69,6 +69,9 @@ def key_problem(key: str) -> str | None:
             f"tag key {_show(key)} has a character the API refuses: {_show_char(char)} "
             f"(allowed: {_ALLOWED_TEXT})"
         )
+    if key != key.strip():
+        return (f"tag key {_show(key)} has leading or trailing spaces (a key is matched "
+                "exactly: remove them)")
     if key[:4].lower() == RESERVED_PREFIX:
         return f"tag key {_show(key)} uses the reserved prefix {RESERVED_PREFIX!r}"
     return None
@@ -102,6 +105,18 @@ def tagset_problem(tags: Mapping[str, str]) -> str | None:
         problem = key_problem(key) or value_problem(key, value)
         if problem is not None:
             return problem
+    return case_clash(tags)
+
+
+def case_clash(keys: Iterable[str]) -> str | None:
+    """Two keys of one tag map differing only in case ('k' and 'K'): AWS keeps both on most
+    services and one on others (IAM), so a job never sets both."""
+    seen: dict[str, str] = {}
+    for key in keys:
+        other = seen.setdefault(key.lower(), key)
+        if other != key:
+            return (f"tag keys {_show(other)} and {_show(key)} differ only in case: give one "
+                    "(keys are case-sensitive on most services, not on IAM)")
     return None
 
 

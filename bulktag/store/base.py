@@ -253,6 +253,12 @@ class Store(abc.ABC):
         call, sent before a crash). Returns rows written."""
 
     @abc.abstractmethod
+    async def first_rows(self, job_id: int, arns: Sequence[str]
+                         ) -> dict[str, tuple[int | None, str | None]]:
+        """For the job's items of these ARNs: (source line, tagset body) of the row kept (the
+        first): what a duplicate row is compared with."""
+
+    @abc.abstractmethod
     async def changed_items(self, job_id: int, after_id: int, limit: int) -> list[ChangedItem]:
         """Up to `limit` items of a job with id > after_id, in id order, that it changed: a
         non-empty before-image, and succeeded (or skipped after an earlier attempt landed)."""

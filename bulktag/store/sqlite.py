@@ -313,6 +313,9 @@ class SqliteStore(SqlStore):
     def _id_list(self, ids: list[int]) -> Any:
         return json.dumps(ids)
 
+    def _text_list(self, texts: list[str]) -> Any:
+        return json.dumps(texts, ensure_ascii=False)
+
     # -- what SQLite does its own way ------------------------------------------------------
 
     async def merge_job_options(self, job_id: int, patch: dict[str, Any]) -> None:

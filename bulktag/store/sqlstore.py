@@ -165,6 +165,10 @@ class SqlStore(Store):
         """A list of ids as one parameter (an array; SQLite overrides with JSON text)."""
         return ids
 
+    def _text_list(self, texts: list[str]) -> Any:
+        """A list of strings as one parameter (an array; SQLite overrides with JSON text)."""
+        return texts
+
     # -- the shard and tagset caches -------------------------------------------------------
 
     def _remember_shard(self, sid: int, shard: Shard) -> None:
@@ -255,6 +259,11 @@ class SqlStore(Store):
         except BaseException:
             self._forget_ids()
             raise
+
+    async def first_rows(self, job_id: int, arns: Sequence[str]
+                         ) -> dict[str, tuple[int | None, str | None]]:
+        rows = await self._all("first_rows", (job_id, self._text_list(list(arns))))
+        return {str(r[0]): (r[1], r[2]) for r in rows}
 
     async def counts(self, job_id: int) -> Counts:
         rows = await self._all("counts", (job_id,))

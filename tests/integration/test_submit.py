@@ -10,7 +10,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-from bulktag.app.submit import Request, submit
+import pytest
+
+from bulktag.app.submit import Request, SubmissionRefused, submit
 from bulktag.store import Store
 from tests.support.submit import arn, item_rows, refused, write_csv, write_jsonl, write_lines
 
@@ -100,3 +102,31 @@ async def test_duplicates_across_sources_are_one_item(tmp_path: Path, db_path: P
         assert job is not None and job.state == "ready"
         assert job.options.tags == {"A": "b"}
         assert job.options.sources == [str(a), str(b)]
+
+
+# -- duplicates with other tags: refused, with their lines (newcomer finding 21.5) --------------
+
+async def test_an_arn_given_again_with_other_tags_is_refused_on_both_stores(
+        tmp_path: Path, store_url: str) -> None:
+    """The same ARN three times with different tags: the first used to win silently. Now the
+    submission is refused naming the rows, on either store, even with --skip-invalid, and
+    across chunks (the repeat 12,000 rows after the first); identical repeats are one item."""
+    rows = [[arn(1), "a"], [arn(2), "b"], [arn(1), "a"]]  # an identical repeat: harmless
+    rows += [[arn(n), "x"] for n in range(100, 12_100)]
+    rows += [[arn(1), "c"], [arn(2), "b"], [arn(1), "d"]]
+    src = write_csv(tmp_path / "t.csv", ["arn", "tag:team"], rows)
+    async with await Store.open(store_url) as store:
+        for skip_invalid in (False, True):
+            with pytest.raises(SubmissionRefused) as info:
+                await submit(store, [str(src)], Request("tag", skip_invalid=skip_invalid))
+            msg = str(info.value)
+            assert msg.startswith("2 row(s) give a resource again with other tags; nothing "
+                                  "was enqueued"), msg
+            assert f"{src}:12005: {arn(1)} is given again with other tags than on line 2: " \
+                   '{"team":"a"} there, {"team":"c"} here' in msg
+            assert f"{src}:12007:" in msg and f"{src}:4:" not in msg and f"{src}:12006" not in msg
+            assert await store.list_jobs() == []  # nothing kept
+        same = write_csv(tmp_path / "same.csv", ["arn", "tag:team"],
+                         [[arn(1), "a"], [arn(1), "a"], [arn(2), "b"]])
+        result = await submit(store, [str(same)], Request("tag"))
+        assert (result.rows, result.added, result.duplicates) == (3, 2, 1)

@@ -45,6 +45,16 @@ def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (["jobs", "--db", "postgresql://127.0.0.1:1"], "names no database"),
     (["jobs", "--db", "mysql://root@127.0.0.1/bulktag"], "unsupported store URL mysql://"),
     (["transform", "--arns", "x.txt"], "no operation: give --rename"),
+    (["tag", "--arns", "x.txt", "--tag", "k=1", "--tag", "K=2"], "differ only in case"),
+    (["tag", "--arns", "x.txt", "--tag", " k = v "], "' k ' has leading or trailing spaces"),
+    (["tag", "--match-tag", "env=prod", "--tag", "a=b", "--regions", "us-east-1,moon-1"],
+     "--regions: 'moon-1' is not a region name"),
+    (["sync", "add", "r1", "--tag-key", "<b>", "--tag-value", "x", "--apply", "a=b"],
+     "has a character the API refuses"),
+    (["sync", "add", "r1", "--tag-key", "env", "--tag-value", "x", "--apply", "a=b",
+      "--regions", "moon-1"], "--regions: 'moon-1' is not a region name"),
+    (["sync", "add", "r1", "--tag-key", "env", "--tag-value", "x", "--apply", "a=b",
+      "--accounts", "12345"], "--accounts: '12345' is not a 12-digit account id"),
     (["transform", "--arns", "x.txt", "--rename", "aws:x=y"], "AWS's own tags cannot"),
     (["rename", "a", "a", "--arns", "x.txt"], "the new key is the old one"),
     (["transform", "--arns", "x.txt", "--value-case", "k=camel"], "lower, upper, title"),
@@ -95,3 +105,17 @@ def test_no_number_on_the_command_line_reaches_a_traceback(command: str, job: st
     assert code == EXIT_USAGE, (argv, code, err.getvalue())
     assert "Traceback" not in err.getvalue()
     assert command == "tag-priority" or not db.exists()
+
+
+def test_the_plan_refuses_an_arn_given_again_with_other_tags(
+        store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "t.csv"
+    arn = "arn:aws:sqs:us-east-1:123456789012:q1"
+    src.write_text(f"arn,tag:team\n{arn},a\n{arn},a\n{arn},b\n")
+    code = main(["tag", "--arns", str(src), "--dry-run", "--db", str(store_path),
+                 "--endpoint-url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE, err
+    assert "1 row(s) give a resource again with other tags" in err
+    assert f"t.csv:4: {arn} is given again with other tags than on line 2" in err
+    assert not store_path.exists()

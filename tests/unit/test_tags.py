@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulktag.api_limits import TAGS_PER_CALL as MAX_TAGS
+from bulktag.arn import account_problem, region_problem
 from bulktag.policy.tags import (
     key_problem,
     keys_problem,
@@ -155,9 +156,38 @@ def test_parse_tag_arg_without_equals_is_an_error() -> None:
         parse_tag_arg("env")
 
 
-@given(st.text(allowed_chars, min_size=1, max_size=128).filter(lambda k: k[:4].lower() != "aws:"))
+@given(st.text(allowed_chars, min_size=1, max_size=128).filter(
+    lambda k: k[:4].lower() != "aws:" and k == k.strip()))
 def test_any_key_of_allowed_characters_passes(key: str) -> None:
     assert key_problem(key) is None
+
+
+def test_keys_with_edge_spaces_and_keys_differing_only_in_case_are_refused() -> None:
+    assert "leading or trailing spaces" in (key_problem(" k ") or "")
+    assert "leading or trailing spaces" in (tagset_problem({"k ": "v"}) or "")
+    assert key_problem("Cost Center") is None  # inner spaces are the API's to allow
+    assert value_problem("k", " v ") is None  # values keep their spaces (shown quoted)
+    problem = tagset_problem({"k": "1", "K": "2"}) or ""
+    assert "'k' and 'K' differ only in case" in problem
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-2", "ap-southeast-4",
+                                    "us-gov-west-1", "cn-north-1", "il-central-1",
+                                    "mx-central-1", "us-isob-east-1"])
+def test_real_region_names_pass(region: str) -> None:
+    assert region_problem(region) is None
+
+
+@pytest.mark.parametrize("region", ["moon-1", "", "US-EAST-1", "us-east", "us_east_1",
+                                    "<b>-x-1", "us-east-1 "])
+def test_other_region_names_are_refused(region: str) -> None:
+    assert "is not a region name" in (region_problem(region) or "")
+
+
+def test_account_ids_are_twelve_digits() -> None:
+    assert account_problem("123456789012") is None
+    for bad in ("12345678901", "1234567890123", "12345678901x", "١٢٣٤٥٦٧٨٩٠١٢"):
+        assert "not a 12-digit account id" in (account_problem(bad) or ""), bad
 
 
 @given(st.text(allowed_chars, max_size=256))

@@ -595,3 +595,8 @@ FROM items i JOIN shards s ON s.id = i.shard_id JOIN tagsets t ON t.id = i.tagse
 WHERE i.job_id = $1 AND i.id > $2 AND i.state IN ('succeeded', 'skipped')
   AND i.before_tags IS NOT NULL AND i.before_tags <> '{}'
 ORDER BY i.id LIMIT $3;
+
+-- name: first_rows
+-- The kept row of each of these ARNs: a duplicate row is compared with it.
+SELECT i.arn, i.line, t.body FROM items i LEFT JOIN tagsets t ON t.id = i.tagset_id
+WHERE i.job_id = $1 AND i.arn = ANY($2::text[]);
