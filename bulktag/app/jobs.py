@@ -128,5 +128,8 @@ async def job_summaries(store: Store) -> list[dict[str, Any]]:
         counts = await store.counts(job.id)
         rows.append({"job": job.id, "name": job.name, "operation": job.kind,
                      "state": job.state, "priority": job.priority, "total": counts.total,
-                     "done": counts.done, "failed": counts["failed"] + counts["invalid"]})
+                     # done: items that ended by the job's work (not those cancelled)
+                     "done": counts.done - counts["cancelled"],
+                     "failed": counts["failed"] + counts["invalid"],
+                     "cancelled": counts["cancelled"]})
     return rows

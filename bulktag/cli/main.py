@@ -388,6 +388,11 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                                   fmt=args.source_format)
         except SourceError as exc:
             raise UsageError(f"nothing was enqueued: {exc}") from None
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C while reading sources
+            # `submit` deleted its half-made job on the way out (and a submission killed
+            # outright is reaped by the next one): nothing of it runs.
+            print("bulktag: interrupted; nothing enqueued", file=sys.stderr)
+            raise
         log.info("job_submitted", job=result.job_id, rows=result.rows, added=result.added,
                  duplicates=result.duplicates, invalid=result.invalid)
         if args.detach:
@@ -483,10 +488,13 @@ async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _print_jobs(args: argparse.Namespace, store: Store) -> int:
     rows = await job_summaries(store)
+    line = "{:>6}  {:<9} {:<10} {:>8}  {:>13}  {:>7}  {:>9}  {}".format
     human = "\n".join(
-        f"{r['job']:>6}  {r['operation']:<6} {r['state']:<10} p{r['priority']:<3} "
-        f"{r['done']}/{r['total']} failed {r['failed']}  {r['name'] or ''}" for r in rows
-    ) or "no jobs"
+        [line("job", "operation", "state", "priority", "done/total", "failed", "cancelled",
+              "name")] +
+        [line(r["job"], r["operation"], r["state"], r["priority"], f"{r['done']}/{r['total']}",
+              r["failed"], r["cancelled"], r["name"] or "") for r in rows]
+    ) if rows else "no jobs"
     emit(args, {"jobs": rows}, human)
     return EXIT_OK
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import signal
+import sqlite3
+import subprocess
 from pathlib import Path
 
 from bulktag.app.submit import Request
-from tests.support.cli import CliRunner
+from tests.support.cli import CliRunner, bulktag_argv
 from tests.support.submit import (
     arn,
     item_rows,
@@ -21,6 +24,7 @@ from tests.support.submit import (
     write_jsonl,
     write_lines,
 )
+from tests.support.waits import wait_until
 
 
 def cli_refused(run_cli: CliRunner, db: Path, *args: str, input: str | None = None) -> str:
@@ -212,3 +216,50 @@ async def test_missing_source_file_is_a_usage_error(
     err = cli_refused(run_cli, db_path, "tag", "--arns", str(tmp_path / "nope.txt"),
                       "--tag", "A=b")
     assert f"nothing was enqueued: {tmp_path / 'nope.txt'}: No such file or directory" in err
+
+
+def test_ctrl_c_during_a_submission_says_nothing_was_enqueued(
+        db_path: Path, tmp_path: Path, run_cli: CliRunner, cli_env: dict[str, str]) -> None:
+    """Newcomer finding 21.7: SIGINT while the source is read printed nothing. Now it says
+    so and exits 130, and the half-made job is gone (nothing of it can run)."""
+    source = tmp_path / "many.txt"
+    with open(source, "w") as f:
+        f.writelines(f"{arn(n)}\n" for n in range(1_500_000))
+    proc = subprocess.Popen(bulktag_argv("tag", "--detach", "--arns", str(source), "--tag",
+                                         "a=b", "--db", str(db_path)),
+                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        def preparing() -> bool:
+            assert proc.poll() is None, "the submission ended before the interrupt"
+            try:
+                with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as con:
+                    return con.execute("SELECT count(*) FROM items").fetchone()[0] > 0
+            except sqlite3.Error:
+                return False
+
+        wait_until(preparing, "the first chunk written", timeout=60)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; nothing enqueued" in err and "Traceback" not in err
+    listed = run_cli("jobs", "--db", str(db_path), "--json")
+    assert json.loads(listed.stdout)["jobs"] == []
+    store_is_empty(db_path)
+
+
+def test_jobs_lists_with_a_header_and_counts_cancelled_apart(
+        db_path: Path, tmp_path: Path, run_cli: CliRunner) -> None:
+    src = write_lines(tmp_path / "a.txt", [arn(n) for n in range(7)])
+    assert run_cli("tag", "--detach", "--arns", str(src), "--tag", "a=b", "--db",
+                   str(db_path)).returncode == 0
+    assert run_cli("cancel", "1", "--db", str(db_path)).returncode == 0
+    out = run_cli("jobs", "--db", str(db_path)).stdout.splitlines()
+    assert out[0].split() == ["job", "operation", "state", "priority", "done/total", "failed",
+                              "cancelled", "name"]
+    assert out[1].split() == ["1", "tag", "cancelled", "0", "0/7", "0", "7"]
+    (row,) = json.loads(run_cli("jobs", "--db", str(db_path), "--json").stdout)["jobs"]
+    assert (row["done"], row["cancelled"], row["total"]) == (0, 7, 7)
