@@ -234,7 +234,7 @@ def test_ctrl_c_during_a_submission_says_nothing_was_enqueued(
             assert proc.poll() is None, "the submission ended before the interrupt"
             try:
                 with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as con:
-                    return con.execute("SELECT count(*) FROM items").fetchone()[0] > 0
+                    return bool(con.execute("SELECT count(*) FROM items").fetchone()[0] > 0)
             except sqlite3.Error:
                 return False
 
