@@ -74,6 +74,21 @@ class ControlResult:
                 "message": self.message, **self.details}
 
 
+def why_not(action: str, state: str, failed: int) -> str | None:
+    """Why `action` does not apply to a job in `state` with `failed` failed items, or None
+    when it does (what the dashboard's buttons show; `control_job` is the authority)."""
+    done = state in JOB_DONE
+    if action == "pause" and state not in (JobState.READY, JobState.ACTIVE):
+        return f"only a ready or active job pauses; this one is {state}"
+    if action == "resume" and state != JobState.PAUSED:
+        return f"the job is {state}, not paused"
+    if action in ("cancel", "priority") and done:
+        return f"the job is {state}"
+    if action == "retry" and not failed:
+        return "no failed items to retry"
+    return None
+
+
 async def control_job(store: Store, job_id: int, action: str, *, code: str | None = None,
                       priority: int | None = None) -> ControlResult:
     """Apply `action` to job `job_id`. `code` narrows `retry` to one error code; `priority` is

@@ -142,6 +142,9 @@ def test_watch_steer_and_read_a_job_in_chromium(daemon: dict[str, Any]) -> None:
             page = context.new_page()
             page.goto(f"{url}/jobs/{job}")
             expect(page.locator("#state")).to_have_text(re.compile("ready|active"))
+            # Buttons for what applies now: a running job pauses, does not resume.
+            expect(page.locator("button[data-action=pause]")).to_be_enabled()
+            expect(page.locator("button[data-action=resume]")).to_be_disabled()
             status = page.locator("#action-status")
             answers.append(None)  # the operator dismisses the token prompt
             page.click("button[data-action=pause]")
@@ -155,6 +158,8 @@ def test_watch_steer_and_read_a_job_in_chromium(daemon: dict[str, Any]) -> None:
             page.click("button[data-action=pause]")
             expect(status).to_have_text(f"job {job} paused")
             expect(page.locator("#state")).to_have_text("paused")
+            expect(page.locator("button[data-action=pause]")).to_be_disabled()
+            expect(page.locator("button[data-action=resume]")).to_be_enabled()
             time.sleep(2)  # the scenario: the job stays paused a while before the resume
             page.click("button[data-action=resume]")  # the token is kept for the tab
             expect(status).to_have_text(f"job {job} resumed")
@@ -164,6 +169,13 @@ def test_watch_steer_and_read_a_job_in_chromium(daemon: dict[str, Any]) -> None:
             # To the end, on both pages, without a reload.
             expect(page.locator("#state")).to_have_text("completed", timeout=120_000)
             expect(row.locator(".state")).to_have_text("completed", timeout=10_000)
+            # A finished job: nothing to pause, resume, cancel or re-prioritise (each button
+            # says why); its failures can still be retried.
+            for name in ("pause", "resume", "cancel", "priority"):
+                button = page.locator(f"button[data-action={name}]")
+                expect(button).to_be_disabled()
+                expect(button).to_have_attribute("title", re.compile("."))
+            expect(page.locator("button[data-action=retry]")).to_be_enabled()
             assert done_of(done_cell.inner_text()) == len(arns)
             assert jobs.evaluate("window.__not_reloaded") is True
 

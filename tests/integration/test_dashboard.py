@@ -259,6 +259,21 @@ async def test_downloads_stream_the_report_and_the_manifest(store: Store) -> Non
         assert manifest["tags"] == {"Owner": "<b>team</b>"}
 
 
+async def test_buttons_are_disabled_where_the_action_does_not_apply(store: Store) -> None:
+    job = await seeded_job(store)  # active, with failures
+    async with client_for(store) as client:
+        html = await (await client.get(f"/jobs/{job}")).text()
+        assert re.search(r'data-action="pause">', html)  # enabled
+        assert re.search(r'data-action="resume" disabled title="the job is active, not '
+                         r'paused"', html)
+        actions = (await (await client.get(f"/api/jobs/{job}")).json())["actions"]
+        assert actions == {"pause": None, "resume": "the job is active, not paused",
+                           "cancel": None, "retry": None, "priority": None}
+    async with client_for(store, token=None) as client:  # a read-only page: none enabled
+        html = await (await client.get(f"/jobs/{job}")).text()
+        assert html.count("disabled title=\"read-only: actions need ui_token") == 5
+
+
 async def test_unknown_jobs_and_bad_parameters_are_404_and_400_never_500(store: Store) -> None:
     job = await seeded_job(store)
     async with client_for(store) as client:
@@ -330,6 +345,22 @@ def test_throughput_per_sample_then_per_minute_and_bounded() -> None:
     assert chart.y_ticks[-1][1] == "200" or chart.y_ticks[-1][1] == "250"
     empty = build_chart([])
     assert empty.points == "" and empty.latest is None
+
+
+def test_early_in_a_job_the_chart_is_a_line_under_two_distinct_times() -> None:
+    """Newcomer finding 21.7: with two samples the chart was one dot under the same time
+    written twice. The first point's interval starts at the first sample: a line over it."""
+    samples = [(1_000_000.0, 0), (1_000_010.0, 500)]
+    chart = build_chart(throughput(samples), since=samples[0][0])
+    assert len(chart.points.split()) == 2 and len(chart.markers) == 1
+    texts = [label for _, _, label in chart.x_labels]
+    assert len(texts) == len(set(texts)) == 2, texts  # HH:MM:SS ten seconds apart
+    alone = build_chart(throughput(samples))  # no start known: one time, shown once
+    assert [label for _, _, label in alone.x_labels] == [texts[-1]]
+    many = [(1_000_000.0 + 10 * i, 100 * i) for i in range(30)]
+    labels = [label for _, _, label in build_chart(throughput(many),
+                                                   since=many[0][0]).x_labels]
+    assert len(labels) == len(set(labels)) == 3
 
 
 async def test_sample_jobs_samples_live_jobs_and_the_end_of_a_finished_one(store: Store) -> None:

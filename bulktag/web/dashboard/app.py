@@ -31,6 +31,7 @@ from bulktag.app.steering import (
     check_job_id,
     check_priority,
     control_job,
+    why_not,
 )
 from bulktag.arn import Shard
 from bulktag.config import Settings
@@ -193,12 +194,18 @@ class Dashboard:
         detail["throughput"] = [{"at": at, "rate": round(rate, 2)}
                                 for at, rate in charts.throughput(samples)]
         detail["samples"] = len(samples)
+        detail["samples_since"] = samples[0][0] if samples else None
         detail["sample_seconds"] = self.settings.sample_seconds
         detail["last_failures"] = [
             {"arn": r.arn, "account": r.account, "region": r.region, "state": r.state,
              "attempts": r.attempts, "error_code": r.error_code, "http_status": r.http_status,
              "message": r.message, "finished_at": r.finished_at}
             for r in await self.store.last_failures(job.id, LAST_FAILURES)]
+        read_only = None if self.settings.ui_token else \
+            "read-only: actions need ui_token set for the daemon"
+        # every action's reason not to apply now (None: it does), for the buttons
+        detail["actions"] = {a: read_only or why_not(a, job.state, detail["failures"])
+                             for a in ACTIONS}
         detail["tags"] = job.options.tags
         detail["untag_keys"] = job.options.keys
         detail["created_at"] = job.created_at
@@ -228,8 +235,8 @@ class Dashboard:
     async def sync_rules(self) -> list[dict[str, Any]]:
         return [r.to_json() for r in await self.store.list_sync_rules()]
 
-    def chart(self, throughput: list[dict[str, Any]]) -> str:
-        built = charts.build_chart([(p["at"], p["rate"]) for p in throughput])
+    def chart(self, throughput: list[dict[str, Any]], since: float | None) -> str:
+        built = charts.build_chart([(p["at"], p["rate"]) for p in throughput], since=since)
         return self.templates.get_template("chart.svg").render(
             chart=built, sample_seconds=self.settings.sample_seconds)
 
@@ -243,12 +250,15 @@ class Dashboard:
     async def job_page(self, request: web.Request) -> web.Response:
         job = await self._job(request, page=True)
         detail = await self.job_detail(job)
-        return self._page(request, "job.html", job=detail, chart=self.chart(detail["throughput"]))
+        return self._page(request, "job.html", job=detail,
+                          chart=self.chart(detail["throughput"], detail["samples_since"]))
 
     async def chart_svg(self, request: web.Request) -> web.Response:
         job = await self._job(request)
-        points = charts.throughput(await self.store.samples(job.id))
-        return web.Response(text=self.chart([{"at": at, "rate": r} for at, r in points]),
+        samples = await self.store.samples(job.id)
+        points = charts.throughput(samples)
+        since = samples[0][0] if samples else None
+        return web.Response(text=self.chart([{"at": at, "rate": r} for at, r in points], since),
                             content_type="image/svg+xml", charset="utf-8")
 
     # -- JSON API --------------------------------------------------------------------------

@@ -72,8 +72,12 @@ def _clock(ts: float, seconds: bool = False) -> str:
     return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(ts))
 
 
-def build_chart(points: Sequence[tuple[float, float]], *, width: int = WIDTH,
-                height: int = HEIGHT) -> Chart:
+def build_chart(points: Sequence[tuple[float, float]], *, since: float | None = None,
+                width: int = WIDTH, height: int = HEIGHT) -> Chart:
+    """`since`: the first sample's time, where the first point's interval starts. The line
+    then begins there at the first point's rate (its average over that interval), so a job's
+    first point is a line over the time it covers, under two distinct times, not a lone dot
+    under one time written twice."""
     left, top = PAD_LEFT, PAD_TOP
     right, bottom = width - PAD_RIGHT, height - PAD_BOTTOM
     top_value = _nice_ceiling(max((r for _, r in points), default=0.0) * 1.05)
@@ -81,21 +85,26 @@ def build_chart(points: Sequence[tuple[float, float]], *, width: int = WIDTH,
     if not points:
         return Chart(width, height, "", [], "", ticks, [], 0.0, None,
                      (left, top, right, bottom))
-    t0, t1 = points[0][0], points[-1][0]
+    line = list(points)
+    if since is not None and since < points[0][0]:
+        line.insert(0, (since, points[0][1]))
+    t0, t1 = line[0][0], line[-1][0]
     span = max(t1 - t0, 1e-9)
 
     def x(t: float) -> float:
-        return left + (right - left) * ((t - t0) / span if len(points) > 1 else 1.0)
+        return left + (right - left) * ((t - t0) / span if len(line) > 1 else 1.0)
 
     def y(r: float) -> float:
         return bottom - (bottom - top) * r / top_value
 
     markers = [(x(t), y(r)) for t, r in points]
-    coords = [f"{mx:.1f},{my:.1f}" for mx, my in markers]
+    coords = [f"{x(t):.1f},{y(r):.1f}" for t, r in line]
     area = " ".join([f"{x(t0):.1f},{bottom}", *coords, f"{x(t1):.1f},{bottom}"])
     short = span < PER_MINUTE_FROM
-    labels = [(float(left), "start", _clock(t0, short)), (float(right), "end", _clock(t1, short))]
-    if span >= 30:
+    labels = [(float(right), "end", _clock(t1, short))]
+    if _clock(t0, short) != _clock(t1, short):  # one time, once
+        labels.insert(0, (float(left), "start", _clock(t0, short)))
+    if span >= 30 and _clock((t0 + t1) / 2, short) not in (_clock(t0, short), _clock(t1, short)):
         labels.insert(1, ((left + right) / 2, "middle", _clock((t0 + t1) / 2, short)))
     return Chart(width, height, " ".join(coords), markers, area, ticks, labels,
                  max(r for _, r in points), points[-1][1], (left, top, right, bottom))

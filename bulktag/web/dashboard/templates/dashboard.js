@@ -121,6 +121,12 @@
         " s; ARNs/s between samples (per minute from ten minutes on).");
       var p = document.getElementById("progress");
       p.replaceChildren(bar(j.progress));
+      document.querySelectorAll("button[data-action]").forEach(function (b) {
+        var why = j.actions[b.dataset.action];  // null: the action applies now
+        b.disabled = !!why;
+        if (why) { b.title = why; } else { b.removeAttribute("title"); }
+        if (b.dataset.action === "priority") { document.getElementById("priority-input").disabled = !!why; }
+      });
       fill("shards", j.shards.map(function (r) {
         var of = r.rate !== null && r.quota ? Math.round(100 * r.rate / r.quota) + "% of " + r.quota : "-";
         return row([{ text: r.account === null ? "(invalid input)" : r.account }, { text: r.region || "" },
