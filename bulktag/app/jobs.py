@@ -13,6 +13,7 @@ from bulktag.api_limits import EC2_OPERATIONS
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, account_problem
 from bulktag.config import Settings, load_settings
 from bulktag.errors import EXIT_FAILED, EXIT_OK, UsageError
+from bulktag.policy.access import describe_access, via_of
 from bulktag.store import Counts, JobOptions, JobState, Store, new_owner_token
 
 log = structlog.get_logger("bulktag.jobs")
@@ -50,14 +51,21 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
                                                     else "UntagResources")),
         ROUTE_EC2: quota_arns(settings.rate_for(EC2_OPERATIONS[job.operation]),
                               settings.ec2_batch_size)}
+    shards = shard_table(await store.route_counts(job_id), elapsed, quotas)
+    via = via_of(job.options.role_name, job.options.external_id, job.options.role_session_name)
     return {
         "job": job.id, "name": job.name, "operation": job.kind, "state": job.state,
+        # how the job reaches its accounts: the role kept with it (never the external id),
+        # and per account what a worker with these settings uses
+        "role_name": job.options.role_name,
+        "access": {a or "(caller)": describe_access(settings, a, via)
+                   for a in sorted({r["account"] for r in shards if r["account"] is not None})},
         "priority": job.priority, "reason": job.reason, "total": counts.total,
         "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
                                           "invalid", "cancelled")},
         "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
         "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
-        "shards": shard_table(await store.route_counts(job_id), elapsed, quotas),
+        "shards": shards,
         "top_errors": errors,
         "paused_accounts": [{"account": a, "reason": r}
                             for a, r in await store.paused_accounts(job_id)],
@@ -131,5 +139,5 @@ async def job_summaries(store: Store) -> list[dict[str, Any]]:
                      # done: items that ended by the job's work (not those cancelled)
                      "done": counts.done - counts["cancelled"],
                      "failed": counts["failed"] + counts["invalid"],
-                     "cancelled": counts["cancelled"]})
+                     "cancelled": counts["cancelled"], "role_name": job.options.role_name})
     return rows

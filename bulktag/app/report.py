@@ -176,6 +176,7 @@ async def build_manifest(
         "name": job.name,
         "operation": job.kind,
         "transform": job.options.transform,
+        "role_name": job.options.role_name,  # how it reached its accounts (no secret)
         "tags": job.options.tags if job.kind == "tag" else None,
         "keys": job.options.keys if job.operation == "untag" else None,
         "state": job.state,

@@ -17,6 +17,7 @@ from typing import Any
 from bulktag.app.runs import ExportSpec, export_spec
 from bulktag.app.steering import check_priority
 from bulktag.app.submit import Request, request_problem
+from bulktag.config import Settings
 from bulktag.errors import UsageError
 from bulktag.policy.transforms import ON_CONFLICT, Op, to_json
 from bulktag.store import JobOptions
@@ -152,3 +153,13 @@ class Submission:
         gets."""
         return self.job_options().with_(query=query, tags=self.tags, keys=list(self.keys),
                                         accounts=accounts, regions=regions)
+
+
+def way_in(settings: Settings) -> dict[str, str | None]:
+    """The submitter's role (--role-name, --external-id, --role-session-name or its config)
+    as job options: kept with the job, so whichever worker works it reaches the job's accounts
+    the same way (a worker's own [accounts."ID"] entries still win)."""
+    if not settings.role_name:
+        return {}
+    return {"role_name": settings.role_name, "external_id": settings.external_id,
+            "role_session_name": settings.role_session_name}

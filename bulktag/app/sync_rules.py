@@ -29,6 +29,7 @@ from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, tags
 from bulktag.config import Settings
 from bulktag.engine.discovery import Query, enabled_regions, parse_resource_query
 from bulktag.errors import BulktagError
+from bulktag.policy.access import Via, via_of
 from bulktag.store import JobOptions, JobState, NewItem, NewSyncRule, Store, SyncRule, tagset_body
 
 log = structlog.get_logger("bulktag.app.sync_rules")
@@ -158,9 +159,15 @@ def own_limiters(settings: Settings) -> LimiterFor:
     return get
 
 
+def rule_via(rule: SyncRule) -> Via | None:
+    """The rule's way into its accounts (kept from `sync add`), or None: the worker's."""
+    way = rule.way_in or {}
+    return via_of(way.get("role_name"), way.get("external_id"), way.get("role_session_name"))
+
+
 async def _read_pair(clients: ClientPool, settings: Settings, shard: Shard, query: Query,
-                     limiter: ShardLimiter, ev: Evaluation, rng: random.Random
-                     ) -> dict[str, dict[str, str]]:
+                     limiter: ShardLimiter, ev: Evaluation, rng: random.Random,
+                     via: Via | None = None) -> dict[str, dict[str, str]]:
     """Every resource matching `query` in one (account, region), with its tags."""
     found: dict[str, dict[str, str]] = {}
     token: str | None = None
@@ -171,7 +178,8 @@ async def _read_pair(clients: ClientPool, settings: Settings, shard: Shard, quer
             params["PaginationToken"] = token
         try:
             resp = await get_resources_page(clients, shard, limiter, params, settings, rng,
-                                    max_throttles=MAX_THROTTLE_RETRIES, on_call=ev.count_request)
+                                            via=via, max_throttles=MAX_THROTTLE_RETRIES,
+                                            on_call=ev.count_request)
         except TokenExpired:
             token, found = None, {}
             continue
@@ -190,6 +198,7 @@ async def _enqueue(store: Store, rule: SyncRule, operation: str, arns: Sequence[
     else:
         body = tagset_body(None, list(rule.apply))
         options = JobOptions(tags={}, keys=sorted(rule.apply), sync_rule=rule.name)
+    options = options.with_(**(rule.way_in or {}))  # its jobs go the rule's way
     job_id = await store.create_job(operation, options=options, name=f"sync:{rule.name}")
     try:
         for i in range(0, len(arns), ENQUEUE_CHUNK):
@@ -230,7 +239,7 @@ async def evaluate(store: Store, settings: Settings, clients: ClientPool, rule: 
             shard = Shard("aws", account, region)
             try:
                 matched.update(await _read_pair(clients, settings, shard, query,
-                                                limiter_for(shard), ev, rng))
+                                                limiter_for(shard), ev, rng, rule_via(rule)))
             except Unreadable as exc:
                 ev.errors[f"{account or 'caller'}/{region}"] = exc.reason
     ev.matched = len(matched)

@@ -67,7 +67,10 @@ def undo_options(job: Job, *, force: bool, case_conflict: str | None) -> JobOpti
     return JobOptions(undo_of=job.id, force=force, case_conflict=case_conflict,
                       before_images=True, skip_compliant=True, route=job.options.route,
                       failure_ratio=job.options.failure_ratio,
-                      failure_min_items=job.options.failure_min_items)
+                      failure_min_items=job.options.failure_min_items,
+                      # through the accounts the way JOB went
+                      role_name=job.options.role_name, external_id=job.options.external_id,
+                      role_session_name=job.options.role_session_name)
 
 
 async def undo_items(store: Store, job: Job) -> AsyncIterator[list[NewItem]]:

@@ -21,14 +21,25 @@ from bulktag.aws.clients import ClientPool
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import Unreadable, read_tags
 from bulktag.config import Settings
+from bulktag.engine.reader import job_via
+from bulktag.policy import transforms
 from bulktag.policy.changes import sendable
-from bulktag.store import Store, SucceededItem
+from bulktag.store import Job, Store, SucceededItem
 
 
-def drift_of(operation: str, wanted: Any, current: Mapping[str, str] | None) -> str | None:
-    """Pure: what differs between what the job applied and what the resource carries now."""
+def drift_of(operation: str, wanted: Any, current: Mapping[str, str] | None, *,
+             transform: bool = False) -> str | None:
+    """Pure: what differs between what the job applied and what the resource carries now. A
+    transform's resource is as the job left it when its operations would change nothing."""
     if current is None:
         current = {}
+    if transform:
+        ops = transforms.from_json(wanted)
+        applied = transforms.apply(ops, current, "overwrite")
+        changes = transforms.changes_of(current, applied.tags)
+        return ("the operations would change it again: " + ", ".join(
+            f"{k} → {'absent' if v is None else repr(v)}" for k, v in sorted(changes.items()))
+            if changes else None)
     if operation == "untag":
         back = sorted(k for k in wanted if k in current)
         return f"removed keys present again: {', '.join(back)}" if back else None
@@ -70,7 +81,7 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
                 by_shard[row.shard_id].append(row)
             shards = {sid: await store.shard(sid) for sid in by_shard}
             await asyncio.gather(*(
-                _verify_shard(store, clients, job.operation, shards[sid], rows,
+                _verify_shard(store, clients, job, shards[sid], rows,
                               limiters, tagsets, result, settings)
                 for sid, rows in by_shard.items()
             ))
@@ -80,7 +91,7 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
     return result
 
 
-async def _verify_shard(store: Store, clients: ClientPool, operation: str,
+async def _verify_shard(store: Store, clients: ClientPool, job: Job,
                         shard: Shard, rows: list[SucceededItem],
                         limiters: dict[Shard, ShardLimiter],
                         tagsets: dict[int, Any], result: VerifyResult,
@@ -89,7 +100,8 @@ async def _verify_shard(store: Store, clients: ClientPool, operation: str,
     for i in range(0, len(rows), ARNS_PER_READ):
         chunk = rows[i : i + ARNS_PER_READ]
         try:
-            current = await read_tags(clients, shard, limiter, [r.arn for r in chunk], settings)
+            current = await read_tags(clients, shard, limiter, [r.arn for r in chunk],
+                                      settings, via=job_via(job.options))
         except Unreadable as exc:
             result.errors[str(shard)] = exc.reason
             result.unreadable += len(chunk)
@@ -99,7 +111,8 @@ async def _verify_shard(store: Store, clients: ClientPool, operation: str,
             tid = r.tagset_id
             if tid not in tagsets:
                 tagsets[tid] = json.loads(await store.tagset(tid))
-            drift = drift_of(operation, tagsets[tid], current.get(r.arn))
+            drift = drift_of(job.operation, tagsets[tid], current.get(r.arn),
+                             transform=bool(job.options.transform))
             findings.append((r.id, drift))
             result.checked += 1
             if drift:

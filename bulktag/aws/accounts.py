@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
@@ -21,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bulktag.config import Settings
 from bulktag.errors import BulktagError
+from bulktag.policy.access import Access, Via, access_for
 
 REFUSAL_MEMORY_SECONDS = 60.0
 ROLE_SECONDS = 3600
@@ -62,32 +62,6 @@ class AccountAccessError(BulktagError):
         super().__init__(f"account {account}: cannot get credentials via {via}: {reason}")
 
 
-@dataclass(frozen=True)
-class Access:
-    """How an account is reached: the base session, a profile, or a role to assume."""
-
-    kind: str  # "caller" | "profile" | "role"
-    target: str = ""  # profile name or role ARN
-    external_id: str | None = None
-
-    def __str__(self) -> str:
-        return {"caller": "the caller's own credentials"}.get(self.kind,
-                                                               f"{self.kind} {self.target}")
-
-
-def access_for(settings: Settings, account: str, caller: str, partition: str = "aws") -> Access:
-    """Pure: decide how to reach `account` (an empty account means the caller's)."""
-    spec = settings.accounts.get(account, {})
-    if "profile" in spec:
-        return Access("profile", spec["profile"])
-    if "role_arn" in spec:
-        return Access("role", spec["role_arn"], spec.get("external_id", settings.external_id))
-    if not account or account == caller or not settings.role_name:
-        return Access("caller")
-    role = f"arn:{partition}:iam::{account}:role/{settings.role_name}"
-    return Access("role", role, spec.get("external_id", settings.external_id))
-
-
 class Accounts:
     """Sessions per account, built once and shared by every client of that account."""
 
@@ -97,8 +71,8 @@ class Accounts:
         if settings.profile:
             self.base.set_config_variable("profile", settings.profile)
         self._caller: str | None = None
-        self._sessions: dict[str, AioSession] = {}
-        self._refused: dict[str, tuple[float, AccountAccessError]] = {}
+        self._sessions: dict[tuple[str, Via | None], AioSession] = {}
+        self._refused: dict[tuple[str, Via | None], tuple[float, AccountAccessError]] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -115,38 +89,46 @@ class Accounts:
                 self._caller = str((await sts.get_caller_identity())["Account"])
         return self._caller
 
-    async def session(self, account: str, partition: str = "aws") -> AioSession:
-        """The session whose credentials belong to `account`; raises AccountAccessError."""
-        session = self._sessions.get(account)
+    async def session(self, account: str, partition: str = "aws",
+                      via: Via | None = None) -> AioSession:
+        """The session whose credentials belong to `account` (reached the job's way, `via`,
+        when it has one); raises AccountAccessError."""
+        key = (account, via)
+        session = self._sessions.get(key)
         if session is not None:
             return session
-        refused = self._refused.get(account)
+        refused = self._refused.get(key)
         if refused and time.monotonic() - refused[0] < REFUSAL_MEMORY_SECONDS:
             raise refused[1]
         async with self._lock:
-            session = self._sessions.get(account)
+            session = self._sessions.get(key)
             if session is None:
                 try:
-                    session = await self._build(account, partition)
+                    session = await self._build(account, partition, via)
                 except AccountAccessError as exc:
                     if exc.status is not None and exc.status < 500:
-                        self._refused[account] = (time.monotonic(), exc)
+                        self._refused[key] = (time.monotonic(), exc)
                     raise
-                self._sessions[account] = session
+                self._sessions[key] = session
         return session
 
-    def needs_caller(self, account: str) -> bool:
+    def needs_caller(self, account: str, via: Via | None = None) -> bool:
         """Only a role-name template needs to know whether an account is the caller's own."""
         return bool(account) and account not in self.settings.accounts and bool(
-            self.settings.role_name)
+            via.role_name if via is not None else self.settings.role_name)
 
-    async def _build(self, account: str, partition: str) -> AioSession:
+    async def access(self, account: str, partition: str = "aws",
+                     via: Via | None = None) -> Access:
+        """How `account` is reached (asks STS for the caller's account when it matters)."""
         try:
-            caller = await self.caller_account() if self.needs_caller(account) else ""
+            caller = await self.caller_account() if self.needs_caller(account, via) else ""
         except (ClientError, BotoCoreError) as exc:
             raise AccountAccessError(account, "the caller's credentials", str(exc),
                                      *_code(exc)) from None
-        access = access_for(self.settings, account, caller, partition)
+        return access_for(self.settings, account, caller, partition, via)
+
+    async def _build(self, account: str, partition: str, via: Via | None) -> AioSession:
+        access = await self.access(account, partition, via)
         if access.kind == "caller":
             return self.base
         if access.kind == "profile":
@@ -177,7 +159,7 @@ class Accounts:
         async def fetch() -> dict[str, Any]:
             params: dict[str, Any] = {
                 "RoleArn": access.target,
-                "RoleSessionName": self.settings.role_session_name,
+                "RoleSessionName": access.session_name or self.settings.role_session_name,
                 "DurationSeconds": ROLE_SECONDS,
             }
             if access.external_id:
@@ -197,8 +179,9 @@ class Accounts:
         return fetch
 
     def forget(self, account: str) -> None:
-        """Drop an account's session (after ExpiredToken): the next use assumes afresh."""
-        self._sessions.pop(account, None)
+        """Drop an account's sessions (after ExpiredToken): the next use assumes afresh."""
+        for key in [k for k in self._sessions if k[0] == account]:
+            del self._sessions[key]
 
 
 def _code(exc: Exception) -> tuple[str, int | None]:

@@ -39,6 +39,7 @@ from bulktag.arn import Shard
 from bulktag.aws.accounts import Accounts
 from bulktag.aws.fast_tagging import FastTaggingClient, proxied, ssl_context_of
 from bulktag.config import Settings
+from bulktag.policy.access import Via
 
 TAGGING = "resourcegroupstaggingapi"
 EC2 = "ec2"
@@ -86,22 +87,22 @@ class ClientPool:
                  accounts: Accounts | None = None) -> None:
         self.settings = settings
         self.accounts = accounts or Accounts(settings, session)
-        self._clients: dict[tuple[str, str, str], tuple[Any, AsyncExitStack]] = {}
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._clients: dict[tuple[str, str, str, Via | None], tuple[Any, AsyncExitStack]] = {}
+        self._locks: dict[tuple[str, str, str, Via | None], asyncio.Lock] = {}
         self._retired: list[AsyncExitStack] = []
         self._http: aiohttp.ClientSession | None = None  # the fast calls' (fast_calls on)
 
-    async def tagging(self, shard: Shard) -> Any:
-        """The shard's Tagging API client: a `FastTaggingClient` around botocore's when
-        `fast_calls` is on."""
-        return await self._client(TAGGING, shard)
+    async def tagging(self, shard: Shard, via: Via | None = None) -> Any:
+        """The shard's Tagging API client (with the credentials of the job's way in, `via`):
+        a `FastTaggingClient` around botocore's when `fast_calls` is on."""
+        return await self._client(TAGGING, shard, via)
 
-    async def ec2(self, shard: Shard) -> Any:
+    async def ec2(self, shard: Shard, via: Via | None = None) -> Any:
         """The shard's EC2 client (CreateTags / DeleteTags, the `ec2` route)."""
-        return await self._client(EC2, shard)
+        return await self._client(EC2, shard, via)
 
-    async def _client(self, service: str, shard: Shard) -> Any:
-        key = (service, shard.account, shard.region)
+    async def _client(self, service: str, shard: Shard, via: Via | None = None) -> Any:
+        key = (service, shard.account, shard.region, via)
         entry = self._clients.get(key)
         if entry is not None:
             return entry[0]
@@ -109,7 +110,7 @@ class ClientPool:
         async with lock:
             entry = self._clients.get(key)
             if entry is None:
-                session = await self.accounts.session(shard.account, shard.partition)
+                session = await self.accounts.session(shard.account, shard.partition, via)
                 stack = AsyncExitStack()
                 connections = self.settings.in_flight_per_shard + 4
                 client = await stack.enter_async_context(
@@ -140,10 +141,8 @@ class ClientPool:
 
     async def invalidate(self, shard: Shard) -> None:
         # Calls still in flight hold the old client: retire it, close it with the pool.
-        for service in (TAGGING, EC2):
-            entry = self._clients.pop((service, shard.account, shard.region), None)
-            if entry is not None:
-                self._retired.append(entry[1])
+        for key in [k for k in self._clients if (k[1], k[2]) == (shard.account, shard.region)]:
+            self._retired.append(self._clients.pop(key)[1])
         self.accounts.forget(shard.account)
 
     async def close(self) -> None:

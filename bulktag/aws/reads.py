@@ -28,6 +28,7 @@ from bulktag.aws.accounts import AccountAccessError
 from bulktag.aws.clients import ClientPool
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.config import Settings
+from bulktag.policy.access import Via
 from bulktag.policy.classify import Failure, Verdict, backoff_delay, classify_call_error
 
 #: what a call to AWS can raise that is about the call, not a bug of ours: botocore's errors,
@@ -99,13 +100,15 @@ class Unreadable(Exception):
 
 async def get_resources_page(
     clients: ClientPool, shard: Shard, limiter: ShardLimiter, params: dict[str, Any],
-    settings: Settings, rng: random.Random | None = None, **retry: Any,
+    settings: Settings, rng: random.Random | None = None, *, via: Via | None = None,
+    **retry: Any,
 ) -> dict[str, Any]:
     """One GetResources answer (a page of a query, or up to 100 ARNs), retried as the engine
-    retries a batch. Raises TokenExpired or Unreadable; `errors` counts the codes seen."""
+    retries a batch, with the job's way in (`via`). Raises TokenExpired or Unreadable;
+    `errors` counts the codes seen."""
 
     async def call() -> dict[str, Any]:
-        client = await clients.tagging(shard)
+        client = await clients.tagging(shard, via)
         return await client.get_resources(**params)  # type: ignore[no-any-return]
 
     return await _retrying(call, clients, shard, limiter, settings, rng, **retry)
@@ -155,20 +158,21 @@ async def _retrying(
 
 async def read_tags(
     clients: ClientPool, shard: Shard, limiter: ShardLimiter, arns: Sequence[str],
-    settings: Settings, **retry: Any,
+    settings: Settings, *, via: Via | None = None, **retry: Any,
 ) -> dict[str, dict[str, str]]:
     """Current tags of up to 100 ARNs of one shard (absent ARNs: not in the answer)."""
     if len(arns) > ARNS_PER_READ:
         raise ValueError(f"GetResources reads at most {ARNS_PER_READ} ARNs a call")
     resp = await get_resources_page(clients, shard, limiter,
-                                    {"ResourceARNList": list(arns)}, settings, **retry)
+                                    {"ResourceARNList": list(arns)}, settings, via=via,
+                                    **retry)
     return {m["ResourceARN"]: tags_of(m) for m in resp.get("ResourceTagMappingList", [])}
 
 
 async def read_ec2_tags(
     clients: ClientPool, shard: Shard, limiter: ShardLimiter, ids: Sequence[str],
     keys: Sequence[str] | None, settings: Settings, rng: random.Random | None = None,
-    **retry: Any,
+    *, via: Via | None = None, **retry: Any,
 ) -> dict[str, dict[str, str]]:
     """Current tags of EC2 resources by id, through DescribeTags with a `resource-id` filter
     (the EC2 route's read, README "Two routes"): one row per tag, 1,000 a page, so the
@@ -188,7 +192,7 @@ async def read_ec2_tags(
             params["NextToken"] = token
 
         async def call(params: dict[str, Any] = params) -> dict[str, Any]:
-            client = await clients.ec2(shard)
+            client = await clients.ec2(shard, via)
             return await client.describe_tags(**params)  # type: ignore[no-any-return]
 
         resp = await _retrying(call, clients, shard, limiter, settings, rng, **retry)

@@ -30,7 +30,7 @@ from bulktag.app.jobs import (
 from bulktag.app.report import write_report
 from bulktag.app.runs import export_spec, finish_run
 from bulktag.app.steering import control_job
-from bulktag.app.submission import Submission
+from bulktag.app.submission import Submission, way_in
 from bulktag.app.submit import submit
 from bulktag.cli.output import (
     csv_list,
@@ -84,6 +84,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--role-name", help="assume arn:<partition>:iam::<account>:role/NAME in "
                    "accounts other than the caller's")
     g.add_argument("--external-id", help="external id for the assumed roles")
+    g.add_argument("--role-session-name", help="session name of the assumed roles "
+                   "(default bulktag); with --role-name and --external-id, kept with a "
+                   "submitted job and used by whichever worker works it")
     g.add_argument("--on-access-error", choices=("fail", "pause"),
                    help="items of an account whose role is refused: fail (default) or pause")
     g.add_argument("--log-format", choices=("auto", "console", "json"))
@@ -268,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry", help="put a job's failed items back to pending")
     p.add_argument("job", type=job_arg, metavar="JOB")
     p.add_argument("--code", help="only items that failed with this error code")
+    p.add_argument("--role-name", help="keep this role with the job (assumed in every "
+                   "account but the caller's) before requeueing")
+    p.add_argument("--external-id", help="... with this external id")
+    p.add_argument("--role-session-name", help="... and this session name")
     _settle_wait(p)
     p.add_argument("--json", action="store_true")
     _read_only(p)  # harden
@@ -348,7 +355,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         export_on_finish=args.export_on_finish, export_region=args.export_region,
         export_kms_key_arn=args.export_kms_key_arn, name=args.name, priority=args.priority,
         caller_account=getattr(args, "caller_account", ""))
-    request, options = submission.request, submission.job_options()
+    request, options = submission.request, submission.job_options().with_(**way_in(settings))
     query = _query_from_args(args)
     submission.check_targets(query=query is not None, sources=args.arns)
     if ops and query is None and not args.arns:
@@ -358,6 +365,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         check_accounts(accounts)
         regions = await resolve_regions(settings, csv_list(args.regions, "regions"))
         options = submission.query_job_options(query.to_json(), accounts, regions)
+        options = options.with_(**way_in(settings))
         if args.dry_run:
             from bulktag.app.plan import plan_query
 
@@ -546,6 +554,13 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     async with await Store.open(settings.db, create=False) as store:
         if args.command == "retry":
             await _settle(store, args, settings)
+            if getattr(args, "role_name", None):
+                # the job's way in from now on (its failures were for want of it)
+                await store.merge_job_options(args.job, {
+                    "role_name": args.role_name, "external_id": args.external_id,
+                    "role_session_name": args.role_session_name})
+            elif args.external_id or args.role_session_name:
+                raise UsageError("--external-id and --role-session-name go with --role-name")
         result = await control_job(store, args.job, args.command,
                                    code=getattr(args, "code", None))
     human = result.message

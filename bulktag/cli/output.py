@@ -23,7 +23,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
         for name in ("db", "endpoint_url", "profile", "max_rate", "max_attempts", "log_format",
-                     "log_level", "role_name", "external_id", "on_access_error", "route")
+                     "log_level", "role_name", "external_id", "role_session_name",
+                     "on_access_error", "route")
     }
     settings = load_settings(config_path=getattr(args, "config", None), overrides=overrides)
     warning = ec2_rate_warning(settings)
@@ -55,6 +56,9 @@ def render_status(st: dict[str, Any]) -> str:
         f"elapsed {format_duration(st['elapsed_seconds'])}",
     ]
     lines += render_shard_table(st.get("shards") or [])
+    for account, how in (st.get("access") or {}).items():
+        if account != "(caller)":
+            lines.append(f"  account {account}: {how}")
     walks = st.get("discovery") or []
     if walks:
         done = sum(1 for w in walks if w["state"] == "done")

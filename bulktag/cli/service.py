@@ -124,6 +124,7 @@ def _rule_line(r: dict[str, Any]) -> str:
 
 
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.submission import way_in
     from bulktag.app.sync_rules import add_rule, check_rule
     from bulktag.policy.tags import parse_tag_args
     from bulktag.store import NewSyncRule, Store
@@ -139,7 +140,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
                           resource_query=args.resource_query, apply=apply,
                           regions=csv_list(args.regions, "regions"),
                           accounts=csv_list(args.accounts, "accounts") or [""],
-                          interval=args.interval)
+                          interval=args.interval, way_in=way_in(settings) or None)
         try:
             check_rule(new.name, new.tag_key, new.tag_value, new.resource_query, new.apply,
                        new.accounts, new.interval, new.regions)

@@ -28,6 +28,7 @@ from bulktag.aws.clients import ClientPool
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, tags_of
 from bulktag.config import Settings
+from bulktag.engine.reader import job_via
 from bulktag.errors import BulktagError
 from bulktag.policy import transforms
 from bulktag.policy.tags import key_problem
@@ -203,6 +204,7 @@ async def walk(
     `account`: the account its calls go to (d.account, or the caller's when d names none):
     a found ARN that carries no account (an S3 bucket) is that account's, in d's region."""
     account = account or d.account
+    via = job_via(job_options)
     assert job_options.query is not None, "a discovery job has a query"
     query = Query.from_json(job_options.query, every=bool(job_options.transform))
     if_absent = job_options.if_absent
@@ -235,7 +237,8 @@ async def walk(
             params["PaginationToken"] = token
         try:
             resp = await get_resources_page(clients, Shard(d.partition, d.account, d.region),
-                                            limiter, params, settings, rng, errors=stats.errors)
+                                            limiter, params, settings, rng, via=via,
+                                            errors=stats.errors)
         except TokenExpired:
             token = None
             stats.restarts += 1

@@ -30,7 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from bulktag.api_limits import ARNS_PER_TAG_CALL
 from bulktag.arn import ROUTE_EC2, ROUTES, Shard, ec2_route
 from bulktag.engine.context import LaneContext
-from bulktag.engine.reader import Reader, needs_read
+from bulktag.engine.reader import Reader, job_via, needs_read
 from bulktag.engine.sender import TAGGING_API, Batch, Ec2Tags, RouteCalls
 from bulktag.engine.steps import Claim, End, LaneView, RouteJob, Wait, next_step, quiet
 from bulktag.policy.changes import sendable, split_tags
@@ -264,6 +264,7 @@ class Lane:
         when the lane stops, hands over, or waits for its next probe. `then` and `note` go
         with the batch (a transform's steps); `after` is called once the batch is back."""
         ctx = self.ctx
+        via = job_via(await ctx.options(pick.job_id))  # cached: no store read per batch
         if ctx.stopping or self.handover or \
                 (loop.outage is not None and time.monotonic() < loop.outage.next_probe):
             ctx.requeue(items)  # not sent: back at once
@@ -277,7 +278,7 @@ class Lane:
             else "untag"
         limiter = ctx.limiter(self.shard, route.operations[operation])
         batch = Batch(pick.job_id, pick.operation, self.shard_id, self.shard, items,
-                      tagset, limiter, route, then=then, note=note)
+                      tagset, limiter, route, then=then, note=note, via=via)
         if loop.outage is not None:  # a probe: one batch, its answer awaited here
             await limiter.acquire()
             try:

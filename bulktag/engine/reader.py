@@ -21,6 +21,7 @@ from bulktag.api_limits import ARNS_PER_READ, EC2_IDS_PER_READ
 from bulktag.arn import Shard
 from bulktag.aws.reads import Unreadable, read_ec2_tags, read_tags
 from bulktag.engine.context import LaneContext
+from bulktag.policy.access import Via, via_of
 from bulktag.policy.changes import Rules, decide, encode, kind_of
 from bulktag.policy.classify import Failure, Verdict, classify_call_error
 from bulktag.store import Claimed, ItemState, JobOptions, Outcome
@@ -32,6 +33,12 @@ def needs_read(options: JobOptions) -> bool:
     sends is computed from the tags the resource has now."""
     return ((options.skip_compliant or options.if_absent) and options.query is None) or \
         options.before_images or options.undo_of is not None or bool(options.transform)
+
+
+def job_via(options: JobOptions) -> Via | None:
+    """The job's own way into its accounts (a role given at submission), or None: the
+    worker's settings."""
+    return via_of(options.role_name, options.external_id, options.role_session_name)
 
 
 def job_rules(operation: str, options: JobOptions) -> Rules:
@@ -86,6 +93,7 @@ class Reader:
         undo = options.undo_of is not None or bool(options.transform)
         rules = job_rules(operation, options)
         keep_images = options.before_images or undo
+        via = job_via(options)
         by_id = ids if ctx.settings.ec2_read == "describe-tags" else {}
         by_ec2 = [c for c in claimed if c.id in by_id]
         by_arn = [c for c in claimed if c.id not in by_id]
@@ -106,7 +114,7 @@ class Reader:
         async def read_arns(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
             return await read_tags(ctx.clients, self.shard,
                                    ctx.limiter(self.shard, "GetResources"),
-                                   [c.arn for c in chunk], ctx.settings,
+                                   [c.arn for c in chunk], ctx.settings, via=via,
                                    **counted("GetResources"))
 
         async def read_ids(chunk: list[Claimed]) -> dict[str, dict[str, str]]:
@@ -119,7 +127,7 @@ class Reader:
             found = await read_ec2_tags(ctx.clients, self.shard,
                                         ctx.limiter(self.shard, "DescribeTags"),
                                         [by_id[c.id] for c in chunk], sorted(keys),
-                                        ctx.settings, **counted("DescribeTags"))
+                                        ctx.settings, via=via, **counted("DescribeTags"))
             return {c.arn: found.get(by_id[c.id], {}) for c in chunk}
 
         async def read(n: int, chunk: list[Claimed],

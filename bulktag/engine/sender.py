@@ -36,6 +36,7 @@ from bulktag.aws.reads import failure_of, is_call_error
 from bulktag.config import Settings
 from bulktag.engine.metrics import EngineMetrics
 from bulktag.engine.recorder import Recorder
+from bulktag.policy.access import Via
 from bulktag.policy.changes import split_tags
 from bulktag.policy.classify import (
     Failure,
@@ -114,6 +115,7 @@ class Batch:
     #: step, the removal of the old keys) instead of ending `succeeded`
     then: Callable[[list[Claimed]], None] | None = None
     note: str = ""  #: put before every failure's message (a transform's second step)
+    via: Via | None = None  #: the job's way into the account (None: the worker's settings)
 
     def with_items(self, items: list[Claimed]) -> Batch:
         return dataclasses.replace(self, items=items)
@@ -151,7 +153,7 @@ class TaggingApi:
                    sets: dict[str, str] | None, removes: list[str] | None) -> dict[str, Any]:
         arns = [c.arn for c in batch.items]
         failed_map: dict[str, Any] = {}
-        client = await clients.tagging(batch.shard)
+        client = await clients.tagging(batch.shard, batch.via)
         if sets is not None:
             stats.requests["TagResources"] += 1
             resp = await client.tag_resources(ResourceARNList=arns, Tags=sets)
@@ -189,7 +191,7 @@ class Ec2Tags:
     async def call(self, clients: ClientPool, stats: EngineStats, batch: Batch,
                    sets: dict[str, str] | None, removes: list[str] | None) -> dict[str, Any]:
         resources = [self.ids[c.id] for c in batch.items]
-        client = await clients.ec2(batch.shard)
+        client = await clients.ec2(batch.shard, batch.via)
         if sets is not None:
             stats.requests["CreateTags"] += 1
             await client.create_tags(Resources=resources, Tags=[

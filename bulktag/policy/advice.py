@@ -22,9 +22,10 @@ DEFAULT = "see the example message; `bulktag retry JOB --code {code}` once the c
 
 NO_CREDENTIALS = ("no usable credentials for the account (missing profile or keys, expired SSO "
                   "session): fix them (`aws sso login`, --profile), then `bulktag retry JOB`")
-OTHER_ACCOUNT = ("the resource belongs to account {account}, not the caller's ({caller}): use "
-                 "--role-name (or an [accounts] entry) so bulktag tags it with a role in "
-                 "{account}, then `bulktag retry JOB`")
+OTHER_ACCOUNT = ("the resource belongs to account {account}, but the worker used the caller's "
+                 "own credentials (account {caller}): the job names no role. `bulktag retry "
+                 "JOB --role-name NAME` keeps the role with the job and requeues its failures "
+                 "(or give the workers an [accounts.\"{account}\"] entry)")
 
 _THROTTLES = THROTTLE_CODES
 _TRANSIENT = TRANSIENT_CODES

@@ -81,6 +81,12 @@ class JobOptions:
     #: transform jobs (a tag job): the operations, as `policy.transforms.to_json` arrays
     transform: list[Any] | None = None
     on_conflict: str | None = None  #: transform jobs: skip (None) | overwrite
+    #: how the job reaches its accounts, given at submission and used by whichever worker
+    #: works it (a worker's [accounts."ID"] entries still win): the role in every account but
+    #: the caller's, its external id, the session name. None: the worker's settings decide.
+    role_name: str | None = None
+    external_id: str | None = None
+    role_session_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -332,6 +338,9 @@ class SyncRule:
     last_added: int
     last_removed: int
     last_jobs: list[int]
+    #: how its jobs reach their accounts (role_name, external_id, role_session_name); None:
+    #: the worker's settings
+    way_in: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -343,6 +352,7 @@ class SyncRule:
             "next_run_at": self.next_run_at, "members": self.members,
             "last_added": self.last_added, "last_removed": self.last_removed,
             "last_jobs": self.last_jobs,
+            "role_name": (self.way_in or {}).get("role_name"),  # never the external id
         }
 
 
@@ -356,6 +366,7 @@ class NewSyncRule:
     regions: Sequence[str]
     accounts: Sequence[str]
     interval: float
+    way_in: dict[str, Any] | None = None  #: as SyncRule.way_in
 
 
 @dataclass(frozen=True, slots=True)

@@ -475,7 +475,8 @@ class SqlStore(Store):
                 rule.name, rule.tag_key, rule.tag_value, rule.resource_query,
                 json.dumps(rule.apply, sort_keys=True, ensure_ascii=False),
                 json.dumps(list(rule.regions)), json.dumps(list(rule.accounts) or [""]),
-                rule.interval, time.time()), safe=False)
+                rule.interval, time.time(),
+                json.dumps(rule.way_in) if rule.way_in else None), safe=False)
         except self.unique_violation:
             raise KeyError(rule.name) from None
         added = await self.get_sync_rule(rule.name)
@@ -597,7 +598,8 @@ class SqlStore(Store):
                 json.dumps(rule.apply, sort_keys=True, ensure_ascii=False),
                 json.dumps(rule.regions), json.dumps(rule.accounts), rule.interval_seconds,
                 rule.status, rule.error, rule.created_at, rule.last_run_at, rule.next_run_at,
-                rule.members, rule.last_added, rule.last_removed, json.dumps(rule.last_jobs)),
+                rule.members, rule.last_added, rule.last_removed, json.dumps(rule.last_jobs),
+                json.dumps(rule.way_in) if rule.way_in else None),
                 safe=False)
         except self.unique_violation as exc:
             raise StoreError(f"cannot import sync rule {rule.name!r} into {self.location}: "
@@ -651,4 +653,5 @@ def _sync_rule(row: Any) -> SyncRule:
                     row["interval_seconds"], row["status"], row["error"], row["created_at"],
                     row["last_run_at"], row["next_run_at"], int(row["members"]),
                     int(row["last_added"]), int(row["last_removed"]),
-                    json.loads(row["last_jobs"]))
+                    json.loads(row["last_jobs"]),
+                    json.loads(row["way_in"]) if row["way_in"] else None)

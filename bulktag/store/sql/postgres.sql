@@ -391,24 +391,24 @@ SELECT shard_id, owner, expires_at FROM shard_leases WHERE expires_at >= $1;
 
 -- name: sync_insert_rule
 -- $1 name, $2 tag key, $3 tag value, $4 resource query, $5 apply (JSON), $6 regions (JSON),
--- $7 accounts (JSON), $8 interval, $9 now
+-- $7 accounts (JSON), $8 interval, $9 now, $10 way in (JSON or NULL)
 INSERT INTO sync_rules (name, tag_key, tag_value, resource_query, apply_tags, regions, accounts,
-                        interval_seconds, created_at)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9)
+                        interval_seconds, created_at, way_in)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10::jsonb)
 RETURNING id;
 
 -- name: sync_get_rule
 SELECT id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
        regions::text AS regions, accounts::text AS accounts, interval_seconds, status, error,
        created_at, last_run_at, next_run_at, members, last_added, last_removed,
-       last_jobs::text AS last_jobs
+       last_jobs::text AS last_jobs, way_in::text AS way_in
 FROM sync_rules WHERE name = $1;
 
 -- name: sync_list_rules
 SELECT id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
        regions::text AS regions, accounts::text AS accounts, interval_seconds, status, error,
        created_at, last_run_at, next_run_at, members, last_added, last_removed,
-       last_jobs::text AS last_jobs
+       last_jobs::text AS last_jobs, way_in::text AS way_in
 FROM sync_rules ORDER BY name;
 
 -- name: sync_delete_rule
@@ -428,14 +428,14 @@ WHERE name = $1 AND next_run_at <= $2
 RETURNING id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
           regions::text AS regions, accounts::text AS accounts, interval_seconds, status,
           error, created_at, last_run_at, next_run_at, members, last_added, last_removed,
-          last_jobs::text AS last_jobs;
+          last_jobs::text AS last_jobs, way_in::text AS way_in;
 
 -- name: sync_claim_now
 UPDATE sync_rules SET next_run_at = $2 + interval_seconds WHERE name = $1
 RETURNING id, name, tag_key, tag_value, resource_query, apply_tags::text AS apply_tags,
           regions::text AS regions, accounts::text AS accounts, interval_seconds, status,
           error, created_at, last_run_at, next_run_at, members, last_added, last_removed,
-          last_jobs::text AS last_jobs;
+          last_jobs::text AS last_jobs, way_in::text AS way_in;
 
 -- name: sync_finish_rule
 -- $1 status, $2 error, $3 now, $4 rule id, $5 added, $6 removed, $7 job ids (JSON)
@@ -530,9 +530,9 @@ SELECT $1, a, r, p FROM unnest($2::text[], $3::text[], $4::float8[]) AS u(a, r, 
 -- name: import_sync_rule
 INSERT INTO sync_rules (id, name, tag_key, tag_value, resource_query, apply_tags, regions,
                         accounts, interval_seconds, status, error, created_at, last_run_at,
-                        next_run_at, members, last_added, last_removed, last_jobs)
+                        next_run_at, members, last_added, last_removed, last_jobs, way_in)
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13, $14, $15,
-        $16, $17, $18::jsonb);
+        $16, $17, $18::jsonb, $19::jsonb);
 
 -- name: export_sync_members
 SELECT arn, applied, digest, last_seen_at FROM sync_members

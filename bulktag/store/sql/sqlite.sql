@@ -259,10 +259,10 @@ UPDATE jobs SET options = ?, updated_at = ? WHERE id = ?;
 
 -- name: sync_insert_rule
 -- ?1 name, ?2 tag key, ?3 tag value, ?4 resource query, ?5 apply (JSON), ?6 regions (JSON),
--- ?7 accounts (JSON), ?8 interval, ?9 now
+-- ?7 accounts (JSON), ?8 interval, ?9 now, ?10 way in (JSON or NULL)
 INSERT INTO sync_rules (name, tag_key, tag_value, resource_query, apply_tags, regions, accounts,
-                        interval_seconds, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                        interval_seconds, created_at, way_in)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 RETURNING id;
 
 -- name: sync_get_rule
@@ -452,8 +452,8 @@ INSERT INTO paused_accounts (job_id, account, reason, paused_at) VALUES (?, ?, ?
 -- name: import_sync_rule
 INSERT INTO sync_rules (id, name, tag_key, tag_value, resource_query, apply_tags, regions,
                         accounts, interval_seconds, status, error, created_at, last_run_at,
-                        next_run_at, members, last_added, last_removed, last_jobs)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+                        next_run_at, members, last_added, last_removed, last_jobs, way_in)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: export_sync_members
 SELECT arn, applied, digest, last_seen_at FROM sync_members
