@@ -73,7 +73,10 @@ async def _demo(settings: Settings, regions: list[str], per_region: int, latency
             source = Path(tmp) / "demo-arns.txt"
             source.write_text("# bulktag demo ARNs\n" + "\n".join(arns) + "\n")
             async with await Store.open(settings.db) as store:
-                submitted = await submit(store, [str(source)], Request("tag", tags=DEMO_TAGS),
+                # the simulator's keys belong to DEMO_ACCOUNT: snapshots, whose ARNs name no
+                # account, go in its shards (one account-region, one quota)
+                request = Request("tag", tags=DEMO_TAGS, caller_account=DEMO_ACCOUNT)
+                submitted = await submit(store, [str(source)], request,
                                          name="demo", owner=new_owner_token())
                 print(f"demo: job {submitted.job_id}: {submitted.added} ARNs over "
                       f"{len(regions)} regions on the simulator at {sim.url} ({where})")

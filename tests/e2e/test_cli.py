@@ -236,14 +236,15 @@ async def test_status_without_job_lists_jobs_and_jobs_json(
     await cli.ok("tag", "--arns", str(src), "--tag", "A=b", "--detach", "--name", "alpha")
     await cli.ok("untag", "--arns", str(src), "--key", "A", "--detach", "--priority", "5")
     listing = (await cli.ok("status")).stdout.splitlines()
-    assert len(listing) == 2
-    assert listing[0].split()[:4] == ["1", "tag", "ready", "p0"] and "alpha" in listing[0]
-    assert listing[1].split()[:4] == ["2", "untag", "ready", "p5"]
+    assert len(listing) == 3  # a header row, then one row per job
+    assert listing[0].split()[:4] == ["job", "operation", "state", "priority"]
+    assert listing[1].split()[:4] == ["1", "tag", "ready", "0"] and "alpha" in listing[1]
+    assert listing[2].split()[:4] == ["2", "untag", "ready", "5"]
     assert await cli.json("jobs") == {"jobs": [
         {"job": 1, "name": "alpha", "operation": "tag", "state": "ready", "priority": 0,
-         "total": 2, "done": 0, "failed": 0},
+         "total": 2, "done": 0, "failed": 0, "cancelled": 0, "role_name": None},
         {"job": 2, "name": None, "operation": "untag", "state": "ready", "priority": 5,
-         "total": 2, "done": 0, "failed": 0}]}
+         "total": 2, "done": 0, "failed": 0, "cancelled": 0, "role_name": None}]}
 
 
 async def test_usage_errors_exit_2_naming_the_problem(
