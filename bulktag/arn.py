@@ -163,3 +163,11 @@ def route_of(text: str, choice: str | None) -> str:
     if choice == ROUTE_TAGGING:
         return ROUTE_TAGGING
     return ROUTE_EC2 if ec2_route(text) is not None else ROUTE_TAGGING
+
+
+def resource_type_of(text: str) -> str:
+    """`service:type` of an ARN (`Arn.resource_type`), "" when it is not one."""
+    try:
+        return parse_arn(text).resource_type
+    except ArnError:
+        return ""

@@ -69,6 +69,8 @@ class Submission:
     transform: tuple[Op, ...] = ()
     #: transform: a destination key holding another value: skip (None) | overwrite
     on_conflict: str | None = None
+    #: send tags the accounts' tag policies refuse (else refused before any call)
+    allow_noncompliant: bool = False
     _export: ExportSpec | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +146,7 @@ class Submission:
             before_images=self.before_images, case_conflict=self.case_conflict,
             export_on_finish=self._export.to_json() if self._export else None,
             transform=[list(op) for op in self.transform] or None,
+            allow_noncompliant=self.allow_noncompliant,
             on_conflict=self.on_conflict if self.transform else None)
 
     def query_job_options(self, query: dict[str, Any], accounts: list[str],

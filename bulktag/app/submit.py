@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -53,8 +53,21 @@ class Problem:
         return f"{where}: {self.reason}"
 
 
+#: (source, chunk of items) -> the problems of rows an enforced tag policy refuses
+PolicyCheck = Callable[[str, list[NewItem]], Awaitable[list["Problem"]]]
+
+
 class SubmissionRefused(BulktagError):
     """Bad rows in the input: nothing was enqueued."""
+
+    @classmethod
+    def policy(cls, problems: list[Problem], total: int) -> SubmissionRefused:
+        """Rows whose tags an account's tag policy enforces against: AWS would refuse them."""
+        shown = "\n".join(f"  {p}" for p in problems)
+        more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
+        return cls(problems, total, f"{total} row(s) carry tags their account's tag policy "
+                   "refuses on that resource type; nothing was enqueued (fix the tags, or "
+                   f"--allow-noncompliant to send them anyway):\n{shown}{more}")
 
     @classmethod
     def conflicts(cls, problems: list[Problem], total: int) -> SubmissionRefused:
@@ -246,8 +259,10 @@ async def submit(
     owner: str | None = None,
     fmt: str | None = None,
     stdin: BinaryIO | None = None,
+    policy_check: PolicyCheck | None = None,
 ) -> Submitted:
-    """Create a job from sources. Raises SubmissionRefused (nothing kept) on bad rows."""
+    """Create a job from sources. Raises SubmissionRefused (nothing kept) on bad rows, and on
+    rows whose tags an account's tag policy enforces against (`policy_check`)."""
     job_options = (options or JobOptions()).with_(
         tags=request.tags, keys=list(request.keys), skip_invalid=request.skip_invalid,
         sources=list(sources))
@@ -259,6 +274,8 @@ async def submit(
     n_problems = 0
     clashes: list[Problem] = []  # rows giving an ARN again with other tags
     n_conflicts = 0
+    refusals: list[Problem] = []  # rows an enforced tag policy refuses
+    n_refused = 0
     untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
     try:
         for spec in sources:
@@ -280,8 +297,15 @@ async def submit(
                             problems.append(
                                 Problem(source_name(spec), it.line or 0, it.problem or "")
                             )
-                    if n_problems or n_conflicts:
+                    if n_problems or n_conflicts or n_refused:
                         continue  # keep reading to report every bad row, but keep nothing
+                    if policy_check is not None:
+                        for problem in await policy_check(spec, items):
+                            n_refused += 1
+                            if len(refusals) < MAX_PROBLEMS_SHOWN:
+                                refusals.append(problem)
+                        if n_refused:
+                            continue
                     added = await store.add_items(job_id, items)
                     result.added += added
                     if added < len(items):  # duplicates: harmless if they ask the same
@@ -301,6 +325,8 @@ async def submit(
             raise SubmissionRefused(problems, n_problems)
         if n_conflicts:
             raise SubmissionRefused.conflicts(clashes, n_conflicts)
+        if n_refused:
+            raise SubmissionRefused.policy(refusals, n_refused)
         if result.rows == 0:
             # Not a bad row: --skip-invalid cannot help, so the message does not suggest it.
             empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,10 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
                         "values of the keys it changes, so `bulktag undo` can put them back "
                         "(default: on)")
     _case_conflict(p)
+    p.add_argument("--allow-noncompliant", action="store_true",
+                   help="send tags the accounts' tag policies refuse (by default they are "
+                        "refused before anything is sent; AWS refuses them on the types a "
+                        "policy enforces)")
     p.add_argument("--format", dest="source_format", choices=("text", "csv", "jsonl"),
                    help="source format when the file name does not tell (stdin)")
     p.add_argument("--name", help="a name for the job")
@@ -303,6 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.asynccontextmanager
+async def _policy_check(args: argparse.Namespace, settings: Settings, options: Any
+                        ) -> AsyncIterator[tuple[Any, Any]]:
+    """A tag submission run here (credentials checked) is checked against the accounts' tag
+    policies before anything is enqueued; detached ones, by the worker that sends them."""
+    if args.detach or args.command != "tag" or options.allow_noncompliant:
+        yield None, None
+        return
+    from bulktag.app.tag_policies import PolicyTally, policy_checker
+    from bulktag.aws.clients import ClientPool
+    from bulktag.aws.organizations import PolicyBook
+    from bulktag.policy.access import via_of
+
+    clients = ClientPool(settings)
+    tally = PolicyTally()
+    try:
+        yield policy_checker(PolicyBook(clients), via_of(
+            options.role_name, options.external_id, options.role_session_name), tally), tally
+    finally:
+        await clients.close()
+
+
 def _source_keys_query(ops: tuple[Any, ...], args: argparse.Namespace) -> Any:
     """A transform without a source: the resources carrying its one source key (TagFilters),
     or with several keys or case variants, every tagged resource (the walk keeps those the
@@ -347,6 +374,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     submission = Submission(
         "untag" if args.command == "untag" else "tag", tags=tags, transform=ops,
         on_conflict=getattr(args, "on_conflict", None),
+        allow_noncompliant=args.allow_noncompliant,
         keys=tuple(args.key) if args.command == "untag" else (),
         skip_invalid=args.skip_invalid, failure_ratio=args.failure_ratio,
         failure_min_items=args.failure_min_items, skip_compliant=args.skip_compliant,
@@ -387,13 +415,14 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         plan = await dry_run(request, settings, options, args.arns, args.source_format)
         emit(args, plan.data, plan.human)
         return plan.exit_code
-    async with await Store.open(settings.db) as store:
+    async with await Store.open(settings.db) as store, \
+            _policy_check(args, settings, options) as (check, tally):
         await store.reap_abandoned_submissions()
         owner = new_owner_token()
         try:
             result = await submit(store, args.arns, request, name=submission.name,
                                   priority=submission.priority, options=options, owner=owner,
-                                  fmt=args.source_format)
+                                  fmt=args.source_format, policy_check=check)
         except SourceError as exc:
             raise UsageError(f"nothing was enqueued: {exc}") from None
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C while reading sources
@@ -401,6 +430,10 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             # outright is reaped by the next one): nothing of it runs.
             print("bulktag: interrupted; nothing enqueued", file=sys.stderr)
             raise
+        for reason, n in (tally.unenforced.items() if tally is not None else ()):
+            log.warning("noncompliant_tags", resources=n, reason=reason,
+                        hint="the tag policy does not enforce it on these types: AWS takes "
+                             "the tags, the resources are noncompliant")
         log.info("job_submitted", job=result.job_id, rows=result.rows, added=result.added,
                  duplicates=result.duplicates, invalid=result.invalid)
         if args.detach:

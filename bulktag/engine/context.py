@@ -21,6 +21,8 @@ from bulktag.config import Settings
 from bulktag.engine.metrics import EngineMetrics
 from bulktag.engine.recorder import Recorder
 from bulktag.engine.sender import EngineStats, Sender
+from bulktag.policy.access import Via
+from bulktag.policy.tag_policy import TagPolicy
 from bulktag.store import Claimed, JobOptions, Runnable, Store
 
 
@@ -63,6 +65,10 @@ class LaneContext(Protocol):
     async def options(self, job_id: int) -> JobOptions: ...
 
     async def tagset(self, tagset_id: int) -> Any: ...
+
+    async def tag_policy(self, shard: Shard, via: Via | None) -> TagPolicy:
+        """The account's effective tag policy, read once per run (no rules when unreadable)."""
+        ...
 
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""

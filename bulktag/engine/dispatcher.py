@@ -36,6 +36,7 @@ from anyio.abc import TaskGroup
 
 from bulktag.arn import ROUTE_TAGGING, Shard
 from bulktag.aws.clients import ClientPool
+from bulktag.aws.organizations import PolicyBook
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.config import Settings
 from bulktag.engine.discovery import DiscoveryStats, walk
@@ -43,6 +44,8 @@ from bulktag.engine.lane import Lane
 from bulktag.engine.metrics import EngineMetrics, EngineSnapshot, LimiterFigures
 from bulktag.engine.recorder import Recorder
 from bulktag.engine.sender import EngineStats, Sender
+from bulktag.policy.access import Via
+from bulktag.policy.tag_policy import TagPolicy
 from bulktag.store import (
     JOB_DONE,
     Claimed,
@@ -129,6 +132,7 @@ class Engine:
         self._wake = anyio.Event()
         self._tagsets: dict[int, Any] = {}
         self._caller: str | None = None  # the credentials' account, once a shard needs it
+        self.policies = PolicyBook(self.clients)  # effective tag policies, per account
         self._jobs_seen: set[int] = set()  # jobs to watch (thresholds, rates): open ones
         self._lanes_tg: TaskGroup | None = None
         self._batches_tg: TaskGroup | None = None
@@ -192,6 +196,9 @@ class Engine:
                                  hint="ARNs without an account get a limiter of their own "
                                       "beside the caller's account's")
         return Shard(shard.partition, self._caller, shard.region) if self._caller else shard
+
+    async def tag_policy(self, shard: Shard, via: Via | None) -> TagPolicy:
+        return await self.policies.get(shard.account, shard.partition, via)
 
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""

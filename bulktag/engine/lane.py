@@ -28,14 +28,15 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bulktag.api_limits import ARNS_PER_TAG_CALL
-from bulktag.arn import ROUTE_EC2, ROUTES, Shard, ec2_route
+from bulktag.arn import ROUTE_EC2, ROUTES, Shard, ec2_route, resource_type_of
 from bulktag.engine.context import LaneContext
 from bulktag.engine.reader import Reader, job_via, needs_read
 from bulktag.engine.sender import TAGGING_API, Batch, Ec2Tags, RouteCalls
 from bulktag.engine.steps import Claim, End, LaneView, RouteJob, Wait, next_step, quiet
 from bulktag.policy.changes import sendable, split_tags
 from bulktag.policy.classify import Failure
-from bulktag.store import Claimed, Runnable, StoreError
+from bulktag.policy.tag_policy import POLICY_CODE, violations
+from bulktag.store import Claimed, ItemState, JobOptions, Outcome, Runnable, StoreError
 
 PROBE_FIRST = 1.0  # seconds before the first probe of an unreachable shard
 PROBE_CAP = 60.0
@@ -238,6 +239,10 @@ class Lane:
             claimed = await self.reader.decide(
                 loop.route, pick.job_id, pick.operation, claimed, options, ids,
                 lambda failure: self._unreachable(loop, failure))
+        if pick.operation == "tag" and not options.allow_noncompliant:
+            claimed = await self._refuse_noncompliant(pick, claimed, options)
+            if not claimed:
+                return
         if options.transform or options.undo_of is not None:
             # each resource its own change of set and removed keys (an undo's too)
             await self._transform(loop, pick, claimed, ids)
@@ -254,6 +259,35 @@ class Lane:
             if not await self._dispatch(loop, pick, items, route, tagset):
                 ctx.requeue([c for b, _ in sends[n + 1:] for c in b])
                 return
+
+    async def _refuse_noncompliant(self, pick: Runnable, claimed: list[Claimed],
+                                   options: JobOptions) -> list[Claimed]:
+        """Items whose tags the account's tag policy enforces against on their resource type
+        fail here, without a call (AWS would refuse them); the rest go on."""
+        ctx = self.ctx
+        policy = await ctx.tag_policy(self.shard, job_via(options))
+        if not policy.rules:
+            return claimed
+        keep: list[Claimed] = []
+        outcomes: list[Outcome] = []
+        for c in claimed:
+            body = c.override or sendable(await ctx.tagset(c.tagset_id))
+            tags = {k: v for k, v in body.items() if v is not None} \
+                if isinstance(body, dict) else {}
+            kind = resource_type_of(c.arn)
+            refused = [v for v in violations(policy, kind, tags) if v.enforced]
+            if not refused:
+                keep.append(c)
+                continue
+            ctx.stats.finished[pick.job_id] += 1
+            outcomes.append(Outcome(
+                c.id, ItemState.FAILED, c.attempts, error_code=POLICY_CODE,
+                message="refused before sending: " + "; ".join(v.reason for v in refused) +
+                f" on {kind}, which the account's tag policy enforces "
+                "(--allow-noncompliant sends it anyway)"))
+        if outcomes:
+            ctx.recorder.add(outcomes)
+        return keep
 
     async def _dispatch(self, loop: RouteLoop, pick: Runnable, items: list[Claimed],
                         route: RouteCalls, tagset: Any, *,

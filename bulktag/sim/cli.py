@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -102,8 +103,25 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
                    help="regions to seed (comma-separated)")
     g.add_argument("--accounts", type=_csv, default=None, metavar="A1,A2",
                    help="accounts to seed (comma-separated; default: the default account)")
+    g.add_argument("--tag-policy", action="append", default=[], type=_tag_policy,
+                   metavar="ACCOUNT=FILE",
+                   help="the account's effective tag policy (JSON file, as "
+                        "DescribeEffectivePolicy answers it); TagResources refuses "
+                        "noncompliant tags on the types it enforces (repeatable)")
     g.add_argument("--fault-seed", type=int, default=None, metavar="N",
                    help="seed of the fault random generator")
+
+
+def _tag_policy(text: str) -> tuple[str, str]:
+    account, sep, path = text.partition("=")
+    if not sep or not (len(account) == 12 and account.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected ACCOUNT=FILE, got {text!r}")
+    try:
+        content = open(path, encoding="utf-8").read()
+        json.loads(content)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
+    return account, content
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -116,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         resource_error_rate=args.fault_resource_500,
         resource_throttle_rate=args.fault_resource_throttle,
         seed=args.fault_seed,
+        tag_policies=dict(args.tag_policy),
     )
 
 

@@ -56,6 +56,9 @@ class SimConfig:
     pagination_token_ttl: float = 900.0
     default_account: str = "123456789012"
     refused_roles: frozenset[str] = frozenset()
+    #: account -> effective tag policy (JSON, as DescribeEffectivePolicy answers it); an
+    #: account without one has none (EffectivePolicyNotFoundException)
+    tag_policies: dict[str, str] = field(default_factory=dict)
     seed: int | None = None
     # What EC2 DescribeRegions answers: the account's enabled regions.
     enabled_regions: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1",
@@ -110,6 +113,11 @@ def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{name} must be a list of strings")
             updates[name] = frozenset(value)
+        elif name == "tag_policies":
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ValueError("tag_policies must map accounts to policy JSON text")
+            updates[name] = dict(value)
         elif name == "enforce_quotas":
             if not isinstance(value, bool):
                 raise ValueError("enforce_quotas must be a boolean")

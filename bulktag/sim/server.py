@@ -35,6 +35,7 @@ from bulktag.sim.store import SimState
 from bulktag.sim.tagging import OPERATIONS, ApiError, Caller, Context
 
 TARGET_PREFIX = "ResourceGroupsTaggingAPI_20170126."
+ORGANIZATIONS_PREFIX = "AWSOrganizationsV20161128."
 JSON_11 = "application/x-amz-json-1.1"
 DEFAULT_REGION = "us-east-1"
 CHANGE_OPERATIONS = frozenset({"TagResources", "UntagResources"})
@@ -92,6 +93,8 @@ class Simulator:
 
     async def root(self, request: web.Request) -> web.Response:
         target = request.headers.get("X-Amz-Target")
+        if target is not None and target.startswith(ORGANIZATIONS_PREFIX):
+            return await self.organizations(request, target)
         if target is not None:
             return await self.tagging(request, target)
         body = (await request.read()).decode("utf-8", errors="replace")
@@ -99,6 +102,30 @@ class Simulator:
         if params.get("Action") in ec2.ACTIONS:
             return await self.ec2(request, params)
         return self.sts(request, params)
+
+    async def organizations(self, request: web.Request, target: str) -> web.Response:
+        """AWS Organizations, DescribeEffectivePolicy of the caller's account (the TAG_POLICY
+        of the config's `tag_policies`); no other operation."""
+        op = target[len(ORGANIZATIONS_PREFIX):]
+        _, caller = self.caller(request)
+        self.state.count_request(op, caller.account, caller.region)
+        if op != "DescribeEffectivePolicy":
+            return _aws_error("UnknownOperationException", f"Unknown operation {target}", 400)
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            return _aws_error("SerializationException", "Request body is not JSON", 400)
+        if body.get("PolicyType") != "TAG_POLICY":
+            return _aws_error("InvalidInputException", "PolicyType must be TAG_POLICY here", 400)
+        account = body.get("TargetId") or caller.account
+        content = self.config.tag_policies.get(account)
+        if content is None:
+            return _aws_error("EffectivePolicyNotFoundException",
+                              f"No effective policy of type TAG_POLICY for {account}", 400)
+        return web.json_response(
+            {"EffectivePolicy": {"PolicyContent": content, "PolicyType": "TAG_POLICY",
+                                 "TargetId": account, "LastUpdatedTimestamp": time.time()}},
+            content_type=JSON_11)
 
     async def tagging(self, request: web.Request, target: str) -> web.Response:
         op = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""

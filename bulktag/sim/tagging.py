@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from bulktag.sim import policies
 from bulktag.sim.arns import matches_type, read_arn
 from bulktag.sim.config import MARKUP_MESSAGE, SimConfig
 from bulktag.sim.store import Resource, SimState
@@ -214,7 +215,13 @@ def tag_resources(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[st
     arns = _check_arn_list(body, 20)
     tags = _check_tags(body.get("Tags"))
 
+    policy = policies.rules(ctx.config.tag_policies.get(caller.account))
+
     def apply(resource: Resource) -> dict[str, Any] | None:
+        refused = policies.refused(policy, resource.resource_type, tags)
+        if refused:  # an enforced tag policy: AWS refuses the resource, tags unchanged
+            return _failure("TagPolicyViolation", "Tag policy violation: noncompliant "
+                            f"key(s) {', '.join(refused)} on {resource.resource_type}", 400)
         current = resource.tags
         added = sum(1 for key in tags if key not in current)
         # Tags under the reserved aws: prefix (set by AWS) do not count against the limit.

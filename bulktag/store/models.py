@@ -87,6 +87,8 @@ class JobOptions:
     role_name: str | None = None
     external_id: str | None = None
     role_session_name: str | None = None
+    #: send tags the accounts' tag policies refuse (AWS refuses them on enforced types)
+    allow_noncompliant: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -1,0 +1,84 @@
+"""AWS Organizations: an account's effective tag policy (`DescribeEffectivePolicy`,
+`PolicyType=TAG_POLICY`), asked with that account's own credentials (the job's role, as for
+its tagging calls), read once per account for a run (`PolicyBook`).
+
+No policy (`EffectivePolicyNotFoundException`) means no rules. When the policy cannot be read
+(no `organizations:DescribeEffectivePolicy` permission, an account outside an organisation,
+an endpoint that is down) the account is checked against no rules and `PolicyBook.problems`
+says why, once: AWS still refuses what its policy enforces, item by item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bulktag.aws.accounts import AccountAccessError
+from bulktag.aws.clients import ClientPool, client_config
+from bulktag.policy.access import Via
+from bulktag.policy.tag_policy import NO_POLICY, PolicyError, TagPolicy, parse_policy
+
+log = structlog.get_logger("bulktag.aws.organizations")
+
+ORGANIZATIONS_REGION = "us-east-1"  # Organizations' endpoint for the aws partition
+
+
+class PolicyUnreadable(Exception):
+    """The effective policy could not be read (the message says why)."""
+
+
+async def effective_tag_policy(clients: ClientPool, account: str, *, partition: str = "aws",
+                               via: Via | None = None) -> TagPolicy:
+    """The account's effective tag policy ("" : the caller's). Raises PolicyUnreadable."""
+    settings = clients.settings
+    try:
+        session = await clients.accounts.session(account, partition, via)
+        async with session.create_client(
+                "organizations", region_name=ORGANIZATIONS_REGION,
+                endpoint_url=settings.endpoint_url, config=client_config(settings, 2)) as org:
+            resp: dict[str, Any] = await org.describe_effective_policy(PolicyType="TAG_POLICY")
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code") or "")
+        if code == "EffectivePolicyNotFoundException":
+            return NO_POLICY
+        raise PolicyUnreadable(f"{code}: {exc.response.get('Error', {}).get('Message', '')} "
+                               "(allow organizations:DescribeEffectivePolicy)") from None
+    except (BotoCoreError, AccountAccessError, OSError) as exc:
+        raise PolicyUnreadable(str(exc)) from None
+    try:
+        return parse_policy(resp.get("EffectivePolicy", {}).get("PolicyContent"))
+    except PolicyError as exc:
+        raise PolicyUnreadable(str(exc)) from None
+
+
+class PolicyBook:
+    """Effective tag policies per (account, way in), each read once."""
+
+    def __init__(self, clients: ClientPool) -> None:
+        self.clients = clients
+        self._policies: dict[tuple[str, Via | None], TagPolicy] = {}
+        self._locks: dict[tuple[str, Via | None], asyncio.Lock] = {}
+        self.problems: dict[str, str] = {}  #: account -> why its policy was not read
+
+    async def get(self, account: str, partition: str = "aws",
+                  via: Via | None = None) -> TagPolicy:
+        key = (account, via)
+        found = self._policies.get(key)
+        if found is not None:
+            return found
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            found = self._policies.get(key)
+            if found is None:
+                try:
+                    found = await effective_tag_policy(self.clients, account,
+                                                       partition=partition, via=via)
+                except PolicyUnreadable as exc:
+                    found = NO_POLICY
+                    self.problems[account or "(caller)"] = str(exc)
+                    log.warning("tag_policy_unread", account=account or "(caller)",
+                                error=str(exc), hint="its tags are checked by AWS alone")
+                self._policies[key] = found
+        return found
