@@ -39,7 +39,10 @@ async def effective_tag_policy(clients: ClientPool, account: str, *, partition: 
         async with session.create_client(
                 "organizations", region_name=ORGANIZATIONS_REGION,
                 endpoint_url=settings.endpoint_url, config=client_config(settings, 2)) as org:
-            resp: dict[str, Any] = await org.describe_effective_policy(PolicyType="TAG_POLICY")
+            # TargetId names the account: credentials of another one (no role for it) get
+            # its policy only from the management account, else an error, never the wrong one
+            params = {"PolicyType": "TAG_POLICY", **({"TargetId": account} if account else {})}
+            resp: dict[str, Any] = await org.describe_effective_policy(**params)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code") or "")
         if code == "EffectivePolicyNotFoundException":

@@ -20,6 +20,13 @@ from bulktag.store import Store
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("policy", help="the accounts' tag policies (AWS Organizations)")
+    actions = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    a = actions.add_parser("show", help="each account's effective tag policy, as a table")
+    a.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    a.add_argument("--json", action="store_true")
+    common(a)
+
     p = sub.add_parser(
         "daemon", help="run every queued job and the tag-sync rules until stopped",
         epilog="SIGTERM/SIGINT: finish in-flight batches within grace_seconds, release the "
@@ -267,7 +274,39 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
+    """`bulktag policy show`: each account's effective tag policy (the role of the settings
+    reaches other accounts), one row per tag key."""
+    from bulktag.aws.clients import ClientPool
+    from bulktag.aws.organizations import PolicyUnreadable, effective_tag_policy
+
+    accounts = csv_list(args.accounts, "accounts") or [""]
+    clients = ClientPool(settings)
+    data: dict[str, Any] = {}
+    lines = [f"{'account':<14}{'tag key':<24}{'enforced for':<32}allowed values"]
+    try:
+        for account in accounts:
+            name = account or "(caller)"
+            try:
+                policy = await effective_tag_policy(clients, account)
+            except PolicyUnreadable as exc:
+                data[name] = {"error": str(exc)}
+                lines.append(f"{name:<14}cannot read its policy: {exc}")
+                continue
+            data[name] = {"rules": {k: r.to_json() for k, r in policy.rules.items()}}
+            if not policy.rules:
+                lines.append(f"{name:<14}(no tag policy)")
+            for rule in policy.rules.values():
+                values = ", ".join(rule.values) if rule.values is not None else "(any)"
+                lines.append(f"{name:<14}{rule.tag_key:<24}"
+                             f"{', '.join(rule.enforced_for) or '-':<32}{values}")
+    finally:
+        await clients.close()
+    emit(args, {"accounts": data}, "\n".join(lines))
+    return 2 if all("error" in v for v in data.values()) else 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
-    "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync,
+    "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync, "policy": cmd_policy,
     "workers": cmd_workers, "store": cmd_store,
 }

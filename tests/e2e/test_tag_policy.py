@@ -102,3 +102,19 @@ def test_a_detached_job_is_checked_by_the_worker_and_unenforced_types_are_tagged
     # the functions' one call (20 ARNs); no call carried a table
     assert tag_calls(sim_url) - before == 1
     assert all(sim_tags(sim_url, f)["CostCenter"] == "777" for f in functions)
+
+
+def test_policy_show_prints_each_accounts_rules(sim_url: str, run_cli: CliRunner) -> None:
+    common = ["--endpoint-url", sim_url]
+    shown = run_cli("policy", "show", "--accounts", ACCOUNT, "--json", *common)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    rules = json.loads(shown.stdout)["accounts"][ACCOUNT]["rules"]
+    assert rules["costcenter"] == {"tag_key": "CostCenter", "values": ["100", "200", "300*"],
+                                   "enforced_for": ["dynamodb:table"]}
+    assert rules["env"]["tag_key"] == "Env" and rules["env"]["enforced_for"] == []
+    table = run_cli("policy", "show", *common).stdout.splitlines()
+    assert table[0].split()[:3] == ["account", "tag", "key"]
+    assert any(line.split()[:3] == ["(caller)", "CostCenter", "dynamodb:table"]
+               for line in table), table
+    other = run_cli("policy", "show", "--accounts", "222222222222", "--json", *common)
+    assert json.loads(other.stdout)["accounts"]["222222222222"] == {"rules": {}}  # none
