@@ -31,7 +31,7 @@ CHECK_SECONDS = 5.0
 
 #: commands (and `sync` actions) that call AWS and so need credentials first
 WORK_COMMANDS = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "transform",
-                           "rename", "policy"})
+                           "rename", "policy", "compliance"})
 SUBMIT_COMMANDS = ("tag", "untag", "transform", "rename")
 
 #: STS codes that say the credentials themselves are bad

@@ -85,3 +85,48 @@ class PolicyBook:
                                 error=str(exc), hint="its tags are checked by AWS alone")
                 self._policies[key] = found
         return found
+
+
+GROUP_BY = {"account": "TARGET_ID", "region": "REGION", "resource-type": "RESOURCE_TYPE"}
+
+
+class ComplianceUnavailable(Exception):
+    """GetComplianceSummary refused or failed (the message says why and what to do)."""
+
+
+async def compliance_summary(clients: ClientPool, group_by: list[str], accounts: list[str],
+                             regions: list[str]) -> list[dict[str, Any]]:
+    """Noncompliant resources per group (`account`, `region`, `resource-type`), through the
+    Tagging API's GetComplianceSummary: callable only from the organisation's management
+    account, in us-east-1. One dict per group: account, region, resource_type, noncompliant."""
+    from bulktag.arn import Shard
+
+    params: dict[str, Any] = {"GroupBy": [GROUP_BY[g] for g in group_by], "MaxResults": 100}
+    if accounts:
+        params["TargetIdFilters"] = accounts
+    if regions:
+        params["RegionFilters"] = regions
+    out: list[dict[str, Any]] = []
+    token = None
+    try:
+        client = await clients.tagging(Shard("aws", "", ORGANIZATIONS_REGION))
+        while True:
+            resp = await client.get_compliance_summary(
+                **params, **({"PaginationToken": token} if token else {}))
+            for row in resp.get("SummaryList", []):
+                out.append({"account": row.get("TargetId") or None,
+                            "region": row.get("Region") or None,
+                            "resource_type": row.get("ResourceType") or None,
+                            "noncompliant": int(row.get("NonCompliantResources", 0))})
+            token = resp.get("PaginationToken")
+            if not token:
+                return out
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code") or "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        hint = (" — GetComplianceSummary answers only the organization's management account, "
+                "in us-east-1: run it with the management account's credentials"
+                if code in ("ConstraintViolationException", "AccessDeniedException") else "")
+        raise ComplianceUnavailable(f"{code}: {message}{hint}") from None
+    except (BotoCoreError, AccountAccessError, OSError) as exc:
+        raise ComplianceUnavailable(str(exc)) from None

@@ -676,7 +676,7 @@ COMMANDS.update(SERVICE_COMMANDS)
 
 
 CHECKED_FIRST = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "sync",
-                           "undo", "transform", "rename", "policy"})
+                           "undo", "transform", "rename", "policy", "compliance"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ aiobotocore are imported only when one of these commands runs.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -20,6 +21,15 @@ from bulktag.store import Store
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("compliance", help="noncompliant resources per account, region and "
+                       "type (GetComplianceSummary: the management account, us-east-1)")
+    p.add_argument("--group-by", default="account,region,resource-type",
+                   help="comma-separated: account, region, resource-type (default: all three)")
+    p.add_argument("--accounts", help="comma-separated accounts (default: every one)")
+    p.add_argument("--regions", help="comma-separated regions (default: every one)")
+    p.add_argument("--json", action="store_true", help="a JSON array, one object per group")
+    common(p)
+
     p = sub.add_parser("policy", help="the accounts' tag policies (AWS Organizations)")
     actions = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     a = actions.add_parser("show", help="each account's effective tag policy, as a table")
@@ -274,6 +284,35 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_compliance(args: argparse.Namespace, settings: Settings) -> int:
+    """`bulktag compliance`: GetComplianceSummary, grouped; a table or a JSON array."""
+    from bulktag.aws.clients import ClientPool
+    from bulktag.aws.organizations import GROUP_BY, ComplianceUnavailable, compliance_summary
+
+    group_by = csv_list(args.group_by, "group-by")
+    unknown = [g for g in group_by if g not in GROUP_BY]
+    if unknown:
+        raise UsageError(f"--group-by: {', '.join(unknown)}: expected account, region or "
+                         "resource-type")
+    clients = ClientPool(settings)
+    try:
+        rows = await compliance_summary(clients, group_by, csv_list(args.accounts, "accounts"),
+                                        csv_list(args.regions, "regions"))
+    except ComplianceUnavailable as exc:
+        raise UsageError(f"cannot read the compliance summary: {exc}") from None
+    finally:
+        await clients.close()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    lines = [f"{'account':<14}{'region':<16}{'resource type':<28}{'noncompliant':>12}"]
+    lines += [f"{r['account'] or '-':<14}{r['region'] or '-':<16}{r['resource_type'] or '-':<28}"
+              f"{r['noncompliant']:>12}" for r in rows]
+    lines.append(f"total noncompliant: {sum(r['noncompliant'] for r in rows)}")
+    print("\n".join(lines))
+    return 0
+
+
 async def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     """`bulktag policy show`: each account's effective tag policy (the role of the settings
     reaches other accounts), one row per tag key."""
@@ -308,5 +347,6 @@ async def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
     "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync, "policy": cmd_policy,
+    "compliance": cmd_compliance,
     "workers": cmd_workers, "store": cmd_store,
 }

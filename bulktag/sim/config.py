@@ -17,6 +17,7 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "GetResources": 15.0,
     "GetTagKeys": 5.0,
     "GetTagValues": 5.0,
+    "GetComplianceSummary": 5.0,  # the simulator's choice: AWS documents no figure here
 }
 
 # The per-resource error message of ARNs containing `markup_marker`.
@@ -59,6 +60,9 @@ class SimConfig:
     #: account -> effective tag policy (JSON, as DescribeEffectivePolicy answers it); an
     #: account without one has none (EffectivePolicyNotFoundException)
     tag_policies: dict[str, str] = field(default_factory=dict)
+    #: the organisation's management account: the only caller of GetComplianceSummary (in
+    #: us-east-1); None: the default account
+    management_account: str | None = None
     seed: int | None = None
     # What EC2 DescribeRegions answers: the account's enabled regions.
     enabled_regions: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1",

@@ -81,6 +81,9 @@ class SimState:
         self.throttled[op] += 1
         self.shard_throttled[account, region, op] += 1
 
+    def every_resource(self) -> list[Resource]:
+        return list(self._resources.values())
+
     def shard(self, account: str, region: str) -> list[Resource]:
         return self._shards.get((account, region), [])
 

@@ -301,23 +301,47 @@ def _type_filter(body: dict[str, Any]) -> list[str] | None:
     return types
 
 
-def _mapping(resource: Resource) -> dict[str, Any]:
-    return {
+def _mapping_of(resource: Resource,
+                compliance: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "ResourceARN": resource.arn,
         "Tags": [{"Key": k, "Value": v} for k, v in resource.tags.items()],
     }
+    if compliance is not None:
+        out["ComplianceDetails"] = compliance
+    return out
+
+
+def _compliance(ctx: Context, resource: Resource) -> dict[str, Any]:
+    """GetResources' ComplianceDetails: keys in another case than the account's tag policy
+    asks, keys whose value it does not allow."""
+    policy = policies.rules(ctx.config.tag_policies.get(resource.account))
+    bad = policies.noncompliant(policy, resource.tags)
+    case = [k for k in bad if policy[k.lower()]["key"] != k]
+    return {"NoncompliantKeys": case, "KeysWithNoncompliantValues": [k for k in bad
+                                                                     if k not in case],
+            "ComplianceStatus": not bad}
 
 
 def get_resources(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     tag_match = _tag_filter(body)
     types = _type_filter(body)
+    details = body.get("IncludeComplianceDetails") is True
+    exclude = body.get("ExcludeCompliantResources") is True
+    if exclude and not details:
+        raise invalid("ExcludeCompliantResources needs IncludeComplianceDetails")
 
     def wanted(resource: Resource) -> bool:
         if resource.deleted:
             return False
         if types is not None and not matches_type(resource.resource_type, types):
             return False
+        if exclude and _compliance(ctx, resource)["ComplianceStatus"]:
+            return False
         return tag_match is None or tag_match(resource.tags)
+
+    def _mapping(resource: Resource) -> dict[str, Any]:  # with its compliance details
+        return _mapping_of(resource, _compliance(ctx, resource) if details else None)
 
     if body.get("ResourceARNList") is not None:
         paging = ("ResourcesPerPage", "TagsPerPage", "PaginationToken")
@@ -402,7 +426,41 @@ def get_tag_values(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[s
     return {"PaginationToken": token, "TagValues": page}
 
 
+def get_compliance_summary(ctx: Context, caller: Caller, body: dict[str, Any]
+                           ) -> dict[str, Any]:
+    """Noncompliant resources across the organisation's accounts, grouped (GroupBy
+    TARGET_ID, REGION, RESOURCE_TYPE); only the management account in us-east-1 may ask."""
+    management = ctx.config.management_account or ctx.config.default_account
+    if caller.account != management or caller.region != "us-east-1":
+        raise ApiError("ConstraintViolationException", "GetComplianceSummary can be called "
+                       "only from the organization's management account, in us-east-1", 400)
+    group_by = body.get("GroupBy") or []
+    if not isinstance(group_by, list) or not set(group_by) <= {"TARGET_ID", "REGION",
+                                                               "RESOURCE_TYPE"}:
+        raise invalid("GroupBy takes TARGET_ID, REGION and RESOURCE_TYPE")
+    accounts = set(body.get("TargetIdFilters") or [])
+    regions = set(body.get("RegionFilters") or [])
+    types = body.get("ResourceTypeFilters") or None
+    counts: dict[tuple[str, str, str], int] = {}
+    for resource in ctx.state.every_resource():
+        if resource.deleted or (accounts and resource.account not in accounts) or \
+                (regions and resource.region not in regions) or \
+                (types is not None and not matches_type(resource.resource_type, types)):
+            continue
+        if _compliance(ctx, resource)["ComplianceStatus"]:
+            continue
+        key = (resource.account if "TARGET_ID" in group_by else "",
+               resource.region if "REGION" in group_by else "",
+               resource.resource_type if "RESOURCE_TYPE" in group_by else "")
+        counts[key] = counts.get(key, 0) + 1
+    return {"PaginationToken": "", "SummaryList": [
+        {"TargetId": a, "TargetIdType": "ACCOUNT", "Region": r, "ResourceType": t,
+         "NonCompliantResources": n, "LastUpdated": "2026-12-04T00:00:00Z"}
+        for (a, r, t), n in sorted(counts.items())]}
+
+
 OPERATIONS: dict[str, Callable[[Context, Caller, dict[str, Any]], dict[str, Any]]] = {
+    "GetComplianceSummary": get_compliance_summary,
     "TagResources": tag_resources,
     "UntagResources": untag_resources,
     "GetResources": get_resources,

@@ -118,3 +118,39 @@ def test_policy_show_prints_each_accounts_rules(sim_url: str, run_cli: CliRunner
                for line in table), table
     other = run_cli("policy", "show", "--accounts", "222222222222", "--json", *common)
     assert json.loads(other.stdout)["accounts"]["222222222222"] == {"rules": {}}  # none
+
+
+def test_compliance_sums_what_get_compliance_summary_reports(
+        tmp_path: Path, run_cli: CliRunner) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(POLICY))
+    with simulator_process("--tag-policy", f"{ACCOUNT}={policy}") as url:
+        functions = arns_of("lambda", 30)
+        queues = arns_of("sqs", 10)
+        source = tmp_path / "fns.csv"
+        rows = ["arn,tag:costcenter,tag:Env"]  # wrong key case; a value Env does not allow
+        rows += [f"{a},100,prod" for a in functions[:10]]  # noncompliant key
+        rows += [f"{a},,staging" for a in functions[10:20]]  # noncompliant value
+        rows += [f"{a},,prod" for a in functions[20:] + queues]  # compliant
+        source.write_text("\n".join(rows).replace(",,", ",(not tagged),") + "\n")
+        common = ["--db", str(tmp_path / "s.db"), "--endpoint-url", url]
+        tagged = run_cli("tag", "--arns", str(source), "--allow-noncompliant", *common)
+        assert tagged.returncode == 0, tagged.stderr[-2000:]
+
+        out = run_cli("compliance", "--json", "--endpoint-url", url)
+        assert out.returncode == 0, out.stderr[-2000:]
+        groups = json.loads(out.stdout)
+        assert groups == [{"account": ACCOUNT, "region": "us-east-1",
+                           "resource_type": "lambda:function", "noncompliant": 20}]
+        by_region = json.loads(run_cli("compliance", "--group-by", "region", "--json",
+                                       "--endpoint-url", url).stdout)
+        assert by_region == [{"account": None, "region": "us-east-1", "resource_type": None,
+                              "noncompliant": 20}]
+        table = run_cli("compliance", "--endpoint-url", url).stdout
+        assert "total noncompliant: 20" in table
+
+        # Another account's credentials: not the management account, said so.
+        other = run_cli("compliance", "--endpoint-url", url,
+                        env={"AWS_ACCESS_KEY_ID": "sim-222222222222-key"})
+        assert other.returncode == 2
+        assert "only the organization's management account, in us-east-1" in other.stderr
