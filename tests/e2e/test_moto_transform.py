@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import CliRunner
-from tests.support.moto import ACCOUNT, Cli, Moto, ec2_actions, job_of
+from tests.support.moto import ACCOUNT, Cli, Moto, ec2_actions, job_of, log_groups
 
 pytestmark = pytest.mark.slow
 
@@ -31,24 +31,13 @@ def cli(run_cli: CliRunner, moto: Moto, tmp_path: Path) -> Cli:
     return TransformCli(run_cli, moto, tmp_path / "state" / "bulktag.db")
 
 
-def groups(moto: Moto, prior: dict[str, dict[str, str]]) -> dict[str, str]:
-    logs = moto.client("logs", REGION)
-    arns = {}
-    for name, tags in prior.items():
-        group = f"/bulktag/t22-{name}"
-        logs.create_log_group(logGroupName=group, **({"tags": tags} if tags else {}))
-        arns[name] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0][
-            "logGroupArn"]
-    return arns
-
-
 def test_rename_key_case_and_map_on_log_groups_then_undo(cli: Cli, moto: Moto,
                                                          tmp_path: Path) -> None:
     prior = {"plain": {"cost-center": "a1", "keep": "1"},
              "clash": {"cost-center": "a2", "CostCenter": "zz"},
              "none": {"keep": "2"},
              "cases": {"TEAM": "Old-Team"}}
-    arns = groups(moto, prior)
+    arns = log_groups(moto, "t22", prior)
     src = tmp_path / "arns.txt"
     src.write_text("\n".join(arns.values()) + "\n")
     job = job_of(cli.json("transform", "--arns", str(src),

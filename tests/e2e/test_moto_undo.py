@@ -14,23 +14,14 @@ from typing import Any
 import pytest
 
 from tests.support.cli import CliRunner
-from tests.support.moto import ACCOUNT, Cli, Moto, ec2_actions
+from tests.support.moto import ACCOUNT, Cli, Moto, ec2_actions, log_groups
 
 pytestmark = pytest.mark.slow
 
 REGION = "us-east-1"
 
 
-def groups(moto: Moto, prefix: str, prior: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Create log groups `prefix-NAME` with their prior tags; NAME -> ARN."""
-    logs = moto.client("logs", REGION)
-    arns = {}
-    for name, tags in prior.items():
-        group = f"/bulktag/{prefix}-{name}"
-        logs.create_log_group(logGroupName=group, **({"tags": tags} if tags else {}))
-        arns[name] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0][
-            "logGroupArn"]
-    return arns
+groups = log_groups
 
 
 def state(moto: Moto, arns: dict[str, str]) -> dict[str, dict[str, str]]:

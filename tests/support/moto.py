@@ -217,3 +217,16 @@ def ec2_actions(moto: Moto) -> list[str]:
         if action in ("CreateTags", "DeleteTags", "DescribeTags"):
             actions.append(action)
     return actions
+
+
+def log_groups(moto: Moto, prefix: str, prior: dict[str, dict[str, str]],
+               region: str = "us-east-1") -> dict[str, str]:
+    """Create log groups `/bulktag/PREFIX-NAME` with their prior tags; NAME -> ARN."""
+    logs = moto.client("logs", region)
+    arns = {}
+    for name, tags in prior.items():
+        group = f"/bulktag/{prefix}-{name}"
+        logs.create_log_group(logGroupName=group, **({"tags": tags} if tags else {}))
+        arns[name] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0][
+            "logGroupArn"]
+    return arns
