@@ -22,6 +22,7 @@ from bulktag.api_limits import ARNS_PER_TAG_CALL as BATCH
 from bulktag.api_limits import PAGE_SIZE as PAGE
 from bulktag.app.submit import (
     MAX_PROBLEMS_SHOWN,
+    PolicyCheck,
     Problem,
     Request,
     SubmissionRefused,
@@ -29,6 +30,7 @@ from bulktag.app.submit import (
     item_for_row,
     nothing_to_apply,
     nothing_to_apply_refusal,
+    policy_refusals,
 )
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, route_of
 from bulktag.aws.clients import ClientPool
@@ -388,13 +390,18 @@ async def _plan_shards(settings: Settings, per_shard: dict[Shard, list[tuple[str
 
 
 async def dry_run(request: Request, settings: Settings, options: JobOptions,
-                  sources: list[str], source_format: str | None) -> Plan:
+                  sources: list[str], source_format: str | None, *,
+                  policy_check: PolicyCheck | None = None) -> Plan:
     """The plan for file sources. Bad sources end as the real run's: the same errors, the
-    same words (SubmissionRefused, "nothing was enqueued: ..."), exit 2."""
+    same words (SubmissionRefused, "nothing was enqueued: ..."), exit 2; so do rows an
+    enforced tag policy refuses (`policy_check`)."""
     try:
         per_shard, rows, invalid, dupes = await anyio.to_thread.run_sync(
             functools.partial(_tally, sources, request, source_format)
         )
+        if policy_check is not None:
+            await policy_refusals(sources, request, source_format, policy_check,
+                                  options.route)
     except SourceError as exc:
         raise UsageError(f"nothing was enqueued: {exc}") from None
     samples = Samples()

@@ -224,6 +224,24 @@ def nothing_to_apply_refusal(request: Request, rows: int) -> SubmissionRefused:
     return SubmissionRefused([], rows, f"{what}; nothing was enqueued")
 
 
+async def policy_refusals(sources: Sequence[str], request: Request, fmt: str | None,
+                          check: PolicyCheck, route: str | None = None) -> None:
+    """The policy check of a submission without the submission (the plan): raises
+    SubmissionRefused.policy naming the rows an enforced tag policy refuses."""
+    problems: list[Problem] = []
+    total = 0
+    for spec in sources:
+        chunks = _item_chunks(spec, request, fmt, None, route)
+        pull = functools.partial(next, chunks, None)
+        while (items := await anyio.to_thread.run_sync(pull)) is not None:
+            for problem in await check(spec, items):
+                total += 1
+                if len(problems) < MAX_PROBLEMS_SHOWN:
+                    problems.append(problem)
+    if total:
+        raise SubmissionRefused.policy(problems, total)
+
+
 def _item_chunks(
     spec: str, request: Request, fmt: str | None, stdin: BinaryIO | None,
     route: str | None = None,

@@ -412,7 +412,9 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         from bulktag.app.plan import dry_run
 
-        plan = await dry_run(request, settings, options, args.arns, args.source_format)
+        async with _policy_check(args, settings, options) as (check, _tally):
+            plan = await dry_run(request, settings, options, args.arns, args.source_format,
+                                 policy_check=check)
         emit(args, plan.data, plan.human)
         return plan.exit_code
     async with await Store.open(settings.db) as store, \

@@ -67,6 +67,10 @@ def test_a_tag_the_policy_refuses_on_enforced_tables_is_refused_before_any_call(
     assert wrong_case.returncode == 2 and "should be 'CostCenter'" in wrong_case.stderr
     assert json.loads(run_cli("jobs", "--json", "--db", str(tmp_path / "s.db")).stdout)[
         "jobs"] == []  # nothing was enqueued
+    planned = run_cli("tag", "--arns", str(source), "--tag", "CostCenter=555", "--dry-run",
+                      *common)  # the plan refuses it alike
+    assert planned.returncode == 2 and "tag policy refuses" in planned.stderr
+    assert tag_calls(sim_url) == before
 
     # Allowed values (a wildcard one too) go through.
     ok = run_cli("tag", "--arns", str(source), "--tag", "CostCenter=3001", "--json", *common)
