@@ -34,14 +34,16 @@ from bulktag.app.submit import (
 )
 from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, route_of
 from bulktag.aws.clients import ClientPool
+from bulktag.aws.organizations import PolicyBook
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
 from bulktag.config import Settings
 from bulktag.engine.discovery import Query
-from bulktag.engine.reader import job_rules
+from bulktag.engine.reader import job_rules, job_via
 from bulktag.errors import UsageError
 from bulktag.policy import transforms
 from bulktag.policy.changes import Decision, Rules, decide, diff_text, sendable
+from bulktag.policy.tag_policy import TagPolicy
 from bulktag.sources import SourceError, open_rows, read_chunks, source_name
 from bulktag.store import JobOptions, tagset_body
 
@@ -170,19 +172,39 @@ def _as_the_run_reads(tags: dict[str, str], body: Any, ec2: bool,
     return {k: v for k, v in tags.items() if k in keys}
 
 
+async def _policy(book: PolicyBook | None, shard: Shard, options: JobOptions,
+                  plan: ShardPlan) -> TagPolicy | None:
+    """The account's tag policy for a fix-policy plan (None: the job needs none); one that
+    cannot be read is the shard's plan error, as for the run."""
+    if book is None:
+        return None
+    policy = await book.get(shard.account, shard.partition, job_via(options))
+    problem = book.problems.get(shard.account or "(caller)")
+    if problem is not None:
+        plan.error = f"the account's tag policy could not be read: {problem}"
+    return policy
+
+
+def _policy_book(clients: ClientPool, options: JobOptions) -> PolicyBook | None:
+    wanted = options.transform and transforms.with_policy(
+        transforms.from_json(options.transform))
+    return PolicyBook(clients) if wanted else None
+
+
 async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
                       items: list[tuple[str, str]], rules: Rules, options: JobOptions,
-                      samples: Samples) -> ShardPlan:
+                      samples: Samples, book: PolicyBook | None = None) -> ShardPlan:
     plan = ShardPlan()
     check = reads_tags(options)
     limiter = ShardLimiter(settings.rate_for("GetResources"))
+    policy = await _policy(book, shard, options, plan)
     for i in range(0, len(items), ARNS_PER_READ):
         chunk = items[i : i + ARNS_PER_READ]
         current: dict[str, dict[str, str]] | None = None
         if check and plan.error is None:
             try:
                 current = await read_tags(clients, shard, limiter, [a for a, _ in chunk],
-                                          settings)
+                                          settings, via=job_via(options))
             except Unreadable as exc:
                 plan.error = exc.reason
         for arn, body in chunk:
@@ -199,14 +221,16 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
             if not options.transform:  # a transform reads every key
                 tags = _as_the_run_reads(tags, wanted, ec2, settings)
             _count(plan, decide(rules, wanted, tags,
-                                case_insensitive=arn.split(":", 3)[2:3] == ["iam"]),
+                                case_insensitive=arn.split(":", 3)[2:3] == ["iam"],
+                                policy=policy),
                    body, arn, ec2, samples)
     return plan
 
 
 async def _walk_plan(clients: ClientPool, settings: Settings, account: str, region: str,
                      query: Query, request: Request, options: JobOptions,
-                     plans: dict[Shard, ShardPlan], samples: Samples) -> None:
+                     plans: dict[Shard, ShardPlan], samples: Samples,
+                     book: PolicyBook | None = None) -> None:
     limiter = ShardLimiter(settings.rate_for("GetResources"))
     wanted: Any = request.tags if request.operation == "tag" else list(request.keys)
     body = tagset_body(request.tags, None) if request.operation == "tag" else \
@@ -217,12 +241,17 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
     rules = rules_for(request, options)
     token = None
     shard_key = Shard("aws", account, region)
+    policy = await _policy(book, shard_key, options,
+                           plans.setdefault(shard_key, ShardPlan()))
+    if plans[shard_key].error is not None:
+        return
     try:
         while True:
             params = {**query.params(), "ResourcesPerPage": PAGE}
             if token:
                 params["PaginationToken"] = token
-            resp = await get_resources_page(clients, shard_key, limiter, params, settings)
+            resp = await get_resources_page(clients, shard_key, limiter, params, settings,
+                                            via=job_via(options))
             for m in resp.get("ResourceTagMappingList", []):
                 shard = parse_arn(m["ResourceARN"]).shard
                 plan = plans.setdefault(shard, ShardPlan())
@@ -231,7 +260,8 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
                 tags = tags_of(m) if request.transform is not None else \
                     _as_the_run_reads(tags_of(m), wanted, ec2, settings)
                 decision = decide(rules, wanted, tags,
-                                  case_insensitive=arn.split(":", 3)[2:3] == ["iam"])
+                                  case_insensitive=arn.split(":", 3)[2:3] == ["iam"],
+                                  policy=policy)
                 if request.transform is not None and decision.already:
                     continue  # the walk does not enqueue what the operations leave alone
                 _count(plan, decision, body, arn, ec2, samples)
@@ -379,9 +409,10 @@ async def _plan_shards(settings: Settings, per_shard: dict[Shard, list[tuple[str
                        rules: Rules, options: JobOptions, samples: Samples
                        ) -> dict[Shard, ShardPlan]:
     clients = ClientPool(settings)
+    book = _policy_book(clients, options)
     try:
         results = await asyncio.gather(*(
-            _plan_shard(clients, settings, shard, items, rules, options, samples)
+            _plan_shard(clients, settings, shard, items, rules, options, samples, book)
             for shard, items in per_shard.items()
         ))
     finally:
@@ -418,9 +449,10 @@ async def plan_query(settings: Settings, request: Request, query: Query, account
     clients = ClientPool(settings)
     plans: dict[Shard, ShardPlan] = {}
     samples = Samples()
+    book = _policy_book(clients, options)
     try:
         await asyncio.gather(*(
-            _walk_plan(clients, settings, a, r, query, request, options, plans, samples)
+            _walk_plan(clients, settings, a, r, query, request, options, plans, samples, book)
             for a in accounts for r in regions
         ))
     finally:

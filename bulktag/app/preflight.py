@@ -31,8 +31,8 @@ CHECK_SECONDS = 5.0
 
 #: commands (and `sync` actions) that call AWS and so need credentials first
 WORK_COMMANDS = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "transform",
-                           "rename", "policy", "compliance"})
-SUBMIT_COMMANDS = ("tag", "untag", "transform", "rename")
+                           "rename", "policy", "compliance", "fix-policy"})
+SUBMIT_COMMANDS = ("tag", "untag", "transform", "rename", "fix-policy")
 
 #: STS codes that say the credentials themselves are bad
 REFUSED_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",

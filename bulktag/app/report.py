@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from bulktag.api_limits import ARNS_PER_TAG_CALL as ARNS_PER_CALL
 from bulktag.arn import ROUTE_EC2, Shard
-from bulktag.policy.changes import after_of, kind_of
+from bulktag.policy.changes import after_of, kind_of, prior_of
 from bulktag.store import Counts, Job, Store
 
 COLUMNS = ("arn", "account", "region", "operation", "status", "attempts", "error_code",
@@ -43,8 +43,9 @@ async def report_records(
     async for row in store.report_rows(job_id, unsuccessful_only=failed_only):
         before = after = None
         if row.before is not None and row.tagset is not None and row.state == "succeeded":
-            before = json.loads(row.before)
-            after = after_of(kind, json.loads(row.tagset), before)
+            image = json.loads(row.before)
+            before = prior_of(image)
+            after = after_of(kind, json.loads(row.tagset), image)
         yield {
             "arn": row.arn,
             "account": row.account,

@@ -18,24 +18,29 @@ from typing import Any
 from bulktag.api_limits import ARNS_PER_READ
 from bulktag.arn import Shard
 from bulktag.aws.clients import ClientPool
+from bulktag.aws.organizations import PolicyBook
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import Unreadable, read_tags
 from bulktag.config import Settings
 from bulktag.engine.reader import job_via
 from bulktag.policy import transforms
 from bulktag.policy.changes import sendable
+from bulktag.policy.tag_policy import TagPolicy
 from bulktag.store import Job, Store, SucceededItem
 
 
 def drift_of(operation: str, wanted: Any, current: Mapping[str, str] | None, *,
-             transform: bool = False) -> str | None:
+             transform: bool = False, policy: TagPolicy | None = None) -> str | None:
     """Pure: what differs between what the job applied and what the resource carries now. A
-    transform's resource is as the job left it when its operations would change nothing."""
+    transform's resource is as the job left it when its operations would change nothing (a
+    fix-policy one: and when its account's tag policy `policy` finds nothing to decide)."""
     if current is None:
         current = {}
     if transform:
         ops = transforms.from_json(wanted)
-        applied = transforms.apply(ops, current, "overwrite")
+        applied = transforms.apply(ops, current, "overwrite", policy=policy)
+        if applied.conflict is not None:
+            return applied.conflict
         changes = transforms.changes_of(current, applied.tags)
         return ("the operations would change it again: " + ", ".join(
             f"{k} → {'absent' if v is None else repr(v)}" for k, v in sorted(changes.items()))
@@ -74,6 +79,8 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
     result = VerifyResult()
     limiters: dict[Shard, ShardLimiter] = {}
     tagsets: dict[int, Any] = {}
+    book = PolicyBook(clients) if job.options.transform and transforms.with_policy(
+        transforms.from_json(job.options.transform)) else None
     try:
         async for page in store.succeeded_items(job_id):
             by_shard: dict[int, list[SucceededItem]] = defaultdict(list)
@@ -82,7 +89,7 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
             shards = {sid: await store.shard(sid) for sid in by_shard}
             await asyncio.gather(*(
                 _verify_shard(store, clients, job, shards[sid], rows,
-                              limiters, tagsets, result, settings)
+                              limiters, tagsets, result, settings, book)
                 for sid, rows in by_shard.items()
             ))
     finally:
@@ -95,8 +102,15 @@ async def _verify_shard(store: Store, clients: ClientPool, job: Job,
                         shard: Shard, rows: list[SucceededItem],
                         limiters: dict[Shard, ShardLimiter],
                         tagsets: dict[int, Any], result: VerifyResult,
-                        settings: Settings) -> None:
+                        settings: Settings, book: PolicyBook | None = None) -> None:
     limiter = limiters.setdefault(shard, ShardLimiter(settings.rate_for("GetResources")))
+    policy = None
+    if book is not None:  # fix-policy: checked against the account's policy now
+        policy = await book.get(shard.account, shard.partition, job_via(job.options))
+        if shard.account in book.problems:
+            result.errors[str(shard)] = f"tag policy not read: {book.problems[shard.account]}"
+            result.unreadable += len(rows)
+            return
     for i in range(0, len(rows), ARNS_PER_READ):
         chunk = rows[i : i + ARNS_PER_READ]
         try:
@@ -112,7 +126,7 @@ async def _verify_shard(store: Store, clients: ClientPool, job: Job,
             if tid not in tagsets:
                 tagsets[tid] = json.loads(await store.tagset(tid))
             drift = drift_of(job.operation, tagsets[tid], current.get(r.arn),
-                             transform=bool(job.options.transform))
+                             transform=bool(job.options.transform), policy=policy)
             findings.append((r.id, drift))
             result.checked += 1
             if drift:

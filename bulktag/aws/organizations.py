@@ -94,6 +94,48 @@ class ComplianceUnavailable(Exception):
     """GetComplianceSummary refused or failed (the message says why and what to do)."""
 
 
+def _unavailable(exc: ClientError) -> ComplianceUnavailable:
+    code = str(exc.response.get("Error", {}).get("Code") or "")
+    message = exc.response.get("Error", {}).get("Message", "")
+    hint = (" — the Tagging API's compliance calls answer only the organization's management "
+            "account, in us-east-1: run it with the management account's credentials"
+            if code in ("ConstraintViolationException", "AccessDeniedException") else
+            " — a report is being created already: follow it with --report-status"
+            if code == "ConcurrentModificationException" else "")
+    return ComplianceUnavailable(f"{code}: {message}{hint}")
+
+
+async def start_report(clients: ClientPool, bucket: str) -> None:
+    """StartReportCreation: an organisation-wide compliance report into `bucket` (made
+    asynchronously; `report_status` follows it)."""
+    from bulktag.arn import Shard
+
+    try:
+        client = await clients.tagging(Shard("aws", "", ORGANIZATIONS_REGION))
+        await client.start_report_creation(S3Bucket=bucket)
+    except ClientError as exc:
+        raise _unavailable(exc) from None
+    except (BotoCoreError, AccountAccessError, OSError) as exc:
+        raise ComplianceUnavailable(str(exc)) from None
+
+
+async def report_status(clients: ClientPool) -> dict[str, Any]:
+    """DescribeReportCreation: {"status": RUNNING | SUCCEEDED | FAILED | NO REPORT,
+    "location": s3://... or None, "error": text or None}."""
+    from bulktag.arn import Shard
+
+    try:
+        client = await clients.tagging(Shard("aws", "", ORGANIZATIONS_REGION))
+        resp = await client.describe_report_creation()
+    except ClientError as exc:
+        raise _unavailable(exc) from None
+    except (BotoCoreError, AccountAccessError, OSError) as exc:
+        raise ComplianceUnavailable(str(exc)) from None
+    return {"status": resp.get("Status") or "NO REPORT",
+            "location": resp.get("S3Location") or None,
+            "error": resp.get("ErrorMessage") or None}
+
+
 async def compliance_summary(clients: ClientPool, group_by: list[str], accounts: list[str],
                              regions: list[str]) -> list[dict[str, Any]]:
     """Noncompliant resources per group (`account`, `region`, `resource-type`), through the
@@ -122,11 +164,6 @@ async def compliance_summary(clients: ClientPool, group_by: list[str], accounts:
             if not token:
                 return out
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code") or "")
-        message = exc.response.get("Error", {}).get("Message", "")
-        hint = (" — GetComplianceSummary answers only the organization's management account, "
-                "in us-east-1: run it with the management account's credentials"
-                if code in ("ConstraintViolationException", "AccessDeniedException") else "")
-        raise ComplianceUnavailable(f"{code}: {message}{hint}") from None
+        raise _unavailable(exc) from None
     except (BotoCoreError, AccountAccessError, OSError) as exc:
         raise ComplianceUnavailable(str(exc)) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
     add_service_parsers(sub, _common)  # daemon, sync, priority, workers, store
-    add_transform_parsers(sub, _job_submission, _common)  # transform, rename
+    add_transform_parsers(sub, _job_submission, _common)  # transform, rename, fix-policy
     return parser
 
 
@@ -352,17 +353,19 @@ def _query_from_args(args: argparse.Namespace) -> Any:
         return parse_resource_query(args.query)
     if args.match_tag or args.resource_type:
         return query_from_flags(args.match_tag, args.resource_type)
-    if (args.regions or args.accounts) and (args.command not in ("transform", "rename")
-                                            or args.arns):
+    if (args.regions or args.accounts) and (args.command not in TRANSFORMS or args.arns):
         raise UsageError("--regions and --accounts go with a query (--query, --match-tag, "
                          "--resource-type)")
     return None
 
 
+TRANSFORMS = ("transform", "rename", "fix-policy")  #: commands that submit a transform job
+
+
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     tags: dict[str, str] = {}
     ops: tuple[Any, ...] = ()
-    if args.command in ("transform", "rename"):
+    if args.command in TRANSFORMS:
         from bulktag.cli.transform import operations
 
         ops = operations(args)
@@ -388,6 +391,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     submission.check_targets(query=query is not None, sources=args.arns)
     if ops and query is None and not args.arns:
         query = _source_keys_query(ops, args)
+    if args.command == "fix-policy" and query is not None:
+        query = dataclasses.replace(query, noncompliant=True)  # AWS's own reading first
     if query is not None:
         accounts = csv_list(args.accounts, "accounts") or [""]
         check_accounts(accounts)
@@ -669,6 +674,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
     "tag": cmd_submit, "untag": cmd_submit, "transform": cmd_submit, "rename": cmd_submit,
+    "fix-policy": cmd_submit,
     "run": cmd_run, "status": cmd_status,
     "jobs": cmd_jobs, "report": cmd_report, "retry": cmd_control, "cancel": cmd_control,
     "pause": cmd_control, "resume": cmd_control, "demo": cmd_demo, "verify": cmd_verify,
@@ -678,7 +684,8 @@ COMMANDS.update(SERVICE_COMMANDS)
 
 
 CHECKED_FIRST = frozenset({"tag", "untag", "run", "daemon", "verify", "inventory", "sync",
-                           "undo", "transform", "rename", "policy", "compliance"})
+                           "undo", "transform", "rename", "policy", "compliance",
+                           "fix-policy"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ aiobotocore are imported only when one of these commands runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -28,6 +29,16 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--accounts", help="comma-separated accounts (default: every one)")
     p.add_argument("--regions", help="comma-separated regions (default: every one)")
     p.add_argument("--json", action="store_true", help="a JSON array, one object per group")
+    r = p.add_argument_group("the organisation-wide report (StartReportCreation), instead of "
+                             "the summary")
+    r.add_argument("--report-bucket", metavar="NAME",
+                   help="start a compliance report of every account into this S3 bucket "
+                        "(its policy must let tagpolicies.tag.amazonaws.com write)")
+    r.add_argument("--wait", action="store_true",
+                   help="with --report-bucket: follow it to SUCCEEDED or FAILED and print the "
+                        "report's S3 location")
+    r.add_argument("--report-status", action="store_true",
+                   help="the last report's status and location (DescribeReportCreation)")
     common(p)
 
     p = sub.add_parser("policy", help="the accounts' tag policies (AWS Organizations)")
@@ -284,10 +295,55 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+REPORT_POLL = (1.0, 2.0, 5.0, 10.0)  #: seconds between DescribeReportCreation calls, then 10
+
+
+async def _compliance_report(args: argparse.Namespace, settings: Settings) -> int:
+    """`--report-bucket NAME [--wait]` / `--report-status`: start the organisation-wide
+    report, follow it, print where it is."""
+    from bulktag.aws.clients import ClientPool
+    from bulktag.aws.organizations import ComplianceUnavailable, report_status, start_report
+
+    if args.wait and not args.report_bucket:
+        raise UsageError("--wait goes with --report-bucket")
+    clients = ClientPool(settings)
+    try:
+        if args.report_bucket:
+            await start_report(clients, args.report_bucket)
+        status = await report_status(clients)
+        polls = 0
+        while args.wait and status["status"] == "RUNNING":
+            await asyncio.sleep(REPORT_POLL[min(polls, len(REPORT_POLL) - 1)])
+            polls += 1
+            status = await report_status(clients)
+    except ComplianceUnavailable as exc:
+        raise UsageError(f"cannot {'start' if args.report_bucket else 'read'} the compliance "
+                         f"report: {exc}") from None
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("bulktag: stopped following the report; it goes on (bulktag compliance "
+              "--report-status)", file=sys.stderr)
+        raise
+    finally:
+        await clients.close()
+    state = status["status"]
+    human = {"RUNNING": "the report is being made (bulktag compliance --report-status "
+                        "follows it; --wait waits)",
+             "SUCCEEDED": f"report: {status['location']}",
+             "FAILED": f"the report failed: {status['error'] or 'no reason given'} (check the "
+                       "bucket's policy lets tagpolicies.tag.amazonaws.com write)",
+             "NO REPORT": "no report was made in the last 90 days"}.get(state, state)
+    emit(args, {"status": state, "location": status["location"], "error": status["error"],
+                **({"bucket": args.report_bucket} if args.report_bucket else {})}, human)
+    return EXIT_FAILED if state == "FAILED" else 0
+
+
 async def cmd_compliance(args: argparse.Namespace, settings: Settings) -> int:
     """`bulktag compliance`: GetComplianceSummary, grouped; a table or a JSON array."""
     from bulktag.aws.clients import ClientPool
     from bulktag.aws.organizations import GROUP_BY, ComplianceUnavailable, compliance_summary
+
+    if args.report_bucket or args.report_status or args.wait:
+        return await _compliance_report(args, settings)
 
     group_by = csv_list(args.group_by, "group-by")
     unknown = [g for g in group_by if g not in GROUP_BY]

@@ -1,4 +1,5 @@
-"""`bulktag transform` and `bulktag rename`: the command line of transform jobs.
+"""`bulktag transform`, `bulktag rename` and `bulktag fix-policy`: the command line of transform
+jobs.
 
 The operations are repeatable flags applied in the order given (`--rename a=b --value-case
 b=lower`), so they are gathered into one ordered list by `_Op` rather than one list per flag.
@@ -53,6 +54,15 @@ def add_operations(p: argparse.ArgumentParser) -> None:
 def operations(args: argparse.Namespace) -> tuple[transforms.Op, ...]:
     """The operations of the command line, parsed and checked, in order (UsageError)."""
     given: list[tuple[str, str]] = list(getattr(args, "ops", None) or [])
+    if args.command == "fix-policy":
+        try:
+            maps: list[transforms.Op] = []
+            for flag, text in given:
+                maps.extend(transforms.map_file(text) if flag == "--map-value-file"
+                            else [PARSE[flag](text)])
+            return (transforms.fix_policy(maps),)
+        except transforms.TransformError as exc:
+            raise UsageError(str(exc)) from None
     if args.command == "rename":
         given.insert(0, ("--rename", f"{args.old}={args.new}"))
     if not given:
@@ -80,6 +90,22 @@ def add_parsers(sub: Any, job_submission: Callable[[argparse.ArgumentParser], No
                "resources carrying the operations' source keys.")
     job_submission(p)
     add_operations(p)
+    common(p)
+    p = sub.add_parser(
+        "fix-policy", help="fix what does not comply with the accounts' tag policies",
+        epilog="Each resource is fixed against its account's effective tag policy, from the "
+               "tags read when its item is claimed: a key in another case takes the policy's "
+               "case (value kept); a value matching exactly one allowed value but for case "
+               "takes it; --map-value answers the rest. A resource with anything that has no "
+               "single right answer is left as it is, skipped with code needs-decision. "
+               "Without a source, discovery asks GetResources for the noncompliant resources "
+               "of each account and region.")
+    job_submission(p)
+    g = p.add_argument_group("answers for values the policy does not allow (repeatable)")
+    g.add_argument("--map-value", action=_Op, dest="ops", metavar="KEY:FROM=TO",
+                   help="KEY's value FROM becomes TO (exact match; KEY in any case)")
+    g.add_argument("--map-value-file", action=_Op, dest="ops", metavar="FILE",
+                   help="many --map-value: a CSV of key,from,to rows")
     common(p)
     p = sub.add_parser("rename", help="rename a tag key: bulktag transform --rename OLD=NEW")
     p.add_argument("old", metavar="OLD")

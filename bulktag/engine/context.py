@@ -70,6 +70,10 @@ class LaneContext(Protocol):
         """The account's effective tag policy, read once per run (no rules when unreadable)."""
         ...
 
+    def tag_policy_problem(self, shard: Shard) -> str | None:
+        """Why the account's tag policy could not be read (None: it was, or it has none)."""
+        ...
+
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""
         ...

@@ -31,6 +31,7 @@ from bulktag.config import Settings
 from bulktag.engine.reader import job_via
 from bulktag.errors import BulktagError
 from bulktag.policy import transforms
+from bulktag.policy.tag_policy import TagPolicy
 from bulktag.policy.tags import key_problem
 from bulktag.store import JOB_DONE, Discovery, JobOptions, NewItem, Store, tagset_body
 
@@ -50,10 +51,17 @@ class Query:
 
     tag_filters: tuple[tuple[str, tuple[str, ...]], ...] = ()
     resource_types: tuple[str, ...] = ()
+    #: only resources noncompliant with their account's tag policy (GetResources'
+    #: IncludeComplianceDetails + ExcludeCompliantResources)
+    noncompliant: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"TagFilters": [{"Key": k, "Values": list(v)} for k, v in self.tag_filters],
-                "ResourceTypeFilters": list(self.resource_types)}
+        out: dict[str, Any] = {
+            "TagFilters": [{"Key": k, "Values": list(v)} for k, v in self.tag_filters],
+            "ResourceTypeFilters": list(self.resource_types)}
+        if self.noncompliant:
+            out["ExcludeCompliantResources"] = True
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, every: bool = False) -> Query:
@@ -69,6 +77,9 @@ class Query:
             ]
         if self.resource_types:
             out["ResourceTypeFilters"] = list(self.resource_types)
+        if self.noncompliant:
+            out["IncludeComplianceDetails"] = True
+            out["ExcludeCompliantResources"] = True
         return out
 
     def matches(self, resource_type: str, tags: Mapping[str, str]) -> bool:
@@ -83,10 +94,13 @@ class Query:
 def _filters(data: Mapping[str, Any], where: str, *, every: bool = False) -> Query:
     if not isinstance(data, Mapping):
         raise QueryError(f"{where}: expected a JSON object")
-    unknown = set(data) - {"TagFilters", "ResourceTypeFilters"}
+    unknown = set(data) - {"TagFilters", "ResourceTypeFilters", "ExcludeCompliantResources"}
     if unknown:
         raise QueryError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
                          "(expected TagFilters, ResourceTypeFilters)")
+    noncompliant = data.get("ExcludeCompliantResources", False)
+    if not isinstance(noncompliant, bool):
+        raise QueryError(f"{where}: ExcludeCompliantResources must be true or false")
     filters = []
     raw_filters = data.get("TagFilters", [])
     if not isinstance(raw_filters, list) or len(raw_filters) > 50:
@@ -110,10 +124,10 @@ def _filters(data: Mapping[str, Any], where: str, *, every: bool = False) -> Que
         if t.startswith("AWS::"):
             raise QueryError(f"{where}: resource type {t!r} is a CloudFormation type name; "
                              "the Tagging API filters by service[:type], e.g. ec2:instance")
-    if not filters and not types and not every:
+    if not filters and not types and not every and not noncompliant:
         raise QueryError(f"{where}: matches every resource; give TagFilters or "
                          "ResourceTypeFilters")
-    return Query(tuple(filters), tuple(types))
+    return Query(tuple(filters), tuple(types), noncompliant)
 
 
 def parse_resource_query(text: str) -> Query:
@@ -199,10 +213,12 @@ async def walk(
     store: Store, settings: Settings, clients: ClientPool, limiter: ShardLimiter, owner: str,
     d: Discovery, job_options: JobOptions, operation: str, stats: DiscoveryStats,
     stopping: anyio.Event, rng: random.Random | None = None, account: str | None = None,
+    policy: TagPolicy | None = None,
 ) -> None:
     """Walk one (job, account, region) discovery to its end, saving the position each page.
     `account`: the account its calls go to (d.account, or the caller's when d names none):
-    a found ARN that carries no account (an S3 bucket) is that account's, in d's region."""
+    a found ARN that carries no account (an S3 bucket) is that account's, in d's region.
+    `policy`: the account's tag policy (a fix-policy job keeps what it has to fix)."""
     account = account or d.account
     via = job_via(job_options)
     assert job_options.query is not None, "a discovery job has a query"
@@ -261,7 +277,7 @@ async def walk(
                 continue
             item_body = body
             if ops and not transforms.affects(ops, tags_of(mapping),
-                                              job_options.on_conflict or "skip"):
+                                              job_options.on_conflict or "skip", policy=policy):
                 continue
             if wanted is not None:
                 decision = decide(operation, wanted, tags_of(mapping), if_absent=if_absent)

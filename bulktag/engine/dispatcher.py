@@ -42,10 +42,12 @@ from bulktag.config import Settings
 from bulktag.engine.discovery import DiscoveryStats, walk
 from bulktag.engine.lane import Lane
 from bulktag.engine.metrics import EngineMetrics, EngineSnapshot, LimiterFigures
+from bulktag.engine.reader import job_via
 from bulktag.engine.recorder import Recorder
 from bulktag.engine.sender import EngineStats, Sender
 from bulktag.policy.access import Via
-from bulktag.policy.tag_policy import TagPolicy
+from bulktag.policy.tag_policy import POLICY_UNREAD_CODE, TagPolicy
+from bulktag.policy.transforms import from_json, with_policy
 from bulktag.store import (
     JOB_DONE,
     Claimed,
@@ -199,6 +201,9 @@ class Engine:
 
     async def tag_policy(self, shard: Shard, via: Via | None) -> TagPolicy:
         return await self.policies.get(shard.account, shard.partition, via)
+
+    def tag_policy_problem(self, shard: Shard) -> str | None:
+        return self.policies.problems.get(shard.account or "(caller)")
 
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""
@@ -531,10 +536,22 @@ class Engine:
     async def _walk(self, d: Discovery, job: Job) -> None:
         try:
             shard = await self.real_shard(Shard(d.partition, d.account, d.region))
+            policy = None
+            if job.options.transform and with_policy(from_json(job.options.transform)):
+                # fix-policy: the walk keeps what the account's policy has something to fix
+                policy = await self.tag_policy(shard, job_via(job.options))
+                problem = self.tag_policy_problem(shard)
+                if problem is not None:
+                    await self.store.finish_discovery(
+                        d, "failed", f"the account's tag policy could not be read ({problem})"
+                        "; allow organizations:DescribeEffectivePolicy, then resubmit")
+                    self.log.error("discovery_failed", job=d.job_id, account=shard.account,
+                                   region=d.region, code=POLICY_UNREAD_CODE, message=problem)
+                    return
             await walk(self.store, self.settings, self.clients,
                        self.limiter(shard, "GetResources"), self.owner, d, job.options,
                        job.operation, self.discovery_stats, anyio.Event(), self.rng,
-                       account=shard.account)
+                       account=shard.account, policy=policy)
         except StoreError:
             raise
         except Exception as exc:

@@ -24,6 +24,8 @@ from bulktag.engine.context import LaneContext
 from bulktag.policy.access import Via, via_of
 from bulktag.policy.changes import Rules, decide, encode, kind_of
 from bulktag.policy.classify import Failure, Verdict, classify_call_error
+from bulktag.policy.tag_policy import POLICY_UNREAD_CODE
+from bulktag.policy.transforms import from_json, with_policy
 from bulktag.store import Claimed, ItemState, JobOptions, Outcome
 
 
@@ -144,6 +146,19 @@ class Reader:
         keep: list[Claimed] = []
         outcomes: list[Outcome] = []
         images: list[tuple[int, str]] = []
+        policy = None
+        if options.transform and with_policy(from_json(options.transform)):
+            # fix-policy: each resource fixed against its account's policy, read once a run
+            policy = await ctx.tag_policy(self.shard, via)
+            problem = ctx.tag_policy_problem(self.shard)
+            if problem is not None:
+                ctx.stats.finished[job_id] += len(claimed)
+                ctx.recorder.add([Outcome(
+                    c.id, ItemState.FAILED, c.attempts, error_code=POLICY_UNREAD_CODE,
+                    message=f"the account's tag policy could not be read ({problem}); "
+                            "nothing was sent: allow organizations:DescribeEffectivePolicy, "
+                            f"then bulktag retry {job_id}") for c in claimed])
+                return []
         for n, (chunk, current) in enumerate(zip(chunks, readings, strict=True)):
             if isinstance(current, Failure):
                 if classify_call_error(current, 1) is Verdict.UNREACHABLE:
@@ -165,12 +180,13 @@ class Reader:
             for c in chunk:
                 decision = decide(rules, await ctx.tagset(c.tagset_id),
                                   current.get(c.arn, {}),
-                                  case_insensitive=c.arn.split(":", 3)[2:3] == ["iam"])
+                                  case_insensitive=c.arn.split(":", 3)[2:3] == ["iam"],
+                                  policy=policy)
                 if decision.send:
                     c.override = decision.override
                     keep.append(c)
                     if keep_images and c.before is None:
-                        c.before = encode(decision.before)
+                        c.before = encode(decision.image())
                         images.append((c.id, c.before))
                     continue
                 ctx.stats.finished[job_id] += 1

@@ -23,6 +23,7 @@ from typing import Any
 
 from bulktag.api_limits import RESERVED_PREFIX, TAGS_PER_RESOURCE
 from bulktag.policy import transforms
+from bulktag.policy.tag_policy import TagPolicy
 
 #: a job's kinds of change: tag, untag, undo (a tag job with `[restore, expect]` bodies) or
 #: transform (a tag job whose body is a list of operations, `transforms.py`)
@@ -59,6 +60,15 @@ class Decision:
     failed: bool = False  # refused by a guardrail: `failed`, not `skipped`
     code: str | None = None
     already: bool = False  # nothing to change: the resource is already as the job wants
+    #: the before-image keeps `[before, after]` per key (a fix-policy transform: what it set
+    #: depended on the account's policy then, which undo must not need)
+    paired: bool = False
+
+    def image(self) -> dict[str, Any]:
+        """The before-image kept for this change (`encode`d into the store)."""
+        if self.paired:
+            return {k: [v, self.after.get(k)] for k, v in self.before.items()}
+        return dict(self.before)
 
 
 def _show(value: str | None) -> str:
@@ -73,11 +83,12 @@ def user_keys(tags: Mapping[str, Any]) -> int:
 
 
 def decide(rules: Rules, body: Any, current: Mapping[str, str], *,
-           case_insensitive: bool = False) -> Decision:
+           case_insensitive: bool = False, policy: TagPolicy | None = None) -> Decision:
     """Whether a resource with `current` tags gets the call, with what, and what it had.
-    `case_insensitive`: the resource's service takes keys differing in case for one (IAM)."""
+    `case_insensitive`: the resource's service takes keys differing in case for one (IAM).
+    `policy`: the resource's account's tag policy (a fix-policy transform)."""
     if rules.kind == "transform":
-        return _decide_transform(rules, body, current, case_insensitive)
+        return _decide_transform(rules, body, current, case_insensitive, policy)
     if rules.kind == "untag":
         present = {k: current[k] for k in body if k in current}
         if not present:
@@ -133,13 +144,13 @@ def _decide_undo(rules: Rules, body: Mapping[str, list[str | None]],
 
 
 def _decide_transform(rules: Rules, body: Any, current: Mapping[str, str],
-                      case_insensitive: bool) -> Decision:
+                      case_insensitive: bool, policy: TagPolicy | None) -> Decision:
     """A transform's change on one resource: the operations applied to its tags now; keys to
     set and keys to remove (None), sent in that order (never neither key)."""
     ops = transforms.from_json(body)
-    applied = transforms.apply(ops, current, rules.on_conflict)
+    applied = transforms.apply(ops, current, rules.on_conflict, policy=policy)
     if applied.conflict is not None:
-        return Decision(False, applied.conflict, code=transforms.CONFLICT_CODE)
+        return Decision(False, applied.conflict, code=applied.code)
     changes = transforms.changes_of(current, applied.tags)
     if not changes:
         return Decision(False, "nothing to transform (no source key, or already as the "
@@ -153,9 +164,10 @@ def _decide_transform(rules: Rules, body: Any, current: Mapping[str, str],
     refused = _guardrails(rules, changes, current)
     if refused is not None:
         return refused
-    keys = transforms.image_keys(ops, current, changes)
+    paired = transforms.with_policy(ops)
+    keys = sorted(changes) if paired else transforms.image_keys(ops, current, changes)
     return Decision(True, override=changes, before={k: current.get(k) for k in keys},
-                    after={k: applied.tags.get(k) for k in keys})
+                    after={k: applied.tags.get(k) for k in keys}, paired=paired)
 
 
 def _guardrails(rules: Rules, changes: Mapping[str, str | None],
@@ -193,10 +205,23 @@ def kind_of(operation: str, undo_of: int | None, transform: bool = False) -> str
     return "undo" if undo_of is not None else "transform" if transform else operation
 
 
+def is_paired(image: Any) -> bool:
+    """A before-image that keeps `[before, after]` per key (`Decision.paired`)."""
+    return isinstance(image, dict) and any(isinstance(v, list) for v in image.values())
+
+
+def prior_of(image: Mapping[str, Any]) -> dict[str, str | None]:
+    """A before-image's prior values, paired or not."""
+    return {k: v[0] if isinstance(v, list) else v for k, v in image.items()}
+
+
 def after_of(kind: str, body: Any, keys: Any) -> dict[str, str | None]:
     """What a job set each of `keys` to on a resource (None: removed), from its tagset body.
     For a transform, `keys` is the before-image: the operations applied to it (it holds every
-    key they read or write) give what the job set (with no conflict: the item changed)."""
+    key they read or write) give what the job set (with no conflict: the item changed); a
+    paired image says it itself."""
+    if is_paired(keys):
+        return {k: v[1] if isinstance(v, list) else v for k, v in keys.items()}
     if kind == "transform":
         prior = {k: v for k, v in keys.items() if v is not None}
         after = transforms.apply(transforms.from_json(body), prior, "overwrite").tags
@@ -211,8 +236,9 @@ def after_of(kind: str, body: Any, keys: Any) -> dict[str, str | None]:
 def undo_body(kind: str, body: str, before: str) -> str | None:
     """The tagset body of the item that undoes one changed item: for each key the job changed,
     `[value before, value the job set]`; None when it changed nothing."""
-    prior = json.loads(before)
-    after = after_of(kind, json.loads(body), prior)
+    image = json.loads(before)
+    prior = prior_of(image)
+    after = after_of(kind, json.loads(body), image)
     pairs = {k: [prior[k], after[k]] for k in prior if prior[k] != after[k]}
     return encode(pairs) if pairs else None
 

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 POLICY_CODE = "TagPolicyViolation"  #: an item refused by (or for) an enforced tag policy
+POLICY_UNREAD_CODE = "TagPolicyUnread"  #: a fix-policy item whose account's policy was unread
 
 
 class PolicyError(ValueError):
@@ -149,15 +150,18 @@ def violations(policy: TagPolicy, resource_type: str,
     return out
 
 
-def fix(policy: TagPolicy, tags: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+def fix(policy: TagPolicy, tags: Mapping[str, str],
+        maps: Mapping[str, Mapping[str, str]] | None = None) -> tuple[dict[str, str], list[str]]:
     """The tags as the policy wants them, where there is exactly one right answer: a key in
     another case renamed to the policy's case (value kept), a value matching exactly one
-    allowed value but for case set to it. And what needs a decision (no single answer)."""
+    allowed value but for case set to it. `maps` (by lowercase policy key: {from: to}) are the
+    user's answers for the rest (`--map-value KEY:FROM=TO`), applied first. Returns the fixed
+    tags and what still needs a decision (no single answer: left for the caller to refuse)."""
     out = dict(tags)
     undecided: list[str] = []
-    for key in list(tags):
+    for key in sorted(tags):
         rule = policy.rule_for(key)
-        if rule is None:
+        if rule is None or key not in out:
             continue
         value = out.pop(key)
         if key != rule.tag_key and rule.tag_key in out and out[rule.tag_key] != value:
@@ -165,11 +169,14 @@ def fix(policy: TagPolicy, tags: Mapping[str, str]) -> tuple[dict[str, str], lis
             undecided.append(f"{key}={value!r} and {rule.tag_key}={out[rule.tag_key]!r} "
                              "both present")
             continue
+        value = (maps or {}).get(rule.policy_key, {}).get(value, value)
         if not rule.allows(value):
             exact = [v for v in (rule.values or ()) if "*" not in v and v.lower() == value.lower()]
             if len(exact) == 1:
                 value = exact[0]
             else:
-                undecided.append(f"{rule.tag_key}={value!r} is not an allowed value")
+                allowed = ", ".join(repr(v) for v in (rule.values or ()))
+                undecided.append(f"{key}={value!r} is not an allowed value (allowed: "
+                                 f"{allowed})")
         out[rule.tag_key] = value
     return out, undecided

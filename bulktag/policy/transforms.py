@@ -8,7 +8,13 @@ current tags, read when its item is claimed (never from a snapshot taken at subm
 - `value_case KEY lower|upper|title`: KEY's value in that case;
 - `map KEY {FROM: TO, ...}`: KEY's value FROM becomes TO (exact match);
 - `key_case Canonical`: every case variant of the key (`costcenter`, `COSTCENTER`) becomes
-  `Canonical`, with its value.
+  `Canonical`, with its value;
+- `fix_policy {KEY: {FROM: TO}}`: the tags as the account's effective tag policy wants them
+  where there is one right answer (`tag_policy.fix`; the maps are the user's answers for the
+  rest). What still needs a decision leaves the resource alone (code `needs-decision`). The
+  policy is the resource's account's, given to `apply` by the caller (read when the item is
+  claimed), so a before-image of such a job keeps what was set beside what was there
+  (`[before, after]`): undo needs no policy that may have changed since.
 
 A destination that already holds another value is a **conflict**: with `on_conflict="skip"`
 (the default) the resource is left alone and the reason names both values; with "overwrite" the
@@ -29,15 +35,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulktag.api_limits import RESERVED_PREFIX
+from bulktag.policy.tag_policy import TagPolicy, fix
 from bulktag.policy.tags import key_problem, value_problem
 
 CONFLICT_CODE = "Conflict"
+NEEDS_DECISION_CODE = "needs-decision"  #: a policy fix with no single right answer
+FIX_POLICY = "fix_policy"
 ON_CONFLICT = ("skip", "overwrite")
 CASES = ("lower", "upper", "title")
 _SHOW = 60
 
 #: ("rename", OLD, NEW), ("copy", SRC, DST), ("value_case", KEY, CASE), ("map", KEY, {FROM: TO}),
-#: ("key_case", CANONICAL)
+#: ("key_case", CANONICAL), ("fix_policy", {lowercase KEY: {FROM: TO}})
 Op = tuple[Any, ...]
 
 
@@ -49,6 +58,7 @@ class TransformError(ValueError):
 class Applied:
     tags: dict[str, str]  #: the tags after every operation
     conflict: str | None = None  #: why the resource is left alone (on_conflict skip)
+    code: str = CONFLICT_CODE  #: the conflict's kind (Conflict, needs-decision)
 
 
 def _show(value: str) -> str:
@@ -153,6 +163,21 @@ def map_file(path: str) -> list[Op]:
     return ops
 
 
+def fix_policy(maps: Iterable[Op] = ()) -> Op:
+    """The operation of `bulktag fix-policy`, with the user's `--map-value` answers."""
+    table: dict[str, dict[str, str]] = {}
+    for op in merged(maps):
+        if op[0] != "map":
+            raise TransformError("fix-policy takes only --map-value and --map-value-file")
+        table.setdefault(str(op[1]).lower(), {}).update(op[2])
+    return (FIX_POLICY, table)
+
+
+def with_policy(ops: Sequence[Op]) -> bool:
+    """Whether the operations need the account's tag policy (`apply(..., policy=)`)."""
+    return any(op[0] == FIX_POLICY for op in ops)
+
+
 def merged(ops: Iterable[Op]) -> list[Op]:
     """Consecutive maps of one key as one map (a file of 1,000 values: one look-up); a FROM
     mapped twice to different values is refused."""
@@ -189,6 +214,8 @@ def source_keys(ops: Sequence[Op]) -> list[str]:
     without a source); a key_case's canonical key stands for its variants."""
     keys: list[str] = []
     for op in ops:
+        if op[0] == FIX_POLICY:
+            continue  # any key of the policy: discovery asks AWS for noncompliant resources
         key = str(op[1])
         if key not in keys:
             keys.append(key)
@@ -208,6 +235,10 @@ def describe(op: Op) -> str:
         shown = ", ".join(f"{a!r} → {b!r}" for a, b in list(table.items())[:3])
         more = f" (+{len(table) - 3} more)" if len(table) > 3 else ""
         return f"map {op[1]}: {shown}{more}"
+    if kind == FIX_POLICY:
+        answers = sum(len(t) for t in op[1].values())
+        extra = f" (and {answers} value(s) mapped by --map-value)" if answers else ""
+        return f"fix what the account's tag policy has one right answer for{extra}"
     return f"every case variant of {op[1]} → {op[1]}"
 
 
@@ -219,12 +250,23 @@ def _conflict(dst: str, has: str, src: str, value: str) -> str:
             "(--on-conflict overwrite replaces it)")
 
 
-def apply(ops: Sequence[Op], tags: Mapping[str, str], on_conflict: str = "skip") -> Applied:
+def apply(ops: Sequence[Op], tags: Mapping[str, str], on_conflict: str = "skip", *,
+          policy: TagPolicy | None = None) -> Applied:
     """The tags after `ops`, in order; on a conflict with "skip", the first conflict's reason
-    (and the tags as they were)."""
+    (and the tags as they were). `policy`: the resource's account's effective tag policy
+    (needed by `fix_policy`)."""
     out = dict(tags)
     for op in ops:
         kind, key = op[0], str(op[1])
+        if kind == FIX_POLICY:
+            if policy is None:
+                raise TransformError("fix_policy needs the account's tag policy")
+            out, undecided = fix(policy, out, op[1])
+            if undecided:
+                return Applied(dict(tags), "needs a decision: " + "; ".join(undecided) +
+                               " (left as it is; --map-value KEY:FROM=TO decides a value)",
+                               NEEDS_DECISION_CODE)
+            continue
         if kind in ("rename", "copy"):
             dst = str(op[2])
             if key not in out:
@@ -264,10 +306,11 @@ def apply(ops: Sequence[Op], tags: Mapping[str, str], on_conflict: str = "skip")
     return Applied(out)
 
 
-def affects(ops: Sequence[Op], tags: Mapping[str, str], on_conflict: str = "skip") -> bool:
+def affects(ops: Sequence[Op], tags: Mapping[str, str], on_conflict: str = "skip", *,
+            policy: TagPolicy | None = None) -> bool:
     """Whether the operations change these tags, or meet a conflict on them (discovery keeps
     only such resources: the rest would end `skipped` without a call)."""
-    applied = apply(ops, tags, on_conflict)
+    applied = apply(ops, tags, on_conflict, policy=policy)
     return applied.conflict is not None or bool(changes_of(tags, applied.tags))
 
 

@@ -18,6 +18,8 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "GetTagKeys": 5.0,
     "GetTagValues": 5.0,
     "GetComplianceSummary": 5.0,  # the simulator's choice: AWS documents no figure here
+    "StartReportCreation": 1.0,  # likewise
+    "DescribeReportCreation": 5.0,  # likewise
 }
 
 # The per-resource error message of ARNs containing `markup_marker`.
@@ -63,6 +65,10 @@ class SimConfig:
     #: the organisation's management account: the only caller of GetComplianceSummary (in
     #: us-east-1); None: the default account
     management_account: str | None = None
+    #: StartReportCreation: the report is RUNNING this long, then SUCCEEDED ...
+    report_seconds: float = 0.5
+    #: ... or FAILED for these buckets (the tag policies' principal cannot write to them)
+    report_denied_buckets: frozenset[str] = frozenset()
     seed: int | None = None
     # What EC2 DescribeRegions answers: the account's enabled regions.
     enabled_regions: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1",
@@ -82,6 +88,7 @@ class SimConfig:
         }
         data["unsupported_types"] = sorted(self.unsupported_types)
         data["refused_roles"] = sorted(self.refused_roles)
+        data["report_denied_buckets"] = sorted(self.report_denied_buckets)
         data["enabled_regions"] = list(self.enabled_regions)
         return data
 
@@ -93,9 +100,10 @@ _FLOAT_FIELDS = (
     "resource_error_rate",
     "resource_throttle_rate",
     "pagination_token_ttl",
+    "report_seconds",
 )
 _STR_FIELDS = ("denied_marker", "missing_marker", "markup_marker", "default_account")
-_SET_FIELDS = ("unsupported_types", "refused_roles")
+_SET_FIELDS = ("unsupported_types", "refused_roles", "report_denied_buckets")
 
 
 def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:

@@ -249,6 +249,8 @@ class Simulator:
                 ec2_share=float(spec.get("ec2_share", 0.0)),
                 cycle={str(k): [str(x) for x in v]
                        for k, v in dict(spec.get("cycle") or {}).items()},
+                tag_sets=[{str(k): str(v) for k, v in dict(t).items()}
+                          for t in list(spec.get("tag_sets") or [])],
             )
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": f"bad seed request: {e}"}, status=400)
@@ -266,6 +268,15 @@ class Simulator:
         deleted = sum(self.state.delete(arn) for arn in arns)
         return web.json_response({"deleted": deleted})
 
+    async def report(self, request: web.Request) -> web.Response:
+        """The last compliance report's CSV (what StartReportCreation would have written to
+        its bucket), 404 when none was made."""
+        report = self.state.report
+        if report is None:
+            return web.json_response({"error": "no report"}, status=404)
+        return web.Response(text=report["csv"], content_type="text/csv",
+                            headers={"X-Report-Location": report["location"]})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/", self.root)
@@ -275,6 +286,7 @@ class Simulator:
         app.router.add_post("/_sim/config", self.set_config)
         app.router.add_post("/_sim/seed", self.seed)
         app.router.add_post("/_sim/delete", self.delete)
+        app.router.add_get("/_sim/report", self.report)
         return app
 
 

@@ -52,6 +52,8 @@ class SimState:
         # (account, region, operation) -> calls; and throttled calls
         self.shard_requests: Counter[tuple[str, str, str]] = Counter()
         self.shard_throttled: Counter[tuple[str, str, str]] = Counter()
+        #: the last StartReportCreation: bucket, start time, location, CSV text
+        self.report: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self._resources)
@@ -121,15 +123,19 @@ class SimState:
         *,
         ec2_share: float = 0.0,
         cycle: dict[str, list[str]] | None = None,
+        tag_sets: list[dict[str, str]] | None = None,
     ) -> int:
         """Create the synthetic resources of `synthetic_resources` (`ec2_share` of them EC2
         snapshots, volumes and instances); return how many were added. `cycle`: keys whose
-        value goes round a list, resource by resource (varied values for transforms)."""
+        value goes round a list, resource by resource (varied values for transforms);
+        `tag_sets`: whole tag maps that go round alike (varied keys)."""
         before = len(self._resources)
         for n, (account, arn) in enumerate(synthetic_resources(accounts, regions, per_region,
                                                                ec2_share=ec2_share)):
             if arn not in self._resources:
                 varied = {k: v[n % len(v)] for k, v in (cycle or {}).items() if v}
+                if tag_sets:
+                    varied.update(tag_sets[n % len(tag_sets)])
                 self.put(arn, {**(tags or {}), **varied}, account=account)
         return len(self._resources) - before
 

@@ -16,6 +16,7 @@ import base64
 import json
 import random
 import re
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -426,14 +427,69 @@ def get_tag_values(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[s
     return {"PaginationToken": token, "TagValues": page}
 
 
+def _management_only(ctx: Context, caller: Caller, op: str) -> None:
+    management = ctx.config.management_account or ctx.config.default_account
+    if caller.account != management or caller.region != "us-east-1":
+        raise ApiError("ConstraintViolationException", f"{op} can be called only from the "
+                       "organization's management account, in us-east-1", 400)
+
+
+_BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
+ORG_ID = "o-simulated01"
+
+
+def start_report_creation(ctx: Context, caller: Caller, body: dict[str, Any]
+                          ) -> dict[str, Any]:
+    """An organisation-wide compliance report into `S3Bucket`, made asynchronously: RUNNING
+    for `report_seconds`, then SUCCEEDED (or FAILED for a bucket it cannot write to). The
+    CSV is kept for `/_sim/report` (the simulator has no S3 of its own)."""
+    _management_only(ctx, caller, "StartReportCreation")
+    bucket = body.get("S3Bucket")
+    if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket):
+        raise invalid("S3Bucket must be 3 to 63 characters of [a-z0-9.-]")
+    now = ctx.clock()
+    running = ctx.state.report
+    if running is not None and now - running["started"] < ctx.config.report_seconds:
+        raise ApiError("ConcurrentModificationException", "a report is being created; try "
+                       "again later", 400)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    lines = ["AccountId,Region,ResourceType,ResourceArn,NonCompliantKeys,"
+             "KeysWithNonCompliantValues,ComplianceStatus"]
+    for resource in ctx.state.every_resource():
+        if resource.deleted or not resource.tags:
+            continue
+        found = _compliance(ctx, resource)
+        lines.append(",".join([resource.account, resource.region, resource.resource_type,
+                               resource.arn, " ".join(found["NoncompliantKeys"]),
+                               " ".join(found["KeysWithNoncompliantValues"]),
+                               "true" if found["ComplianceStatus"] else "false"]))
+    ctx.state.report = {
+        "bucket": bucket, "started": now,
+        "location": f"s3://{bucket}/AwsTagPolicies/{ORG_ID}/{stamp}/report.csv",
+        "denied": bucket in ctx.config.report_denied_buckets,
+        "csv": "\n".join(lines) + "\n"}
+    return {}
+
+
+def describe_report_creation(ctx: Context, caller: Caller, body: dict[str, Any]
+                             ) -> dict[str, Any]:
+    _management_only(ctx, caller, "DescribeReportCreation")
+    report = ctx.state.report
+    if report is None:
+        return {"Status": "NO REPORT"}
+    if ctx.clock() - report["started"] < ctx.config.report_seconds:
+        return {"Status": "RUNNING"}
+    if report["denied"]:
+        return {"Status": "FAILED", "ErrorMessage": f"Access Denied: the tag policies' "
+                f"service principal cannot write to s3://{report['bucket']}"}
+    return {"Status": "SUCCEEDED", "S3Location": report["location"]}
+
+
 def get_compliance_summary(ctx: Context, caller: Caller, body: dict[str, Any]
                            ) -> dict[str, Any]:
     """Noncompliant resources across the organisation's accounts, grouped (GroupBy
     TARGET_ID, REGION, RESOURCE_TYPE); only the management account in us-east-1 may ask."""
-    management = ctx.config.management_account or ctx.config.default_account
-    if caller.account != management or caller.region != "us-east-1":
-        raise ApiError("ConstraintViolationException", "GetComplianceSummary can be called "
-                       "only from the organization's management account, in us-east-1", 400)
+    _management_only(ctx, caller, "GetComplianceSummary")
     group_by = body.get("GroupBy") or []
     if not isinstance(group_by, list) or not set(group_by) <= {"TARGET_ID", "REGION",
                                                                "RESOURCE_TYPE"}:
@@ -461,6 +517,8 @@ def get_compliance_summary(ctx: Context, caller: Caller, body: dict[str, Any]
 
 OPERATIONS: dict[str, Callable[[Context, Caller, dict[str, Any]], dict[str, Any]]] = {
     "GetComplianceSummary": get_compliance_summary,
+    "StartReportCreation": start_report_creation,
+    "DescribeReportCreation": describe_report_creation,
     "TagResources": tag_resources,
     "UntagResources": untag_resources,
     "GetResources": get_resources,

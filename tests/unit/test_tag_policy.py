@@ -63,3 +63,62 @@ def test_content_that_is_not_a_tag_policy_is_refused(content: object, words: str
 
 def test_no_policy_has_no_rules() -> None:
     assert parse_policy(None) is NO_POLICY and parse_policy({"other": 1}).rules == {}
+
+
+# -- fix-policy: the fix as a transform operation, its images and its undo --------------------
+
+def test_fix_renames_case_sets_single_case_matches_and_leaves_decisions() -> None:
+    from bulktag.policy.tag_policy import fix
+
+    policy = parse_policy(RESOLVED)
+    fixed, undecided = fix(policy, {"COSTCENTER": "100", "Env": "PROD", "x": "y"})
+    assert fixed == {"CostCenter": "100", "env": "prod", "x": "y"} and undecided == []
+    _, undecided = fix(policy, {"costcenter": "999"})
+    assert undecided == ["costcenter='999' is not an allowed value (allowed: '100', '300*')"]
+    _, undecided = fix(policy, {"costcenter": "100", "CostCenter": "300"})
+    assert undecided and "both present" in undecided[0]
+    fixed, undecided = fix(policy, {"costcenter": "999"}, {"costcenter": {"999": "300-a"}})
+    assert fixed == {"CostCenter": "300-a"} and undecided == []
+    _, undecided = fix(policy, {"costcenter": "999"}, {"costcenter": {"999": "400"}})
+    assert undecided, "a mapped value the policy does not allow still needs a decision"
+
+
+def test_a_fix_needing_a_decision_leaves_the_resource_alone_with_its_code() -> None:
+    from bulktag.policy.changes import Rules, decide
+    from bulktag.policy.transforms import NEEDS_DECISION_CODE, TransformError, apply, fix_policy
+
+    policy = parse_policy(RESOLVED)
+    body = [list(fix_policy())]
+    d = decide(Rules(kind="transform"), body, {"costcenter": "999", "env": "Prod"},
+               policy=policy)
+    assert not d.send and d.code == NEEDS_DECISION_CODE and "'999'" in (d.reason or "")
+    with pytest.raises(TransformError):
+        apply([fix_policy()], {"costcenter": "1"})  # no policy given: a bug, said loudly
+
+
+def test_a_fixs_image_keeps_what_it_set_so_undo_needs_no_policy() -> None:
+    from bulktag.policy.changes import Rules, after_of, decide, encode, prior_of, undo_body
+    from bulktag.policy.transforms import fix_policy
+
+    body = [list(fix_policy())]
+    current = {"costcenter": "100", "env": "PROD", "x": "me"}
+    d = decide(Rules(kind="transform"), body, current, policy=parse_policy(RESOLVED))
+    assert d.send and d.override == {"CostCenter": "100", "costcenter": None, "env": "prod"}
+    image = d.image()
+    assert image == {"CostCenter": [None, "100"], "costcenter": ["100", None],
+                     "env": ["PROD", "prod"]}
+    assert prior_of(image) == {"CostCenter": None, "costcenter": "100", "env": "PROD"}
+    assert after_of("transform", body, image) == {"CostCenter": "100", "costcenter": None,
+                                                  "env": "prod"}
+    undo = json.loads(undo_body("transform", json.dumps(body), encode(image)) or "{}")
+    assert undo == {"CostCenter": [None, "100"], "costcenter": ["100", None],
+                    "env": ["PROD", "prod"]}
+
+
+def test_a_noncompliant_query_asks_aws_for_compliance_details() -> None:
+    from bulktag.engine.discovery import Query
+
+    query = Query(noncompliant=True)
+    assert query.params() == {"IncludeComplianceDetails": True,
+                              "ExcludeCompliantResources": True}
+    assert Query.from_json(query.to_json()) == query
