@@ -32,7 +32,7 @@ from bulktag.app.submit import (
     nothing_to_apply_refusal,
     policy_refusals,
 )
-from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, route_of
+from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, resource_type_of, route_of
 from bulktag.aws.clients import ClientPool
 from bulktag.aws.organizations import PolicyBook
 from bulktag.aws.rate_limiter import ShardLimiter
@@ -43,7 +43,7 @@ from bulktag.engine.reader import job_rules, job_via
 from bulktag.errors import UsageError
 from bulktag.policy import transforms
 from bulktag.policy.changes import Decision, Rules, decide, diff_text, sendable
-from bulktag.policy.tag_policy import TagPolicy
+from bulktag.policy.tag_policy import POLICY_CODE, TagPolicy, violations
 from bulktag.sources import SourceError, open_rows, read_chunks, source_name
 from bulktag.store import JobOptions, tagset_body
 
@@ -174,21 +174,45 @@ def _as_the_run_reads(tags: dict[str, str], body: Any, ec2: bool,
 
 async def _policy(book: PolicyBook | None, shard: Shard, options: JobOptions,
                   plan: ShardPlan) -> TagPolicy | None:
-    """The account's tag policy for a fix-policy plan (None: the job needs none); one that
-    cannot be read is the shard's plan error, as for the run."""
+    """The account's tag policy (None: no book, --allow-noncompliant). A fix-policy job needs
+    it: one that cannot be read is the shard's plan error, as for the run; other jobs go on
+    without it (AWS checks their tags alone)."""
     if book is None:
         return None
     policy = await book.get(shard.account, shard.partition, job_via(options))
     problem = book.problems.get(shard.account or "(caller)")
-    if problem is not None:
+    if problem is not None and _fixes_policy(options):
         plan.error = f"the account's tag policy could not be read: {problem}"
     return policy
 
 
+def _fixes_policy(options: JobOptions) -> bool:
+    return bool(options.transform) and transforms.with_policy(
+        transforms.from_json(options.transform or []))
+
+
 def _policy_book(clients: ClientPool, options: JobOptions) -> PolicyBook | None:
-    wanted = options.transform and transforms.with_policy(
-        transforms.from_json(options.transform))
-    return PolicyBook(clients) if wanted else None
+    """Policies are read for every plan but one that sends noncompliant tags on purpose."""
+    if options.allow_noncompliant and not _fixes_policy(options):
+        return None
+    return PolicyBook(clients)
+
+
+def _as_the_policy_allows(d: Decision, policy: TagPolicy | None, arn: str,
+                          options: JobOptions, wanted: Any) -> Decision:
+    """What the run's worker does with a change an enforced tag policy refuses on the
+    resource's type: the item fails TagPolicyViolation without a call."""
+    if not d.send or policy is None or not policy.rules or options.allow_noncompliant:
+        return d
+    body = d.override if d.override is not None else sendable(wanted)
+    sets = {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else {}
+    kind = resource_type_of(arn)
+    refused = [v for v in violations(policy, kind, sets) if v.enforced]
+    if not refused:
+        return d
+    return Decision(False, "refused before sending: " + "; ".join(v.reason for v in refused) +
+                    f" on {kind}, which the account's tag policy enforces", failed=True,
+                    code=POLICY_CODE)
 
 
 async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
@@ -220,10 +244,11 @@ async def _plan_shard(clients: ClientPool, settings: Settings, shard: Shard,
             tags = current.get(arn, {})
             if not options.transform:  # a transform reads every key
                 tags = _as_the_run_reads(tags, wanted, ec2, settings)
-            _count(plan, decide(rules, wanted, tags,
-                                case_insensitive=arn.split(":", 3)[2:3] == ["iam"],
-                                policy=policy),
-                   body, arn, ec2, samples)
+            decision = decide(rules, wanted, tags,
+                              case_insensitive=arn.split(":", 3)[2:3] == ["iam"],
+                              policy=policy)
+            _count(plan, _as_the_policy_allows(decision, policy, arn, options, wanted), body,
+                   arn, ec2, samples)
     return plan
 
 
@@ -264,7 +289,8 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
                                   policy=policy)
                 if request.transform is not None and decision.already:
                     continue  # the walk does not enqueue what the operations leave alone
-                _count(plan, decision, body, arn, ec2, samples)
+                _count(plan, _as_the_policy_allows(decision, policy, arn, options, wanted),
+                       body, arn, ec2, samples)
             token = resp.get("PaginationToken")
             if not token:
                 return
@@ -371,7 +397,13 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
     if samples.refusals:
         lines.append(f"  refused (first {len(samples.refusals)}):")
         lines += [f"    {r['arn']}: {r['state']}: {r['reason']}" for r in samples.refusals]
-    return Plan(data, "\n".join(lines), 0 if not invalid or skip_invalid else 2)
+    refused_by_policy = data["refused"].get(POLICY_CODE, 0)
+    if refused_by_policy:
+        lines.append(f"  {refused_by_policy} resource(s) would get tags their account's tag "
+                     "policy refuses on their type: the run fails them without a call "
+                     "(change the operations or tags, or --allow-noncompliant)")
+    bad = (invalid and not skip_invalid) or refused_by_policy
+    return Plan(data, "\n".join(lines), 2 if bad else 0)
 
 
 def _kind(request: Request, options: JobOptions) -> tuple[str, dict[str, Any]]:

@@ -112,8 +112,8 @@ def test_fix_policy_fixes_what_has_one_answer_and_leaves_the_rest(
     assert plan["change"] == changing, plan
     assert plan["refused"].get("needs-decision") == \
         sum(1 for k in by_arn.values() if k in NEEDS_DECISION)
-    calls_before = dict(sim_get(sim_url, "/_sim/stats")["requests"])  # type: ignore[arg-type]
-    assert calls_before.get("TagResources", 0) == 0  # the plan sent nothing
+    stats: Any = sim_get(sim_url, "/_sim/stats")
+    assert stats["requests"].get("TagResources", 0) == 0  # the plan sent nothing
 
     ran = run_cli("fix-policy", *where, "--json", *common)
     assert ran.returncode == 0, ran.stderr[-2000:]
@@ -137,12 +137,19 @@ def test_fix_policy_fixes_what_has_one_answer_and_leaves_the_rest(
     expect_after = sum(1 for k in by_arn.values() if k in NEEDS_DECISION)
     assert sum(r["noncompliant"] for r in rows) == their_summary(sim_url) == expect_after
 
+    verified = run_cli("verify", str(job["job"]), "--json", *common)
+    assert verified.returncode == 0, verified.stderr[-2000:]
+    assert json.loads(verified.stdout)["checked"] == changing
+
     # Undo puts every resource back as it was, without reading the policy again.
     undone = run_cli("undo", str(job["job"]), "--json", *common)
     assert undone.returncode == 0, undone.stderr[-2000:]
     for arn, kind in by_arn.items():
         assert sim_tags(sim_url, arn) == KINDS[kind][0], (arn, kind)
     assert their_summary(sim_url) == expect_before
+    drifted = run_cli("verify", str(job["job"]), "--json", *common)
+    assert drifted.returncode == 3  # the policy would fix them again
+    assert json.loads(drifted.stdout)["drifted"] == changing
 
     # --map-value decides the values the policy leaves open; a resource with two values for
     # one key still needs a person.

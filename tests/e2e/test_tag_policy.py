@@ -158,3 +158,27 @@ def test_compliance_sums_what_get_compliance_summary_reports(
                         env={"AWS_ACCESS_KEY_ID": "sim-222222222222-key"})
         assert other.returncode == 2
         assert "only the organization's management account, in us-east-1" in other.stderr
+
+
+def test_a_transform_plan_and_run_refuse_what_the_policy_enforces_without_a_call(
+        tmp_path: Path, sim_url: str, run_cli: CliRunner) -> None:
+    tables = arns_of("dynamodb", 10)
+    source = tmp_path / "tables.txt"
+    source.write_text("\n".join(tables) + "\n")
+    common = ["--db", str(tmp_path / "s.db"), "--endpoint-url", sim_url]
+    ok = run_cli("tag", "--arns", str(source), "--tag", "CostCenter=100", *common)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    mapping = ["transform", "--arns", str(source), "--map-value", "CostCenter:100=555"]
+    planned = run_cli(*mapping, "--dry-run", "--json", *common)
+    assert planned.returncode == 2, planned.stderr[-2000:]
+    plan = json.loads(planned.stdout)
+    assert plan["refused"] == {"TagPolicyViolation": len(tables)} and plan["change"] == 0
+    assert "CostCenter='555' is not allowed" in plan["refusals"][0]["reason"]
+    before = tag_calls(sim_url)
+    ran = run_cli(*mapping, "--json", "--failure-ratio", "1", *common)
+    assert ran.returncode == 3, ran.stderr[-2000:]
+    (job,) = json.loads(ran.stdout)["jobs"]
+    assert job["counts"]["failed"] == len(tables)
+    assert job["top_errors"][0]["code"] == "TagPolicyViolation"
+    assert tag_calls(sim_url) == before  # refused before sending: not one call
+    assert all(sim_tags(sim_url, a)["CostCenter"] == "100" for a in tables)
