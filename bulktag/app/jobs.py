@@ -97,6 +97,47 @@ def check_accounts(accounts: list[str]) -> None:
             raise UsageError(f"--accounts: {problem}")
 
 
+ORG = "org"  #: `--accounts org`: every active account of the organisation
+
+
+async def resolve_accounts(settings: Settings, accounts: list[str], ous: list[str],
+                           exclude: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Where a discovery walks: the accounts given (`[""]`: the caller's), every active
+    account of the organisation (`["org"]`) or those under the OUs `ous` (recursively), less
+    `exclude`. Returns them and the accounts skipped for their state (SUSPENDED, ...)."""
+    check_accounts([a for a in accounts if a != ORG])
+    check_accounts(exclude)
+    for ou in ous:
+        if not ou.startswith(("ou-", "r-")):
+            raise UsageError(f"--ou: {ou!r} is not an OU id (ou-xxxx-xxxxxxxx, or a root "
+                             "r-xxxx)")
+    skipped: dict[str, str] = {}
+    if ORG in accounts or ous:
+        if ORG in accounts and (ous or len(accounts) > 1):
+            raise UsageError("--accounts org takes every account: it goes with no other "
+                             "account or --ou")
+        from bulktag.aws.clients import ClientPool
+        from bulktag.aws.organizations import OrganizationUnavailable, organization_accounts
+
+        clients = ClientPool(settings)
+        try:
+            found = await organization_accounts(clients, ous or None)
+        except OrganizationUnavailable as exc:
+            what = "--ou" if ous else "--accounts org"
+            raise UsageError(f"{what}: cannot list the organization's accounts: {exc}") \
+                from None
+        finally:
+            await clients.close()
+        accounts = [a for a in accounts if a != ORG] + [
+            a for a in found.active if a not in accounts]
+        skipped = found.skipped
+    kept = [a for a in (accounts or [""]) if a not in exclude]
+    if not kept:
+        raise UsageError("no account left to work on (every account listed is excluded, "
+                         "or not active)")
+    return kept, skipped
+
+
 async def resolve_regions(settings: Settings, regions: list[str]) -> list[str]:
     """The regions given, or every region enabled for the caller (EC2 DescribeRegions)."""
     if regions:
@@ -121,8 +162,12 @@ async def submit_query_job(store: Store, operation: str, options: JobOptions, *,
     assert options.regions is not None
     job_id = await store.create_job(operation, options=options, name=name, priority=priority,
                                     owner=new_owner_token())
-    await store.create_discoveries(job_id, [("aws", a, r) for a in options.accounts
-                                            for r in options.regions])
+    explorer = options.query.get("Explorer")
+    if explorer is not None:  # Resource Explorer: one walk over the view, in its region
+        await store.create_discoveries(job_id, [("aws", "", explorer["Region"])])
+    else:
+        await store.create_discoveries(job_id, [("aws", a, r) for a in options.accounts
+                                                for r in options.regions])
     await store.set_job_state(job_id, JobState.READY)
     log.info("job_submitted", job=job_id, query=options.query, accounts=options.accounts,
              regions=options.regions)

@@ -19,7 +19,6 @@ import anyio.to_thread
 
 from bulktag.api_limits import ARNS_PER_READ
 from bulktag.api_limits import ARNS_PER_TAG_CALL as BATCH
-from bulktag.api_limits import PAGE_SIZE as PAGE
 from bulktag.app.submit import (
     MAX_PROBLEMS_SHOWN,
     PolicyCheck,
@@ -36,9 +35,16 @@ from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, Shard, parse_arn, resource_typ
 from bulktag.aws.clients import ClientPool
 from bulktag.aws.organizations import PolicyBook
 from bulktag.aws.rate_limiter import ShardLimiter
-from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, read_tags, tags_of
+from bulktag.aws.reads import (
+    TokenExpired,
+    Unreadable,
+    get_resources_page,
+    list_resources_page,
+    read_tags,
+    tags_of,
+)
 from bulktag.config import Settings
-from bulktag.engine.discovery import Query
+from bulktag.engine.discovery import Query, explorer_scope
 from bulktag.engine.reader import job_rules, job_via
 from bulktag.errors import UsageError
 from bulktag.policy import transforms
@@ -48,6 +54,10 @@ from bulktag.sources import SourceError, open_rows, read_chunks, source_name
 from bulktag.store import JobOptions, tagset_body
 
 S3_BUCKET = ":s3:::"  #: in a bucket's ARN: no region, no account
+#: a GetResources discovery without tag filters: what it cannot see
+NEVER_TAGGED = ("GetResources lists only resources that are or were tagged: resources never "
+                "tagged are not found here; --explorer 'FILTER' finds them through AWS "
+                "Resource Explorer")
 SAMPLE = 10  #: resources shown with `key: before → after` (and refusals with their reason)
 
 
@@ -266,20 +276,30 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
     rules = rules_for(request, options)
     token = None
     shard_key = Shard("aws", account, region)
-    policy = await _policy(book, shard_key, options,
-                           plans.setdefault(shard_key, ShardPlan()))
-    if plans[shard_key].error is not None:
-        return
+    explorer = query.explorer is not None
+    keep = explorer_scope(options, account) if explorer else None
+    read_page = list_resources_page if explorer else get_resources_page
+    policies: dict[str, TagPolicy | None] = {}
+    if not explorer:
+        policies[account] = await _policy(book, shard_key, options,
+                                          plans.setdefault(shard_key, ShardPlan()))
+        if plans[shard_key].error is not None:
+            return
     try:
         while True:
-            params = {**query.params(), "ResourcesPerPage": PAGE}
-            if token:
-                params["PaginationToken"] = token
-            resp = await get_resources_page(clients, shard_key, limiter, params, settings,
-                                            via=job_via(options))
+            resp = await read_page(clients, shard_key, limiter, query.page_params(token),
+                                   settings, via=job_via(options))
             for m in resp.get("ResourceTagMappingList", []):
+                if keep is not None and not keep(m):
+                    continue
                 shard = parse_arn(m["ResourceARN"]).shard
+                if not shard.account:
+                    shard = Shard(shard.partition, m.get("OwningAccountId") or account,
+                                  shard.region or m.get("Region") or region)
                 plan = plans.setdefault(shard, ShardPlan())
+                if explorer and shard.account not in policies:
+                    policies[shard.account] = await _policy(book, shard, options, plan)
+                policy = policies[shard.account if explorer else account]
                 arn = m["ResourceARN"]
                 ec2 = route_of(arn, options.route or settings.route) == ROUTE_EC2
                 tags = tags_of(m) if request.transform is not None else \
@@ -380,6 +400,12 @@ def _render(operation: str, settings: Settings, plans: dict[Shard, ShardPlan],
         lines.append("    by route: " + "; ".join(
             f"{r['route']} {r['change']} to change, {r['skip']} skipped, {r['batches']} "
             f"batches, ~{r['seconds_at_quota']} s" for r in s["routes"]))
+    if header.get("warning"):
+        lines.insert(1, f"  note: {header['warning']}")
+    if header.get("accounts_skipped"):
+        states = Counter(header["accounts_skipped"].values())
+        lines.insert(1, f"  accounts: {len(header['accounts'])} active worked; skipped "
+                        + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
     if operation == "transform":
         lines[1:1] = [f"  operations: {'; '.join(header.get('operations', []))}"]
         tag = sum(s["calls"]["TagResources"] for s in shards)
@@ -476,21 +502,30 @@ async def dry_run(request: Request, settings: Settings, options: JobOptions,
 
 
 async def plan_query(settings: Settings, request: Request, query: Query, accounts: list[str],
-                     regions: list[str], options: JobOptions) -> Plan:
-    """The plan for a query: walk it without enqueuing."""
+                     regions: list[str], options: JobOptions, *,
+                     skipped: dict[str, str] | None = None) -> Plan:
+    """The plan for a query: walk it without enqueuing. `skipped`: accounts of the
+    organisation left out for their state (SUSPENDED, ...), counted in the plan."""
     clients = ClientPool(settings)
     plans: dict[Shard, ShardPlan] = {}
     samples = Samples()
     book = _policy_book(clients, options)
+    walks = [(a, r) for a in accounts for r in regions]
+    if query.explorer is not None:  # one walk over the view, in its region
+        walks = [("", (options.query or {})["Explorer"]["Region"])]
     try:
         await asyncio.gather(*(
             _walk_plan(clients, settings, a, r, query, request, options, plans, samples, book)
-            for a in accounts for r in regions
+            for a, r in walks
         ))
     finally:
         await clients.close()
     kind, extra = _kind(request, options)
-    return _render(kind, settings, plans, {"query": query.to_json(), **extra}, 0, samples)
+    header = {"query": query.to_json(), "accounts": [a or "(caller)" for a in accounts],
+              "accounts_skipped": dict(skipped or {}), **extra}
+    if query.explorer is None and not query.tag_filters:
+        header["warning"] = NEVER_TAGGED
+    return _render(kind, settings, plans, header, 0, samples)
 
 
 async def plan_undo(settings: Settings, per_shard: dict[Shard, list[tuple[str, str]]],

@@ -101,6 +101,10 @@ class ClientPool:
         """The shard's EC2 client (CreateTags / DeleteTags, the `ec2` route)."""
         return await self._client(EC2, shard, via)
 
+    async def explorer(self, shard: Shard, via: Via | None = None) -> Any:
+        """A Resource Explorer client in the shard's region (ListResources over a view)."""
+        return await self._client("resource-explorer-2", shard, via)
+
     async def _client(self, service: str, shard: Shard, via: Via | None = None) -> Any:
         key = (service, shard.account, shard.region, via)
         entry = self._clients.get(key)

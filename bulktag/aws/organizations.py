@@ -11,6 +11,7 @@ says why, once: AWS still refuses what its policy enforces, item by item.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -167,3 +168,76 @@ async def compliance_summary(clients: ClientPool, group_by: list[str], accounts:
         raise _unavailable(exc) from None
     except (BotoCoreError, AccountAccessError, OSError) as exc:
         raise ComplianceUnavailable(str(exc)) from None
+
+
+# -- the organisation's accounts ------------------------------------------------------------
+
+
+class OrganizationUnavailable(Exception):
+    """The organisation's accounts could not be listed (the message says why and what to do)."""
+
+
+@dataclass
+class OrgAccounts:
+    """Accounts of the organisation (or of some OUs): the active ones, in the order listed,
+    and the others with their state (SUSPENDED, PENDING_CLOSURE, CLOSED), skipped."""
+
+    active: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, account: dict[str, Any]) -> None:
+        account_id = str(account.get("Id") or "")
+        state = str(account.get("State") or account.get("Status") or "ACTIVE")
+        if not account_id or account_id in self.active or account_id in self.skipped:
+            return
+        if state == "ACTIVE":
+            self.active.append(account_id)
+        else:
+            self.skipped[account_id] = state
+
+
+async def organization_accounts(clients: ClientPool, ous: list[str] | None = None
+                                ) -> OrgAccounts:
+    """Every account of the caller's organisation (ListAccounts), or those under `ous`,
+    recursively (ListAccountsForParent, ListOrganizationalUnitsForParent). The caller must be
+    the management account or a delegated administrator."""
+    settings = clients.settings
+    found = OrgAccounts()
+    try:
+        async with clients.accounts.base.create_client(
+                "organizations", region_name=ORGANIZATIONS_REGION,
+                endpoint_url=settings.endpoint_url, config=client_config(settings, 2)) as org:
+            if not ous:
+                async for page in org.get_paginator("list_accounts").paginate():
+                    for account in page.get("Accounts", []):
+                        found.add(account)
+                return found
+            todo = list(ous)
+            seen: set[str] = set()
+            while todo:
+                parent = todo.pop(0)
+                if parent in seen:
+                    continue
+                seen.add(parent)
+                async for page in org.get_paginator("list_accounts_for_parent").paginate(
+                        ParentId=parent):
+                    for account in page.get("Accounts", []):
+                        found.add(account)
+                async for page in org.get_paginator(
+                        "list_organizational_units_for_parent").paginate(ParentId=parent):
+                    todo.extend(str(ou["Id"]) for ou in page.get("OrganizationalUnits", []))
+            return found
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code") or "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        hint = {
+            "AWSOrganizationsNotInUseException": " — the caller's account is in no "
+            "organization: give --accounts",
+            "AccessDeniedException": " — list the accounts from the organization's management "
+            "account or a delegated administrator, with organizations:ListAccounts, "
+            "ListAccountsForParent and ListOrganizationalUnitsForParent",
+            "ParentNotFoundException": " — check the OU ids (ou-xxxx-xxxxxxxx or r-xxxx)",
+        }.get(code, "")
+        raise OrganizationUnavailable(f"{code}: {message}{hint}") from None
+    except (BotoCoreError, OSError) as exc:
+        raise OrganizationUnavailable(str(exc)) from None

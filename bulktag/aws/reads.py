@@ -114,6 +114,34 @@ async def get_resources_page(
     return await _retrying(call, clients, shard, limiter, settings, rng, **retry)
 
 
+async def list_resources_page(
+    clients: ClientPool, shard: Shard, limiter: ShardLimiter, params: dict[str, Any],
+    settings: Settings, rng: random.Random | None = None, *, via: Via | None = None,
+    **retry: Any,
+) -> dict[str, Any]:
+    """One Resource Explorer ListResources page (a view's resources, tagged or never tagged,
+    in every account and region the view covers), rate limited and retried as GetResources.
+    Its answer as GetResources' shape: `ResourceTagMappingList` (with each resource's
+    `OwningAccountId` and `Region`) and `PaginationToken`."""
+
+    async def call() -> dict[str, Any]:
+        client = await clients.explorer(shard, via)
+        resp = await client.list_resources(**params)
+        mappings = []
+        for r in resp.get("Resources", []):
+            tags: list[dict[str, str]] = []
+            for prop in r.get("Properties") or []:
+                if prop.get("Name") == "tags" and isinstance(prop.get("Data"), list):
+                    tags = [t for t in prop["Data"] if isinstance(t, dict) and "Key" in t]
+            mappings.append({"ResourceARN": r["Arn"], "Tags": tags,
+                             "OwningAccountId": r.get("OwningAccountId") or "",
+                             "Region": r.get("Region") or ""})
+        return {"ResourceTagMappingList": mappings,
+                "PaginationToken": resp.get("NextToken") or ""}
+
+    return await _retrying(call, clients, shard, limiter, settings, rng, **retry)
+
+
 async def _retrying(
     call: Callable[[], Awaitable[dict[str, Any]]], clients: ClientPool, shard: Shard,
     limiter: ShardLimiter, settings: Settings, rng: random.Random | None = None, *,

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import traceback
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ import structlog
 
 from bulktag import __version__
 from bulktag.app.jobs import (
-    check_accounts,
+    ORG,
     job_status,
     job_summaries,
+    resolve_accounts,
     resolve_regions,
     submit_query_job,
 )
@@ -120,7 +122,17 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
     q.add_argument("--resource-type", action="append", default=[], metavar="SERVICE[:TYPE]",
                    help="resources of this type, e.g. ec2:instance (repeatable)")
     q.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
-    q.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    q.add_argument("--explorer", metavar="FILTER",
+                   help="find the resources with AWS Resource Explorer (ListResources), "
+                        "never-tagged ones included: its filter syntax, e.g. 'service:lambda "
+                        "region:us-east-1 tag:none'")
+    q.add_argument("--explorer-view", metavar="ARN",
+                   help="the Resource Explorer view (default: the default view of "
+                        "--explorer-region)")
+    q.add_argument("--explorer-region", metavar="REGION",
+                   help="where the view lives: the aggregator index's region (default: the "
+                        "home region)")
+    _org_accounts(q)
     p.add_argument("--route", choices=("auto", "tagging-api"),
                    help="auto (default): EC2 resources CreateTags takes go through EC2's API, "
                         "the rest through the Tagging API; tagging-api: all through it")
@@ -154,6 +166,23 @@ def _job_submission(p: argparse.ArgumentParser) -> None:
                    help="... once at least this many items were attempted (default 1000)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _export_on_finish(p)
+
+
+def _org_accounts(g: Any) -> None:
+    g.add_argument("--accounts", help="comma-separated accounts, or org: every active account "
+                   "of the organization (default: the caller's)")
+    g.add_argument("--ou", metavar="OU[,OU]", help="the active accounts under these "
+                   "organizational units, recursively (AWS Organizations)")
+    g.add_argument("--exclude-accounts", metavar="ID[,ID]", help="leave these accounts out")
+
+
+async def _accounts(args: argparse.Namespace, settings: Settings
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The accounts a discovery walks, and those skipped for their state."""
+    given = [ORG] if (args.accounts or "").strip().lower() == ORG else \
+        csv_list(args.accounts, "accounts")
+    return await resolve_accounts(settings, given, csv_list(args.ou, "ou"),
+                                  csv_list(args.exclude_accounts, "exclude-accounts"))
 
 
 def _case_conflict(p: argparse.ArgumentParser) -> None:
@@ -260,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="a file, a directory (gets inventory-<time>.jsonl), or s3://bucket/prefix")
     p.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
-    p.add_argument("--accounts", help="comma-separated accounts (default: the caller's)")
+    _org_accounts(p)
     p.add_argument("--query", help="only resources matching this ResourceQuery")
     p.add_argument("--match-tag", action="append", default=[], metavar="KEY[=VALUE]")
     p.add_argument("--resource-type", action="append", default=[], metavar="SERVICE[:TYPE]")
@@ -349,11 +378,25 @@ def _query_from_args(args: argparse.Namespace) -> Any:
 
     if args.query and (args.match_tag or args.resource_type):
         raise UsageError("--query and --match-tag/--resource-type do not combine")
+    explorer = getattr(args, "explorer", None)
+    if explorer is not None:
+        if args.query or args.match_tag or args.resource_type:
+            raise UsageError("--explorer takes its own filter string: it goes with no "
+                             "--query, --match-tag or --resource-type (use service:, "
+                             "resourcetype:, tag:key=value in it)")
+        if args.arns:
+            raise UsageError("give either --arns or --explorer, not both")
+        from bulktag.engine.discovery import Query
+
+        return Query(explorer=explorer.strip(), explorer_view=args.explorer_view)
+    if getattr(args, "explorer_view", None) or getattr(args, "explorer_region", None):
+        raise UsageError("--explorer-view and --explorer-region go with --explorer")
     if args.query:
         return parse_resource_query(args.query)
     if args.match_tag or args.resource_type:
         return query_from_flags(args.match_tag, args.resource_type)
-    if (args.regions or args.accounts) and (args.command not in TRANSFORMS or args.arns):
+    if (args.regions or args.accounts or args.ou or args.exclude_accounts) and (
+            args.command not in TRANSFORMS or args.arns):
         raise UsageError("--regions and --accounts go with a query (--query, --match-tag, "
                          "--resource-type)")
     return None
@@ -394,17 +437,25 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "fix-policy" and query is not None:
         query = dataclasses.replace(query, noncompliant=True)  # AWS's own reading first
     if query is not None:
-        accounts = csv_list(args.accounts, "accounts") or [""]
-        check_accounts(accounts)
+        accounts, skipped = await _accounts(args, settings)
         regions = await resolve_regions(settings, csv_list(args.regions, "regions"))
-        options = submission.query_job_options(query.to_json(), accounts, regions)
+        query_json = query.to_json()
+        if query.explorer is not None:  # one walk, over the view, where the view lives
+            query_json["Explorer"]["Region"] = args.explorer_region or settings.region or \
+                "us-east-1"
+        options = submission.query_job_options(query_json, accounts, regions)
         options = options.with_(**way_in(settings))
         if args.dry_run:
             from bulktag.app.plan import plan_query
 
-            plan = await plan_query(settings, request, query, accounts, regions, options)
+            plan = await plan_query(settings, request, query, accounts, regions, options,
+                                    skipped=skipped)
             emit(args, plan.data, plan.human)
             return plan.exit_code
+        if skipped:
+            log.warning("accounts_skipped", accounts=len(skipped),
+                        states=dict(sorted(Counter(skipped.values()).items())),
+                        hint="only ACTIVE accounts are worked")
         async with await Store.open(settings.db) as store:
             job_id = await submit_query_job(store, request.operation, options,
                                             name=submission.name,
@@ -622,7 +673,7 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     query = (parse_resource_query(args.query) if args.query else
              query_from_flags(args.match_tag, args.resource_type)
              if args.match_tag or args.resource_type else None)
-    accounts = csv_list(args.accounts, "accounts") or [""]
+    accounts, _skipped = await _accounts(args, settings)
     regions = csv_list(args.regions, "regions")
     if not regions:
         clients = ClientPool(settings)

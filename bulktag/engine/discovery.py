@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,13 @@ from bulktag.api_limits import PAGINATION_TOKEN_SECONDS, RESOURCE_TYPE_FILTERS_M
 from bulktag.arn import ArnError, Shard, parse_arn, route_of
 from bulktag.aws.clients import ClientPool
 from bulktag.aws.rate_limiter import ShardLimiter
-from bulktag.aws.reads import TokenExpired, Unreadable, get_resources_page, tags_of
+from bulktag.aws.reads import (
+    TokenExpired,
+    Unreadable,
+    get_resources_page,
+    list_resources_page,
+    tags_of,
+)
 from bulktag.config import Settings
 from bulktag.engine.reader import job_via
 from bulktag.errors import BulktagError
@@ -39,6 +45,7 @@ log = structlog.get_logger("bulktag.engine.discovery")
 
 TOKEN_FRESH_SECONDS = PAGINATION_TOKEN_SECONDS - 60  # leave a margin
 STACK_TAG = "aws:cloudformation:stack-id"
+EXPLORER_PAGE = 1000  # ListResources' largest page
 
 
 class QueryError(BulktagError, ValueError):
@@ -54,6 +61,11 @@ class Query:
     #: only resources noncompliant with their account's tag policy (GetResources'
     #: IncludeComplianceDetails + ExcludeCompliantResources)
     noncompliant: bool = False
+    #: Resource Explorer instead of GetResources: ListResources with this FilterString over
+    #: `explorer_view` (None: the default view of the walk's region), never-tagged resources
+    #: included
+    explorer: str | None = None
+    explorer_view: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +73,27 @@ class Query:
             "ResourceTypeFilters": list(self.resource_types)}
         if self.noncompliant:
             out["ExcludeCompliantResources"] = True
+        if self.explorer is not None:
+            out["Explorer"] = {"FilterString": self.explorer,
+                               **({"ViewArn": self.explorer_view} if self.explorer_view
+                                  else {})}
+        return out
+
+    def page_params(self, token: str | None) -> dict[str, Any]:
+        """One page's call: GetResources' (`params`), or ListResources' for an explorer
+        query."""
+        if self.explorer is not None:
+            out: dict[str, Any] = {"MaxResults": EXPLORER_PAGE}
+            if self.explorer:
+                out["Filters"] = {"FilterString": self.explorer}
+            if self.explorer_view:
+                out["ViewArn"] = self.explorer_view
+            if token:
+                out["NextToken"] = token
+            return out
+        out = {**self.params(), "ResourcesPerPage": PAGE}
+        if token:
+            out["PaginationToken"] = token
         return out
 
     @classmethod
@@ -94,7 +127,8 @@ class Query:
 def _filters(data: Mapping[str, Any], where: str, *, every: bool = False) -> Query:
     if not isinstance(data, Mapping):
         raise QueryError(f"{where}: expected a JSON object")
-    unknown = set(data) - {"TagFilters", "ResourceTypeFilters", "ExcludeCompliantResources"}
+    unknown = set(data) - {"TagFilters", "ResourceTypeFilters", "ExcludeCompliantResources",
+                           "Explorer"}
     if unknown:
         raise QueryError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
                          "(expected TagFilters, ResourceTypeFilters)")
@@ -124,6 +158,16 @@ def _filters(data: Mapping[str, Any], where: str, *, every: bool = False) -> Que
         if t.startswith("AWS::"):
             raise QueryError(f"{where}: resource type {t!r} is a CloudFormation type name; "
                              "the Tagging API filters by service[:type], e.g. ec2:instance")
+    explorer = data.get("Explorer")
+    if explorer is not None:
+        if not isinstance(explorer, Mapping) or not isinstance(explorer.get("FilterString"),
+                                                               str):
+            raise QueryError(f"{where}: Explorer needs a FilterString")
+        if filters or types or noncompliant:
+            raise QueryError(f"{where}: a Resource Explorer query takes no GetResources "
+                             "filters (put them in its filter string)")
+        return Query(explorer=explorer["FilterString"],
+                     explorer_view=explorer.get("ViewArn") or None)  # Region: the walk's
     if not filters and not types and not every and not noncompliant:
         raise QueryError(f"{where}: matches every resource; give TagFilters or "
                          "ResourceTypeFilters")
@@ -246,15 +290,13 @@ async def walk(
         stats.restarts += 1
         await store.restart_discovery(d)
         walk_log.info("discovery_restarted", reason="saved pagination token too old")
+    read_page = list_resources_page if query.explorer is not None else get_resources_page
+    keep = explorer_scope(job_options, account) if query.explorer is not None else None
     while not stopping.is_set():
-        params = query.params()
-        params["ResourcesPerPage"] = PAGE
-        if token:
-            params["PaginationToken"] = token
+        params = query.page_params(token)
         try:
-            resp = await get_resources_page(clients, Shard(d.partition, d.account, d.region),
-                                            limiter, params, settings, rng, via=via,
-                                            errors=stats.errors)
+            resp = await read_page(clients, Shard(d.partition, d.account, d.region), limiter,
+                                   params, settings, rng, via=via, errors=stats.errors)
         except TokenExpired:
             token = None
             stats.restarts += 1
@@ -270,6 +312,8 @@ async def walk(
         skipped: list[tuple[str, str]] = []
         for mapping in resp.get("ResourceTagMappingList", []):
             arn_text = mapping["ResourceARN"]
+            if keep is not None and not keep(mapping):
+                continue  # the view's, but outside the job's accounts and regions
             try:
                 arn = parse_arn(arn_text)
             except ArnError as exc:
@@ -285,9 +329,11 @@ async def walk(
                     skipped.append((arn_text, decision.reason))
                 if decision.override:
                     item_body = tagset_body(decision.override, None)
-            # An ARN without account or region (an S3 bucket) belongs where it was found.
+            # An ARN without account or region (an S3 bucket) belongs where it was found (or
+            # where Resource Explorer says it is).
             shard = arn.shard if arn.account and arn.region else Shard(
-                arn.partition, arn.account or account, arn.region or d.region)
+                arn.partition, arn.account or mapping.get("OwningAccountId") or account,
+                arn.region or mapping.get("Region") or d.region)
             items.append(NewItem(arn_text, shard, item_body,
                                  route=route_of(arn_text, job_options.route)))
         job = await store.get_job(d.job_id)
@@ -309,6 +355,21 @@ async def walk(
             await store.finish_discovery(d, "done")
             walk_log.info("discovery_done")
             return
+
+
+def explorer_scope(options: JobOptions, caller: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Which of a view's resources a job keeps: those of its accounts (none named: the
+    caller's) and regions (global resources, region "global" or none, always)."""
+    accounts = {a or caller for a in (options.accounts or [""])}
+    regions = set(options.regions or ())
+
+    def keep(mapping: Mapping[str, Any]) -> bool:
+        owner = mapping.get("OwningAccountId") or mapping["ResourceARN"].split(":")[4]
+        region = mapping.get("Region") or ""
+        return (not accounts - {""} or owner in accounts) and (
+            not regions or region in regions or region in ("", "global"))
+
+    return keep
 
 
 async def enabled_regions(clients: ClientPool, settings: Settings) -> list[str]:

@@ -548,8 +548,10 @@ class Engine:
                     self.log.error("discovery_failed", job=d.job_id, account=shard.account,
                                    region=d.region, code=POLICY_UNREAD_CODE, message=problem)
                     return
+            explorer = "Explorer" in (job.options.query or {})
             await walk(self.store, self.settings, self.clients,
-                       self.limiter(shard, "GetResources"), self.owner, d, job.options,
+                       self.limiter(shard, "ListResources" if explorer else "GetResources"),
+                       self.owner, d, job.options,
                        job.operation, self.discovery_stats, anyio.Event(), self.rng,
                        account=shard.account, policy=policy)
         except StoreError:

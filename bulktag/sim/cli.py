@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bulktag.sim.config import (
     DEFAULT_EC2_BUCKETS,
@@ -108,6 +108,9 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the account's effective tag policy (JSON file, as "
                         "DescribeEffectivePolicy answers it); TagResources refuses "
                         "noncompliant tags on the types it enforces (repeatable)")
+    g.add_argument("--organization", type=_organization, default=None, metavar="FILE",
+                   help="the organisation's tree (JSON: {root, ous: {ou: parent}, accounts: "
+                        "{id: {parent, state}}}) for Organizations' List* calls")
     g.add_argument("--fault-seed", type=int, default=None, metavar="N",
                    help="seed of the fault random generator")
 
@@ -124,6 +127,16 @@ def _tag_policy(text: str) -> tuple[str, str]:
     return account, content
 
 
+def _organization(path: str) -> dict[str, Any]:
+    try:
+        tree = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("root"), str):
+        raise argparse.ArgumentTypeError(f"{path}: expected {{root, ous, accounts}}")
+    return tree
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         quotas=dict(args.quota),
@@ -135,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         resource_throttle_rate=args.fault_resource_throttle,
         seed=args.fault_seed,
         tag_policies=dict(args.tag_policy),
+        organization=args.organization,
     )
 
 

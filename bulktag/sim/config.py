@@ -20,6 +20,7 @@ DEFAULT_QUOTAS: dict[str, float] = {
     "GetComplianceSummary": 5.0,  # the simulator's choice: AWS documents no figure here
     "StartReportCreation": 1.0,  # likewise
     "DescribeReportCreation": 5.0,  # likewise
+    "ListResources": 10.0,  # Resource Explorer; likewise
 }
 
 # The per-resource error message of ARNs containing `markup_marker`.
@@ -65,6 +66,12 @@ class SimConfig:
     #: the organisation's management account: the only caller of GetComplianceSummary (in
     #: us-east-1); None: the default account
     management_account: str | None = None
+    #: the organisation's tree for ListRoots / ListAccounts / ...ForParent: {"root": "r-...",
+    #: "ous": {OU: PARENT}, "accounts": {ACCOUNT: {"parent": P, "state": "ACTIVE" | ...}}};
+    #: None: the caller is in no organisation
+    organization: dict[str, Any] | None = None
+    #: where Resource Explorer's aggregator index and default view live
+    explorer_region: str = "us-east-1"
     #: StartReportCreation: the report is RUNNING this long, then SUCCEEDED ...
     report_seconds: float = 0.5
     #: ... or FAILED for these buckets (the tag policies' principal cannot write to them)
@@ -102,7 +109,8 @@ _FLOAT_FIELDS = (
     "pagination_token_ttl",
     "report_seconds",
 )
-_STR_FIELDS = ("denied_marker", "missing_marker", "markup_marker", "default_account")
+_STR_FIELDS = ("denied_marker", "missing_marker", "markup_marker", "default_account",
+               "explorer_region")
 _SET_FIELDS = ("unsupported_types", "refused_roles", "report_denied_buckets")
 
 
@@ -125,6 +133,13 @@ def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{name} must be a list of strings")
             updates[name] = frozenset(value)
+        elif name == "organization":
+            if value is not None and not (isinstance(value, dict) and isinstance(
+                    value.get("root"), str) and isinstance(value.get("ous", {}), dict)
+                    and isinstance(value.get("accounts", {}), dict)):
+                raise ValueError("organization must be {root, ous: {ou: parent}, accounts: "
+                                 "{id: {parent, state}}}")
+            updates[name] = value
         elif name == "tag_policies":
             if not isinstance(value, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()):

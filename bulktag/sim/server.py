@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bulktag.sim import ec2, sts
+from bulktag.sim import ec2, explorer, org, sts
 from bulktag.sim.arns import ec2_arn
 from bulktag.sim.config import DEFAULT_QUOTAS, SimConfig, apply_changes
 from bulktag.sim.quota import TokenBuckets
@@ -104,17 +104,24 @@ class Simulator:
         return self.sts(request, params)
 
     async def organizations(self, request: web.Request, target: str) -> web.Response:
-        """AWS Organizations, DescribeEffectivePolicy of the caller's account (the TAG_POLICY
-        of the config's `tag_policies`); no other operation."""
+        """AWS Organizations: DescribeEffectivePolicy of the caller's account (the TAG_POLICY
+        of the config's `tag_policies`), and the List calls of the organisation's tree
+        (`org.py`)."""
         op = target[len(ORGANIZATIONS_PREFIX):]
         _, caller = self.caller(request)
         self.state.count_request(op, caller.account, caller.region)
-        if op != "DescribeEffectivePolicy":
+        if op != "DescribeEffectivePolicy" and op not in org.LIST_OPERATIONS:
             return _aws_error("UnknownOperationException", f"Unknown operation {target}", 400)
         try:
             body = json.loads(await request.read() or b"{}")
         except ValueError:
             return _aws_error("SerializationException", "Request body is not JSON", 400)
+        if op in org.LIST_OPERATIONS:
+            try:
+                return web.json_response(org.handle(self.config, caller.account, op, body),
+                                         content_type=JSON_11)
+            except org.OrgError as exc:
+                return _aws_error(exc.code, exc.message, 400)
         if body.get("PolicyType") != "TAG_POLICY":
             return _aws_error("InvalidInputException", "PolicyType must be TAG_POLICY here", 400)
         account = body.get("TargetId") or caller.account
@@ -251,6 +258,7 @@ class Simulator:
                        for k, v in dict(spec.get("cycle") or {}).items()},
                 tag_sets=[{str(k): str(v) for k, v in dict(t).items()}
                           for t in list(spec.get("tag_sets") or [])],
+                never_tagged_share=float(spec.get("never_tagged_share", 0.0)),
             )
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": f"bad seed request: {e}"}, status=400)
@@ -267,6 +275,26 @@ class Simulator:
             return web.json_response({"error": f"bad delete request: {e}"}, status=400)
         deleted = sum(self.state.delete(arn) for arn in arns)
         return web.json_response({"deleted": deleted})
+
+    async def list_resources(self, request: web.Request) -> web.Response:
+        """Resource Explorer's ListResources over the organisation-wide view (every account
+        and region the simulator holds, never-tagged resources included)."""
+        _, caller = self.caller(request)
+        self.state.count_request("ListResources", caller.account, caller.region)
+        if self.config.enforce_quotas:
+            rate = self.config.quotas.get("ListResources", DEFAULT_QUOTAS["ListResources"])
+            if not self.buckets.take((caller.account, caller.region, "ListResources"), rate,
+                                     rate * self.config.burst_seconds):
+                self.state.count_throttle("ListResources", caller.account, caller.region)
+                return _aws_error("ThrottlingException", "Rate exceeded", 429)
+        try:
+            body = json.loads(await request.read() or b"{}")
+            return web.json_response(explorer.list_resources(
+                self.state, self.config, caller.account, caller.region, body))
+        except ValueError:
+            return _aws_error("ValidationException", "Request body is not JSON", 400)
+        except explorer.ExplorerError as exc:
+            return _aws_error(exc.code, exc.message, exc.status)
 
     async def report(self, request: web.Request) -> web.Response:
         """The last compliance report's CSV (what StartReportCreation would have written to
@@ -287,6 +315,7 @@ class Simulator:
         app.router.add_post("/_sim/seed", self.seed)
         app.router.add_post("/_sim/delete", self.delete)
         app.router.add_get("/_sim/report", self.report)
+        app.router.add_post("/ListResources", self.list_resources)
         return app
 
 

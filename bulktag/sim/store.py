@@ -8,6 +8,8 @@ position) but no longer exists for any API.
 
 from __future__ import annotations
 
+import random
+
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,9 @@ class Resource:
     resource_type: str
     tags: dict[str, str] = field(default_factory=dict)
     deleted: bool = False  # deleted resources exist for no API; the record stays for the cursor
+    #: tagged now or before: only such resources are listed by GetResources (Resource
+    #: Explorer lists every resource)
+    ever_tagged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +129,14 @@ class SimState:
         ec2_share: float = 0.0,
         cycle: dict[str, list[str]] | None = None,
         tag_sets: list[dict[str, str]] | None = None,
+        never_tagged_share: float = 0.0,
     ) -> int:
         """Create the synthetic resources of `synthetic_resources` (`ec2_share` of them EC2
         snapshots, volumes and instances); return how many were added. `cycle`: keys whose
         value goes round a list, resource by resource (varied values for transforms);
-        `tag_sets`: whole tag maps that go round alike (varied keys)."""
+        `tag_sets`: whole tag maps that go round alike (varied keys); `never_tagged_share`:
+        that share of the resources (chosen by ARN) exist with no tag, never tagged
+        (GetResources does not list them; Resource Explorer does)."""
         before = len(self._resources)
         for n, (account, arn) in enumerate(synthetic_resources(accounts, regions, per_region,
                                                                ec2_share=ec2_share)):
@@ -136,7 +144,11 @@ class SimState:
                 varied = {k: v[n % len(v)] for k, v in (cycle or {}).items() if v}
                 if tag_sets:
                     varied.update(tag_sets[n % len(tag_sets)])
-                self.put(arn, {**(tags or {}), **varied}, account=account)
+                never = bool(never_tagged_share) and \
+                    random.Random(arn).random() < never_tagged_share  # the same every time
+                resource = self.put(arn, {} if never else {**(tags or {}), **varied},
+                                    account=account)
+                resource.ever_tagged = not never
         return len(self._resources) - before
 
     @property

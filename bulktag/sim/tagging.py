@@ -234,6 +234,7 @@ def tag_resources(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[st
                 400,
             )
         current.update(tags)
+        resource.ever_tagged = True
         return None
 
     return _change_tags(ctx, caller, "TagResources", arns, apply)
@@ -333,8 +334,8 @@ def get_resources(ctx: Context, caller: Caller, body: dict[str, Any]) -> dict[st
         raise invalid("ExcludeCompliantResources needs IncludeComplianceDetails")
 
     def wanted(resource: Resource) -> bool:
-        if resource.deleted:
-            return False
+        if resource.deleted or not resource.ever_tagged:
+            return False  # GetResources: only resources tagged now or before
         if types is not None and not matches_type(resource.resource_type, types):
             return False
         if exclude and _compliance(ctx, resource)["ComplianceStatus"]:
