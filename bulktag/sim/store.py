@@ -9,7 +9,6 @@ position) but no longer exists for any API.
 from __future__ import annotations
 
 import random
-
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
