@@ -41,6 +41,25 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
                    help="the last report's status and location (DescribeReportCreation)")
     common(p)
 
+    p = sub.add_parser("iam-policy", help="the least-privilege IAM policy JSON for the "
+                       "worker's role (or, --member-role, the role it assumes in members)",
+                       epilog="Give the resource types the jobs touch: TagResources also "
+                              "needs each service's own tagging permission. deploy/"
+                              "member-role.yaml creates the member role (a StackSet).")
+    p.add_argument("--resource-type", action="append", default=[], metavar="SERVICE[:TYPE]",
+                   help="the types the jobs tag, e.g. lambda, dynamodb:table (repeatable or "
+                        "comma-separated; default: every service bulktag knows)")
+    p.add_argument("--features", default="discovery",
+                   help="comma-separated: discovery, explorer, org, policy, export "
+                        "(default: discovery)")
+    p.add_argument("--route", choices=("auto", "tagging-api"), default="auto",
+                   help="the EC2 route of the jobs (auto: EC2's own API reads DescribeTags)")
+    p.add_argument("--member-role", action="store_true",
+                   help="the policy of the role assumed in member accounts instead")
+    p.add_argument("--bucket", help="export: the bucket written (default: any)")
+    p.add_argument("--kms-key-arn", help="export: the SSE-KMS key used")
+    common(p)
+
     p = sub.add_parser("policy", help="the accounts' tag policies (AWS Organizations)")
     actions = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     a = actions.add_parser("show", help="each account's effective tag policy, as a table")
@@ -369,6 +388,22 @@ async def cmd_compliance(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_iam_policy(args: argparse.Namespace, settings: Settings) -> int:
+    """`bulktag iam-policy`: a policy document on stdout (no AWS call)."""
+    from bulktag.policy.iam import IamError, member_policy, to_text, worker_policy
+
+    types = [t for text in args.resource_type for t in text.split(",") if t.strip()]
+    features = csv_list(args.features, "features")
+    try:
+        doc = member_policy(types, features, args.route) if args.member_role else \
+            worker_policy(types, features, args.route, role_name=settings.role_name,
+                          bucket=args.bucket, kms_key_arn=args.kms_key_arn)
+    except IamError as exc:
+        raise UsageError(str(exc)) from None
+    print(to_text(doc))
+    return 0
+
+
 async def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     """`bulktag policy show`: each account's effective tag policy (the role of the settings
     reaches other accounts), one row per tag key."""
@@ -403,6 +438,6 @@ async def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
     "daemon": cmd_daemon, "priority": cmd_priority, "sync": cmd_sync, "policy": cmd_policy,
-    "compliance": cmd_compliance,
+    "compliance": cmd_compliance, "iam-policy": cmd_iam_policy,
     "workers": cmd_workers, "store": cmd_store,
 }
