@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,12 @@ from bulktag.aws.reads import (
     Unreadable,
     get_resources_page,
     is_call_error,
+    list_resources_page,
     tags_of,
 )
 from bulktag.aws.s3 import S3ObjectWriter, s3_client
 from bulktag.config import Settings
-from bulktag.engine.discovery import Query
+from bulktag.engine.discovery import Query, explorer_scope
 
 CHUNK = 1 << 20
 
@@ -90,28 +91,33 @@ class _Lines:
 
 
 async def _walk(clients: ClientPool, settings: Settings, account: str, region: str,
-                query: Query | None, lines: _Lines, snap: Snapshot) -> None:
+                query: Query | None, lines: _Lines, snap: Snapshot,
+                scope: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
     shard = Shard("aws", account, region)
-    limiter = ShardLimiter(settings.rate_for("GetResources"))
+    explorer = query is not None and query.explorer is not None
+    limiter = ShardLimiter(settings.rate_for("ListResources" if explorer else "GetResources"))
+    read_page = list_resources_page if explorer else get_resources_page
     token = None
     seen_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
         while True:
-            params: dict[str, Any] = {**(query.params() if query else {}),
-                                      "ResourcesPerPage": PAGE}
-            if token:
-                params["PaginationToken"] = token
+            params = query.page_params(token) if query else \
+                {"ResourcesPerPage": PAGE, **({"PaginationToken": token} if token else {})}
             # A snapshot is one pass: an expired token fails this shard, named in errors.
-            resp = await get_resources_page(clients, shard, limiter, params, settings)
+            resp = await read_page(clients, shard, limiter, params, settings)
             out = []
             for m in resp.get("ResourceTagMappingList", []):
                 arn = m["ResourceARN"]
+                if scope is not None and not scope(m):
+                    continue
                 try:
                     parsed = parse_arn(arn)
                     account_of, region_of, rtype = parsed.account, parsed.shard.region, \
                         parsed.resource_type
                 except ArnError:
                     account_of, region_of, rtype = account, region, None
+                account_of = account_of or m.get("OwningAccountId") or account
+                region_of = region_of or m.get("Region") or region
                 out.append(json.dumps({"arn": arn, "account": account_of, "region": region_of,
                                        "resource_type": rtype, "tags": tags_of(m),
                                        "seen_at": seen_at}, ensure_ascii=False).encode() + b"\n")
@@ -135,7 +141,8 @@ def _target(dest: Destination, output: str, stamp: str) -> tuple[str, Path | Non
 
 async def take_snapshot(settings: Settings, output: str, accounts: list[str], regions: list[str],
                         query: Query | None, *, region: str | None = None,
-                        kms_key_arn: str | None = None) -> Snapshot:
+                        kms_key_arn: str | None = None,
+                        explorer_region: str | None = None) -> Snapshot:
     """Walk every (account, region) and write the snapshot; raises ExportError on the output."""
     dest = parse_destination(output)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -150,14 +157,15 @@ async def take_snapshot(settings: Settings, output: str, accounts: list[str], re
             except OSError as exc:
                 raise ExportError(f"inventory to {output}: {exc}") from None
             return await _run(clients, settings, writer, str(path), accounts, regions, query,
-                              lambda exc: f"inventory to {path}: {exc}")
+                              lambda exc: f"inventory to {path}: {exc}", explorer_region)
         async with s3_client(settings, region) as s3:
             writer = S3ObjectWriter(s3, dest.bucket, key, content_type="application/x-ndjson",
                                     kms_key_arn=kms_key_arn)
             try:
                 return await _run(clients, settings, writer, f"s3://{dest.bucket}/{key}",
                                   accounts, regions, query,
-                                  lambda exc: describe_s3_error(exc, dest, key, kms_key_arn))
+                                  lambda exc: describe_s3_error(exc, dest, key, kms_key_arn),
+                                  explorer_region)
             except Exception as exc:
                 if not is_call_error(exc):
                     raise
@@ -168,12 +176,18 @@ async def take_snapshot(settings: Settings, output: str, accounts: list[str], re
 
 async def _run(clients: ClientPool, settings: Settings, writer: Any, location: str,
                accounts: list[str], regions: list[str], query: Query | None,
-               describe: Callable[[Exception], str]) -> Snapshot:
+               describe: Callable[[Exception], str], explorer_region: str | None = None
+               ) -> Snapshot:
     snap = Snapshot(location)
     lines = _Lines(writer, describe)
     try:
-        await asyncio.gather(*(_walk(clients, settings, a, r, query, lines, snap)
-                               for a in accounts for r in regions))
+        if query is not None and query.explorer is not None:
+            # one walk over the view, where it lives, keeping the accounts and regions asked
+            await _walk(clients, settings, "", explorer_region or settings.region or
+                        "us-east-1", query, lines, snap, explorer_scope(accounts, regions, ""))
+        else:
+            await asyncio.gather(*(_walk(clients, settings, a, r, query, lines, snap)
+                                   for a in accounts for r in regions))
         await lines.close()
     except BaseException:
         await writer.abort()

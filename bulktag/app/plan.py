@@ -277,7 +277,8 @@ async def _walk_plan(clients: ClientPool, settings: Settings, account: str, regi
     token = None
     shard_key = Shard("aws", account, region)
     explorer = query.explorer is not None
-    keep = explorer_scope(options, account) if explorer else None
+    keep = explorer_scope(options.accounts, options.regions,
+                          account or request.caller_account) if explorer else None
     read_page = list_resources_page if explorer else get_resources_page
     policies: dict[str, TagPolicy | None] = {}
     if not explorer:

@@ -290,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file, a directory (gets inventory-<time>.jsonl), or s3://bucket/prefix")
     p.add_argument("--regions", help="comma-separated regions (default: every enabled region)")
     _org_accounts(p)
+    p.add_argument("--explorer", metavar="FILTER",
+                   help="list through AWS Resource Explorer (never-tagged resources "
+                        "included), with its filter syntax")
+    p.add_argument("--explorer-region", metavar="REGION",
+                   help="where the Resource Explorer view lives (default: the home region)")
     p.add_argument("--query", help="only resources matching this ResourceQuery")
     p.add_argument("--match-tag", action="append", default=[], metavar="KEY[=VALUE]")
     p.add_argument("--resource-type", action="append", default=[], metavar="SERVICE[:TYPE]")
@@ -666,13 +671,28 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
     from bulktag.app.export import ExportError
     from bulktag.app.inventory import take_snapshot
     from bulktag.aws.clients import ClientPool
-    from bulktag.engine.discovery import enabled_regions, parse_resource_query, query_from_flags
+    from bulktag.engine.discovery import (
+        Query,
+        enabled_regions,
+        parse_resource_query,
+        query_from_flags,
+    )
 
-    if args.query and (args.match_tag or args.resource_type):
+    if args.explorer is not None:
+        if args.query or args.match_tag or args.resource_type:
+            raise UsageError("--explorer takes its own filter string: it goes with no "
+                             "--query, --match-tag or --resource-type")
+        query: Query | None = Query(explorer=args.explorer.strip())
+    elif args.query and (args.match_tag or args.resource_type):
         raise UsageError("--query and --match-tag/--resource-type do not combine")
-    query = (parse_resource_query(args.query) if args.query else
-             query_from_flags(args.match_tag, args.resource_type)
-             if args.match_tag or args.resource_type else None)
+    else:
+        query = (parse_resource_query(args.query) if args.query else
+                 query_from_flags(args.match_tag, args.resource_type)
+                 if args.match_tag or args.resource_type else None)
+    if query is None or (query.explorer is None and not query.tag_filters):
+        from bulktag.app.plan import NEVER_TAGGED
+
+        log.warning("never_tagged_not_listed", hint=NEVER_TAGGED)
     accounts, _skipped = await _accounts(args, settings)
     regions = csv_list(args.regions, "regions")
     if not regions:
@@ -685,7 +705,8 @@ async def cmd_inventory(args: argparse.Namespace, settings: Settings) -> int:
             await clients.close()
     try:
         snap = await take_snapshot(settings, args.output, accounts, regions, query,
-                                   region=args.bucket_region, kms_key_arn=args.kms_key_arn)
+                                   region=args.bucket_region, kms_key_arn=args.kms_key_arn,
+                                   explorer_region=args.explorer_region)
     except ExportError as exc:
         print(f"bulktag: error: {exc}", file=sys.stderr)
         return EXIT_EXPORT

@@ -291,7 +291,8 @@ async def walk(
         await store.restart_discovery(d)
         walk_log.info("discovery_restarted", reason="saved pagination token too old")
     read_page = list_resources_page if query.explorer is not None else get_resources_page
-    keep = explorer_scope(job_options, account) if query.explorer is not None else None
+    keep = explorer_scope(job_options.accounts, job_options.regions, account) \
+        if query.explorer is not None else None
     while not stopping.is_set():
         params = query.page_params(token)
         try:
@@ -357,11 +358,12 @@ async def walk(
             return
 
 
-def explorer_scope(options: JobOptions, caller: str) -> Callable[[Mapping[str, Any]], bool]:
+def explorer_scope(accounts_given: Sequence[str] | None, regions_given: Sequence[str] | None,
+                   caller: str) -> Callable[[Mapping[str, Any]], bool]:
     """Which of a view's resources a job keeps: those of its accounts (none named: the
     caller's) and regions (global resources, region "global" or none, always)."""
-    accounts = {a or caller for a in (options.accounts or [""])}
-    regions = set(options.regions or ())
+    accounts = {a or caller for a in (accounts_given or [""])}
+    regions = set(regions_given or ())
 
     def keep(mapping: Mapping[str, Any]) -> bool:
         owner = mapping.get("OwningAccountId") or mapping["ResourceARN"].split(":")[4]

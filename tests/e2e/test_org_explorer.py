@@ -148,3 +148,25 @@ def test_accounts_from_motos_organizations(tmp_path: Path, moto_url: str,
     plan = json.loads(planned.stdout)
     assert sorted(plan["accounts"]) == sorted([direct, nested])
     assert plan["accounts_skipped"] == {closed: "SUSPENDED"}
+
+
+def test_inventory_through_the_explorer_lists_never_tagged_resources(
+        tmp_path: Path, sim_url: str, run_cli: CliRunner) -> None:
+    lambdas = {r["Arn"] for r in every_arn(sim_url) if r["Service"] == "lambda"
+               and r["OwningAccountId"] == PROD and r["Region"] == "us-west-2"}
+    out = tmp_path / "inv.jsonl"
+    common = ["--db", str(tmp_path / "s.db"), "--endpoint-url", sim_url]
+    done = run_cli("inventory", "-o", str(out), "--explorer", "service:lambda", "--accounts",
+                   PROD, "--regions", "us-west-2", *common)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["arn"] for r in rows} == lambdas
+    assert any(not r["tags"] for r in rows) and {r["account"] for r in rows} == {PROD}
+    assert "never_tagged_not_listed" not in done.stderr
+    by_type = run_cli("inventory", "-o", str(tmp_path / "inv2.jsonl"), "--resource-type",
+                      "lambda", "--accounts", PROD, "--regions", "us-west-2", "--role-name",
+                      "R", *common)
+    assert by_type.returncode == 0, by_type.stderr[-2000:]
+    assert "never_tagged_not_listed" in by_type.stderr
+    fewer = (tmp_path / "inv2.jsonl").read_text().splitlines()
+    assert len(fewer) < len(rows)  # GetResources does not see the never-tagged ones
