@@ -439,7 +439,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     submission.check_targets(query=query is not None, sources=args.arns)
     if ops and query is None and not args.arns:
         query = _source_keys_query(ops, args)
-    if args.command == "fix-policy" and query is not None:
+    if args.command == "fix-policy" and query is not None and query.explorer is None:
         query = dataclasses.replace(query, noncompliant=True)  # AWS's own reading first
     if query is not None:
         accounts, skipped = await _accounts(args, settings)
