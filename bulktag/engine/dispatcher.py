@@ -68,6 +68,7 @@ TAGSET_CACHE = 50_000  # tagsets kept decoded in memory before the cache starts 
 TICK = 0.25  # seconds between dispatcher passes at most
 SHARD_ROUND = 1.0  # seconds between shard-lease rounds (renew, take a fair share, hand over)
 HEARTBEAT = 5.0  # seconds between heartbeats (and, in a daemon, idle orphan releases)
+SESSION_EVERY = 1.0  # seconds between checks of the worker's database session
 RATES_EVERY = 2.0  # seconds between job rate updates
 DISCOVERY_WALKS = 16  # walks at once per worker
 
@@ -111,6 +112,8 @@ class Engine:
         self.recorder = Recorder(store, owner, on_flush=self._after_flush)
         self.sender = Sender(store, settings, self.clients, self.recorder, self.stats,
                              self.metrics, self.rng, self._requeued.add)
+        self.sender.fence = self.may_send
+        self.sender.on_fenced = self._lapsed
         self.limiters: dict[tuple[Shard, str], ShardLimiter] = {}
         self.discovery_stats = DiscoveryStats()
         self.jobs_worked: set[int] = set()  # every job this engine worked on
@@ -128,6 +131,15 @@ class Engine:
         self.flushes = 0
         self.work_flushes = 0
         self._held: set[int] = set()  # shards this worker holds a lease on
+        # Fencing: this worker sends on a shard only while its lease surely holds (monotonic
+        # deadlines, a margin before any other worker may take it), and its session is the
+        # one its leases were renewed under.
+        stale = self.settings.owner_stale_seconds
+        self._margin = max(0.5, min(5.0, 0.15 * stale))
+        self._lease_ok_until = 0.0  # the last lease renewal's deadline
+        self._beat_ok_until = 0.0  # the last heartbeat's deadline
+        self._round_generation = -1  # the store session under which leases were renewed
+        self._fenced: set[int] = set()  # shards whose lapse was logged
         self._discoveries = 0
         self._in_flight = 0
         self._stopping = False
@@ -267,7 +279,10 @@ class Engine:
     async def run(self) -> bool:
         """Work until no runnable work is left (or forever with follow). False if stopped
         early. Raises StoreError when the store cannot be used."""
+        await self.store.hold_session(self.owner)  # before it is listed: never seen lockless
+        started = time.monotonic()
         await self.store.register_owner(self.owner)
+        self._beat_ok_until = started + self.settings.owner_stale_seconds - self._margin
         released = await self.store.reap_dead_owners(
             stale_seconds=self.settings.owner_stale_seconds, me=self.owner)
         if released:
@@ -374,7 +389,10 @@ class Engine:
     # -- periodic duties, each its own loop (saq's `Worker.upkeep`) -------------------------
 
     def _start_duties(self, tg: TaskGroup) -> None:
-        tg.start_soon(self._every, HEARTBEAT, self._heartbeat)
+        # beat often enough that a stale-seconds window always holds two heartbeats or more
+        tg.start_soon(self._every, min(HEARTBEAT, self.settings.owner_stale_seconds / 4),
+                      self._heartbeat)
+        tg.start_soon(self._every, SESSION_EVERY, self._check_session)
         tg.start_soon(self._every, RATES_EVERY, self._rates)
         if self.follow:  # a one-shot run releases them in its end-of-run check
             tg.start_soon(self._every, HEARTBEAT, self._orphans_when_idle)
@@ -385,9 +403,44 @@ class Engine:
             await anyio.sleep(seconds)
             await duty()
 
+    # -- fencing ---------------------------------------------------------------------------
+
+    def may_send(self, shard_id: int) -> bool:
+        """Whether this worker may send a call on the shard now: it holds the lease, renewed
+        and heartbeat written recently enough that no other worker may take it yet (by lease
+        expiry or stale heartbeat, less a margin for clocks), under its current session."""
+        now = time.monotonic()
+        return shard_id in self._held and now < self._lease_ok_until and \
+            now < self._beat_ok_until and self.store.session_ok() and \
+            self.store.session_generation == self._round_generation
+
+    def _lapsed(self, shard_id: int) -> None:
+        """A batch was not sent: the shard's lease may have lapsed. Its lane stops and hands
+        the shard back; the next round takes it again if it is still ours to take."""
+        if shard_id not in self._fenced:
+            self._fenced.add(shard_id)
+            self.log.warning("lease_lapsed", shard=shard_id, hint="this worker could not "
+                             "renew its lease in time (a frozen process, a slow or unreachable "
+                             "store): it stops sending on the shard before another may take it")
+        lane = self._lanes.get(shard_id)
+        if lane is not None:
+            lane.handover = True
+            lane.poke()
+
+    async def _check_session(self) -> None:
+        """The worker's database session answers; when it was lost the shards are fenced
+        (`may_send`) until leases are renewed under the new one."""
+        if not await self.store.check_session():
+            if self._round_generation >= 0:
+                self.log.warning("store_session_lost", hint="no call is sent until the "
+                                 "store answers again and the shard leases are renewed")
+                self._round_generation = -1
+
     async def _heartbeat(self) -> None:
         """This worker is alive; the leases of owners whose heartbeat is stale come back."""
+        started = time.monotonic()
         await self.store.heartbeat(self.owner)
+        self._beat_ok_until = started + self.settings.owner_stale_seconds - self._margin
         reclaimed = await self.store.reap_dead_owners(
             stale_seconds=self.settings.owner_stale_seconds, me=self.owner)
         if reclaimed:
@@ -457,8 +510,13 @@ class Engine:
         want = set(mine) | set(free[:room]) | set(unwanted)
         if unwanted:
             self._keep_until = time.monotonic() + 30
+        started, generation = time.monotonic(), self.store.session_generation
         held = await self.store.acquire_shards(self.owner, sorted(want),
                                                lease_seconds=self.settings.owner_stale_seconds)
+        if generation == self.store.session_generation and self.store.session_ok():
+            self._lease_ok_until = started + self.settings.owner_stale_seconds - self._margin
+            self._round_generation = generation
+        self._fenced &= set(busy) - held  # held again: a later lapse is news
         self._held = held
         # Hand over: more than our share while a live worker holds fewer than its share.
         hungry = any(others.get(o, 0) < share for o in live if o != self.owner)

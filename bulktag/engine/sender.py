@@ -85,10 +85,14 @@ class EngineStats:
     arns_sent: int = 0
     splits: int = 0
     unreachable_calls: int = 0
+    fenced_batches: int = 0  # not sent: the shard's lease lapsed
     call_errors: Counter[str] = field(default_factory=Counter)
     resource_errors: Counter[str] = field(default_factory=Counter)
     finished: Counter[int] = field(default_factory=Counter)  # terminal items, by job
     batch_seconds: list[float] = field(default_factory=list)
+
+
+FENCED_CODE = "LeaseLapsed"  #: a batch not sent: its shard's lease may have lapsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +233,9 @@ class Sender:
         self.metrics = metrics
         self.rng = rng
         self.on_requeue = on_requeue  # a shard's items went back to pending
+        #: fencing: whether this worker may send on a shard now, and what to do when not
+        self.fence: Callable[[int], bool] | None = None
+        self.on_fenced: Callable[[int], None] | None = None
         self._retries: dict[Shard, Counter[str]] = {}  # codes of retries not logged yet
         self._retry_logged: dict[Shard, float] = {}
 
@@ -238,6 +245,17 @@ class Sender:
         already waited on the limiter."""
         if not acquired:
             await batch.limiter.acquire()
+        if self.fence is not None and not self.fence(batch.shard_id):
+            # The lease may have lapsed (another worker may take the shard now): not sent,
+            # the items back to pending with attempts untouched (a write the new holder's
+            # lease fences off when the items are already its).
+            self.stats.fenced_batches += 1
+            self.recorder.add(Outcome(c.id, ItemState.PENDING, c.attempts, time.time(),
+                                      FENCED_CODE, None, "not sent: this worker's lease on the "
+                                      "shard lapsed") for c in batch.items)
+            if self.on_fenced is not None:
+                self.on_fenced(batch.shard_id)
+            return Sent()
         route = batch.route
         sets, removes = split_tags(batch.operation, batch.tagset)
         api = route.operations["tag" if sets is not None else "untag"]

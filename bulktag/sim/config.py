@@ -70,6 +70,8 @@ class SimConfig:
     #: "ous": {OU: PARENT}, "accounts": {ACCOUNT: {"parent": P, "state": "ACTIVE" | ...}}};
     #: None: the caller is in no organisation
     organization: dict[str, Any] | None = None
+    #: keep who sent each TagResources/UntagResources call, when (`/_sim/calls`)
+    log_calls: bool = False
     #: where Resource Explorer's aggregator index and default view live
     explorer_region: str = "us-east-1"
     #: StartReportCreation: the report is RUNNING this long, then SUCCEEDED ...
@@ -145,9 +147,9 @@ def apply_changes(config: SimConfig, changes: dict[str, Any]) -> None:
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
                 raise ValueError("tag_policies must map accounts to policy JSON text")
             updates[name] = dict(value)
-        elif name == "enforce_quotas":
+        elif name in ("enforce_quotas", "log_calls"):
             if not isinstance(value, bool):
-                raise ValueError("enforce_quotas must be a boolean")
+                raise ValueError(f"{name} must be a boolean")
             updates[name] = value
         elif name == "latency_ms":
             lo, hi = _latency(value)

@@ -140,8 +140,9 @@ class Simulator:
         if handler is None:
             return _aws_error("UnknownOperationException", f"Unknown operation {target}", 400)
         state, config = self.state, self.config
-        _, caller = self.caller(request)
+        key, caller = self.caller(request)
         state.count_request(op, caller.account, caller.region)
+        started = time.time()
         raw = await request.read()
 
         if config.enforce_quotas:
@@ -150,7 +151,29 @@ class Simulator:
                 (caller.account, caller.region, op), rate, rate * config.burst_seconds
             ):
                 state.count_throttle(op, caller.account, caller.region)
+                self._log_call(key, caller, op, started, throttled=True)
                 return _aws_error("ThrottledException", "Rate exceeded", 400)
+        if config.log_calls and op in CHANGE_OPERATIONS:
+            try:
+                return await self._answer(request, op, handler, caller, raw)
+            finally:
+                self._log_call(key, caller, op, started)
+        return await self._answer(request, op, handler, caller, raw)
+
+    def _log_call(self, key: str, caller: Caller, op: str, started: float,
+                  throttled: bool = False) -> None:
+        """`log_calls`: who sent each TagResources/UntagResources call to which shard, when
+        it arrived and when it was answered (a fleet test's proof that no two workers drive
+        one shard at once)."""
+        if self.config.log_calls and op in CHANGE_OPERATIONS:
+            self.state.call_log.append({
+                "key": key, "account": caller.account, "region": caller.region,
+                "operation": op, "start": started, "end": time.time(),
+                "throttled": throttled})
+
+    async def _answer(self, request: web.Request, op: str, handler: Any, caller: Caller,
+                      raw: bytes) -> web.Response:
+        state, config = self.state, self.config
 
         try:
             body = json.loads(raw) if raw else {}
@@ -296,6 +319,10 @@ class Simulator:
         except explorer.ExplorerError as exc:
             return _aws_error(exc.code, exc.message, exc.status)
 
+    async def calls(self, request: web.Request) -> web.Response:
+        """The call log (`log_calls`): one object per TagResources/UntagResources call."""
+        return web.json_response({"calls": self.state.call_log})
+
     async def report(self, request: web.Request) -> web.Response:
         """The last compliance report's CSV (what StartReportCreation would have written to
         its bucket), 404 when none was made."""
@@ -315,6 +342,7 @@ class Simulator:
         app.router.add_post("/_sim/seed", self.seed)
         app.router.add_post("/_sim/delete", self.delete)
         app.router.add_get("/_sim/report", self.report)
+        app.router.add_get("/_sim/calls", self.calls)
         app.router.add_post("/ListResources", self.list_resources)
         return app
 

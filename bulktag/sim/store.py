@@ -58,6 +58,7 @@ class SimState:
         self.shard_throttled: Counter[tuple[str, str, str]] = Counter()
         #: the last StartReportCreation: bucket, start time, location, CSV text
         self.report: dict[str, Any] | None = None
+        self.call_log: list[dict[str, Any]] = []  #: `log_calls`: every change call
 
     def __len__(self) -> int:
         return len(self._resources)

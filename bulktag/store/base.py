@@ -265,6 +265,21 @@ class Store(abc.ABC):
 
     # -- owners (workers) and shard leases ---------------------------------------------------
 
+    # A worker's session (PostgreSQL): its liveness, held by the database. SQLite runs on one
+    # host, where the pid check is the liveness: these do nothing there.
+    session_generation = 0  #: +1 each time the session is (re)made
+
+    async def hold_session(self, owner: str) -> None:  # noqa: B027 (a default: nothing)
+        """Tie this worker's liveness to a session of its own (before `register_owner`)."""
+
+    def session_ok(self) -> bool:
+        """Whether this worker's session is up (always, where there is none)."""
+        return True
+
+    async def check_session(self) -> bool:
+        """Probe the session, making it again when it was lost; False while it cannot be."""
+        return True
+
     @abc.abstractmethod
     async def register_owner(self, owner: str) -> None: ...
 
@@ -280,8 +295,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def reap_dead_owners(self, *, stale_seconds: float, me: str | None = None) -> int:
-        """Release leases of owners that are gone: a stale heartbeat wherever they ran, or a
-        dead pid on this host."""
+        """Release leases of owners that are gone: a stale heartbeat wherever they ran, a
+        dead pid on this host, or (PostgreSQL) an ended session."""
 
     @abc.abstractmethod
     async def acquire_shards(self, owner: str, wanted: Iterable[int], *,

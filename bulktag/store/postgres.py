@@ -70,6 +70,18 @@ ADD_CHUNK = 10_000  # items per INSERT … SELECT FROM unnest(…)
 RESOLVE_CHUNK = 10_000  # shards or tagsets per upsert
 POOL_MIN, POOL_MAX = 1, 10
 CONNECT_TIMEOUT = 10.0  # seconds to open one connection
+#: Every connection asks the server to probe a silent client: a peer gone without closing its
+#: connections (a host that vanished) is noticed within idle + interval × count = 25 s, its
+#: session ends and its advisory lock with it.
+SERVER_SETTINGS = {"application_name": "bulktag", "tcp_keepalives_idle": "10",
+                   "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+SESSION_CHECK_TIMEOUT = 2.0  # seconds a worker's session may take to answer before it is lost
+
+
+def session_key(owner: str) -> int:
+    """The advisory lock a worker's session holds for its whole life (a signed 64-bit key)."""
+    digest = hashlib.blake2b(owner.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 RETRY_SECONDS = 60.0  # how long a call keeps retrying a lost connection
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0  # backoff between retries
 
@@ -180,6 +192,8 @@ class PostgresStore(SqlStore):
         self._url = url
         self.location = _redact(url)
         self._closing = False
+        self._session: Any = None  # the connection holding this worker's advisory lock
+        self._session_owner: str | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -197,7 +211,7 @@ class PostgresStore(SqlStore):
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT,
-                server_settings={"application_name": "bulktag"})
+                server_settings=SERVER_SETTINGS)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StoreError(_connect_problem(url, exc)) from None
         store = cls(pool, url)
@@ -237,10 +251,70 @@ class PostgresStore(SqlStore):
 
     async def close(self) -> None:
         self._closing = True
+        if self._session is not None:
+            self._session.terminate()
+            self._session = None
         try:
             await asyncio.wait_for(self._pool.close(), 10)
         except (TimeoutError, asyncpg.InterfaceError, OSError):
             self._pool.terminate()
+
+    # -- a worker's session: its liveness ---------------------------------------------------
+
+    async def hold_session(self, owner: str) -> None:
+        """Take this worker's advisory lock on a connection of its own, held until it stops:
+        when the process dies its connection closes and the lock is free at once, which
+        tells the others (`_session_gone`) whatever host it ran on."""
+        self._session_owner = owner
+        await self._lock_session()
+
+    async def _lock_session(self) -> None:
+        assert self._session_owner is not None
+        con = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT, server_settings={
+            **SERVER_SETTINGS, "application_name": "bulktag-session"})
+        try:
+            held = await con.fetchval("SELECT pg_try_advisory_lock($1)",
+                                      session_key(self._session_owner))
+        except BaseException:
+            con.terminate()
+            raise
+        if not held:
+            con.terminate()
+            raise StoreError(f"the session lock of worker {self._session_owner} is held by "
+                             "another connection: two workers with one owner token?")
+        self._session = con
+        self.session_generation += 1
+
+    def session_ok(self) -> bool:
+        return self._session is not None and not self._session.is_closed()
+
+    async def check_session(self) -> bool:
+        """The session answers (or was made again, its lock taken again: a new generation);
+        False while the database cannot be reached."""
+        if self._session_owner is None or self._closing:
+            return True
+        con = self._session
+        if con is not None and not con.is_closed():
+            try:
+                await asyncio.wait_for(con.fetchval("SELECT 1"), SESSION_CHECK_TIMEOUT)
+                return True
+            except Exception:
+                con.terminate()
+        self._session = None
+        try:
+            await asyncio.wait_for(self._lock_session(), CONNECT_TIMEOUT)
+        except (StoreError, Exception) as exc:
+            if isinstance(exc, StoreError) or not (_lost(exc) or isinstance(
+                    exc, (TimeoutError, asyncpg.PostgresError))):
+                raise
+            return False
+        return True
+
+    async def _session_gone(self, owner: str) -> bool:
+        """Whether `owner`'s session ended: its advisory lock can be taken (for the length of
+        one statement: a transaction-level try, released at once)."""
+        return bool(await self._run(lambda con: con.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1)", session_key(owner))))
 
     async def ping(self) -> None:
         await self._run(lambda con: con.fetchval(Q["metrics_ping"]), patience=2.0)

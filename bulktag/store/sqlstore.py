@@ -385,6 +385,10 @@ class SqlStore(Store):
 
     # -- owners and shard leases -----------------------------------------------------------
 
+    async def _session_gone(self, owner: str) -> bool:
+        """Whether `owner`'s session ended (never known where there is none)."""
+        return False
+
     async def register_owner(self, owner: str) -> None:
         host, pid = owner_host_pid(owner)
         now = time.time()
@@ -412,7 +416,8 @@ class SqlStore(Store):
             if row["owner"] == me:
                 continue
             dead = (row["host"] == host and not pid_alive(int(row["pid"]))) or (
-                row["heartbeat_at"] < now - stale_seconds)
+                row["heartbeat_at"] < now - stale_seconds) or \
+                await self._session_gone(row["owner"])
             if dead:
                 released += await self.release_owner(row["owner"])
         return released + (await self._script(
