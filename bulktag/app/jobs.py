@@ -14,7 +14,7 @@ from bulktag.arn import ROUTE_EC2, ROUTE_TAGGING, account_problem
 from bulktag.config import Settings, load_settings
 from bulktag.errors import EXIT_FAILED, EXIT_OK, UsageError
 from bulktag.policy.access import describe_access, via_of
-from bulktag.store import Counts, JobOptions, JobState, Store, new_owner_token
+from bulktag.store import FLEET_RATE_FRESH, Counts, JobOptions, JobState, Store, new_owner_token
 
 log = structlog.get_logger("bulktag.jobs")
 
@@ -40,12 +40,18 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
                                             example[1] if example else None,
                                             arn=example[0] if example else None)})
     elapsed = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
-    if job.state == "active":
-        rate = job.rate
+    settings = settings or load_settings()
+    workers = None
+    no_worker_since = None
+    if job.state == "active":  # the fleet's: the sum over the live workers' recent rates
+        fleet = await store.fleet_rate(job_id, fresh_seconds=FLEET_RATE_FRESH,
+                                       stale_seconds=settings.owner_stale_seconds)
+        rate, workers = fleet.rate, fleet.workers
+        if not workers:
+            no_worker_since = fleet.last_at or job.updated_at
     else:  # a finished or paused job: its average over the time it ran
         rate = counts.done / elapsed if elapsed else 0.0
-    eta = counts.open / rate if rate > 0 and job.state == "active" else None
-    settings = settings or load_settings()
+    eta = counts.open / rate if rate > 0 and job.state == "active" and workers else None
     quotas = {  # ARNs/s per account-region, by route
         ROUTE_TAGGING: quota_arns(settings.rate_for("TagResources" if job.operation == "tag"
                                                     else "UntagResources")),
@@ -64,6 +70,8 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
                                           "invalid", "cancelled")},
         "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
+        # active jobs: how many live workers run it; when none has lately, since when
+        "workers": workers, "no_worker_since": no_worker_since,
         "elapsed_seconds": None if elapsed is None else round(elapsed, 1),
         "shards": shards,
         "top_errors": errors,
@@ -174,15 +182,22 @@ async def submit_query_job(store: Store, operation: str, options: JobOptions, *,
     return job_id
 
 
-async def job_summaries(store: Store) -> list[dict[str, Any]]:
-    """One line per job for `bulktag jobs`."""
+async def job_summaries(store: Store, stale_seconds: float = 90.0) -> list[dict[str, Any]]:
+    """One line per job for `bulktag jobs`; an active job's rate is the fleet's (None: no
+    live worker runs it)."""
     rows = []
     for job in await store.list_jobs():
         counts = await store.counts(job.id)
+        rate = None
+        if job.state == JobState.ACTIVE:
+            fleet = await store.fleet_rate(job.id, fresh_seconds=FLEET_RATE_FRESH,
+                                           stale_seconds=stale_seconds)
+            rate = round(fleet.rate, 2) if fleet.workers else None
         rows.append({"job": job.id, "name": job.name, "operation": job.kind,
                      "state": job.state, "priority": job.priority, "total": counts.total,
                      # done: items that ended by the job's work (not those cancelled)
                      "done": counts.done - counts["cancelled"],
                      "failed": counts["failed"] + counts["invalid"],
-                     "cancelled": counts["cancelled"], "role_name": job.options.role_name})
+                     "cancelled": counts["cancelled"], "role_name": job.options.role_name,
+                     "rate": rate})
     return rows

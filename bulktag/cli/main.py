@@ -582,22 +582,23 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             st = await job_status(store, args.job, settings)
             emit(args, st, render_status(st))
             return EXIT_OK
-        return await _print_jobs(args, store)
+        return await _print_jobs(args, store, settings)
 
 
 async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     async with await Store.open(settings.db, create=False) as store:
-        return await _print_jobs(args, store)
+        return await _print_jobs(args, store, settings)
 
 
-async def _print_jobs(args: argparse.Namespace, store: Store) -> int:
-    rows = await job_summaries(store)
-    line = "{:>6}  {:<9} {:<10} {:>8}  {:>13}  {:>7}  {:>9}  {}".format
+async def _print_jobs(args: argparse.Namespace, store: Store, settings: Settings) -> int:
+    rows = await job_summaries(store, settings.owner_stale_seconds)
+    line = "{:>6}  {:<9} {:<10} {:>8}  {:>13}  {:>7}  {:>9}  {:>9}  {}".format
     human = "\n".join(
         [line("job", "operation", "state", "priority", "done/total", "failed", "cancelled",
-              "name")] +
+              "ARN/s", "name")] +
         [line(r["job"], r["operation"], r["state"], r["priority"], f"{r['done']}/{r['total']}",
-              r["failed"], r["cancelled"], r["name"] or "") for r in rows]
+              r["failed"], r["cancelled"], "-" if r["rate"] is None else f"{r['rate']:g}",
+              r["name"] or "") for r in rows]
     ) if rows else "no jobs"
     emit(args, {"jobs": rows}, human)
     return EXIT_OK

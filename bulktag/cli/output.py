@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -53,8 +54,15 @@ def render_status(st: dict[str, Any]) -> str:
         f"{st['state']}{' - ' + st['reason'] if st['reason'] else ''}",
         f"  items {st['total']}: " + ", ".join(f"{k} {v}" for k, v in c.items() if v),
         f"  rate {st['rate']} ARN/s  ETA {format_duration(st['eta_seconds'])}  "
-        f"elapsed {format_duration(st['elapsed_seconds'])}",
+        f"elapsed {format_duration(st['elapsed_seconds'])}" + (
+            f"  ({st['workers']} worker{'s' if st['workers'] != 1 else ''})"
+            if st.get("workers") else ""),
     ]
+    if st.get("state") == "active" and not st.get("workers"):
+        since = st.get("no_worker_since")
+        lines.insert(1, "  no worker is running this job" + (
+            f" (since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))})"
+            if since else "") + ": start one with bulktag run or bulktag daemon")
     lines += render_shard_table(st.get("shards") or [])
     for account, how in (st.get("access") or {}).items():
         if account != "(caller)":

@@ -49,6 +49,7 @@ from bulktag.policy.access import Via
 from bulktag.policy.tag_policy import POLICY_UNREAD_CODE, TagPolicy
 from bulktag.policy.transforms import from_json, with_policy
 from bulktag.store import (
+    FLEET_RATE_FRESH,
     JOB_DONE,
     Claimed,
     Discovery,
@@ -69,7 +70,7 @@ TICK = 0.25  # seconds between dispatcher passes at most
 SHARD_ROUND = 1.0  # seconds between shard-lease rounds (renew, take a fair share, hand over)
 HEARTBEAT = 5.0  # seconds between heartbeats (and, in a daemon, idle orphan releases)
 SESSION_EVERY = 1.0  # seconds between checks of the worker's database session
-RATES_EVERY = 2.0  # seconds between job rate updates
+RATES_EVERY = 2.0  # seconds between job rate updates (FLEET_RATE_FRESH: 5 of them)
 DISCOVERY_WALKS = 16  # walks at once per worker
 
 
@@ -140,6 +141,7 @@ class Engine:
         self._beat_ok_until = 0.0  # the last heartbeat's deadline
         self._round_generation = -1  # the store session under which leases were renewed
         self._fenced: set[int] = set()  # shards whose lapse was logged
+        self.fleet_rates: dict[int, float] = {}  # active job -> the fleet's rate (/metrics)
         self._discoveries = 0
         self._in_flight = 0
         self._stopping = False
@@ -193,7 +195,9 @@ class Engine:
                                      if lane.outage is not None),
             limiters=tuple(LimiterFigures(shard, op, lim.rate, lim.policy.ceiling)
                            for (shard, op), lim in self.limiters.items()),
-            discovery_pages=self.discovery_stats.pages, last_tick=self.last_tick)
+            discovery_pages=self.discovery_stats.pages, last_tick=self.last_tick,
+            job_rates=tuple(sorted(self.fleet_rates.items())),
+            fenced_batches=self.stats.fenced_batches)
 
     async def real_shard(self, shard: Shard) -> Shard:
         """The (account, region) a shard's calls really go to. Items of ARNs that carry no
@@ -726,8 +730,16 @@ class Engine:
                               rate=round(lim.rate, 2))
 
     async def _update_rates(self, finished: Counter[int], seconds: float) -> None:
-        """Store each active job's recent rate (items finished per second) for `status`."""
+        """Store this worker's recent rate on each active job, and the job's as the fleet's:
+        the sum over the live workers (`status`, the dashboard and /metrics show that)."""
         for job_id in list(self._jobs_seen):
             job = await self.store.get_job(job_id)
             if job and job.state == JobState.ACTIVE:
-                await self.store.set_job_rate(job_id, finished[job_id] / seconds)
+                await self.store.set_worker_rate(self.owner, job_id, finished[job_id] / seconds)
+                fleet = await self.store.fleet_rate(
+                    job_id, fresh_seconds=FLEET_RATE_FRESH,
+                    stale_seconds=self.settings.owner_stale_seconds)
+                await self.store.set_job_rate(job_id, fleet.rate)
+                self.fleet_rates[job_id] = fleet.rate
+            else:
+                self.fleet_rates.pop(job_id, None)

@@ -79,6 +79,9 @@ class EngineSnapshot:
     limiters: tuple[LimiterFigures, ...]
     discovery_pages: int
     last_tick: float  # time.monotonic() of the dispatcher's last pass
+    #: active job -> its rate as the fleet works it (every live worker's, summed)
+    job_rates: tuple[tuple[int, float], ...] = ()
+    fenced_batches: int = 0  # batches not sent: the shard's lease had lapsed
 
 
 
@@ -212,7 +215,20 @@ def engine_families(engine: EngineSnapshot, counters: EngineMetrics) -> list[Met
         GaugeMetricFamily("bulktag_lanes", "Shards with a running lane.", value=engine.lanes),
         CounterMetricFamily("bulktag_discovery_pages_total", "GetResources pages walked.",
                             value=engine.discovery_pages),
+        _job_rates(engine),
+        CounterMetricFamily("bulktag_fenced_batches_total", "Batches not sent because this "
+                            "worker's lease on their shard had lapsed (fencing).",
+                            value=engine.fenced_batches),
     ]
+
+
+def _job_rates(engine: EngineSnapshot) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("bulktag_job_rate", "Items finished per second of an active "
+                               "job, by the whole fleet (the same on every worker).",
+                               labels=["job"])
+    for job_id, rate in engine.job_rates:
+        family.add_metric([str(job_id)], round(rate, 2))
+    return family
 
 
 def families(scrape: Scrape) -> list[Metric]:

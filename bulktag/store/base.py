@@ -32,6 +32,7 @@ from bulktag.store.models import (
     Claimed,
     Counts,
     Discovery,
+    FleetRate,
     ItemRecord,
     Job,
     JobOptions,
@@ -288,6 +289,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def workers(self) -> list[Worker]: ...
+
+    @abc.abstractmethod
+    async def set_worker_rate(self, owner: str, job_id: int, rate: float) -> None:
+        """This worker's recent rate on a job (items finished per second)."""
+
+    @abc.abstractmethod
+    async def fleet_rate(self, job_id: int, *, fresh_seconds: float,
+                         stale_seconds: float) -> FleetRate:
+        """The job's rate summed over the workers whose rate was written within
+        `fresh_seconds` and whose heartbeat is fresher than `stale_seconds`."""
+
+    async def session_alive(self, owner: str) -> bool | None:
+        """Whether `owner`'s database session is up (None: no sessions here)."""
+        return None
 
     @abc.abstractmethod
     async def release_owner(self, owner: str, *, forget: bool = True) -> int:

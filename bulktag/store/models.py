@@ -309,6 +309,18 @@ class SyncMember:
     last_seen_at: float
 
 
+FLEET_RATE_FRESH = 10.0  #: seconds: a worker's job rate older than this is not counted
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRate:
+    """A job's rate as the fleet works it: the sum of the live workers' recent rates."""
+
+    rate: float  #: items finished per second
+    workers: int  #: live workers that wrote a rate for the job lately
+    last_at: float | None  #: when any worker last wrote one (None: never)
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     """A process that holds (or may hold) leases: a daemon or a `bulktag run`."""

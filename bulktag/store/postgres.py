@@ -316,6 +316,12 @@ class PostgresStore(SqlStore):
         return bool(await self._run(lambda con: con.fetchval(
             "SELECT pg_try_advisory_xact_lock($1)", session_key(owner))))
 
+    async def session_alive(self, owner: str) -> bool | None:
+        held = await self._one("owner_session", (owner,))
+        if not held or not held[0]:
+            return None  # registered without one: judged by its heartbeat
+        return not await self._session_gone(owner)
+
     async def ping(self) -> None:
         await self._run(lambda con: con.fetchval(Q["metrics_ping"]), patience=2.0)
 

@@ -38,6 +38,7 @@ from bulktag.store.models import (
     Claimed,
     Counts,
     Discovery,
+    FleetRate,
     ItemRecord,
     ItemState,
     Job,
@@ -392,10 +393,21 @@ class SqlStore(Store):
     async def register_owner(self, owner: str) -> None:
         host, pid = owner_host_pid(owner)
         now = time.time()
-        await self._write("register_owner", (owner, host, pid, now, now))
+        await self._write("register_owner", (owner, host, pid, now, now,
+                                             self.session_ok() and self.session_generation > 0))
 
     async def heartbeat(self, owner: str) -> None:
         await self._write("heartbeat", (time.time(), owner))
+
+    async def set_worker_rate(self, owner: str, job_id: int, rate: float) -> None:
+        await self._write("set_worker_rate", (owner, job_id, rate, time.time()))
+
+    async def fleet_rate(self, job_id: int, *, fresh_seconds: float,
+                         stale_seconds: float) -> FleetRate:
+        now = time.time()
+        row = await self._one("fleet_rate", (job_id, now - fresh_seconds, now - stale_seconds))
+        return FleetRate(float(row[0] or 0.0), int(row[1] or 0),
+                         None if row[2] is None else float(row[2]))
 
     async def workers(self) -> list[Worker]:
         return [Worker(r[0], r[1], int(r[2]), float(r[3]), float(r[4]))
@@ -405,7 +417,7 @@ class SqlStore(Store):
         steps: list[Step] = [*self.lease_scan_setup, ("release_owner", (owner,)),
                              ("release_discoveries", (owner,)), ("release_shards", (owner,))]
         if forget:
-            steps.append(("delete_owner", (owner,)))
+            steps += [("delete_owner", (owner,)), ("delete_worker_rates", (owner,))]
         return (await self._script(steps))[len(self.lease_scan_setup)]
 
     async def reap_dead_owners(self, *, stale_seconds: float, me: str | None = None) -> int:
@@ -417,7 +429,7 @@ class SqlStore(Store):
                 continue
             dead = (row["host"] == host and not pid_alive(int(row["pid"]))) or (
                 row["heartbeat_at"] < now - stale_seconds) or \
-                await self._session_gone(row["owner"])
+                (bool(row["session"]) and await self._session_gone(row["owner"]))
             if dead:
                 released += await self.release_owner(row["owner"])
         return released + (await self._script(

@@ -167,3 +167,52 @@ def test_a_killed_worker_is_noticed_by_its_session_in_seconds(
     assert took < 15, took
     assert all(w["owner"] != "" for w in listed["workers"])
     print(f"\nsession take-over {took:.1f} s after SIGKILL (owner_stale_seconds 300)")
+
+
+def test_status_shows_the_fleets_rate_and_says_when_no_worker_runs_the_job(
+        tmp_path: Path, pg_url: str, sim_url: str, cli_env: dict[str, str],
+        run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    arns = list(synthetic_arns([ACCOUNT], REGIONS, 2000))
+    env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": "2",
+           "BULKTAG_OWNER_STALE_SECONDS": str(STALE)}
+    daemons = [Daemon(tmp_path, f"r{n}", pg_url, sim_url,
+                      {**env, "AWS_ACCESS_KEY_ID": f"sim-{ACCOUNT}-r{n}"}, ready_timeout=60)
+               for n in range(2)]
+
+    def status() -> dict[str, Any]:
+        done = run_cli("status", str(job_id), "--json", "--db", pg_url, env=env)
+        assert done.returncode == 0, done.stderr
+        st: dict[str, Any] = json.loads(done.stdout)
+        return st
+
+    try:
+        job_id = submit(tmp_path, env, pg_url, sim_url, arns)
+        wait_until(lambda: len(keys_on(calls(sim_url), 0)) == 2, "both workers send")
+        time.sleep(3)  # past the first rate window
+        first, t1 = store_counts(pg_url, job_id).get(ItemState.SUCCEEDED, 0), time.monotonic()
+        time.sleep(6)
+        shown = status()
+        second, t2 = store_counts(pg_url, job_id).get(ItemState.SUCCEEDED, 0), time.monotonic()
+        measured = (second - first) / (t2 - t1)
+        assert shown["workers"] == 2, shown
+        assert abs(shown["rate"] - measured) <= 0.15 * measured, (shown["rate"], measured)
+        jobs = json.loads(run_cli("jobs", "--json", "--db", pg_url, env=env).stdout)["jobs"]
+        assert abs(jobs[0]["rate"] - measured) <= 0.2 * measured, (jobs[0], measured)
+        assert 0 < store_counts(pg_url, job_id).get(ItemState.PENDING, 0)  # still running
+        for d in daemons:
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait(10)
+        wait_until(lambda: status()["workers"] == 0, "status sees no worker", timeout=30)
+        idle = status()
+        assert idle["state"] == "active" and idle["eta_seconds"] is None
+        assert idle["no_worker_since"] is not None
+        human = run_cli("status", str(job_id), "--db", pg_url, env=env).stdout
+        assert "no worker is running this job (since " in human
+        listed = json.loads(run_cli("workers", "--json", "--db", pg_url, env=env).stdout)
+        assert [w["session"] for w in listed["workers"]] == [False, False]
+        assert not any(w["live"] for w in listed["workers"])
+    finally:
+        for d in daemons:
+            if d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait(10)

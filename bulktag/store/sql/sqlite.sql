@@ -161,14 +161,16 @@ UPDATE items SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
 WHERE state = 'leased' AND lease_expires_at < ?;
 
 -- name: register_owner
-INSERT INTO owners (owner, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+-- the last: whether the owner holds a database session (its liveness; never on SQLite)
+INSERT INTO owners (owner, host, pid, started_at, heartbeat_at, session) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                                  session = excluded.session;
 
 -- name: heartbeat
 UPDATE owners SET heartbeat_at = ? WHERE owner = ?;
 
 -- name: all_owners
-SELECT owner, host, pid, heartbeat_at FROM owners;
+SELECT owner, host, pid, heartbeat_at, session FROM owners;
 
 -- name: delete_owner
 DELETE FROM owners WHERE owner = ?;
@@ -503,3 +505,20 @@ ORDER BY i.id LIMIT ?;
 -- The kept row of each of these ARNs (?2: a JSON array): a duplicate row is compared with it.
 SELECT i.arn, i.line, t.body FROM items i LEFT JOIN tagsets t ON t.id = i.tagset_id
 WHERE i.job_id = ?1 AND i.arn IN (SELECT value FROM json_each(?2));
+
+-- name: set_worker_rate
+-- ? owner, ? job, ? items finished per second lately, ? now
+INSERT INTO worker_rates (owner, job_id, rate, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (job_id, owner) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at;
+
+-- name: fleet_rate
+-- ?1 job, ?2 rows written since, ?3 heartbeats since: the sum of the live workers'
+-- rates, how many they are, and when any worker last wrote one for the job
+SELECT COALESCE(SUM(CASE WHEN r.updated_at >= ?2 AND o.heartbeat_at >= ?3 THEN r.rate END), 0),
+       COUNT(CASE WHEN r.updated_at >= ?2 AND o.heartbeat_at >= ?3 THEN 1 END),
+       MAX(r.updated_at)
+FROM worker_rates r LEFT JOIN owners o ON o.owner = r.owner
+WHERE r.job_id = ?1;
+
+-- name: delete_worker_rates
+DELETE FROM worker_rates WHERE owner = ?;

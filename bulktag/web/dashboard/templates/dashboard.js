@@ -117,6 +117,8 @@
       set("c-skipped", num(j.counts.skipped)); set("c-failed", num(j.failures));
       set("c-open", num(j.counts.pending + j.counts.leased)); set("c-rate", j.rate);
       set("c-eta", dur(j.eta_seconds)); set("c-elapsed", dur(j.elapsed_seconds));
+      var idle = document.getElementById("no-worker");
+      if (idle) idle.hidden = !(j.state === "active" && !j.workers);
       set("samples", j.samples + " sample(s), taken by the daemon every " + j.sample_seconds +
         " s; ARNs/s between samples (per minute from ten minutes on).");
       var p = document.getElementById("progress");
