@@ -50,6 +50,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import structlog
+
 try:
     import asyncpg
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -68,6 +70,7 @@ T = TypeVar("T")
 
 ADD_CHUNK = 10_000  # items per INSERT … SELECT FROM unnest(…)
 RESOLVE_CHUNK = 10_000  # shards or tagsets per upsert
+log = structlog.get_logger("bulktag.store")
 POOL_MIN, POOL_MAX = 1, 10
 CONNECT_TIMEOUT = 10.0  # seconds to open one connection
 #: Every connection asks the server to probe a silent client: a peer gone without closing its
@@ -192,6 +195,7 @@ class PostgresStore(SqlStore):
         self._url = url
         self.location = _redact(url)
         self._closing = False
+        self._down_since: float | None = None  # when the server stopped answering
         self._session: Any = None  # the connection holding this worker's advisory lock
         self._session_owner: str | None = None
 
@@ -341,7 +345,12 @@ class PostgresStore(SqlStore):
                 async with self._pool.acquire() as con:
                     sent = True
                     try:
-                        return await fn(con)
+                        result = await fn(con)
+                        if self._down_since is not None:
+                            log.info("store_reachable_again", store=self.location,
+                                     down_seconds=round(time.time() - self._down_since, 1))
+                            self._down_since = None
+                        return result
                     except Exception as exc:
                         if _lost(exc):
                             # Never hand a broken connection back to the pool for reuse: the
@@ -360,6 +369,11 @@ class PostgresStore(SqlStore):
                 deadlock = isinstance(exc, asyncpg.DeadlockDetectedError)
                 if self._closing or not (deadlock or _lost(exc)):
                     raise
+                if not deadlock and self._down_since is None:
+                    self._down_since = time.time()
+                    log.warning("store_unreachable", store=self.location,
+                                error=f"{type(exc).__name__}: {exc}",
+                                hint=f"retrying for up to {patience:.0f} s; nothing is lost")
                 if sent and not safe and not deadlock:
                     raise StoreError(
                         f"lost the connection to {self.location} during a write that may or "

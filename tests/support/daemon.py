@@ -41,15 +41,18 @@ class Daemon:
 
     def __init__(self, tmp_path: Path, name: str, db: Path | str, sim: str,
                  env: dict[str, str], *args: str, ready_timeout: float = 30,
-                 wait: bool = True) -> None:
+                 wait: bool = True, host: str | None = None) -> None:
         """Start it and, unless `wait` is False (to start several at once), wait until it is
-        healthy."""
+        healthy. `host`: run it under that host name, in a UTS namespace of its own (`unshare
+        -u`, as root): to the fleet it is another machine (its pid means nothing there)."""
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = tmp_path / f"{name}.log"
-        self.proc = subprocess.Popen(
-            bulktag_argv("daemon", "--listen", self.url.removeprefix("http://"), "--db",
-                         str(db), "--endpoint-url", sim, *args, "--log-format", "json"),
-            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        argv = bulktag_argv("daemon", "--listen", self.url.removeprefix("http://"), "--db",
+                            str(db), "--endpoint-url", sim, *args, "--log-format", "json")
+        if host is not None:
+            argv = ["unshare", "-u", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *argv]
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=self.log.open("w"))
         if wait:
             self.ready(ready_timeout)
 

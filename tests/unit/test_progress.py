@@ -38,3 +38,32 @@ def test_log_lines_do_not_land_in_the_progress_bar() -> None:
             CLEAR_LINE not in stream.getvalue().rsplit("\n", 2)[-2]
     finally:
         configure_logging("json", "info")
+
+
+def test_asyncpgs_own_warning_is_one_event_without_a_traceback() -> None:
+    """asyncpg's pool logs "Failed to restore the pool connection floor" with the exception
+    while the database restarts: one structured event, no traceback, at most one in 30 s."""
+    import io
+    import json
+    import logging
+
+    from bulktag.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    try:
+        pool = logging.getLogger("asyncpg.pool")
+        for _ in range(3):
+            try:
+                raise ConnectionError("the database system is shutting down")
+            except ConnectionError:
+                pool.warning("Failed to restore the pool connection floor; retrying",
+                             exc_info=True)
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 1, lines
+        event = json.loads(lines[0])
+        assert event["event"] == "store_unreachable"
+        assert event["error"] == "ConnectionError: the database system is shutting down"
+        assert "Traceback" not in stream.getvalue()
+    finally:
+        configure_logging("json", "info")
