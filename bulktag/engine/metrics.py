@@ -216,6 +216,9 @@ def engine_families(engine: EngineSnapshot, counters: EngineMetrics) -> list[Met
         CounterMetricFamily("bulktag_discovery_pages_total", "GetResources pages walked.",
                             value=engine.discovery_pages),
         _job_rates(engine),
+        GaugeMetricFamily("bulktag_unreachable_shards", "Shards whose endpoint is unreachable "
+                          "(an outage: they probe and carry on by themselves).",
+                          value=len(engine.unreachable_shards)),
         CounterMetricFamily("bulktag_fenced_batches_total", "Batches not sent because this "
                             "worker's lease on their shard had lapsed (fencing).",
                             value=engine.fenced_batches),
