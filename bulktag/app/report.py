@@ -238,6 +238,12 @@ def shard_table(
     return rows
 
 
+def quota_share(rate: float, quota: float) -> int:
+    """A shard's rate as a share of its quota, in %, never above 100: items settled without a
+    call (refused before sending) count as worked but cost no quota."""
+    return min(100, round(100 * rate / quota)) if quota else 0
+
+
 def render_shard_table(rows: list[dict[str, Any]], limit: int = 20) -> list[str]:
     """The table as text lines (the `limit` biggest shards; --json has them all)."""
     if not rows:
@@ -255,7 +261,7 @@ def render_shard_table(rows: list[dict[str, Any]], limit: int = 20) -> list[str]
         if r["rate"] is None or not r["quota"]:
             rate = f"{'-':>9}  -"
         else:
-            rate = f"{r['rate']:>9.1f}  {r['quota']:g} ({100 * r['rate'] / r['quota']:.0f}%)"
+            rate = f"{r['rate']:>9.1f}  {r['quota']:g} ({quota_share(r['rate'], r['quota'])}%)"
         extra = f"  cancelled {r['cancelled']}" if r["cancelled"] else ""
         lines.append(f"    {where}{r['done']:>9}{r['skipped']:>9}{r['failed']:>9}"
                      f"{r['open']:>9}{rate}{extra}")
