@@ -23,7 +23,10 @@ from bulktag.policy.tags import keys_problem, tagset_problem
 from bulktag.sources import Row, open_rows, read_chunks, source_name
 from bulktag.store import JobOptions, JobState, NewItem, Store, tagset_body
 
-CHUNK = 10_000
+#: rows read, checked and written per transaction: large enough that a random-order file's
+#: inserts into the (job, ARN) index are not dominated by rewriting the same pages each commit
+#: (10,000: 48k ARNs/s on SQLite; 100,000: ~130k), small enough for flat memory
+CHUNK = 50_000
 MAX_PROBLEMS_SHOWN = 20
 
 

@@ -66,6 +66,10 @@ _MAX_RUNS = 64  # runs of one shard and tagset per add_items call before one pla
 _RUN_SIZE = 50_000  # items per INSERT … SELECT at most (bounds the JSON text)
 
 
+def _by_arn(item: NewItem) -> str:
+    return item.arn
+
+
 def _runs(items: Sequence[NewItem]) -> list[tuple[Shard | None, str | None, list[NewItem]]]:
     """Maximal runs of consecutive items with the same shard, tagset and route (invalid items:
     None, None), in input order, each at most _RUN_SIZE long."""
@@ -395,14 +399,22 @@ class SqliteStore(SqlStore):
             await cur.close()
             runs = _runs(items)
             if len(runs) > _MAX_RUNS:  # rows of many shards interleaved: one statement
+                # Shard and tagset ids first (a few distinct ones), then the rows in ARN order:
+                # the (job, arn) index is filled in order within the chunk instead of at random
+                # places (random-order input), and the first row of a repeated ARN still goes
+                # in first (a stable sort keeps the input's order among equals).
+                shard_ids = {sh: await self._shard_id(sh) for sh in
+                             {it.shard for it in items if it.shard is not None}}
+                tagset_ids = {b: await self._tagset_id(b) for b in
+                              {it.tagset for it in items if it.tagset is not None}}
                 rows: list[tuple[Any, ...]] = []
-                for it in items:
+                for it in sorted(items, key=_by_arn):
                     if it.problem is not None or it.shard is None or it.tagset is None:
                         rows.append((job_id, it.arn, 0, 0, "invalid", it.line, "InvalidInput",
                                      None, it.problem, now, it.route))
                     else:
-                        rows.append((job_id, it.arn, await self._shard_id(it.shard),
-                                     await self._tagset_id(it.tagset), "pending", it.line,
+                        rows.append((job_id, it.arn, shard_ids[it.shard],
+                                     tagset_ids[it.tagset], "pending", it.line,
                                      None, None, None, None, it.route))
                 cur = await self.db.executemany(Q["insert_item"], rows)
                 added = cur.rowcount
