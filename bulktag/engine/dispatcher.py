@@ -511,7 +511,10 @@ class Engine:
         # jobs counts as live but will not drive them), and then kept for a while.
         unwanted = [s for s in free if self._free_rounds[s] >= 3]
         room = max(0, share - len(mine))
-        want = set(mine) | set(free[:room]) | set(unwanted)
+        # A shard whose lane still runs (its last batches, a transform's second step) keeps
+        # its lease renewed until the lane ends, work left or not: it may still send.
+        running = {s for s in self._lanes if s in self._held}
+        want = set(mine) | set(free[:room]) | set(unwanted) | running
         if unwanted:
             self._keep_until = time.monotonic() + 30
         started, generation = time.monotonic(), self.store.session_generation

@@ -242,9 +242,11 @@ async def test_status_without_job_lists_jobs_and_jobs_json(
     assert listing[2].split()[:4] == ["2", "untag", "ready", "5"]
     assert await cli.json("jobs") == {"jobs": [
         {"job": 1, "name": "alpha", "operation": "tag", "state": "ready", "priority": 0,
-         "total": 2, "done": 0, "failed": 0, "cancelled": 0, "role_name": None},
+         "total": 2, "done": 0, "failed": 0, "cancelled": 0, "role_name": None,
+         "rate": None},
         {"job": 2, "name": None, "operation": "untag", "state": "ready", "priority": 5,
-         "total": 2, "done": 0, "failed": 0, "cancelled": 0, "role_name": None}]}
+         "total": 2, "done": 0, "failed": 0, "cancelled": 0, "role_name": None,
+         "rate": None}]}
 
 
 async def test_usage_errors_exit_2_naming_the_problem(

@@ -15,7 +15,6 @@ import json
 import signal
 import subprocess
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.support import waits
 from tests.support.cli import bulktag_argv
 from tests.support.counts import store_counts
 from tests.support.daemon import Daemon, http
-from tests.support.sim import simulator_process
+from tests.support.sim import sim_post, simulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +41,7 @@ STALE = 6.0  # owner_stale_seconds
 @pytest.fixture
 def sim_url() -> Iterator[str]:
     with simulator_process("--latency-ms", "100-200") as url:
-        body = json.dumps({"log_calls": True}).encode()
-        request = urllib.request.Request(url + "/_sim/config", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=10).close()
+        sim_post(url, "/_sim/config", {"log_calls": True})
         yield url
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from bulktag.sim import synthetic_arns
 from tests.support.cli import CliRunner
-from tests.support.sim import sim_get, sim_tags, simulator_process
+from tests.support.sim import sim_get, sim_post, sim_tags, simulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -50,20 +50,13 @@ NONCOMPLIANT_BEFORE = {0, 2, 3, 4, 5, 6}
 NEEDS_DECISION = {2, 5, 6}
 
 
-def post(url: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     policy = tmp_path_factory.mktemp("policy") / "policy.json"
     policy.write_text(json.dumps(POLICY))
     with simulator_process("--tag-policy", f"{CALLER}={policy}",
                            "--tag-policy", f"{OTHER}={policy}") as url:
-        added = post(url, "/_sim/seed", {"accounts": [CALLER, OTHER], "regions": REGIONS,
+        added = sim_post(url, "/_sim/seed", {"accounts": [CALLER, OTHER], "regions": REGIONS,
                                          "per_region": PER_REGION,
                                          "tag_sets": [tags for tags, _ in KINDS]})
         assert added["added"] == 2 * len(REGIONS) * PER_REGION
@@ -183,7 +176,7 @@ def test_compliance_report_is_started_followed_and_located(
     shown = run_cli("compliance", "--report-status", *common)
     assert shown.returncode == 0 and status["location"] in shown.stdout
 
-    post(sim_url, "/_sim/config", {"report_denied_buckets": ["locked-bucket"]})
+    sim_post(sim_url, "/_sim/config", {"report_denied_buckets": ["locked-bucket"]})
     failed = run_cli("compliance", "--report-bucket", "locked-bucket", "--wait", *common)
     assert failed.returncode == 3, failed.stderr[-2000:]
     assert "the report failed" in failed.stdout and "locked-bucket" in failed.stdout

@@ -8,7 +8,6 @@ Organizations as well."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import boto3
 import pytest
 
 from tests.support.cli import CliRunner
-from tests.support.sim import sim_tags, simulator_process
+from tests.support.sim import sim_post, sim_tags, simulator_process
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +33,12 @@ TREE = {"root": "r-sim1",
                      DEV: {"parent": "ou-dev-cccc3333"}}}
 
 
-def post(url: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.fixture(scope="module")
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tree = tmp_path_factory.mktemp("org") / "org.json"
     tree.write_text(json.dumps(TREE))
     with simulator_process("--organization", str(tree)) as url:
-        post(url, "/_sim/seed", {"accounts": ACCOUNTS, "regions": REGIONS, "per_region": 64,
+        sim_post(url, "/_sim/seed", {"accounts": ACCOUNTS, "regions": REGIONS, "per_region": 64,
                                  "tags": {"team": "x"}, "never_tagged_share": 0.5})
         yield url
 

@@ -11,6 +11,7 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 from bulktag.sim import RunningSimulator, synthetic_arns
 
@@ -34,6 +35,15 @@ def sim_get(url: str, path: str) -> dict[str, object]:
     """GET url+path of a running simulator, as JSON."""
     with urllib.request.urlopen(url + path, timeout=10) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def sim_post(url: str, path: str, body: dict[str, object]) -> Any:
+    """POST JSON to url+path of a running simulator (`/_sim/seed`, `/_sim/config`); its
+    JSON answer."""
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def sim_tags(url: str, arn: str) -> dict[str, str]:
