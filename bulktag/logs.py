@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any, TextIO
 
 import structlog
@@ -43,7 +42,6 @@ def configure_logging(fmt: str = "auto", level: str = "info",
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())
-    _bridge_library_warnings()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -60,32 +58,3 @@ def configure_logging(fmt: str = "auto", level: str = "info",
         cache_logger_on_first_use=False,
     )
 
-
-class _LibraryWarnings(logging.Handler):
-    """Libraries' own warnings (asyncpg's pool restoring its connection floor while the
-    database restarts) as one structured event each, without a traceback, at most one a
-    30 s per logger: a database restart is an event, not a traceback on the terminal."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self._last: dict[str, float] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        now = time.monotonic()
-        if now - self._last.get(record.name, -1e9) < 30:
-            return
-        self._last[record.name] = now
-        exc = record.exc_info[1] if record.exc_info else None
-        structlog.get_logger(record.name).warning(
-            "store_unreachable" if record.name.startswith("asyncpg") else "library_warning",
-            source=record.name, message=record.getMessage(),
-            **({"error": f"{type(exc).__name__}: {exc}"} if exc is not None else {}),
-            hint="retrying; nothing is lost")
-
-
-def _bridge_library_warnings() -> None:
-    for name in ("asyncpg",):
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, _LibraryWarnings) for h in logger.handlers):
-            logger.addHandler(_LibraryWarnings())
-        logger.propagate = False

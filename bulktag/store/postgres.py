@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -65,6 +66,36 @@ from bulktag.store.models import ItemRecord, NewItem, StoreError
 from bulktag.store.sqlstore import RowsStep, SqlStore, Step, load_queries, migrations_dir
 
 Q = load_queries("postgres")
+
+
+class _PoolWarnings(logging.Handler):
+    """asyncpg's own warnings (its pool restoring its connection floor while the database
+    restarts, logged with the exception) as one structured event each, without a traceback,
+    at most one in 30 s: a database restart is an event, not a traceback on the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._last = -1e9
+
+    def emit(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        if now - self._last < 30:
+            return
+        self._last = now
+        exc = record.exc_info[1] if record.exc_info else None
+        log.warning("store_unreachable", source=record.name, message=record.getMessage(),
+                    **({"error": f"{type(exc).__name__}: {exc}"} if exc is not None else {}),
+                    hint="retrying; nothing is lost")
+
+
+def _bridge_pool_warnings() -> None:
+    pool_log = logging.getLogger("asyncpg")
+    if not any(isinstance(h, _PoolWarnings) for h in pool_log.handlers):
+        pool_log.addHandler(_PoolWarnings())
+    pool_log.propagate = False
+
+
+_bridge_pool_warnings()
 
 T = TypeVar("T")
 

@@ -47,6 +47,8 @@ SERVED = {
     "bulktag_in_flight_batches": ("gauge", set()),
     "bulktag_lanes": ("gauge", set()),
     "bulktag_discovery_pages_total": ("counter", set()),
+    "bulktag_unreachable_shards": ("gauge", set()),
+    "bulktag_fenced_batches_total": ("counter", set()),
 }
 
 

@@ -47,6 +47,7 @@ def test_asyncpgs_own_warning_is_one_event_without_a_traceback() -> None:
     import json
     import logging
 
+    import bulktag.store.postgres  # noqa: F401  (installs the bridge)
     from bulktag.logs import configure_logging
 
     stream = io.StringIO()
