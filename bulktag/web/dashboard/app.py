@@ -15,12 +15,14 @@ function the CLI shares; `security.py` decides who may call them.
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import jinja2
+import structlog
 from aiohttp import web
 
 from bulktag.app.report import build_manifest, manifest_bytes, report_chunks, rows_file_name
@@ -36,7 +38,7 @@ from bulktag.app.steering import (
 from bulktag.arn import Shard
 from bulktag.config import Settings
 from bulktag.errors import JobBusy, UsageError
-from bulktag.store import JOB_DONE, Job, Store
+from bulktag.store import JOB_DONE, Job, Store, StoreError
 from bulktag.web.dashboard import chart as charts
 from bulktag.web.dashboard.security import check_action, new_nonce, security_headers
 
@@ -48,9 +50,17 @@ REPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ThrottleSource = Callable[[], Mapping[tuple[Shard, str], int]]  # (shard, route) -> throttles
 
+log = structlog.get_logger("bulktag.dashboard")
+
 #: `?failed_only=` values (absent or empty: all rows)
 FLAGS = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True,
          "yes": True}
+STORE_AWAY_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>bulktag: the store does not answer</title></head>
+<body><h1>The store does not answer</h1><p>{reason}</p><p>The workers wait for it and carry
+on by themselves; this page tries again every 5 seconds.</p></body></html>
+"""
 NOT_FOUND_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bulktag: no such job</title></head>
 <body><h1>No such job</h1><p>There is no job with this number. <a href="/">All jobs</a></p>
@@ -117,6 +127,7 @@ class Dashboard:
 
     def register(self, app: web.Application) -> None:
         app.on_response_prepare.append(self._headers)
+        app.middlewares.append(self._store_away)
         add = app.router.add_get
         add("/", self.index)
         add("/jobs/{job:\\d+}", self.job_page)
@@ -130,6 +141,22 @@ class Dashboard:
         app.router.add_post("/api/jobs/{job:\\d+}/{action}", self.api_action)
 
     # -- shared ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _store_away(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+        """A store that does not answer (a database restarting) is a 503 saying so, as
+        `/healthz` is degraded meanwhile: never a 500 with a traceback in the log."""
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            log.warning("dashboard_store_unreachable", path=request.path, error=str(exc))
+            if request.path.startswith("/api/"):
+                return web.json_response({"error": f"the store does not answer: {exc}"},
+                                         status=503)
+            return web.Response(text=STORE_AWAY_PAGE.format(reason=html.escape(str(exc))),
+                                content_type="text/html", status=503)
 
     @staticmethod
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:
