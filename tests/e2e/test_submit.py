@@ -259,7 +259,7 @@ def test_jobs_lists_with_a_header_and_counts_cancelled_apart(
     assert run_cli("cancel", "1", "--db", str(db_path)).returncode == 0
     out = run_cli("jobs", "--db", str(db_path)).stdout.splitlines()
     assert out[0].split() == ["job", "operation", "state", "priority", "done/total", "failed",
-                              "cancelled", "name"]
-    assert out[1].split() == ["1", "tag", "cancelled", "0", "0/7", "0", "7"]
+                              "cancelled", "ARN/s", "name"]
+    assert out[1].split() == ["1", "tag", "cancelled", "0", "0/7", "0", "7", "-"]
     (row,) = json.loads(run_cli("jobs", "--db", str(db_path), "--json").stdout)["jobs"]
     assert (row["done"], row["cancelled"], row["total"]) == (0, 7, 7)
