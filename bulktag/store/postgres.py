@@ -207,10 +207,6 @@ def _lost(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno is not None
 
 
-def _by_arn(item: NewItem) -> str:
-    return item.arn
-
-
 def _rowcount(status: str) -> int:
     """Rows a statement touched, from its command tag ("UPDATE 5", "INSERT 0 5")."""
     try:
@@ -576,16 +572,11 @@ class PostgresStore(SqlStore):
                     finished.append(now)
             return cols
 
-        # In ARN order: the (job, arn) index is filled in order within the chunk instead of
-        # at random places (random-order input); a stable sort keeps the first row of a
-        # repeated ARN first.
-        ordered = sorted(items, key=_by_arn)
-
         async def run(con: Any) -> int:
             added = 0
-            for i in range(0, len(ordered), ADD_CHUNK):
+            for i in range(0, len(items), ADD_CHUNK):
                 status = await con.execute(Q["insert_items"], job_id,
-                                           *arrays(ordered[i:i + ADD_CHUNK]))
+                                           *arrays(items[i:i + ADD_CHUNK]))
                 added += _rowcount(status)
             return added
 

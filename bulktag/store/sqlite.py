@@ -66,10 +66,6 @@ _MAX_RUNS = 64  # runs of one shard and tagset per add_items call before one pla
 _RUN_SIZE = 50_000  # items per INSERT … SELECT at most (bounds the JSON text)
 
 
-def _by_arn(item: NewItem) -> str:
-    return item.arn
-
-
 def _runs(items: Sequence[NewItem]) -> list[tuple[Shard | None, str | None, list[NewItem]]]:
     """Maximal runs of consecutive items with the same shard, tagset and route (invalid items:
     None, None), in input order, each at most _RUN_SIZE long."""
@@ -399,24 +395,27 @@ class SqliteStore(SqlStore):
             await cur.close()
             runs = _runs(items)
             if len(runs) > _MAX_RUNS:  # rows of many shards interleaved: one statement
-                # Shard and tagset ids first (a few distinct ones), then the rows in ARN order:
-                # the (job, arn) index is filled in order within the chunk instead of at random
-                # places (random-order input), and the first row of a repeated ARN still goes
-                # in first (a stable sort keeps the input's order among equals).
+                # Shard and tagset ids first (a few distinct ones), then the rows in ARN order,
+                # each with the id its place in the input gives it: the (job, arn) index is
+                # filled in order within the chunk instead of at random places (random-order
+                # input), while ids still follow the input (the rowid B-tree only gets pages
+                # past its end). A stable sort keeps the first row of a repeated ARN first.
                 shard_ids = {sh: await self._shard_id(sh) for sh in
                              {it.shard for it in items if it.shard is not None}}
                 tagset_ids = {b: await self._tagset_id(b) for b in
                               {it.tagset for it in items if it.tagset is not None}}
                 rows: list[tuple[Any, ...]] = []
-                for it in sorted(items, key=_by_arn):
+                order = sorted(range(len(items)), key=lambda n: items[n].arn)
+                for n in order:
+                    it = items[n]
                     if it.problem is not None or it.shard is None or it.tagset is None:
-                        rows.append((job_id, it.arn, 0, 0, "invalid", it.line, "InvalidInput",
-                                     None, it.problem, now, it.route))
+                        rows.append((last_id + 1 + n, job_id, it.arn, 0, 0, "invalid", it.line,
+                                     "InvalidInput", None, it.problem, now, it.route))
                     else:
-                        rows.append((job_id, it.arn, shard_ids[it.shard],
+                        rows.append((last_id + 1 + n, job_id, it.arn, shard_ids[it.shard],
                                      tagset_ids[it.tagset], "pending", it.line,
                                      None, None, None, None, it.route))
-                cur = await self.db.executemany(Q["insert_item"], rows)
+                cur = await self.db.executemany(Q["insert_item_at"], rows)
                 added = cur.rowcount
                 await cur.close()
             else:

@@ -288,6 +288,28 @@ async def test_add_items_keeps_input_order_across_chunks_and_shards(
     assert by_shard[EAST][PENDING] == 26 and by_shard[WEST][PENDING] == 14
 
 
+async def test_random_order_input_keeps_its_order_and_first_rows(store: Store) -> None:
+    """Rows of many shards in random ARN order (what real exports look like) go in in ARN
+    order for speed, yet item ids follow the input, and a repeated ARN keeps its first row."""
+    import random
+
+    rng = random.Random(3)
+    numbers = rng.sample(range(100_000), 600)
+    items = [item(n, EAST if i % 2 else WEST, TAGS_A if i % 3 else TAGS_B)
+             for i, n in enumerate(numbers)]
+    for it, line in zip(items, range(600), strict=True):
+        it.line = line
+    repeat = NewItem(items[10].arn, items[10].shard, TAGS_B if items[10].tagset == TAGS_A
+                     else TAGS_A, line=600)
+    job = await store.create_job("tag", options=JobOptions())
+    assert await store.add_items(job, [*items, repeat]) == 600
+    rows = [r async for r in store.report_rows(job, page=97)]
+    assert [r.arn for r in rows] == [it.arn for it in items]
+    assert [r.line for r in rows] == list(range(600))
+    kept = await store.first_rows(job, [items[10].arn])
+    assert kept[items[10].arn] == (10, items[10].tagset)
+
+
 async def test_invalid_items_are_counted_with_their_reason(store: Store) -> None:
     job = await store.create_job("tag", options=JobOptions())
     bad = NewItem("not-an-arn", None, None, line=7, problem="malformed ARN: nope")

@@ -71,6 +71,13 @@ INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, ht
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (job_id, arn) DO NOTHING;
 
+-- name: insert_item_at
+-- insert_item with the id given (the row's place in the input: rows go in ARN order)
+INSERT INTO items (id, job_id, arn, shard_id, tagset_id, state, line, error_code, http_status,
+                   message, finished_at, route)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id, arn) DO NOTHING;
+
 -- name: counts
 SELECT state, sum(n) FROM counts WHERE job_id = ? GROUP BY state;
 
