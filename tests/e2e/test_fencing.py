@@ -136,7 +136,7 @@ def test_a_killed_worker_is_noticed_by_its_session_in_seconds(
         tmp_path: Path, pg_url: str, sim_url: str, cli_env: dict[str, str],
         run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     env = {**cli_env, "BULKTAG_OWNER_STALE_SECONDS": "300", "BULKTAG_GRACE_SECONDS": "5"}
-    arns = list(synthetic_arns([ACCOUNT], REGIONS[:2], 1500))
+    arns = list(synthetic_arns([ACCOUNT], REGIONS[:2], 800))
     daemons = [Daemon(tmp_path, f"k{n}", pg_url, sim_url,
                       {**env, "AWS_ACCESS_KEY_ID": f"sim-{ACCOUNT}-k{n}"}, ready_timeout=60)
                for n in range(2)]
@@ -168,7 +168,7 @@ def test_a_killed_worker_is_noticed_by_its_session_in_seconds(
 def test_status_shows_the_fleets_rate_and_says_when_no_worker_runs_the_job(
         tmp_path: Path, pg_url: str, sim_url: str, cli_env: dict[str, str],
         run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
-    arns = list(synthetic_arns([ACCOUNT], REGIONS, 2000))
+    arns = list(synthetic_arns([ACCOUNT], REGIONS, 1500))
     env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": "2",
            "BULKTAG_OWNER_STALE_SECONDS": str(STALE)}
     daemons = [Daemon(tmp_path, f"r{n}", pg_url, sim_url,
