@@ -23,7 +23,7 @@ from tests.support.sim import sim_get, sim_tags, simulator_process
 pytestmark = pytest.mark.slow
 
 CALLER = "123456789012"  # the simulator's default account: what STS answers
-N = 1_000
+N = 500
 
 
 @pytest.fixture
