@@ -94,7 +94,7 @@ def keys_on(log: list[dict[str, Any]], since: float) -> dict[str, set[str]]:
 
 def test_a_thawed_worker_never_drives_a_shard_another_took(
         tmp_path: Path, pg_url: str, sim_url: str, cli_env: dict[str, str]) -> None:
-    arns = list(synthetic_arns([ACCOUNT], REGIONS, 1500))
+    arns = list(synthetic_arns([ACCOUNT], REGIONS, 1100))
     env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": "2",
            "BULKTAG_OWNER_STALE_SECONDS": str(STALE), "BULKTAG_GRACE_SECONDS": "5"}
     keys = [f"sim-{ACCOUNT}-worker{n}" for n in range(2)]

@@ -255,7 +255,7 @@ def test_run_survives_dropped_postgres_connections(
     tmp_path: Path, pg_url: str, sim_url: str, cli_env: dict[str, str],
     run_cli: Callable[..., subprocess.CompletedProcess[str]], pg_admin_url: str,
 ) -> None:
-    per_region = 1000
+    per_region = 700
     arns = list(synthetic_arns([ACCOUNT], REGIONS[:4], per_region))
     env = {**cli_env, "BULKTAG_IN_FLIGHT_PER_SHARD": str(IN_FLIGHT)}
     job_id = submit(tmp_path, env, pg_url, sim_url, arns)
