@@ -45,7 +45,7 @@ from bulktag.aws.reads import (
 )
 from bulktag.config import Settings
 from bulktag.engine.discovery import Query, explorer_scope
-from bulktag.engine.reader import job_rules, job_via
+from bulktag.engine.reader import fixes_policy, job_rules, job_via
 from bulktag.errors import UsageError
 from bulktag.policy import transforms
 from bulktag.policy.changes import Decision, Rules, decide, diff_text, sendable
@@ -190,20 +190,15 @@ async def _policy(book: PolicyBook | None, shard: Shard, options: JobOptions,
     if book is None:
         return None
     policy = await book.get(shard.account, shard.partition, job_via(options))
-    problem = book.problems.get(shard.account or "(caller)")
-    if problem is not None and _fixes_policy(options):
+    problem = book.problem(shard.account)
+    if problem is not None and fixes_policy(options):
         plan.error = f"the account's tag policy could not be read: {problem}"
     return policy
 
 
-def _fixes_policy(options: JobOptions) -> bool:
-    return bool(options.transform) and transforms.with_policy(
-        transforms.from_json(options.transform or []))
-
-
 def _policy_book(clients: ClientPool, options: JobOptions) -> PolicyBook | None:
     """Policies are read for every plan but one that sends noncompliant tags on purpose."""
-    if options.allow_noncompliant and not _fixes_policy(options):
+    if options.allow_noncompliant and not fixes_policy(options):
         return None
     return PolicyBook(clients)
 

@@ -22,7 +22,7 @@ from bulktag.aws.organizations import PolicyBook
 from bulktag.aws.rate_limiter import ShardLimiter
 from bulktag.aws.reads import Unreadable, read_tags
 from bulktag.config import Settings
-from bulktag.engine.reader import job_via
+from bulktag.engine.reader import fixes_policy, job_via
 from bulktag.policy import transforms
 from bulktag.policy.changes import sendable
 from bulktag.policy.tag_policy import TagPolicy
@@ -79,8 +79,7 @@ async def verify_job(store: Store, settings: Settings, job_id: int,
     result = VerifyResult()
     limiters: dict[Shard, ShardLimiter] = {}
     tagsets: dict[int, Any] = {}
-    book = PolicyBook(clients) if job.options.transform and transforms.with_policy(
-        transforms.from_json(job.options.transform)) else None
+    book = PolicyBook(clients) if fixes_policy(job.options) else None
     try:
         async for page in store.succeeded_items(job_id):
             by_shard: dict[int, list[SucceededItem]] = defaultdict(list)
@@ -107,8 +106,9 @@ async def _verify_shard(store: Store, clients: ClientPool, job: Job,
     policy = None
     if book is not None:  # fix-policy: checked against the account's policy now
         policy = await book.get(shard.account, shard.partition, job_via(job.options))
-        if shard.account in book.problems:
-            result.errors[str(shard)] = f"tag policy not read: {book.problems[shard.account]}"
+        problem = book.problem(shard.account)
+        if problem is not None:
+            result.errors[str(shard)] = f"tag policy not read: {problem}"
             result.unreadable += len(rows)
             return
     for i in range(0, len(rows), ARNS_PER_READ):

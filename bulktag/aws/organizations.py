@@ -67,6 +67,10 @@ class PolicyBook:
         self._locks: dict[tuple[str, Via | None], asyncio.Lock] = {}
         self.problems: dict[str, str] = {}  #: account -> why its policy was not read
 
+    def problem(self, account: str) -> str | None:
+        """Why the account's policy could not be read (None: it was, or it has none)."""
+        return self.problems.get(account or "(caller)")
+
     async def get(self, account: str, partition: str = "aws",
                   via: Via | None = None) -> TagPolicy:
         key = (account, via)

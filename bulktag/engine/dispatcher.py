@@ -42,12 +42,11 @@ from bulktag.config import Settings
 from bulktag.engine.discovery import DiscoveryStats, walk
 from bulktag.engine.lane import Lane
 from bulktag.engine.metrics import EngineMetrics, EngineSnapshot, LimiterFigures
-from bulktag.engine.reader import job_via
+from bulktag.engine.reader import fixes_policy, job_via
 from bulktag.engine.recorder import Recorder
 from bulktag.engine.sender import EngineStats, Sender
 from bulktag.policy.access import Via
 from bulktag.policy.tag_policy import POLICY_UNREAD_CODE, TagPolicy
-from bulktag.policy.transforms import from_json, with_policy
 from bulktag.store import (
     FLEET_RATE_FRESH,
     JOB_DONE,
@@ -219,7 +218,7 @@ class Engine:
         return await self.policies.get(shard.account, shard.partition, via)
 
     def tag_policy_problem(self, shard: Shard) -> str | None:
-        return self.policies.problems.get(shard.account or "(caller)")
+        return self.policies.problem(shard.account)
 
     def limiter(self, shard: Shard, operation: str) -> ShardLimiter:
         """The shard's limiter for an operation, shared by every job and discovery on it."""
@@ -602,7 +601,7 @@ class Engine:
         try:
             shard = await self.real_shard(Shard(d.partition, d.account, d.region))
             policy = None
-            if job.options.transform and with_policy(from_json(job.options.transform)):
+            if fixes_policy(job.options):
                 # fix-policy: the walk keeps what the account's policy has something to fix
                 policy = await self.tag_policy(shard, job_via(job.options))
                 problem = self.tag_policy_problem(shard)

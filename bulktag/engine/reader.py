@@ -37,6 +37,11 @@ def needs_read(options: JobOptions) -> bool:
         options.before_images or options.undo_of is not None or bool(options.transform)
 
 
+def fixes_policy(options: JobOptions) -> bool:
+    """Whether the job is a fix-policy transform: each resource needs its account's policy."""
+    return bool(options.transform) and with_policy(from_json(options.transform or []))
+
+
 def job_via(options: JobOptions) -> Via | None:
     """The job's own way into its accounts (a role given at submission), or None: the
     worker's settings."""
@@ -147,7 +152,7 @@ class Reader:
         outcomes: list[Outcome] = []
         images: list[tuple[int, str]] = []
         policy = None
-        if options.transform and with_policy(from_json(options.transform)):
+        if fixes_policy(options):
             # fix-policy: each resource fixed against its account's policy, read once a run
             policy = await ctx.tag_policy(self.shard, via)
             problem = ctx.tag_policy_problem(self.shard)

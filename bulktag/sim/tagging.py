@@ -26,6 +26,7 @@ from typing import Any
 from bulktag.sim import policies
 from bulktag.sim.arns import matches_type, read_arn
 from bulktag.sim.config import MARKUP_MESSAGE, SimConfig
+from bulktag.sim.org import ORG_ID
 from bulktag.sim.store import Resource, SimState
 
 MAX_TAGS_PER_RESOURCE = 50
@@ -436,7 +437,6 @@ def _management_only(ctx: Context, caller: Caller, op: str) -> None:
 
 
 _BUCKET = re.compile(r"[a-z0-9.-]{3,63}")
-ORG_ID = "o-simulated01"
 
 
 def start_report_creation(ctx: Context, caller: Caller, body: dict[str, Any]
