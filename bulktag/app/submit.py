@@ -21,12 +21,16 @@ from bulktag.arn import ROUTE_TAGGING, Arn, ArnError, Shard, parse_arn, route_of
 from bulktag.errors import BulktagError
 from bulktag.policy.tags import keys_problem, tagset_problem
 from bulktag.sources import Row, open_rows, read_chunks, source_name
-from bulktag.store import JobOptions, JobState, NewItem, Store, tagset_body
+from bulktag.store import JobOptions, JobState, Loader, NewItem, Store, tagset_body
 
-#: rows read, checked and written per transaction: large enough that a random-order file's
-#: inserts into the (job, ARN) index are not dominated by rewriting the same pages each commit
-#: (10,000: 48k ARNs/s on SQLite; 100,000: ~130k), small enough for flat memory
+#: rows read and checked per step (and staged per transaction): small enough for flat memory
 CHUNK = 50_000
+#: rows moved from staging into the job per commit: the first commit comes early (a job's
+#: first items are workable within moments of reading its file), then each is twice the last
+#: up to COMMIT_ROWS, large enough that a random-order file's inserts into the (job, ARN)
+#: index do not rewrite the same pages commit after commit
+FIRST_COMMIT = 2_000
+COMMIT_ROWS = 1_000_000
 MAX_PROBLEMS_SHOWN = 20
 
 
@@ -189,22 +193,6 @@ def item_for_row(
     return NewItem(row.arn, shard, body, row.line)
 
 
-async def conflicting_duplicates(store: Store, job_id: int, items: Sequence[NewItem],
-                                 spec: str) -> list[Problem]:
-    """Rows of a chunk whose ARN the job already holds with other tags (an earlier row, in
-    this chunk or before): a conflict the user must resolve, not a silent first-wins. A row
-    repeating the same tags is one item, harmlessly."""
-    valid = [it for it in items if it.problem is None and it.tagset is not None]
-    kept = await store.first_rows(job_id, [it.arn for it in valid])
-    out = []
-    for it in valid:
-        line, body = kept.get(it.arn, (None, None))
-        if body is not None and body != it.tagset:
-            out.append(Problem(source_name(spec), it.line or 0, conflict_reason(
-                it.arn, line, body, it.tagset)))
-    return out
-
-
 def conflict_reason(arn: str, first_line: int | None, first: str, again: str | None) -> str:
     where = f"line {first_line}" if first_line else "an earlier row"
     return (f"{arn} is given again with other tags than on {where}: {first} there, "
@@ -269,6 +257,17 @@ def _item_chunks(
         yield items
 
 
+async def _commit(loader: Loader, spec: str, result: Submitted,
+                  clashes: list[Problem]) -> int:
+    """Move the staged rows into the job; note the conflicting repeats: how many."""
+    loaded = await loader.commit(show=MAX_PROBLEMS_SHOWN)
+    result.added += loaded.added
+    for c in loaded.conflicts[: MAX_PROBLEMS_SHOWN - len(clashes)]:
+        clashes.append(Problem(source_name(spec), c.line or 0, conflict_reason(
+            c.arn, c.first_line, c.first, c.again)))
+    return loaded.n_conflicts
+
+
 async def submit(
     store: Store,
     sources: list[str],
@@ -299,47 +298,49 @@ async def submit(
     n_refused = 0
     untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
     try:
-        for spec in sources:
-            chunks = _item_chunks(spec, request, fmt, stdin, job_options.route)
-            pull = functools.partial(next, chunks, None)
-            # Pipelined: the worker thread reads and parses the next chunk while this one is
-            # written (sqlite releases the GIL), one chunk ahead at most (flat memory).
-            pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
-            try:
-                while (items := await pending) is not None:
-                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
-                    result.rows += len(items)
-                    bad = [it for it in items if it.problem is not None]
-                    untaggable += sum(1 for it in bad if nothing_to_apply(request, it.problem))
-                    result.invalid += len(bad)
-                    if bad and not request.skip_invalid:
-                        n_problems += len(bad)
-                        for it in bad[: MAX_PROBLEMS_SHOWN - len(problems)]:
-                            problems.append(
-                                Problem(source_name(spec), it.line or 0, it.problem or "")
-                            )
-                    if n_problems or n_conflicts or n_refused:
-                        continue  # keep reading to report every bad row, but keep nothing
-                    if policy_check is not None:
-                        for problem in await policy_check(spec, items):
-                            n_refused += 1
-                            if len(refusals) < MAX_PROBLEMS_SHOWN:
-                                refusals.append(problem)
-                        if n_refused:
-                            continue
-                    added = await store.add_items(job_id, items)
-                    result.added += added
-                    if added < len(items):  # duplicates: harmless if they ask the same
-                        for problem in await conflicting_duplicates(store, job_id, items, spec):
-                            n_conflicts += 1
-                            if len(clashes) < MAX_PROBLEMS_SHOWN:
-                                clashes.append(problem)
-            finally:
-                if not pending.done():
-                    pending.cancel()  # takes effect once the thread returns the chunk
-                    await asyncio.wait([pending])
-                if not pending.cancelled():
-                    pending.exception()  # retrieved: an error raised above takes precedence
+        async with store.loader(job_id) as loader:
+            for spec in sources:
+                target = FIRST_COMMIT
+                chunks = _item_chunks(spec, request, fmt, stdin, job_options.route)
+                pull = functools.partial(next, chunks, None)
+                # Pipelined: the worker thread reads and parses the next chunk while this one
+                # is written (sqlite releases the GIL), one chunk ahead at most (flat memory).
+                pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+                try:
+                    while (items := await pending) is not None:
+                        pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+                        result.rows += len(items)
+                        bad = [it for it in items if it.problem is not None]
+                        untaggable += sum(1 for it in bad
+                                          if nothing_to_apply(request, it.problem))
+                        result.invalid += len(bad)
+                        if bad and not request.skip_invalid:
+                            n_problems += len(bad)
+                            for it in bad[: MAX_PROBLEMS_SHOWN - len(problems)]:
+                                problems.append(
+                                    Problem(source_name(spec), it.line or 0, it.problem or "")
+                                )
+                        if n_problems or n_conflicts or n_refused:
+                            continue  # keep reading to report every bad row, but keep nothing
+                        if policy_check is not None:
+                            for problem in await policy_check(spec, items):
+                                n_refused += 1
+                                if len(refusals) < MAX_PROBLEMS_SHOWN:
+                                    refusals.append(problem)
+                            if n_refused:
+                                continue
+                        await loader.stage(items)
+                        if loader.staged >= target:
+                            n_conflicts += await _commit(loader, spec, result, clashes)
+                            target = min(target * 2, COMMIT_ROWS)
+                    if not (n_problems or n_conflicts or n_refused):
+                        n_conflicts += await _commit(loader, spec, result, clashes)
+                finally:
+                    if not pending.done():
+                        pending.cancel()  # takes effect once the thread returns the chunk
+                        await asyncio.wait([pending])
+                    if not pending.cancelled():
+                        pending.exception()  # retrieved: an error raised above takes precedence
         if result.rows and untaggable == result.rows:
             raise nothing_to_apply_refusal(request, untaggable)
         if n_problems:

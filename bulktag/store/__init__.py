@@ -3,7 +3,7 @@
 supplying the primitives they run on: SQLite (`sqlite.py`, the embedded default) and PostgreSQL
 (`postgres.py`, a fleet on one queue). `await Store.open(url_or_path)` picks the backend."""
 
-from bulktag.store.base import Store, is_postgres_url
+from bulktag.store.base import Loader, Store, is_postgres_url
 from bulktag.store.models import (
     FLEET_RATE_FRESH,
     ITEM_STATES,
@@ -11,6 +11,7 @@ from bulktag.store.models import (
     TERMINAL,
     ChangedItem,
     Claimed,
+    Conflict,
     Counts,
     Discovery,
     FleetRate,
@@ -19,6 +20,7 @@ from bulktag.store.models import (
     Job,
     JobOptions,
     JobState,
+    Loaded,
     NewItem,
     NewSyncRule,
     Outcome,
@@ -42,6 +44,7 @@ __all__ = [
     "TERMINAL",
     "ChangedItem",
     "Claimed",
+    "Conflict",
     "Counts",
     "Discovery",
     "FleetRate",
@@ -50,6 +53,8 @@ __all__ = [
     "Job",
     "JobOptions",
     "JobState",
+    "Loaded",
+    "Loader",
     "NewItem",
     "NewSyncRule",
     "Outcome",

@@ -24,6 +24,7 @@ import abc
 import importlib
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Self
 
 from bulktag.arn import Shard
@@ -37,6 +38,7 @@ from bulktag.store.models import (
     Job,
     JobOptions,
     JobState,
+    Loaded,
     NewItem,
     NewSyncRule,
     Outcome,
@@ -60,6 +62,25 @@ BACKENDS = {"sqlite": (".sqlite", "SqliteStore"), "postgres": (".postgres", "Pos
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
+
+
+class Loader(abc.ABC):
+    """A submission's way in for many rows (`Store.loader`): rows are staged (an unindexed
+    table private to the loader: cheap to append in any order), then each `commit` moves
+    every staged row into the job's items in one transaction, in ARN order (the (job, ARN)
+    index filled in order, not at random places), the first row of a repeated ARN first.
+    What was staged but not committed when the loader ends or its process dies is gone."""
+
+    #: rows staged since the last commit
+    staged: int = 0
+
+    @abc.abstractmethod
+    async def stage(self, items: Sequence[NewItem]) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self, *, show: int = 20) -> Loaded:
+        """Move the staged rows into the job (counted, workable if the job is), and name the
+        first `show` rows that give an ARN the job holds with other tags."""
 
 
 class Store(abc.ABC):
@@ -145,6 +166,10 @@ class Store(abc.ABC):
     async def add_items(self, job_id: int, items: Sequence[NewItem]) -> int:
         """Insert items in one transaction; an ARN already in the job is ignored. Returns how
         many were added."""
+
+    @abc.abstractmethod
+    def loader(self, job_id: int) -> AbstractAsyncContextManager[Loader]:
+        """A `Loader` for the job's items: what `add_items` does, for millions of rows."""
 
     @abc.abstractmethod
     async def shard(self, shard_id: int) -> Shard: ...

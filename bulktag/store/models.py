@@ -155,6 +155,29 @@ class NewItem:
     route: str = ROUTE_TAGGING
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A row giving an ARN the job already holds with other tags (first: the kept row's)."""
+
+    arn: str
+    line: int | None
+    first_line: int | None
+    first: str
+    again: str
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What one `Loader.commit` did: rows moved from staging, items added (the rest were ARNs
+    the job already held), and the rows among them that conflict (the first few, in input
+    order, and how many in all)."""
+
+    staged: int
+    added: int
+    conflicts: list[Conflict] = field(default_factory=list)
+    n_conflicts: int = 0
+
+
 @dataclass(slots=True)
 class Claimed:
     id: int

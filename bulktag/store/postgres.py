@@ -62,7 +62,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         from exc
 
 from bulktag.arn import Shard
-from bulktag.store.models import ItemRecord, NewItem, StoreError
+from bulktag.store.base import Loader
+from bulktag.store.models import Conflict, ItemRecord, Loaded, NewItem, StoreError
 from bulktag.store.sqlstore import RowsStep, SqlStore, Step, load_queries, migrations_dir
 
 Q = load_queries("postgres")
@@ -213,6 +214,88 @@ def _rowcount(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except ValueError:
         return 0
+
+
+class _Loader(Loader):
+    """Rows COPYed into a TEMP table of a connection held for the loader's life, moved by one
+    INSERT … SELECT … ORDER BY arn per commit (`Store.loader`). A lost connection loses only
+    what was staged since the last commit, and ends the load with a StoreError."""
+
+    def __init__(self, store: PostgresStore, job_id: int) -> None:
+        self.store, self.job_id, self.staged = store, job_id, 0
+        self._con: Any = None
+
+    async def __aenter__(self) -> _Loader:
+        con = await self.store._pool.acquire()
+        try:
+            await con.execute(Q["staging_create"])
+            await con.execute(Q["staging_clear"])
+        except BaseException:
+            await self.store._pool.release(con)
+            raise
+        self._con = con
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        con, self._con = self._con, None
+        try:
+            await con.execute(Q["staging_drop"])
+        except Exception as err:  # the session is gone, and its table with it
+            if not _lost(err):
+                raise
+            with contextlib.suppress(asyncpg.InterfaceError):
+                con.terminate()
+        finally:
+            await self.store._pool.release(con)
+
+    def _lost(self, exc: Exception) -> StoreError:
+        return StoreError(f"lost the connection to {self.store.location} while loading items "
+                          f"({type(exc).__name__}: {exc}); what was committed is kept: run the "
+                          "same command again to continue")
+
+    async def stage(self, items: Sequence[NewItem]) -> None:
+        store = self.store
+
+        def valid(it: NewItem) -> bool:
+            return it.problem is None and it.shard is not None and it.tagset is not None
+
+        shard_ids = await store._resolve_shards(
+            it.shard for it in items if valid(it) and it.shard is not None)
+        tagset_ids = await store._resolve_tagsets(
+            it.tagset for it in items if valid(it) and it.tagset is not None)
+        records = [(it.arn, it.line, shard_ids[it.shard], tagset_ids[it.tagset], it.route,
+                    None) if it.shard is not None and it.tagset is not None and valid(it)
+                   else (it.arn, it.line, 0, 0, it.route, it.problem) for it in items]
+        try:
+            await self._con.copy_records_to_table(
+                "item_staging", records=records,
+                columns=["arn", "line", "shard_id", "tagset_id", "route", "problem"])
+        except Exception as exc:
+            if _lost(exc):
+                raise self._lost(exc) from exc
+            raise
+        self.staged += len(items)
+
+    async def commit(self, *, show: int = 20) -> Loaded:
+        con = self._con
+        try:
+            async with con.transaction():
+                added = _rowcount(await con.execute(Q["move_staged"], self.job_id,
+                                                    time.time()))
+                loaded = Loaded(self.staged, added)
+                if added < self.staged:  # repeated ARNs: harmless if they ask the same
+                    loaded.n_conflicts = int(await con.fetchval(Q["staged_conflict_count"],
+                                                                self.job_id))
+                    if loaded.n_conflicts:
+                        loaded.conflicts = [Conflict(*r) for r in await con.fetch(
+                            Q["staged_conflicts"], self.job_id, show)]
+                await con.execute(Q["staging_clear"])
+        except Exception as exc:
+            if _lost(exc):
+                raise self._lost(exc) from exc
+            raise
+        self.staged = 0
+        return loaded
 
 
 class PostgresStore(SqlStore):
@@ -583,6 +666,9 @@ class PostgresStore(SqlStore):
         # Safe to repeat: a chunk that landed before the connection broke is ignored the
         # second time (the returned count then misses it).
         return await self._tx(run)
+
+    def loader(self, job_id: int) -> _Loader:
+        return _Loader(self, job_id)
 
     async def _import_items(self, records: Sequence[ItemRecord]) -> int:
         shard_ids = await self._resolve_shards(r.shard for r in records if r.shard is not None)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -31,10 +32,13 @@ from typing import Any
 import aiosqlite
 
 from bulktag.arn import Shard
+from bulktag.store.base import Loader
 from bulktag.store.models import (
+    Conflict,
     ItemRecord,
     ItemState,
     JobOptions,
+    Loaded,
     NewItem,
     StoreError,
 )
@@ -124,6 +128,78 @@ def _private_dir(directory: Path) -> None:
     """Create the store's directory 0700 (the store holds account inventories)."""
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+
+
+class _Loader(Loader):
+    """Rows staged in a TEMP table of the store's connection, moved by one INSERT … SELECT …
+    ORDER BY arn per commit (`Store.loader`)."""
+
+    _made = itertools.count(1)
+
+    def __init__(self, store: SqliteStore, job_id: int) -> None:
+        self.store, self.job_id, self.staged = store, job_id, 0
+        # a table of its own: loaders of one connection (a daemon's) do not share rows
+        self.table = f"item_staging_{next(self._made)}"
+
+    def _q(self, name: str) -> str:
+        return Q[name].replace("item_staging", self.table)
+
+    async def __aenter__(self) -> _Loader:
+        async with self.store.transaction():
+            await self.store.db.execute(self._q("staging_create"))
+            await self.store.db.execute(self._q("staging_clear"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self.store.transaction():
+            await self.store.db.execute(f"DROP TABLE IF EXISTS temp.{self.table}")
+
+    async def stage(self, items: Sequence[NewItem]) -> None:
+        store = self.store
+        try:
+            async with store.transaction():
+                # Shards keyed by identity: a submission's items share one Shard object per
+                # shard, and hashing a dataclass per row costs more than the row's insert.
+                shards = {id(it.shard): it.shard for it in items if it.shard is not None}
+                shard_ids = {key: await store._shard_id(sh) for key, sh in shards.items()}
+                tagset_ids = {b: await store._tagset_id(b) for b in
+                              {it.tagset for it in items if it.tagset is not None}}
+                rows = [(it.arn, it.line, 0, 0, it.route, it.problem)
+                        if it.problem is not None or it.shard is None or it.tagset is None
+                        else (it.arn, it.line, shard_ids[id(it.shard)], tagset_ids[it.tagset],
+                              it.route, None) for it in items]
+                await store.db.executemany(self._q("stage_item"), rows)
+        except BaseException:
+            store._forget_ids()
+            raise
+        self.staged += len(items)
+
+    async def commit(self, *, show: int = 20) -> Loaded:
+        store, job_id = self.store, self.job_id
+        async with store.transaction():
+            count_trigger = await store._has_count_trigger()
+            cur = await store.db.execute(Q["max_item_id"])
+            row = await cur.fetchone()
+            last_id = (row[0] if row else 0) or 0
+            await cur.close()
+            cur = await store.db.execute(self._q("move_staged"), (job_id, time.time()))
+            added = int(cur.rowcount)
+            await cur.close()
+            if added and not count_trigger:
+                await store.db.execute(Q["add_counts"], (job_id, last_id))
+                await store.db.execute(Q["add_error_counts"], (job_id, last_id))
+            loaded = Loaded(self.staged, added)
+            if added < self.staged:  # repeated ARNs: harmless if they ask the same
+                cur = await store.db.execute(self._q("staged_conflict_count"), (job_id,))
+                loaded.n_conflicts = int((await cur.fetchone())[0])  # type: ignore[index]
+                await cur.close()
+                if loaded.n_conflicts:
+                    cur = await store.db.execute(self._q("staged_conflicts"), (job_id, show))
+                    loaded.conflicts = [Conflict(*r) for r in await cur.fetchall()]
+                    await cur.close()
+            await store.db.execute(self._q("staging_clear"))
+        self.staged = 0
+        return loaded
 
 
 class SqliteStore(SqlStore):
@@ -426,6 +502,9 @@ class SqliteStore(SqlStore):
                 await self.db.execute(Q["add_counts"], (job_id, last_id))
                 await self.db.execute(Q["add_error_counts"], (job_id, last_id))
         return int(added)
+
+    def loader(self, job_id: int) -> _Loader:
+        return _Loader(self, job_id)
 
     async def _insert_run(
         self, job_id: int, shard: Shard | None, body: str | None, run: list[NewItem],

@@ -36,6 +36,7 @@ from hypothesis.stateful import (
 from bulktag.arn import Shard
 from bulktag.store import (
     ITEM_STATES,
+    Conflict,
     ItemState,
     JobOptions,
     JobState,
@@ -308,6 +309,39 @@ async def test_random_order_input_keeps_its_order_and_first_rows(store: Store) -
     assert [r.line for r in rows] == list(range(600))
     kept = await store.first_rows(job, [items[10].arn])
     assert kept[items[10].arn] == (10, items[10].tagset)
+
+
+async def test_a_loader_moves_staged_rows_in_commits_and_names_conflicts(store: Store) -> None:
+    """Store.loader, the way in for big files: rows staged in random order become items only
+    at a commit (counted, each ARN once, the first row kept), invalid rows become invalid
+    items, and a repeat with other tags is named with both lines, on both stores."""
+    import random
+
+    rng = random.Random(5)
+    numbers = rng.sample(range(100_000), 3_000)
+    items = [item(n, EAST if i % 2 else WEST, TAGS_A) for i, n in enumerate(numbers)]
+    for line, it in enumerate(items, 1):
+        it.line = line
+    job = await store.create_job("tag", options=JobOptions())
+    async with store.loader(job) as loader:
+        await loader.stage(items[:1_000])
+        assert (await store.counts(job)).total == 0  # staged is not yet the job's
+        first = await loader.commit()
+        assert (first.staged, first.added, first.n_conflicts) == (1_000, 1_000, 0)
+        same = NewItem(items[5].arn, items[5].shard, TAGS_A, line=3_001)
+        other = NewItem(items[7].arn, items[7].shard, TAGS_B, line=3_002)
+        bad = NewItem("nope", None, None, line=3_003, problem="malformed ARN: nope")
+        await loader.stage(items[1_000:])
+        await loader.stage([same, other, bad])
+        second = await loader.commit()
+    assert (second.staged, second.added, second.n_conflicts) == (2_003, 2_001, 1)
+    assert second.conflicts == [Conflict(items[7].arn, 3_002, 8, TAGS_A, TAGS_B)]
+    counts = await store.counts(job)
+    assert counts[PENDING] == 3_000 and counts[ItemState.INVALID] == 1
+    rows = [r async for r in store.report_rows(job, page=500)]
+    assert sorted(r.arn for r in rows) == sorted([*(it.arn for it in items), "nope"])
+    by_arn = {r.arn: r.line for r in rows}
+    assert all(by_arn[it.arn] == it.line for it in items)  # the first row of each ARN kept
 
 
 async def test_invalid_items_are_counted_with_their_reason(store: Store) -> None:

@@ -623,3 +623,49 @@ WHERE r.job_id = $1;
 
 -- name: delete_worker_rates
 DELETE FROM worker_rates WHERE owner = $1;
+
+-- name: staging_create
+-- A loader's staging table (Store.loader): on the loader's own connection, unindexed, gone
+-- with the session; filled by COPY.
+CREATE TEMP TABLE IF NOT EXISTS item_staging (
+    seq       BIGSERIAL,
+    arn       TEXT   NOT NULL,
+    line      BIGINT,
+    shard_id  BIGINT NOT NULL,
+    tagset_id BIGINT NOT NULL,
+    route     TEXT   NOT NULL,
+    problem   TEXT
+);
+
+-- name: staging_clear
+TRUNCATE item_staging;
+
+-- name: staging_drop
+DROP TABLE IF EXISTS item_staging;
+
+-- name: move_staged
+-- $1 job, $2 now. In ARN order (the first row of a repeated ARN first): the (job, ARN) index
+-- is filled in order; ids follow the ARN order within one commit. Counted by the insert trigger.
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, message,
+                   finished_at, route)
+SELECT $1, arn, shard_id, tagset_id,
+       CASE WHEN problem IS NULL THEN 'pending' ELSE 'invalid' END, line,
+       CASE WHEN problem IS NULL THEN NULL ELSE 'InvalidInput' END, problem,
+       CASE WHEN problem IS NULL THEN NULL ELSE $2::float8 END, route
+FROM item_staging ORDER BY arn, seq
+ON CONFLICT (job_id, arn) DO NOTHING;
+
+-- name: staged_conflicts
+-- Staged rows whose ARN the job holds with another tagset (the kept row may be one of them).
+SELECT s.arn, s.line, i.line, ti.body, ts.body
+FROM item_staging s
+JOIN items i ON i.job_id = $1 AND i.arn = s.arn
+JOIN tagsets ti ON ti.id = i.tagset_id
+JOIN tagsets ts ON ts.id = s.tagset_id
+WHERE s.tagset_id <> 0 AND i.tagset_id <> 0 AND i.tagset_id <> s.tagset_id
+ORDER BY s.seq LIMIT $2;
+
+-- name: staged_conflict_count
+SELECT count(*) FROM item_staging s
+JOIN items i ON i.job_id = $1 AND i.arn = s.arn
+WHERE s.tagset_id <> 0 AND i.tagset_id <> 0 AND i.tagset_id <> s.tagset_id;
