@@ -67,6 +67,8 @@ async def job_status(store: Store, job_id: int, settings: Settings | None = None
         "access": {a or "(caller)": describe_access(settings, a, via)
                    for a in sorted({r["account"] for r in shards if r["account"] is not None})},
         "priority": job.priority, "reason": job.reason, "total": counts.total,
+        # its sources still being read (by that process), with how many rows are in so far
+        "loading": None if job.loading is None else {"by": job.loading, "rows_in": job.loaded},
         "counts": {s: counts[s] for s in ("pending", "leased", "succeeded", "skipped", "failed",
                                           "invalid", "cancelled")},
         "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),

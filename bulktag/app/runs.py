@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from bulktag.app.jobs import exit_code_for, job_status
+from bulktag.app.submit import LoadStopped, Submitted
 from bulktag.config import Settings
 from bulktag.errors import (
     EXIT_BLOCKED,
@@ -217,3 +219,37 @@ async def finish_run(store: Store, settings: Settings, job_ids: set[int] | None,
             code = max(code, EXIT_FAILED)  # part of the query was never read
     result.exit_code = max(code, EXIT_EXPORT) if export_failed else code
     return result
+
+
+async def submit_and_run(
+    load: Callable[..., Awaitable[Submitted]], store: Store, settings: Settings,
+) -> tuple[Submitted, RunResult | None]:
+    """Submit (`load(on_workable=...)`, a `submit` call) and run the job in this process. A
+    source short enough to be all or nothing is read first (None: the caller runs it then);
+    a longer one's job runs from the moment its first rows are in, while the rest is read.
+    A refusal or interruption of the load raises once the run has stopped (the job is then
+    paused, so the run ends with what was in flight)."""
+    workable: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_workable(job_id: int) -> None:
+        if not workable.done():
+            workable.set_result(job_id)
+
+    loading = asyncio.ensure_future(load(on_workable=on_workable))
+    try:
+        either: list[asyncio.Future[Any]] = [loading, workable]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not workable.done():
+            return loading.result(), None  # read whole (or refused whole) before any run
+        run = await finish_run(store, settings, {workable.result()})
+        if not loading.done():  # the run stopped first (a signal, a blocked run)
+            loading.cancel()
+        try:
+            return await loading, run
+        except LoadStopped as stopped:  # the job ended (failed, cancelled): its run says how
+            return stopped.result, run
+    finally:
+        if not loading.done():
+            loading.cancel()
+            await asyncio.wait([loading])
+        workable.cancel()

@@ -15,13 +15,24 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+import anyio
 import anyio.to_thread
+import structlog
 
 from bulktag.arn import ROUTE_TAGGING, Arn, ArnError, Shard, parse_arn, route_of
 from bulktag.errors import BulktagError
 from bulktag.policy.tags import keys_problem, tagset_problem
 from bulktag.sources import Row, open_rows, read_chunks, source_name
-from bulktag.store import JobOptions, JobState, Loader, NewItem, Store, tagset_body
+from bulktag.store import (
+    Job,
+    JobOptions,
+    JobState,
+    Loader,
+    NewItem,
+    Store,
+    new_owner_token,
+    tagset_body,
+)
 
 #: rows read and checked per step (and staged per transaction): small enough for flat memory
 CHUNK = 50_000
@@ -29,9 +40,15 @@ CHUNK = 50_000
 #: first items are workable within moments of reading its file), then each is twice the last
 #: up to COMMIT_ROWS, large enough that a random-order file's inserts into the (job, ARN)
 #: index do not rewrite the same pages commit after commit
-FIRST_COMMIT = 2_000
+FIRST_COMMIT = CHUNK
 COMMIT_ROWS = 1_000_000
+#: a source longer than this many rows makes its job workable once they are in, while the
+#: rest is read (shorter ones are all or nothing)
+STREAM_AFTER = CHUNK
+LOAD_BEAT = 5.0  #: seconds between a loader's signs of life while it reads
 MAX_PROBLEMS_SHOWN = 20
+
+log = structlog.get_logger("bulktag.submit")
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,14 @@ class SubmissionRefused(BulktagError):
         return cls(problems, total, f"{total} row(s) give a resource again with other tags; "
                    f"nothing was enqueued (keep one row per resource):\n{shown}{more}")
 
+    def add_note_for_job(self, job_id: int, result: Submitted) -> None:
+        """Say what a refusal after the job became workable leaves: the job, paused."""
+        self.args = (str(self).replace("nothing was enqueued", "nothing more was enqueued") +
+                     f"\njob {job_id} was already running while its file was read ("
+                     f"{result.loaded_note}, and some may be tagged); it is paused: fix the "
+                     f"rows and run the same command again to continue it after them, or "
+                     f"`bulktag cancel {job_id}` (and `bulktag undo {job_id}`)",)
+
     def __init__(self, problems: list[Problem], total: int, message: str | None = None) -> None:
         self.problems = problems
         self.total = total
@@ -104,10 +129,28 @@ class Submitted:
     rows: int = 0
     added: int = 0
     invalid: int = 0
+    #: rows an interrupted earlier run of the same command had put in (a continued load)
+    continued_after: int = 0
+    duplicates_skipped: int = 0
+    #: the job was workable before its sources were fully read
+    streamed: bool = False
 
     @property
     def duplicates(self) -> int:
-        return self.rows - self.added
+        return self.rows - self.added - self.duplicates_skipped
+
+    @property
+    def loaded_note(self) -> str:
+        return f"the job holds {self.added + self.continued_after:,} items from the rows before"
+
+
+class LoadStopped(BulktagError):
+    """The job was cancelled or ended while its sources were still being read."""
+
+    def __init__(self, job_id: int, result: Submitted) -> None:
+        self.result = result
+        super().__init__(f"job {job_id} was cancelled or ended while its sources were read; "
+                         f"stopped after {result.rows:,} rows (nothing more is added)")
 
 
 def request_problem(request: Request) -> str | None:
@@ -268,6 +311,23 @@ async def _commit(loader: Loader, spec: str, result: Submitted,
     return loaded.n_conflicts
 
 
+async def interrupted_load(store: Store, operation: str, options: JobOptions) -> Job | None:
+    """The job an earlier run of the same command was loading when it stopped (paused by
+    `reap_interrupted_loads`): a resubmit continues it instead of starting again."""
+    for job in reversed(await store.list_jobs()):
+        if job.loading is not None and job.state == JobState.PAUSED and \
+                job.operation == operation and job.options == options:
+            return job
+    return None
+
+
+async def _beat(store: Store, job_id: int, loader: str) -> None:
+    """The loader's sign of life while it waits on its source (a pipe may pause for long)."""
+    while True:
+        await asyncio.sleep(LOAD_BEAT)
+        await store.note_loaded(job_id, loader, None)
+
+
 async def submit(
     store: Store,
     sources: list[str],
@@ -280,16 +340,33 @@ async def submit(
     fmt: str | None = None,
     stdin: BinaryIO | None = None,
     policy_check: PolicyCheck | None = None,
+    on_workable: Callable[[int], None] | None = None,
 ) -> Submitted:
-    """Create a job from sources. Raises SubmissionRefused (nothing kept) on bad rows, and on
-    rows whose tags an account's tag policy enforces against (`policy_check`)."""
+    """Create a job from sources. Raises SubmissionRefused on bad rows, and on rows whose tags
+    an account's tag policy enforces against (`policy_check`).
+
+    Sources of up to STREAM_AFTER rows are all or nothing: the job becomes workable once every
+    row is in, and a refusal keeps nothing. A longer source's job becomes workable after its
+    first STREAM_AFTER rows (`on_workable(job_id)` is called then) and takes the rest as it is
+    read: a refusal after that pauses the job, keeping what it holds. A submission that stops
+    (refused, interrupted, killed) after that point is continued by the same command run
+    again, after the rows already in (`interrupted_load`).
+    """
     job_options = (options or JobOptions()).with_(
         tags=request.tags, keys=list(request.keys), skip_invalid=request.skip_invalid,
         sources=list(sources))
-    job_id = await store.create_job(
-        request.operation, options=job_options, name=name, priority=priority, owner=owner
-    )
-    result = Submitted(job_id)
+    token = owner or new_owner_token()
+    earlier = await interrupted_load(store, request.operation, job_options)
+    if earlier is not None and await store.continue_loading(earlier.id, token):
+        job_id, skip, streaming = earlier.id, earlier.loaded, True
+        log.info("load_continued", job=job_id, rows_in=skip)
+        if on_workable is not None:
+            on_workable(job_id)
+    else:
+        job_id = await store.create_job(
+            request.operation, options=job_options, name=name, priority=priority, owner=token)
+        skip, streaming = 0, False
+    result = Submitted(job_id, continued_after=skip)
     problems: list[Problem] = []
     n_problems = 0
     clashes: list[Problem] = []  # rows giving an ARN again with other tags
@@ -297,6 +374,7 @@ async def submit(
     refusals: list[Problem] = []  # rows an enforced tag policy refuses
     n_refused = 0
     untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
+    beat: asyncio.Task[None] | None = None
     try:
         async with store.loader(job_id) as loader:
             for spec in sources:
@@ -310,6 +388,12 @@ async def submit(
                     while (items := await pending) is not None:
                         pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
                         result.rows += len(items)
+                        if skip:  # a continued load: these rows are in already
+                            dropped = min(skip, len(items))
+                            items, skip = items[dropped:], skip - dropped
+                            result.duplicates_skipped += dropped
+                            if not items:
+                                continue
                         bad = [it for it in items if it.problem is not None]
                         untaggable += sum(1 for it in bad
                                           if nothing_to_apply(request, it.problem))
@@ -330,11 +414,29 @@ async def submit(
                             if n_refused:
                                 continue
                         await loader.stage(items)
-                        if loader.staged >= target:
-                            n_conflicts += await _commit(loader, spec, result, clashes)
-                            target = min(target * 2, COMMIT_ROWS)
+                        if loader.staged < target:
+                            continue
+                        n_conflicts += await _commit(loader, spec, result, clashes)
+                        target = min(target * 2, COMMIT_ROWS)
+                        if n_conflicts:
+                            continue
+                        if streaming:
+                            if not await store.note_loaded(job_id, token, result.rows):
+                                raise LoadStopped(job_id, result)
+                        elif result.rows >= STREAM_AFTER and \
+                                await store.start_loading(job_id, token, result.rows):
+                            streaming = True
+                            result.streamed = True
+                            beat = asyncio.create_task(_beat(store, job_id, token))
+                            log.info("job_workable_while_loading", job=job_id,
+                                     rows_in=result.rows)
+                            if on_workable is not None:
+                                on_workable(job_id)
                     if not (n_problems or n_conflicts or n_refused):
                         n_conflicts += await _commit(loader, spec, result, clashes)
+                        if streaming and not n_conflicts and \
+                                not await store.note_loaded(job_id, token, result.rows):
+                            raise LoadStopped(job_id, result)
                 finally:
                     if not pending.done():
                         pending.cancel()  # takes effect once the thread returns the chunk
@@ -353,8 +455,27 @@ async def submit(
             # Not a bad row: --skip-invalid cannot help, so the message does not suggest it.
             empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")
             raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")
-        await store.set_job_state(job_id, JobState.READY)
-    except BaseException:
-        await store.delete_job(job_id)
+        if streaming:
+            await store.finish_loading(job_id, token, result.rows)
+        else:
+            await store.set_job_state(job_id, JobState.READY)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            if beat is not None:
+                beat.cancel()
+            if not streaming:
+                await store.delete_job(job_id)
+            elif not isinstance(exc, LoadStopped):
+                # What is in stays (it may be tagged already); nothing more of the job runs
+                # until the same command, run again, continues it after the rows in.
+                why = "refused rows" if isinstance(exc, SubmissionRefused) else "interrupted"
+                await store.set_job_state(job_id, JobState.PAUSED, reason=(
+                    f"its sources were not fully read ({why}); {result.loaded_note}; run the "
+                    "same command again to continue this job, or cancel it"))
+                if isinstance(exc, SubmissionRefused):
+                    exc.add_note_for_job(job_id, result)
         raise
+    finally:
+        if beat is not None:
+            beat.cancel()
     return result

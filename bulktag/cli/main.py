@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -32,7 +33,7 @@ from bulktag.app.jobs import (
     submit_query_job,
 )
 from bulktag.app.report import write_report
-from bulktag.app.runs import export_spec, finish_run
+from bulktag.app.runs import export_spec, finish_run, submit_and_run
 from bulktag.app.steering import control_job
 from bulktag.app.submission import Submission, way_in
 from bulktag.app.submit import submit
@@ -481,17 +482,28 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     async with await Store.open(settings.db) as store, \
             _policy_check(args, settings, options) as (check, tally):
         await store.reap_abandoned_submissions()
+        await store.reap_interrupted_loads(settings.owner_stale_seconds)
         owner = new_owner_token()
+        load = functools.partial(submit, store, args.arns, request, name=submission.name,
+                                 priority=submission.priority, options=options, owner=owner,
+                                 fmt=args.source_format, policy_check=check)
         try:
-            result = await submit(store, args.arns, request, name=submission.name,
-                                  priority=submission.priority, options=options, owner=owner,
-                                  fmt=args.source_format, policy_check=check)
+            if args.detach:
+                result = await load()
+            else:  # a big file's job runs while the rest of the file is read
+                result, run = await submit_and_run(load, store, settings)
+                if run is not None:
+                    log.info("job_submitted", job=result.job_id, rows=result.rows,
+                             added=result.added, duplicates=result.duplicates,
+                             invalid=result.invalid, while_running=True)
+                    return print_run(args, run)
         except SourceError as exc:
             raise UsageError(f"nothing was enqueued: {exc}") from None
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C while reading sources
             # `submit` deleted its half-made job on the way out (and a submission killed
-            # outright is reaped by the next one): nothing of it runs.
-            print("bulktag: interrupted; nothing enqueued", file=sys.stderr)
+            # outright is reaped by the next one), or paused a job already running (the same
+            # command continues it): nothing more of it runs.
+            print("bulktag: interrupted; nothing more enqueued", file=sys.stderr)
             raise
         for reason, n in (tally.unenforced.items() if tally is not None else ()):
             log.warning("noncompliant_tags", resources=n, reason=reason,

@@ -58,6 +58,10 @@ def render_status(st: dict[str, Any]) -> str:
             f"  ({st['workers']} worker{'s' if st['workers'] != 1 else ''})"
             if st.get("workers") else ""),
     ]
+    loading = st.get("loading")
+    if loading and st.get("state") in ("ready", "active"):
+        lines.insert(1, f"  its file is still being read ({loading['rows_in']:,} rows in so "
+                        f"far, by {loading['by']}): more items are coming")
     if st.get("state") == "active" and not st.get("workers"):
         since = st.get("no_worker_since")
         lines.insert(1, "  no worker is running this job" + (

@@ -70,6 +70,7 @@ SHARD_ROUND = 1.0  # seconds between shard-lease rounds (renew, take a fair shar
 HEARTBEAT = 5.0  # seconds between heartbeats (and, in a daemon, idle orphan releases)
 SESSION_EVERY = 1.0  # seconds between checks of the worker's database session
 RATES_EVERY = 2.0  # seconds between job rate updates (FLEET_RATE_FRESH: 5 of them)
+LOADS_EVERY = 5.0  # seconds between looks for loads whose reader is gone (to pause their jobs)
 DISCOVERY_WALKS = 16  # walks at once per worker
 
 
@@ -124,6 +125,7 @@ class Engine:
         self._job_options: dict[int, JobOptions] = {}
         self._work: dict[int, list[Runnable]] = {}
         self._lanes: dict[int, Lane] = {}
+        self._loads_checked = 0.0  # monotonic time of the last look for interrupted loads
         self.lanes_started: Counter[int] = Counter()  # by shard: a lane ends only out of work
         # Flushes of the recorder so far, and how many of them the dispatcher's view of the
         # work (`work_of`) had seen when it was read: a lane decides it is out of work only on
@@ -629,8 +631,16 @@ class Engine:
     # -- jobs ------------------------------------------------------------------------------
 
     async def _has_work(self) -> bool:
-        return any(self.job_ids is None or r.job_id in self.job_ids
-                   for r in await self.store.runnable())
+        if any(self.job_ids is None or r.job_id in self.job_ids
+               for r in await self.store.runnable()):
+            return True
+        # A job of this run whose sources are still being read has more items coming.
+        for job_id in self.job_ids or ():
+            job = await self.store.get_job(job_id)
+            if job is not None and job.loading is not None and \
+                    job.state in (JobState.READY, JobState.ACTIVE):
+                return True
+        return False
 
     async def _leased_elsewhere(self) -> LeaseHolders | None:
         """Open items of this run's jobs held by other owners that still look alive."""
@@ -689,7 +699,15 @@ class Engine:
             self.log.info("job_started", job=job_id, operation=job.operation)
 
     async def _settle_jobs(self) -> None:
-        """Complete jobs with nothing left; fail those past their failure threshold."""
+        """Complete jobs with nothing left; fail those past their failure threshold; pause
+        those whose sources' reader is gone (a half-read submission waits to be continued)."""
+        now = time.monotonic()
+        if now - self._loads_checked >= LOADS_EVERY:
+            self._loads_checked = now
+            for job_id in await self.store.reap_interrupted_loads(
+                    self.settings.owner_stale_seconds):
+                self.log.warning("load_interrupted", job=job_id, hint="the job is paused; the "
+                                 "same submit command, run again, continues it")
         for job_id in await self.store.finished_jobs():
             if self.job_ids is None or job_id in self.job_ids:
                 await self.store.set_job_state(job_id, JobState.COMPLETED)

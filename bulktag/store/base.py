@@ -157,6 +157,28 @@ class Store(abc.ABC):
         """Remove a job and everything of it (a refused submission)."""
 
     @abc.abstractmethod
+    async def start_loading(self, job_id: int, loader: str, loaded: int) -> bool:
+        """A preparing job becomes workable while `loader` still reads its sources."""
+
+    @abc.abstractmethod
+    async def continue_loading(self, job_id: int, loader: str) -> bool:
+        """`loader` takes over a job whose load was interrupted (paused: ready again)."""
+
+    @abc.abstractmethod
+    async def note_loaded(self, job_id: int, loader: str, loaded: int | None) -> bool:
+        """The loader's progress (rows committed; None: a sign of life only). False when the
+        load is no longer this loader's."""
+
+    @abc.abstractmethod
+    async def finish_loading(self, job_id: int, loader: str, loaded: int) -> bool:
+        """Every row of the job's sources is in: the job may complete."""
+
+    @abc.abstractmethod
+    async def reap_interrupted_loads(self, stale_seconds: float) -> list[int]:
+        """Pause loading jobs whose loader is gone (dead on this host, or silent past
+        `stale_seconds`): a half-read submission does not run until it is continued."""
+
+    @abc.abstractmethod
     async def reap_abandoned_submissions(self) -> list[int]:
         """Delete jobs left in `preparing` by a submitting process that is gone."""
 

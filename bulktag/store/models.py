@@ -134,6 +134,11 @@ class Job:
     updated_at: float
     rate: float
     reason: str | None
+    #: the process still reading the job's sources while the job is workable (a big file's
+    #: first items are worked while the rest is read), and the rows of its sources committed
+    loading: str | None = None
+    loaded: int = 0
+    loading_at: float | None = None
 
     @property
     def kind(self) -> str:

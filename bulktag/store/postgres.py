@@ -104,6 +104,7 @@ ADD_CHUNK = 10_000  # items per INSERT … SELECT FROM unnest(…)
 RESOLVE_CHUNK = 10_000  # shards or tagsets per upsert
 log = structlog.get_logger("bulktag.store")
 POOL_MIN, POOL_MAX = 1, 10
+LOAD_WORK_MEM = "128MB"  # per loader commit (server memory, for its sort)
 CONNECT_TIMEOUT = 10.0  # seconds to open one connection
 #: Every connection asks the server to probe a silent client: a peer gone without closing its
 #: connections (a host that vanished) is noticed within idle + interval × count = 25 s, its
@@ -280,6 +281,9 @@ class _Loader(Loader):
         con = self._con
         try:
             async with con.transaction():
+                # the sort by ARN in memory, not in temporary files (the session's default is
+                # 4 MB: a million staged rows spilled to disk)
+                await con.execute(f"SET LOCAL work_mem = '{LOAD_WORK_MEM}'")
                 added = _rowcount(await con.execute(Q["move_staged"], self.job_id,
                                                     time.time()))
                 loaded = Loaded(self.staged, added)

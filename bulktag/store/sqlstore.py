@@ -239,6 +239,33 @@ class SqlStore(Store):
             "delete_job_items", "delete_job", "delete_job_counts", "delete_job_error_counts",
             "delete_job_discoveries", "delete_job_paused_accounts", "delete_job_samples")])
 
+    async def start_loading(self, job_id: int, loader: str, loaded: int) -> bool:
+        return await self._write("start_loading", (job_id, loader, loaded, time.time())) > 0
+
+    async def continue_loading(self, job_id: int, loader: str) -> bool:
+        return await self._write("continue_loading", (job_id, loader, time.time())) > 0
+
+    async def note_loaded(self, job_id: int, loader: str, loaded: int | None) -> bool:
+        return await self._write("note_loaded", (job_id, loader, loaded, time.time())) > 0
+
+    async def finish_loading(self, job_id: int, loader: str, loaded: int) -> bool:
+        return await self._write("finish_loading", (job_id, loader, loaded, time.time())) > 0
+
+    async def reap_interrupted_loads(self, stale_seconds: float) -> list[int]:
+        host, now = socket.gethostname(), time.time()
+        paused = []
+        for row in await self._all("loading_jobs"):
+            owner_host, pid = owner_host_pid(row["loading"] or "")
+            dead = owner_host == host and pid and not pid_alive(pid)
+            if dead or now - (row["loading_at"] or 0) > stale_seconds:
+                reason = (f"its sources were not fully read: the submitting process "
+                          f"({row['loading']}) stopped after {int(row['loaded']):,} rows; run "
+                          "the same command again to continue this job, or cancel it")
+                if await self._write("pause_interrupted_load", (
+                        int(row["id"]), row["loading"], row["loading_at"], reason, now)):
+                    paused.append(int(row["id"]))
+        return paused
+
     async def reap_abandoned_submissions(self) -> list[int]:
         """Jobs left in `preparing` by a submitting process that died on this host."""
         host = socket.gethostname()
@@ -653,6 +680,7 @@ def _job(row: Any) -> Job:
         options=JobOptions.from_json(row["options"]), created_at=row["created_at"],
         started_at=row["started_at"], finished_at=row["finished_at"],
         updated_at=row["updated_at"], rate=row["rate"], reason=row["reason"],
+        loading=row["loading"], loaded=int(row["loaded"]), loading_at=row["loading_at"],
     )
 
 

@@ -34,12 +34,12 @@ RETURNING id;
 
 -- name: get_job
 SELECT id, name, operation, state, priority, options::text AS options, owner, created_at,
-       started_at, finished_at, updated_at, rate, reason
+       started_at, finished_at, updated_at, rate, reason, loading, loaded, loading_at
 FROM jobs WHERE id = $1;
 
 -- name: list_jobs
 SELECT id, name, operation, state, priority, options::text AS options, owner, created_at,
-       started_at, finished_at, updated_at, rate, reason
+       started_at, finished_at, updated_at, rate, reason, loading, loaded, loading_at
 FROM jobs ORDER BY id;
 
 -- name: set_job_state
@@ -172,6 +172,7 @@ WHERE j.state IN ('ready', 'active')
                   AND c.state IN ('pending', 'leased') AND c.n > 0)
   AND NOT EXISTS (SELECT 1 FROM discoveries d WHERE d.job_id = j.id
                   AND d.state IN ('pending', 'running'))
+  AND j.loading IS NULL
 ORDER BY j.id;
 
 -- name: claim
@@ -669,3 +670,36 @@ ORDER BY s.seq LIMIT $2;
 SELECT count(*) FROM item_staging s
 JOIN items i ON i.job_id = $1 AND i.arn = s.arn
 WHERE s.tagset_id <> 0 AND i.tagset_id <> 0 AND i.tagset_id <> s.tagset_id;
+
+-- name: start_loading
+-- $1 job, $2 loader, $3 rows committed, $4 now: a preparing job becomes workable
+-- while its sources are still being read.
+UPDATE jobs SET state = 'ready', owner = NULL, loading = $2, loaded = $3, loading_at = $4,
+    updated_at = $4
+WHERE id = $1 AND state = 'preparing';
+
+-- name: continue_loading
+-- $1 job, $2 loader, $3 now: a resubmit takes over an interrupted load.
+UPDATE jobs SET state = CASE WHEN state = 'paused' THEN 'ready' ELSE state END, reason = NULL,
+    loading = $2, loading_at = $3, updated_at = $3
+WHERE id = $1 AND loading IS NOT NULL;
+
+-- name: note_loaded
+-- $1 job, $2 loader, $3 rows committed (NULL: unchanged), $4 now
+UPDATE jobs SET loaded = coalesce($3, loaded), loading_at = $4
+WHERE id = $1 AND loading = $2 AND state NOT IN ('completed', 'failed', 'cancelled');
+
+-- name: finish_loading
+-- $1 job, $2 loader, $3 rows committed, $4 now: every row is in.
+UPDATE jobs SET loading = NULL, loading_at = NULL, loaded = $3, updated_at = $4
+WHERE id = $1 AND loading = $2;
+
+-- name: loading_jobs
+SELECT id, loading, loading_at, loaded, state FROM jobs
+WHERE loading IS NOT NULL AND state IN ('ready', 'active');
+
+-- name: pause_interrupted_load
+-- $1 job, $2 loader, $3 its last sign of life as read, $4 reason, $5 now:
+-- only if the loader has not spoken since.
+UPDATE jobs SET state = 'paused', reason = $4, updated_at = $5
+WHERE id = $1 AND loading = $2 AND loading_at = $3 AND state IN ('ready', 'active');

@@ -113,7 +113,8 @@ WHERE j.state IN ('ready', 'active')
   AND NOT EXISTS (SELECT 1 FROM counts c WHERE c.job_id = j.id
                   AND c.state IN ('pending', 'leased') AND c.n > 0)
   AND NOT EXISTS (SELECT 1 FROM discoveries d WHERE d.job_id = j.id
-                  AND d.state IN ('pending', 'running'));
+                  AND d.state IN ('pending', 'running'))
+  AND j.loading IS NULL;
 
 -- name: claim
 -- ?1 job, ?2 shard, ?3 now, ?4 limit, ?5 owner, ?6 lease expiry. Only while the job is ready
@@ -576,3 +577,36 @@ ORDER BY s.seq LIMIT ?2;
 SELECT count(*) FROM temp.item_staging s
 JOIN items i ON i.job_id = ?1 AND i.arn = s.arn
 WHERE s.tagset_id <> 0 AND i.tagset_id <> 0 AND i.tagset_id <> s.tagset_id;
+
+-- name: start_loading
+-- ?1 job, ?2 loader, ?3 rows committed, ?4 now: a preparing job becomes workable
+-- while its sources are still being read.
+UPDATE jobs SET state = 'ready', owner = NULL, loading = ?2, loaded = ?3, loading_at = ?4,
+    updated_at = ?4
+WHERE id = ?1 AND state = 'preparing';
+
+-- name: continue_loading
+-- ?1 job, ?2 loader, ?3 now: a resubmit takes over an interrupted load.
+UPDATE jobs SET state = CASE WHEN state = 'paused' THEN 'ready' ELSE state END, reason = NULL,
+    loading = ?2, loading_at = ?3, updated_at = ?3
+WHERE id = ?1 AND loading IS NOT NULL;
+
+-- name: note_loaded
+-- ?1 job, ?2 loader, ?3 rows committed (NULL: unchanged), ?4 now
+UPDATE jobs SET loaded = coalesce(?3, loaded), loading_at = ?4
+WHERE id = ?1 AND loading = ?2 AND state NOT IN ('completed', 'failed', 'cancelled');
+
+-- name: finish_loading
+-- ?1 job, ?2 loader, ?3 rows committed, ?4 now: every row is in.
+UPDATE jobs SET loading = NULL, loading_at = NULL, loaded = ?3, updated_at = ?4
+WHERE id = ?1 AND loading = ?2;
+
+-- name: loading_jobs
+SELECT id, loading, loading_at, loaded, state FROM jobs
+WHERE loading IS NOT NULL AND state IN ('ready', 'active');
+
+-- name: pause_interrupted_load
+-- ?1 job, ?2 loader, ?3 its last sign of life as read, ?4 reason, ?5 now:
+-- only if the loader has not spoken since.
+UPDATE jobs SET state = 'paused', reason = ?4, updated_at = ?5
+WHERE id = ?1 AND loading = ?2 AND loading_at = ?3 AND state IN ('ready', 'active');

@@ -1,0 +1,191 @@
+"""A big file's job is worked while the file is still being read (issue 26), and a load that
+stops part way (killed, refused) is continued by the same command run again.
+
+The source is a named pipe the test writes to: the file is, literally, not finished while the
+simulator (another process, over HTTP) already answers TagResources for its first rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from bulktag.app.submit import STREAM_AFTER
+from tests.support.cli import CliRunner, start_cli
+from tests.support.sim import sim_get, simulator_process
+from tests.support.waits import wait_until
+
+pytestmark = pytest.mark.slow
+
+ACCOUNT = "123456789012"
+REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"]
+FIRST = STREAM_AFTER + 5_000  # rows written before the test waits: past the point of streaming
+TOTAL = FIRST + 5_000
+FAST = ["--max-rate", "100"]  # calls/s per shard: the simulator's quotas are lifted too
+
+
+@pytest.fixture
+def sim_url() -> Iterator[str]:
+    with simulator_process("--no-quotas", "--latency-ms", "0") as url:
+        yield url
+
+
+def arns(n: int = TOTAL) -> list[str]:
+    return [f"arn:aws:lambda:{REGIONS[i % len(REGIONS)]}:{ACCOUNT}:function:fn-{i:07d}"
+            for i in range(n)]
+
+
+def tag_calls(url: str) -> int:
+    stats: dict[str, Any] = sim_get(url, "/_sim/stats")
+    return int(stats["requests"].get("TagResources", 0))
+
+
+def sends(url: str) -> tuple[int, int]:
+    """(ARNs sent in TagResources calls, resources the simulator holds): each of N resources
+    tagged exactly once is (N, N) on a simulator that held none before."""
+    stats: dict[str, Any] = sim_get(url, "/_sim/stats")
+    return int(stats["arn_sends"].get("TagResources", 0)), int(stats["resources"])
+
+
+def job_rows(db: Path) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT id, state, loading, loaded FROM jobs ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def item_count(db: Path) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(con.execute("SELECT count(*) FROM items").fetchone()[0])
+    finally:
+        con.close()
+
+
+class Pipe:
+    """A named pipe the test writes ARNs into, opened in a thread (opening blocks until the
+    reader opens it)."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self.writer: IO[str] | None = None
+        self._opened = threading.Thread(target=self._open, daemon=True)
+        self._opened.start()
+
+    def _open(self) -> None:
+        self.writer = self.path.open("w")
+
+    def write(self, lines: list[str]) -> None:
+        self._opened.join(60)
+        assert self.writer is not None, "bulktag never opened the pipe"
+        self.writer.write("\n".join(lines) + "\n")
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except BrokenPipeError:
+                pass
+
+
+def start_tag(pipe: Path, db: Path, url: str, env: dict[str, str],
+              log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as err:
+        return start_cli("tag", "--arns", str(pipe), "--tag", "migrated=yes", "--db", str(db),
+                         "--endpoint-url", url, "--log-format", "json", *FAST, env=env,
+                         stderr=err)
+
+
+def test_first_items_are_tagged_while_the_file_is_still_being_read(
+        tmp_path: Path, sim_url: str, cli_env: dict[str, str], run_cli: CliRunner) -> None:
+    db, all_arns = tmp_path / "s.db", arns()
+    pipe = Pipe(tmp_path / "arns.pipe")
+    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "tag.log")
+    try:
+        pipe.write(all_arns[:FIRST])
+        # The rest of the file is not written yet: the pipe is open, bulktag waits on it.
+        wait_until(lambda: tag_calls(sim_url) > 0, "a TagResources call while the file is open",
+                   timeout=60)
+        assert proc.poll() is None
+        [(job, state, loading, loaded)] = job_rows(db)
+        assert state in ("ready", "active") and loading is not None and loaded >= STREAM_AFTER
+        assert sends(sim_url)[0] > 0
+        shown = run_cli("status", str(job), "--db", str(db))
+        assert "its file is still being read" in shown.stdout, shown.stdout + shown.stderr
+        pipe.write(all_arns[FIRST:])
+    finally:
+        pipe.close()
+    assert proc.wait(120) == 0, (tmp_path / "tag.log").read_text()[-3000:]
+    assert sends(sim_url) == (TOTAL, TOTAL)  # each resource once, none missed
+    assert job_rows(db) == [(job, "completed", None, TOTAL)]
+
+
+def test_a_load_killed_part_way_is_continued_by_the_same_command(
+        tmp_path: Path, sim_url: str, cli_env: dict[str, str]) -> None:
+    db, all_arns = tmp_path / "s.db", arns()
+    pipe = Pipe(tmp_path / "arns.pipe")
+    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "first.log")
+    try:
+        pipe.write(all_arns[:FIRST])
+        wait_until(lambda: tag_calls(sim_url) > 0, "the job running while its file is read")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        pipe.close()
+    [(job, _state, loading, loaded)] = job_rows(db)
+    assert loading is not None and STREAM_AFTER <= loaded < TOTAL
+    in_before = item_count(db)
+    assert in_before == loaded < TOTAL
+
+    # The same command again, on the whole file: the job is continued after its rows in.
+    pipe.path.unlink()
+    pipe = Pipe(tmp_path / "arns.pipe")
+    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "again.log")
+    try:
+        pipe.write(all_arns)
+    finally:
+        pipe.close()
+    log = (tmp_path / "again.log").read_text()
+    assert proc.wait(120) == 0, log[-3000:]
+    assert job_rows(db) == [(job, "completed", None, TOTAL)]  # one job, not a second one
+    continued = [json.loads(line) for line in log.splitlines()
+                 if '"load_continued"' in line]
+    assert continued and continued[0]["rows_in"] == loaded
+    assert item_count(db) == TOTAL
+    sent, held = sends(sim_url)
+    assert held == TOTAL  # every resource reached
+    # Only what was in flight at the kill may have been sent twice.
+    assert TOTAL <= sent <= TOTAL + 200
+
+
+def test_bad_rows_after_the_job_started_pause_it_and_the_fixed_file_continues_it(
+        tmp_path: Path, sim_url: str, run_cli: CliRunner) -> None:
+    db, good = tmp_path / "s.db", arns(FIRST + 10)
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join([*good[:FIRST], "not-an-arn", *good[FIRST:]]) + "\n")
+    common = ["--tag", "migrated=yes", "--db", str(db), "--endpoint-url", sim_url, "--detach"]
+    refused = run_cli("tag", "--arns", str(source), *common)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"arns.txt:{FIRST + 1}: malformed ARN" in refused.stderr
+    assert "job 1 was already running while its file was read" in refused.stderr
+    [(job, state, loading, loaded)] = job_rows(db)
+    assert (job, state) == (1, "paused") and loading is not None
+    assert item_count(db) == loaded >= STREAM_AFTER  # what was in before the bad row stays
+
+    source.write_text("\n".join(good) + "\n")  # fixed
+    again = run_cli("tag", "--arns", str(source), *common)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip() == "1"
+    assert job_rows(db) == [(1, "ready", None, FIRST + 10)]
+    assert item_count(db) == FIRST + 10
