@@ -46,6 +46,7 @@ COMMIT_ROWS = 1_000_000
 #: rest is read (shorter ones are all or nothing)
 STREAM_AFTER = CHUNK
 LOAD_BEAT = 5.0  #: seconds between a loader's signs of life while it reads
+READ_AHEAD = 3  #: chunks parsed ahead of the one being written
 MAX_PROBLEMS_SHOWN = 20
 
 log = structlog.get_logger("bulktag.submit")
@@ -311,6 +312,38 @@ async def _commit(loader: Loader, spec: str, result: Submitted,
     return loaded.n_conflicts
 
 
+class _ReadAhead:
+    """A source's chunks, read and parsed in a worker thread up to `ahead` chunks before the
+    writer takes them, in order: the thread keeps parsing while a commit runs (the database
+    holds no GIL then), and memory stays flat. A read error is raised at its place."""
+
+    def __init__(self, chunks: Iterator[list[NewItem]], ahead: int) -> None:
+        self._queue: asyncio.Queue[list[NewItem] | Exception | None] = asyncio.Queue(ahead)
+        self._task = asyncio.ensure_future(self._fill(chunks))
+
+    async def _fill(self, chunks: Iterator[list[NewItem]]) -> None:
+        pull = functools.partial(next, chunks, None)
+        try:
+            while (items := await anyio.to_thread.run_sync(pull)) is not None:
+                await self._queue.put(items)
+        except Exception as exc:
+            await self._queue.put(exc)
+        else:
+            await self._queue.put(None)
+
+    async def next(self) -> list[NewItem] | None:
+        got = await self._queue.get()
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    async def close(self) -> None:
+        """Stop reading (once the thread returns the chunk it is on)."""
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
+
+
 async def interrupted_load(store: Store, operation: str, options: JobOptions) -> Job | None:
     """The job an earlier run of the same command was loading when it stopped (paused by
     `reap_interrupted_loads`): a resubmit continues it instead of starting again."""
@@ -380,13 +413,9 @@ async def submit(
             for spec in sources:
                 target = FIRST_COMMIT
                 chunks = _item_chunks(spec, request, fmt, stdin, job_options.route)
-                pull = functools.partial(next, chunks, None)
-                # Pipelined: the worker thread reads and parses the next chunk while this one
-                # is written (sqlite releases the GIL), one chunk ahead at most (flat memory).
-                pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+                ahead = _ReadAhead(chunks, READ_AHEAD)
                 try:
-                    while (items := await pending) is not None:
-                        pending = asyncio.ensure_future(anyio.to_thread.run_sync(pull))
+                    while (items := await ahead.next()) is not None:
                         result.rows += len(items)
                         if skip:  # a continued load: these rows are in already
                             dropped = min(skip, len(items))
@@ -438,11 +467,7 @@ async def submit(
                                 not await store.note_loaded(job_id, token, result.rows):
                             raise LoadStopped(job_id, result)
                 finally:
-                    if not pending.done():
-                        pending.cancel()  # takes effect once the thread returns the chunk
-                        await asyncio.wait([pending])
-                    if not pending.cancelled():
-                        pending.exception()  # retrieved: an error raised above takes precedence
+                    await ahead.close()
         if result.rows and untaggable == result.rows:
             raise nothing_to_apply_refusal(request, untaggable)
         if n_problems:
