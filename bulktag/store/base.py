@@ -68,7 +68,8 @@ class Loader(abc.ABC):
     """A submission's way in for many rows (`Store.loader`): rows are staged (an unindexed
     table private to the loader: cheap to append in any order), then each `commit` moves
     every staged row into the job's items in one transaction, in ARN order (the (job, ARN)
-    index filled in order, not at random places), the first row of a repeated ARN first.
+    index filled in order, not at random places), the first row of a repeated ARN first (the
+    rows of one commit come from one source: by line, then as staged).
     What was staged but not committed when the loader ends or its process dies is gone."""
 
     #: rows staged since the last commit

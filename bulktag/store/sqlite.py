@@ -164,11 +164,26 @@ class _Loader(Loader):
                 shard_ids = {key: await store._shard_id(sh) for key, sh in shards.items()}
                 tagset_ids = {b: await store._tagset_id(b) for b in
                               {it.tagset for it in items if it.tagset is not None}}
-                rows = [(it.arn, it.line, 0, 0, it.route, it.problem)
-                        if it.problem is not None or it.shard is None or it.tagset is None
-                        else (it.arn, it.line, shard_ids[id(it.shard)], tagset_ids[it.tagset],
-                              it.route, None) for it in items]
-                await store.db.executemany(self._q("stage_item"), rows)
+                # Valid rows by (shard, tagset, route), each group one INSERT … SELECT over a
+                # JSON array of "LINE ARN" texts: SQLite parses it without holding the GIL
+                # (binding rows one by one held it, and fought the parsing thread for it).
+                groups: dict[tuple[int, int, str], list[str]] = {}
+                invalid = []
+                for it in items:
+                    if it.problem is not None or it.shard is None or it.tagset is None:
+                        invalid.append((it.arn, it.line, 0, 0, it.route, it.problem))
+                        continue
+                    key = (shard_ids[id(it.shard)], tagset_ids[it.tagset], it.route)
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = []
+                    group.append(f"{it.line or 0} {it.arn}")
+                if groups:
+                    await store.db.executemany(self._q("stage_group"), [
+                        (json.dumps(texts, ensure_ascii=False), sid, tid, route)
+                        for (sid, tid, route), texts in groups.items()])
+                if invalid:
+                    await store.db.executemany(self._q("stage_item"), invalid)
         except BaseException:
             store._forget_ids()
             raise

@@ -550,17 +550,25 @@ DELETE FROM temp.item_staging;
 INSERT INTO temp.item_staging (arn, line, shard_id, tagset_id, route, problem)
 VALUES (?, ?, ?, ?, ?, ?);
 
+-- name: stage_group
+-- Rows of one shard, tagset and route: ?1 a JSON array of "LINE ARN" texts (LINE 0: none).
+INSERT INTO temp.item_staging (arn, line, shard_id, tagset_id, route)
+SELECT substr(value, instr(value, ' ') + 1),
+       nullif(CAST(substr(value, 1, instr(value, ' ') - 1) AS INTEGER), 0), ?2, ?3, ?4
+FROM json_each(?1);
+
 -- name: move_staged
--- ?1 job, ?2 now. In ARN order (the first row of a repeated ARN first): the (job, ARN) index
--- is filled in order and ids follow the ARN order within one commit. `WHERE true` tells
--- SQLite's parser the ON CONFLICT is the upsert's.
+-- ?1 job, ?2 now. In ARN order (the first row of a repeated ARN first: a commit holds the rows
+-- of one source, staged by group, so its line is the input order): the (job, ARN) index is
+-- filled in order and ids follow the ARN order within one commit. `WHERE true` tells SQLite's
+-- parser the ON CONFLICT is the upsert's.
 INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, message,
                    finished_at, route)
 SELECT ?1, arn, shard_id, tagset_id,
        CASE WHEN problem IS NULL THEN 'pending' ELSE 'invalid' END, line,
        CASE WHEN problem IS NULL THEN NULL ELSE 'InvalidInput' END, problem,
        CASE WHEN problem IS NULL THEN NULL ELSE ?2 END, route
-FROM temp.item_staging WHERE true ORDER BY arn, seq
+FROM temp.item_staging WHERE true ORDER BY arn, line, seq
 ON CONFLICT (job_id, arn) DO NOTHING;
 
 -- name: staged_conflicts
@@ -571,7 +579,7 @@ JOIN items i ON i.job_id = ?1 AND i.arn = s.arn
 JOIN tagsets ti ON ti.id = i.tagset_id
 JOIN tagsets ts ON ts.id = s.tagset_id
 WHERE s.tagset_id <> 0 AND i.tagset_id <> 0 AND i.tagset_id <> s.tagset_id
-ORDER BY s.seq LIMIT ?2;
+ORDER BY s.line, s.seq LIMIT ?2;
 
 -- name: staged_conflict_count
 SELECT count(*) FROM temp.item_staging s
