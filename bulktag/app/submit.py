@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from bulktag.arn import ROUTE_TAGGING, Arn, ArnError, Shard, parse_arn, route_of
+from bulktag.arn import ROUTE_TAGGING, Arn, ArnError, Shard, arn_parts, parse_arn, route_of
 from bulktag.errors import BulktagError
 from bulktag.policy.tags import keys_problem, tagset_problem
 from bulktag.sources import Row, open_rows, read_chunks, source_name
@@ -200,17 +200,24 @@ def item_for_row(
     """
     if row.problem is not None:
         return NewItem(row.arn or f"<line {row.line}>", None, None, row.line, row.problem)
-    try:
-        arn = parse_arn(row.arn)
-    except ArnError as exc:
-        return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
-    if shards is None:
-        shard = shard_of(arn, request.caller_account)
-    else:
-        key = (arn.partition, arn.account, arn.region)
-        shard = shards.get(key)  # type: ignore[assignment]
+    parts = arn_parts(row.arn) if shards is not None else None
+    if parts is not None and shards is not None:  # the common case: no Arn object made
+        key = (parts[0], parts[3], parts[2])
+        shard = shards.get(key)
         if shard is None:
-            shard = shards[key] = shard_of(arn, request.caller_account)
+            shard = shards[key] = shard_of(Arn(row.arn, *parts), request.caller_account)
+    else:
+        try:
+            arn = parse_arn(row.arn)
+        except ArnError as exc:
+            return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
+        if shards is None:
+            shard = shard_of(arn, request.caller_account)
+        else:
+            key = (arn.partition, arn.account, arn.region)
+            shard = shards.get(key)
+            if shard is None:
+                shard = shards[key] = shard_of(arn, request.caller_account)
     if row.tags and request.transform is not None:
         return NewItem(row.arn, None, None, row.line,
                        "a transform takes no per-row tags (its operations apply to every row)")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulktag.arn import ArnError, Shard, parse_arn
+from bulktag.arn import ArnError, Shard, arn_parts, parse_arn
 
 
 def test_ec2_instance() -> None:
@@ -159,3 +159,34 @@ def test_an_arn_without_an_account_is_sharded_with_the_callers_account() -> None
     assert shard_of(bucket, "") == Shard("aws", "", "us-east-1")
     other = parse_arn("arn:aws:lambda:us-east-1:210987654321:function:f")
     assert shard_of(other, caller) == other.shard
+
+
+ARNISH = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda p, s, r, a, res, tail: f"arn:{p}:{s}:{r}:{a}:{res}{tail}",
+              st.sampled_from(["aws", "aws-cn", "aws-us-gov", "AWS", ""]),
+              st.sampled_from(["lambda", "ec2", "s3", "", "-x"]),
+              st.sampled_from(["us-east-1", "", "eu-west-2", "useast1"]),
+              st.sampled_from(["123456789012", "", "aws", "12345"]),
+              st.text(max_size=30),
+              st.sampled_from(["", " ", "\t", "\u00a0", "\u2003", "\n"])),
+)
+
+
+@given(ARNISH)
+def test_the_fast_path_agrees_with_parse_arn(text: str) -> None:
+    """arn_parts (a submission's hot path) accepts only what parse_arn accepts, with the same
+    fields; it may decline (None) and leave the verdict to parse_arn."""
+    parts = arn_parts(text)
+    if parts is None:
+        return
+    arn = parse_arn(text)  # raises if the fast path accepted something parse_arn refuses
+    assert parts == (arn.partition, arn.service, arn.region, arn.account, arn.resource)
+
+
+def test_the_fast_path_declines_what_is_not_an_arn() -> None:
+    assert arn_parts("arn:aws:lambda:us-east-1:123456789012:function:f") == (
+        "aws", "lambda", "us-east-1", "123456789012", "function:f")
+    assert arn_parts("arn:aws:lambda:us-east-1:123456789012:function:f ") is None
+    assert arn_parts("arn:aws:s3:::" + "b" * 1_100) is None  # too long for the API
+    assert arn_parts("") is None
