@@ -46,7 +46,7 @@ COMMIT_ROWS = 1_000_000
 #: rest is read (shorter ones are all or nothing)
 STREAM_AFTER = CHUNK
 LOAD_BEAT = 5.0  #: seconds between a loader's signs of life while it reads
-READ_AHEAD = 3  #: chunks parsed ahead of the one being written
+READ_AHEAD = 2  #: chunks parsed ahead of the one being written
 MAX_PROBLEMS_SHOWN = 20
 
 log = structlog.get_logger("bulktag.submit")
