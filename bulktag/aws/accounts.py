@@ -72,6 +72,10 @@ class Accounts:
             self.base.set_config_variable("profile", settings.profile)
         self._caller: str | None = None
         self._sessions: dict[tuple[str, Via | None], AioSession] = {}
+        # What each session's configuration is (not its credentials): "caller", "role" (every
+        # role session is a fresh default session with its own credentials) or "profile:NAME".
+        # Sessions of one kind make the same clients but for the keys they sign with.
+        self._kinds: dict[tuple[str, Via | None], str] = {}
         self._refused: dict[tuple[str, Via | None], tuple[float, AccountAccessError]] = {}
         self._lock = asyncio.Lock()
 
@@ -104,13 +108,19 @@ class Accounts:
             session = self._sessions.get(key)
             if session is None:
                 try:
-                    session = await self._build(account, partition, via)
+                    session, kind = await self._build(account, partition, via)
                 except AccountAccessError as exc:
                     if exc.status is not None and exc.status < 500:
                         self._refused[key] = (time.monotonic(), exc)
                     raise
                 self._sessions[key] = session
+                self._kinds[key] = kind
         return session
+
+    def kind(self, account: str, via: Via | None = None) -> str:
+        """The configuration of the account's session (built by `session` first): sessions of
+        one kind resolve the same endpoints and make the same clients."""
+        return self._kinds[(account, via)]
 
     def needs_caller(self, account: str, via: Via | None = None) -> bool:
         """Only a role-name template needs to know whether an account is the caller's own."""
@@ -127,11 +137,14 @@ class Accounts:
                                      *_code(exc)) from None
         return access_for(self.settings, account, caller, partition, via)
 
-    async def _build(self, account: str, partition: str, via: Via | None) -> AioSession:
+    async def _build(self, account: str, partition: str,
+                     via: Via | None) -> tuple[AioSession, str]:
         access = await self.access(account, partition, via)
         if access.kind == "caller":
-            return self.base
+            return self.base, "caller"
+        kind = "role"
         if access.kind == "profile":
+            kind = f"profile:{access.target}"
             session = new_session()
             session.set_config_variable("profile", access.target)
         else:
@@ -153,7 +166,7 @@ class Accounts:
             raise
         except (ClientError, BotoCoreError) as exc:
             raise AccountAccessError(account, str(access), str(exc), *_code(exc)) from None
-        return session
+        return session, kind
 
     def _assume(self, access: Access) -> Any:
         async def fetch() -> dict[str, Any]:
@@ -178,10 +191,15 @@ class Accounts:
 
         return fetch
 
+    def accounts(self) -> set[str]:
+        """The accounts whose sessions are held now."""
+        return {account for account, _ in self._sessions}
+
     def forget(self, account: str) -> None:
         """Drop an account's sessions (after ExpiredToken): the next use assumes afresh."""
         for key in [k for k in self._sessions if k[0] == account]:
             del self._sessions[key]
+            self._kinds.pop(key, None)
 
 
 def _code(exc: Exception) -> tuple[str, int | None]:

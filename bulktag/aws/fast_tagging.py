@@ -182,8 +182,13 @@ class FastTaggingClient:
     shards behind one endpoint_url, or several accounts in one region, share a host)."""
 
     def __init__(self, client: Any, session: aiohttp.ClientSession,
-                 ssl_context: ssl.SSLContext | None, connections: int) -> None:
+                 ssl_context: ssl.SSLContext | None, connections: int,
+                 credentials: Any = None) -> None:
         self._client = client
+        # Given: the account's credentials, and `client` only a client of the same region and
+        # configuration (endpoint, errors) shared by every account: then the hot calls are all
+        # there is, since any other call through `client` would sign as another account.
+        self._credentials = credentials
         self._session = session
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._slots = asyncio.Semaphore(connections)
@@ -197,6 +202,9 @@ class FastTaggingClient:
         self._user_agent: str = client.meta.config.user_agent
 
     def __getattr__(self, name: str) -> Any:
+        if self.__dict__.get("_credentials") is not None:
+            raise AttributeError(f"{name}: only TagResources, UntagResources and GetResources "
+                                 "go through a shard's hot calls (ClientPool.calls)")
         return getattr(self._client, name)
 
     async def tag_resources(self, **params: Any) -> dict[str, Any]:
@@ -209,7 +217,9 @@ class FastTaggingClient:
         return await self._call("GetResources", params)
 
     async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        credentials = self._client._request_signer._credentials
+        credentials = self._credentials
+        if credentials is None:
+            credentials = self._client._request_signer._credentials
         if credentials is None:
             raise NoCredentialsError()
         frozen = await credentials.get_frozen_credentials()

@@ -142,6 +142,7 @@ class Engine:
         self._fenced: set[int] = set()  # shards whose lapse was logged
         self.fleet_rates: dict[int, float] = {}  # active job -> the fleet's rate (/metrics)
         self._discoveries = 0
+        self._walking: Counter[tuple[str, str]] = Counter()  # (account, region) of the walks
         self._in_flight = 0
         self._stopping = False
         self._wake = anyio.Event()
@@ -397,6 +398,8 @@ class Engine:
                       self._heartbeat)
         tg.start_soon(self._every, SESSION_EVERY, self._check_session)
         tg.start_soon(self._every, RATES_EVERY, self._rates)
+        tg.start_soon(self._every, min(HEARTBEAT, self.settings.idle_shard_seconds / 2),
+                      self._release_idle)
         if self.follow:  # a one-shot run releases them in its end-of-run check
             tg.start_soon(self._every, HEARTBEAT, self._orphans_when_idle)
 
@@ -457,6 +460,22 @@ class Engine:
         self._log_rate_changes()
         await self._update_rates(self.stats.finished - done_before, now - since)
         self._rate_mark = (now, Counter(self.stats.finished))
+
+    async def _release_idle(self) -> None:
+        """Shards out of work for `idle_shard_seconds` hold nothing: their clients, rate
+        limiters (once back at their ceiling) and their accounts' credentials are let go, and
+        built again if work comes back. A shard with a lane or a walk keeps everything."""
+        idle = self.settings.idle_shard_seconds
+        busy = {(lane.shard.account, lane.shard.region) for lane in self._lanes.values()}
+        busy |= set(self._walking)
+        for key in [k for k, lim in self.limiters.items()
+                    if (k[0].account, k[0].region) not in busy and lim.idle_for(idle)]:
+            del self.limiters[key]
+        self.sender.forget({shard for shard, _ in self.limiters}, busy)
+        released = await self.clients.release_idle(idle, busy)
+        if released:
+            self.log.debug("idle_shards_released", clients=released,
+                           limiters=len(self.limiters), held=self.clients.holds())
 
     async def _orphans_when_idle(self) -> None:
         # Under the dispatcher's pass lock: no lane can start (and claim) meanwhile, and the
@@ -613,11 +632,18 @@ class Engine:
                                    region=d.region, code=POLICY_UNREAD_CODE, message=problem)
                     return
             explorer = "Explorer" in (job.options.query or {})
-            await walk(self.store, self.settings, self.clients,
-                       self.limiter(shard, "ListResources" if explorer else "GetResources"),
-                       self.owner, d, job.options,
-                       job.operation, self.discovery_stats, anyio.Event(), self.rng,
-                       account=shard.account, policy=policy)
+            where = (shard.account, shard.region)
+            self._walking[where] += 1
+            try:
+                await walk(self.store, self.settings, self.clients,
+                           self.limiter(shard, "ListResources" if explorer else "GetResources"),
+                           self.owner, d, job.options,
+                           job.operation, self.discovery_stats, anyio.Event(), self.rng,
+                           account=shard.account, policy=policy)
+            finally:
+                self._walking[where] -= 1
+                if not self._walking[where]:
+                    del self._walking[where]
         except StoreError:
             raise
         except Exception as exc:
