@@ -35,7 +35,6 @@ from aiobotocore._constants import DEFAULT_KEEPALIVE_TIMEOUT
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
-from botocore.exceptions import NoCredentialsError
 
 from bulktag import __version__
 from bulktag.arn import Shard
@@ -130,17 +129,13 @@ class ClientPool:
             return found
         if not self.settings.fast_calls:
             return await self._client(TAGGING, shard, via)
-        session = await self.accounts.session(shard.account, shard.partition, via)
-        kind = self.accounts.kind(shard.account, via)
-        shared = await self._shared_client(session, kind, shard.region)
+        credentials, kind = await self.accounts.credentials(shard.account, shard.partition, via)
+        shared = await self._shared_client(self.accounts.config_session(shard.account, via),
+                                           kind, shard.region)
         if shared is None:  # proxied: botocore's pipeline, a client of the shard's own
             return await self._client(TAGGING, shard, via)
         found = self._calls.get(key)
         if found is None:
-            credentials = await session.get_credentials()
-            if credentials is None:
-                # what botocore would raise at the call: the engine records it as such
-                raise NoCredentialsError()
             found = self._calls[key] = FastTaggingClient(
                 shared, self._http_session(), self._shared_ssl[(kind, shard.region)],
                 self.settings.in_flight_per_shard + 4, credentials=credentials)
