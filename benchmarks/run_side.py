@@ -15,7 +15,7 @@ regions) → peak RSS per shard count and a least-squares line: MB per 1,000 sha
 
     python benchmarks/run_side.py [--quick] [--arns 1000000] [--accounts 50] [--regions 8]
                                   [--sweep-arns 100000] [--sweep 8,400,2000] [--no-sweep]
-                                  [--no-main] [--repeat 1] [--out FILE]
+                                  [--no-main] [--repeat 1] [--order random|shard] [--out FILE]
 """
 
 from __future__ import annotations
@@ -75,10 +75,12 @@ def random_arns(n: int, account_list: list[str], region_list: list[str],
 
 
 def measure(tmp: Path, sim: SimProcess, label: str, n: int, n_accounts: int, n_regions: int,
-            *, seed: int = 26) -> dict[str, Any]:
+            *, seed: int = 26, order: str = "random") -> dict[str, Any]:
     rng = random.Random(seed)
     acc, reg = accounts(n_accounts), regions(n_regions)
     arns = random_arns(n, acc, reg, rng)
+    if order == "shard":
+        arns.sort()  # region, then account: each shard's items next to each other in the store
     f = tmp / f"{label}.txt"
     write_arns(f, arns)
     db = str(tmp / f"{label}.db")
@@ -100,7 +102,7 @@ def measure(tmp: Path, sim: SimProcess, label: str, n: int, n_accounts: int, n_r
     untagged = sim.count_without(sample, "bench", label)
     wall_tag = (facts["finished_at"] or 0) - (facts["started_at"] or 0)
     r = {
-        "label": label, "arns": n, "accounts": n_accounts, "regions": n_regions,
+        "label": label, "arns": n, "accounts": n_accounts, "regions": n_regions, "order": order,
         "shards": n_accounts * n_regions, "rc": mr.rc, "wall": round(mr.wall, 2),
         "tagging_s": round(wall_tag, 2), "cpu": round(mr.cpu, 2),
         "user": round(mr.utime, 2), "sys": round(mr.stime, 2),
@@ -108,7 +110,7 @@ def measure(tmp: Path, sim: SimProcess, label: str, n: int, n_accounts: int, n_r
         "lost": n - succeeded, "sample_untagged": untagged, "counts": counts,
         "submit_cpu": round(ms.cpu, 2), "submit_wall": round(ms.wall, 2),
     }
-    print(f"  {label}: {n:,} ARNs over {n_accounts} accounts × {n_regions} regions = "
+    print(f"  {label}: {n:,} {order}-order ARNs over {n_accounts} accounts × {n_regions} regions = "
           f"{r['shards']} shards; run rc {mr.rc}: wall {mr.wall:.1f} s (tagging {wall_tag:.1f} s)"
           f", CPU {mr.cpu:.1f} s (user {mr.utime:.1f} + sys {mr.stime:.1f}) = "
           f"{r['cpu_us_per_arn']} µs/ARN, peak RSS {mr.maxrss_mb:.1f} MB, lost {r['lost']}, "
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--regions", type=int, default=8)
     p.add_argument("--sweep-arns", type=int)
     p.add_argument("--sweep", default="8,400,2000", help="shard counts (multiples of --regions)")
+    p.add_argument("--order", choices=("random", "shard"), default="random",
+                   help="shard: the file sorted, so each shard's items are stored together "
+                        "(what the random order costs the store)")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-main", action="store_true")
     p.add_argument("--repeat", type=int, default=1, help="measure each point this many times")
@@ -155,9 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmpdir)
         if not a.no_main:
             for i in range(a.repeat):
-                r = measure(tmp, sim, f"main{i}", n, a.accounts, a.regions)
+                r = measure(tmp, sim, f"main{i}", n, a.accounts, a.regions, order=a.order)
                 results.append(r)
-                b = f"run_side {n // 1000}k/{r['shards']}sh"
+                b = f"run_side {n // 1000}k/{r['shards']}sh {a.order}"
                 rows += [Row(b, "CPU per ARN, run", r["cpu_us_per_arn"], "µs/ARN", "≤ 55 µs"),
                          Row(b, "peak RSS, run", r["peak_rss_mb"], "MB", "≤ 200 MB"),
                          Row(b, "wall, run", r["wall"], "s"),
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             for shards in (int(s) for s in a.sweep.split(",")):
                 for i in range(a.repeat):
                     r = measure(tmp, sim, f"sweep{shards}-{i}", sweep_n,
-                                max(1, shards // a.regions), a.regions)
+                                max(1, shards // a.regions), a.regions, order=a.order)
                     results.append(r)
                     points.append((r["shards"], r["peak_rss_mb"]))
                     rows.append(Row(f"run_side sweep {sweep_n // 1000}k/{r['shards']}sh",
