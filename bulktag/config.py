@@ -52,6 +52,9 @@ class Settings:
     max_attempts: int = 8  # attempts an item may spend on transient errors
     in_flight_per_shard: int = 12  # concurrent calls per shard: fills 5/s at ~2 s latency
     max_open_requests: int = 512  # across all shards
+    # A shard without work for this long lets go of its client, rate limiter and (when its
+    # account has no other busy shard) assumed credentials: memory follows the busy shards.
+    idle_shard_seconds: float = 60.0
     lease_seconds: float = 300.0
     owner_stale_seconds: float = 90.0  # a lease owner silent this long is presumed dead
     backoff_base: float = 0.25  # first retry at once, second after 0.12-0.25 s, then doubling
@@ -116,6 +119,7 @@ _CHOICES = {"log_format": ("auto", "console", "json"),
             "route": ("auto", "tagging-api"),
             "ec2_read": ("describe-tags", "get-resources")}
 _POSITIVE = {"max_rate", "max_attempts", "in_flight_per_shard", "max_open_requests",
+             "idle_shard_seconds",
              "lease_seconds", "owner_stale_seconds", "request_timeout", "connect_timeout",
              "sample_seconds", "ec2_batch_size", "ec2_rate", "ec2_read_rate"}
 

@@ -82,8 +82,9 @@ async def run_engine(
 ) -> EngineRun:
     """Run jobs to the end with signal handling and, for one job, a progress bar. `seen`
     collects the ids of the jobs this run worked on."""
-    from bulktag.engine import (
-        Engine,  # aiobotocore: ~0.2 s to import, which status/report never need
+    from bulktag.engine import (  # aiobotocore: ~0.2 s to import, which status never needs
+        Engine,
+        settle_gc,
     )
 
     engine = Engine(store, settings, owner=new_owner_token(), job_ids=job_ids, clients=clients,
@@ -118,6 +119,7 @@ async def run_engine(
     shower = asyncio.create_task(show()) if progress else None
     try:
         try:
+            settle_gc()
             finished = await engine.run()
         finally:
             if seen is not None:

@@ -72,6 +72,10 @@ class Accounts:
             self.base.set_config_variable("profile", settings.profile)
         self._caller: str | None = None
         self._sessions: dict[tuple[str, Via | None], AioSession] = {}
+        # Each account's credentials and session kind (`credentials`); a role's session is
+        # made from them only when a client of its own is needed (`session`).
+        self._creds: dict[tuple[str, Via | None], tuple[Any, str]] = {}
+        self._role_config: AioSession | None = None
         self._refused: dict[tuple[str, Via | None], tuple[float, AccountAccessError]] = {}
         self._lock = asyncio.Lock()
 
@@ -89,6 +93,33 @@ class Accounts:
                 self._caller = str((await sts.get_caller_identity())["Account"])
         return self._caller
 
+    async def credentials(self, account: str, partition: str = "aws",
+                          via: Via | None = None) -> tuple[Any, str]:
+        """The credentials of `account` (reached the job's way, `via`, when it has one) and
+        the kind of its session: "caller", "role" or "profile:NAME" (sessions of one kind
+        resolve the same endpoints and make the same clients, but for the keys they sign
+        with). A role's credentials need no botocore session. Raises AccountAccessError."""
+        key = (account, via)
+        found = self._creds.get(key)
+        if found is not None:
+            return found
+        refused = self._refused.get(key)
+        if refused and time.monotonic() - refused[0] < REFUSAL_MEMORY_SECONDS:
+            raise refused[1]
+        async with self._lock:
+            found = self._creds.get(key)
+            if found is None:
+                try:
+                    session, creds, kind = await self._build(account, partition, via)
+                except AccountAccessError as exc:
+                    if exc.status is not None and exc.status < 500:
+                        self._refused[key] = (time.monotonic(), exc)
+                    raise
+                if session is not None:
+                    self._sessions[key] = session
+                found = self._creds[key] = (creds, kind)
+        return found
+
     async def session(self, account: str, partition: str = "aws",
                       via: Via | None = None) -> AioSession:
         """The session whose credentials belong to `account` (reached the job's way, `via`,
@@ -97,20 +128,28 @@ class Accounts:
         session = self._sessions.get(key)
         if session is not None:
             return session
-        refused = self._refused.get(key)
-        if refused and time.monotonic() - refused[0] < REFUSAL_MEMORY_SECONDS:
-            raise refused[1]
-        async with self._lock:
-            session = self._sessions.get(key)
-            if session is None:
-                try:
-                    session = await self._build(account, partition, via)
-                except AccountAccessError as exc:
-                    if exc.status is not None and exc.status < 500:
-                        self._refused[key] = (time.monotonic(), exc)
-                    raise
-                self._sessions[key] = session
+        creds, _ = await self.credentials(account, partition, via)
+        session = self._sessions.get(key)
+        if session is None:
+            # A role's: a session around its credentials, made once a client needs one. The
+            # session hands them to every client it creates; botocore refreshes them ahead of
+            # expiry (advisory 15 min, mandatory 10 min before).
+            session = self._sessions[key] = new_session()
+            session._credentials = creds
         return session
+
+    def config_session(self, account: str, via: Via | None = None) -> AioSession:
+        """A session configured as the account's (its credentials found first): for clients
+        whose endpoint, region and errors are used, never their keys. The caller's or the
+        profile's own; for a role, one session shared by every role, signing with no one's
+        keys (placeholders: its clients must not sign at all)."""
+        key = (account, via)
+        if self._creds[key][1] != "role":
+            return self._sessions[key]
+        if self._role_config is None:
+            self._role_config = new_session()
+            self._role_config.set_credentials("bulktag-no-keys", "bulktag-no-keys")
+        return self._role_config
 
     def needs_caller(self, account: str, via: Via | None = None) -> bool:
         """Only a role-name template needs to know whether an account is the caller's own."""
@@ -127,23 +166,26 @@ class Accounts:
                                      *_code(exc)) from None
         return access_for(self.settings, account, caller, partition, via)
 
-    async def _build(self, account: str, partition: str, via: Via | None) -> AioSession:
+    async def _build(self, account: str, partition: str,
+                     via: Via | None) -> tuple[AioSession | None, Any, str]:
+        """The account's session (None for a role: its credentials are enough until a client
+        needs one), its credentials, checked, and its kind."""
         access = await self.access(account, partition, via)
+        session: AioSession | None = None
         if access.kind == "caller":
-            return self.base
-        if access.kind == "profile":
-            session = new_session()
+            session, kind = self.base, "caller"
+        elif access.kind == "profile":
+            session, kind = new_session(), f"profile:{access.target}"
             session.set_config_variable("profile", access.target)
         else:
-            session = new_session()
-            creds = AioDeferredRefreshableCredentials(
+            kind = "role"
+            # botocore refreshes these ahead of expiry (advisory 15 min, mandatory 10 min
+            # before), for every client that signs with them.
+            role_creds = AioDeferredRefreshableCredentials(
                 refresh_using=self._assume(access), method="assume-role"
             )
-            # The session hands these to every client it creates; botocore refreshes them
-            # ahead of expiry (advisory 15 min, mandatory 10 min before).
-            session._credentials = creds
         try:
-            creds = await session.get_credentials()
+            creds = await session.get_credentials() if session is not None else role_creds
             if creds is None:
                 # No status: a set-up problem, never a verdict on the items (no attempts).
                 raise AccountAccessError(account, str(access), "no credentials found",
@@ -153,7 +195,7 @@ class Accounts:
             raise
         except (ClientError, BotoCoreError) as exc:
             raise AccountAccessError(account, str(access), str(exc), *_code(exc)) from None
-        return session
+        return session, creds, kind
 
     def _assume(self, access: Access) -> Any:
         async def fetch() -> dict[str, Any]:
@@ -178,10 +220,15 @@ class Accounts:
 
         return fetch
 
+    def accounts(self) -> set[str]:
+        """The accounts whose credentials are held now."""
+        return {account for account, _ in self._creds}
+
     def forget(self, account: str) -> None:
         """Drop an account's sessions (after ExpiredToken): the next use assumes afresh."""
-        for key in [k for k in self._sessions if k[0] == account]:
-            del self._sessions[key]
+        for key in [k for k in self._creds if k[0] == account]:
+            del self._creds[key]
+            self._sessions.pop(key, None)
 
 
 def _code(exc: Exception) -> tuple[str, int | None]:

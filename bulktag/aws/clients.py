@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import ssl
 import threading
+import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -91,6 +93,16 @@ class ClientPool:
         self._locks: dict[tuple[str, str, str, Via | None], asyncio.Lock] = {}
         self._retired: list[AsyncExitStack] = []
         self._http: aiohttp.ClientSession | None = None  # the fast calls' (fast_calls on)
+        # The hot calls per (account, region, via): a FastTaggingClient with the account's
+        # credentials around a Tagging API client per (region, session kind) that every account
+        # shares (`_shared`), so a shard costs a few small objects, not a botocore client.
+        self._calls: dict[tuple[str, str, Via | None], FastTaggingClient] = {}
+        self._shared: dict[tuple[str, str], Any] = {}  # (kind, region) -> botocore client
+        self._shared_ssl: dict[tuple[str, str], ssl.SSLContext | None] = {}
+        self._shared_stacks: dict[tuple[str, str], AsyncExitStack] = {}
+        # monotonic time of the last hand-out, per key of `_clients`, `_calls` and `_shared`:
+        # what `release_idle` closes
+        self._used: dict[Any, float] = {}
 
     async def tagging(self, shard: Shard, via: Via | None = None) -> Any:
         """The shard's Tagging API client (with the credentials of the job's way in, `via`):
@@ -105,8 +117,57 @@ class ClientPool:
         """A Resource Explorer client in the shard's region (ListResources over a view)."""
         return await self._client("resource-explorer-2", shard, via)
 
+    async def calls(self, shard: Shard, via: Via | None = None) -> Any:
+        """The shard's three hot Tagging API calls (TagResources, UntagResources,
+        GetResources), nothing else. With `fast_calls` on: a `FastTaggingClient` signing with
+        the account's credentials, its endpoint that of a client of the region shared by every
+        account reached the same way. Otherwise (or through a proxy) the shard's own client."""
+        key = (shard.account, shard.region, via)
+        self._used[key] = time.monotonic()
+        found = self._calls.get(key)
+        if found is not None:
+            return found
+        if not self.settings.fast_calls:
+            return await self._client(TAGGING, shard, via)
+        credentials, kind = await self.accounts.credentials(shard.account, shard.partition, via)
+        shared = await self._shared_client(self.accounts.config_session(shard.account, via),
+                                           kind, shard.region)
+        if shared is None:  # proxied: botocore's pipeline, a client of the shard's own
+            return await self._client(TAGGING, shard, via)
+        found = self._calls.get(key)
+        if found is None:
+            found = self._calls[key] = FastTaggingClient(
+                shared, self._http_session(), self._shared_ssl[(kind, shard.region)],
+                self.settings.in_flight_per_shard + 4, credentials=credentials)
+        return found
+
+    async def _shared_client(self, session: AioSession, kind: str, region: str) -> Any:
+        """The Tagging API client of a region and session kind whose endpoint, region and
+        errors the hot calls of every such account use (None: botocore would go through a
+        proxy, so no hot calls of our own)."""
+        key = (kind, region)
+        self._used[key] = time.monotonic()
+        if key in self._shared:
+            return self._shared[key]
+        lock = self._locks.setdefault(("shared", kind, region, None), asyncio.Lock())
+        async with lock:
+            if key not in self._shared:
+                stack = AsyncExitStack()
+                client = await stack.enter_async_context(session.create_client(
+                    TAGGING, region_name=region, endpoint_url=self.settings.endpoint_url,
+                    config=client_config(self.settings, 1)))
+                if proxied(client):
+                    self._retired.append(stack)
+                    self._shared[key] = None
+                else:
+                    self._shared_ssl[key] = await ssl_context_of(client)
+                    self._shared[key] = client
+                    self._shared_stacks[key] = stack
+            return self._shared[key]
+
     async def _client(self, service: str, shard: Shard, via: Via | None = None) -> Any:
         key = (service, shard.account, shard.region, via)
+        self._used[key] = time.monotonic()
         entry = self._clients.get(key)
         if entry is not None:
             return entry[0]
@@ -147,11 +208,54 @@ class ClientPool:
         # Calls still in flight hold the old client: retire it, close it with the pool.
         for key in [k for k in self._clients if (k[1], k[2]) == (shard.account, shard.region)]:
             self._retired.append(self._clients.pop(key)[1])
+        for calls in [k for k in self._calls if (k[0], k[1]) == (shard.account, shard.region)]:
+            del self._calls[calls]  # they hold the old credentials
         self.accounts.forget(shard.account)
 
+    def holds(self) -> int:
+        """Clients and hot-call objects held now (tests, the idle release's log)."""
+        return len(self._clients) + len(self._calls) + len(self._shared)
+
+    async def release_idle(self, idle_seconds: float, busy: set[tuple[str, str]]) -> int:
+        """Close what no shard has asked for in `idle_seconds`, except the (account, region)
+        pairs in `busy` (a lane or a walk on them: a call may be in flight); then forget the
+        credentials of accounts left with nothing (a role is assumed again when needed), and
+        close the shared clients of regions no shard uses any more. How many were released."""
+        cutoff = time.monotonic() - idle_seconds
+        used = self._used
+        released = 0
+        for key in [k for k in self._clients if (k[1], k[2]) not in busy
+                    and used.get(k, 0.0) < cutoff]:
+            await self._clients.pop(key)[1].aclose()
+            used.pop(key, None)
+            released += 1
+        for calls in [k for k in self._calls if (k[0], k[1]) not in busy
+                      and used.get(k, 0.0) < cutoff]:
+            del self._calls[calls]
+            used.pop(calls, None)
+            released += 1
+        left = {k[1] for k in self._clients} | {k[0] for k in self._calls}
+        for account in self.accounts.accounts() - left:
+            self.accounts.forget(account)
+        regions = {k[2] for k in self._clients} | {k[1] for k in self._calls}
+        for shared in [k for k in self._shared if k[1] not in regions
+                       and used.get(k, 0.0) < cutoff]:
+            del self._shared[shared]
+            self._shared_ssl.pop(shared, None)
+            used.pop(shared, None)
+            stack = self._shared_stacks.pop(shared, None)
+            if stack is not None:
+                await stack.aclose()
+            released += 1
+        for key in [k for k in self._locks if not self._locks[k].locked()]:
+            del self._locks[key]
+        return released
+
     async def close(self) -> None:
-        stacks = [stack for _, stack in self._clients.values()] + self._retired
-        self._clients, self._retired = {}, []
+        stacks = [stack for _, stack in self._clients.values()] + self._retired + \
+            list(self._shared_stacks.values())
+        self._clients, self._retired, self._shared_stacks = {}, [], {}
+        self._calls, self._shared, self._shared_ssl, self._used = {}, {}, {}, {}
         for stack in stacks:
             await stack.aclose()
         if self._http is not None:

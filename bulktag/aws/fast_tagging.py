@@ -45,6 +45,9 @@ SERVICE = "tagging"  # the Tagging API's SigV4 signing name
 TARGET = "ResourceGroupsTaggingAPI_20170126"
 JSON_11 = "application/x-amz-json-1.1"
 ALGORITHM = "AWS4-HMAC-SHA256"
+# Seconds a call reuses the previous call's frozen credentials. botocore refreshes assumed
+# credentials 15 minutes (at the latest 10) before they expire: a few seconds never cross that.
+FROZEN_SECONDS = 5.0
 
 
 @lru_cache(maxsize=256)
@@ -182,8 +185,18 @@ class FastTaggingClient:
     shards behind one endpoint_url, or several accounts in one region, share a host)."""
 
     def __init__(self, client: Any, session: aiohttp.ClientSession,
-                 ssl_context: ssl.SSLContext | None, connections: int) -> None:
+                 ssl_context: ssl.SSLContext | None, connections: int,
+                 credentials: Any = None) -> None:
         self._client = client
+        # Given: the account's credentials, and `client` only a client of the same region and
+        # configuration (endpoint, errors) shared by every account: then the hot calls are all
+        # there is, since any other call through `client` would sign as another account.
+        self._credentials = credentials
+        # The frozen keys of the last call and until when (monotonic) they are used as they
+        # are: refreshable credentials otherwise read the local time zone twice a call
+        # (botocore's `_local_now`), and refresh minutes before expiry, not seconds.
+        self._frozen: Any = None
+        self._frozen_until = 0.0
         self._session = session
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._slots = asyncio.Semaphore(connections)
@@ -197,6 +210,9 @@ class FastTaggingClient:
         self._user_agent: str = client.meta.config.user_agent
 
     def __getattr__(self, name: str) -> Any:
+        if self.__dict__.get("_credentials") is not None:
+            raise AttributeError(f"{name}: only TagResources, UntagResources and GetResources "
+                                 "go through a shard's hot calls (ClientPool.calls)")
         return getattr(self._client, name)
 
     async def tag_resources(self, **params: Any) -> dict[str, Any]:
@@ -209,10 +225,15 @@ class FastTaggingClient:
         return await self._call("GetResources", params)
 
     async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        credentials = self._client._request_signer._credentials
-        if credentials is None:
-            raise NoCredentialsError()
-        frozen = await credentials.get_frozen_credentials()
+        frozen = self._frozen
+        if frozen is None or time.monotonic() >= self._frozen_until:
+            credentials = self._credentials
+            if credentials is None:
+                credentials = self._client._request_signer._credentials
+            if credentials is None:
+                raise NoCredentialsError()
+            frozen = await credentials.get_frozen_credentials()
+            self._frozen, self._frozen_until = frozen, time.monotonic() + FROZEN_SECONDS
         if frozen.access_key is None or frozen.secret_key is None:
             raise NoCredentialsError()
         body = json.dumps(params, separators=(",", ":")).encode()

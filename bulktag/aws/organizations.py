@@ -36,10 +36,20 @@ async def effective_tag_policy(clients: ClientPool, account: str, *, partition: 
     """The account's effective tag policy ("" : the caller's). Raises PolicyUnreadable."""
     settings = clients.settings
     try:
-        session = await clients.accounts.session(account, partition, via)
+        creds, kind = await clients.accounts.credentials(account, partition, via)
+        keys: dict[str, Any] = {}
+        if kind == "role":
+            # One call: the role's keys as they are now, on the session shared by every role
+            # rather than a botocore session of the account's own (kept for the whole run).
+            frozen = await creds.get_frozen_credentials()
+            keys = {"aws_access_key_id": frozen.access_key,
+                    "aws_secret_access_key": frozen.secret_key,
+                    "aws_session_token": frozen.token}
+        session = clients.accounts.config_session(account, via)
         async with session.create_client(
                 "organizations", region_name=ORGANIZATIONS_REGION,
-                endpoint_url=settings.endpoint_url, config=client_config(settings, 2)) as org:
+                endpoint_url=settings.endpoint_url, config=client_config(settings, 2),
+                **keys) as org:
             # TargetId names the account: credentials of another one (no role for it) get
             # its policy only from the management account, else an error, never the wrong one
             params = {"PolicyType": "TAG_POLICY", **({"TargetId": account} if account else {})}

@@ -80,12 +80,20 @@ class ShardLimiter:
         self._next = 0.0
         self._burst_seconds = burst_seconds
         self._warm_until: float | None = None  # loop time the start-up pacing ends
+        self.last_used = time.monotonic()  # the last acquire (an idle shard's is released)
 
     @property
     def rate(self) -> float:
         return self.policy.rate
 
+    def idle_for(self, seconds: float) -> bool:
+        """Unused for `seconds` and back at its ceiling: a new limiter would do the same (its
+        bucket full again, no throttle to remember), so this one may be let go."""
+        return time.monotonic() - self.last_used >= seconds and \
+            self.policy.rate >= self.policy.ceiling
+
     async def acquire(self) -> None:
+        self.last_used = time.monotonic()
         await self._bucket.acquire()
         rate = self.policy.rate
         loop = asyncio.get_running_loop()

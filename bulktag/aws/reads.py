@@ -108,7 +108,7 @@ async def get_resources_page(
     `errors` counts the codes seen."""
 
     async def call() -> dict[str, Any]:
-        client = await clients.tagging(shard, via)
+        client = await clients.calls(shard, via)
         return await client.get_resources(**params)  # type: ignore[no-any-return]
 
     return await _retrying(call, clients, shard, limiter, settings, rng, **retry)

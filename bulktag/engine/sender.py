@@ -157,7 +157,7 @@ class TaggingApi:
                    sets: dict[str, str] | None, removes: list[str] | None) -> dict[str, Any]:
         arns = [c.arn for c in batch.items]
         failed_map: dict[str, Any] = {}
-        client = await clients.tagging(batch.shard, batch.via)
+        client = await clients.calls(batch.shard, batch.via)
         if sets is not None:
             stats.requests["TagResources"] += 1
             resp = await client.tag_resources(ResourceARNList=arns, Tags=sets)
@@ -364,6 +364,13 @@ class Sender:
             log.debug("batch_sent", shard=str(shard), operation=api, job=job_id,
                       size=len(batch), seconds=round(seconds, 3), outcomes=dict(verdicts))
         self._note_retries(shard, batch, outcomes)
+
+    def forget(self, keep: set[Shard], busy: set[tuple[str, str]]) -> None:
+        """Drop the retry log's memory of shards neither kept nor busy (idle shards)."""
+        for shard in [s for s in self._retries if s not in keep
+                      and (s.account, s.region) not in busy]:
+            del self._retries[shard]
+            self._retry_logged.pop(shard, None)
 
     def _note_retries(self, shard: Shard, batch: list[Claimed], outcomes: list[Outcome]) -> None:
         attempts = {c.id: c.attempts for c in batch}

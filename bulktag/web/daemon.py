@@ -32,7 +32,7 @@ from bulktag.api_limits import route_of_operation
 from bulktag.app.sync_rules import evaluate
 from bulktag.arn import Shard
 from bulktag.config import ConfigError, Settings
-from bulktag.engine import Engine
+from bulktag.engine import Engine, settle_gc
 from bulktag.engine.metrics import BulktagCollector, DaemonFigures, Scrape
 from bulktag.errors import BulktagError
 from bulktag.logs import configure_logging
@@ -149,6 +149,7 @@ class Daemon:
         runner = await self._serve() if self.listen else None
         self.log.info("daemon_started", db=self.store.path, url=self.url, pid=os.getpid(),
                       sharing_with=others or None)
+        settle_gc()
         self._engine_task = asyncio.create_task(self.engine.run(), name="engine")
         syncer = asyncio.create_task(self._sync_loop(), name="sync")
         sampler = asyncio.create_task(self._sample_loop(), name="samples")
