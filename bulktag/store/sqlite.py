@@ -141,6 +141,7 @@ class _Loader(Loader):
 
     def __init__(self, store: SqliteStore, job_id: int) -> None:
         self.store, self.job_id, self.staged = store, job_id, 0
+        self.invalid = 0  # invalid rows staged since the last commit
         # a table of its own: loaders of one connection (a daemon's) do not share rows
         self.table = f"item_staging_{next(self._made)}"
 
@@ -192,6 +193,7 @@ class _Loader(Loader):
                         for (sid, tid, route), texts in groups.items()])
                 if invalid:
                     await store.db.executemany(self._q("stage_item"), invalid)
+                    self.invalid += len(invalid)
         except BaseException:
             store._forget_ids()
             raise
@@ -209,8 +211,12 @@ class _Loader(Loader):
             added = int(cur.rowcount)
             await cur.close()
             if added and not count_trigger:
-                await store.db.execute(Q["add_counts"], (job_id, last_id))
-                await store.db.execute(Q["add_error_counts"], (job_id, last_id))
+                if added == self.staged:  # every staged row went in: count the staging table
+                    await store.db.execute(self._q("add_staged_counts"), (job_id,))
+                else:
+                    await store.db.execute(Q["add_counts"], (job_id, last_id))
+                if self.invalid:
+                    await store.db.execute(Q["add_error_counts"], (job_id, last_id))
             loaded = Loaded(self.staged, added)
             if added < self.staged:  # repeated ARNs: harmless if they ask the same
                 cur = await store.db.execute(self._q("staged_conflict_count"), (job_id,))
@@ -221,7 +227,7 @@ class _Loader(Loader):
                     loaded.conflicts = [Conflict(*r) for r in await cur.fetchall()]
                     await cur.close()
             await store.db.execute(self._q("staging_clear"))
-        self.staged = 0
+        self.staged = self.invalid = 0
         return loaded
 
 

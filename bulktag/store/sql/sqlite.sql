@@ -571,6 +571,15 @@ SELECT ?1, arn, shard_id, tagset_id,
 FROM temp.item_staging WHERE true ORDER BY arn, line, seq
 ON CONFLICT (job_id, arn) DO NOTHING;
 
+-- name: add_staged_counts
+-- The counters of a commit whose every staged row went in (no repeat): from the staging table,
+-- smaller than the rows just inserted and with nothing else to read.
+INSERT INTO counts (job_id, shard_id, route, state, n)
+SELECT ?1, shard_id, route, CASE WHEN problem IS NULL THEN 'pending' ELSE 'invalid' END, count(*)
+FROM temp.item_staging WHERE true
+GROUP BY shard_id, route, problem IS NULL
+ON CONFLICT (job_id, shard_id, route, state) DO UPDATE SET n = n + excluded.n;
+
 -- name: staged_conflicts
 -- Staged rows whose ARN the job holds with another tagset (the kept row may be one of them).
 SELECT s.arn, s.line, i.line, ti.body, ts.body
