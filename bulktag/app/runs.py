@@ -243,13 +243,21 @@ async def submit_and_run(
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not workable.done():
             return loading.result(), None  # read whole (or refused whole) before any run
-        run = await finish_run(store, settings, {workable.result()})
-        if not loading.done():  # the run stopped first (a signal, a blocked run)
+        job_id = workable.result()
+        run = await finish_run(store, settings, {job_id})
+        if not loading.done():  # the run stopped first (a signal, a pause, a blocked run)
             loading.cancel()
         try:
             return await loading, run
         except LoadStopped as stopped:  # the job ended (failed, cancelled): its run says how
             return stopped.result, run
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this command is being cancelled
+            # The load was stopped because the run ended first: the job is paused with what
+            # it holds (the same command continues it); the run says how it stood.
+            return Submitted(job_id), run
     finally:
         if not loading.done():
             loading.cancel()

@@ -10,7 +10,9 @@ case the row becomes an `invalid` item with its reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -40,7 +42,7 @@ CHUNK = 50_000
 #: first items are workable within moments of reading its file), then each is twice the last
 #: up to COMMIT_ROWS, large enough that a random-order file's inserts into the (job, ARN)
 #: index do not rewrite the same pages commit after commit
-FIRST_COMMIT = CHUNK
+FIRST_COMMIT = CHUNK + 1  # a file of exactly one chunk is all or nothing (STREAM_AFTER)
 COMMIT_ROWS = 1_000_000
 #: a source longer than this many rows makes its job workable once they are in, while the
 #: rest is read (shorter ones are all or nothing)
@@ -320,35 +322,49 @@ async def _commit(loader: Loader, spec: str, result: Submitted,
 
 
 class _ReadAhead:
-    """A source's chunks, read and parsed in a worker thread up to `ahead` chunks before the
-    writer takes them, in order: the thread keeps parsing while a commit runs (the database
-    holds no GIL then), and memory stays flat. A read error is raised at its place."""
+    """A source's chunks, read and parsed in a thread of its own up to `ahead` chunks before
+    the writer takes them, in order: the thread keeps parsing while a commit runs (the
+    database holds no GIL then), and memory stays flat. A read error is raised at its place.
+    The thread is a daemon: a reader blocked on a pipe or a terminal that never sends more
+    neither holds up `close` nor the process's exit."""
 
     def __init__(self, chunks: Iterator[list[NewItem]], ahead: int) -> None:
-        self._queue: asyncio.Queue[list[NewItem] | Exception | None] = asyncio.Queue(ahead)
-        self._task = asyncio.ensure_future(self._fill(chunks))
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[list[NewItem] | BaseException | None] = asyncio.Queue()
+        self._room = threading.Semaphore(ahead)
+        self._stop = threading.Event()
+        threading.Thread(target=self._fill, args=(chunks,), daemon=True,
+                         name="bulktag-source-reader").start()
 
-    async def _fill(self, chunks: Iterator[list[NewItem]]) -> None:
-        pull = functools.partial(next, chunks, None)
+    def _give(self, got: list[NewItem] | BaseException | None) -> None:
+        if not self._stop.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is reading
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, got)
+
+    def _fill(self, chunks: Iterator[list[NewItem]]) -> None:
         try:
-            while (items := await anyio.to_thread.run_sync(pull)) is not None:
-                await self._queue.put(items)
-        except Exception as exc:
-            await self._queue.put(exc)
+            for items in chunks:
+                self._room.acquire()
+                if self._stop.is_set():
+                    return
+                self._give(items)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._give(exc)
         else:
-            await self._queue.put(None)
+            self._give(None)
 
     async def next(self) -> list[NewItem] | None:
         got = await self._queue.get()
-        if isinstance(got, Exception):
+        if isinstance(got, BaseException):
             raise got
+        if got is not None:
+            self._room.release()
         return got
 
     async def close(self) -> None:
-        """Stop reading (once the thread returns the chunk it is on)."""
-        if not self._task.done():
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        """Stop reading: the thread ends at its next chunk (or with the process)."""
+        self._stop.set()
+        self._room.release()
 
 
 async def interrupted_load(store: Store, operation: str, options: JobOptions) -> Job | None:
@@ -397,8 +413,11 @@ async def submit(
         sources=list(sources))
     token = owner or new_owner_token()
     earlier = await interrupted_load(store, request.operation, job_options)
-    if earlier is not None and await store.continue_loading(earlier.id, token):
+    beat: asyncio.Task[None] | None = None
+    if earlier is not None and earlier.loading is not None and \
+            await store.continue_loading(earlier.id, token, earlier.loading):
         job_id, skip, streaming = earlier.id, earlier.loaded, True
+        beat = asyncio.create_task(_beat(store, job_id, token))
         log.info("load_continued", job=job_id, rows_in=skip)
         if on_workable is not None:
             on_workable(job_id)
@@ -414,7 +433,6 @@ async def submit(
     refusals: list[Problem] = []  # rows an enforced tag policy refuses
     n_refused = 0
     untaggable = 0  # rows with nothing to apply: no --tag/--key and no tags of their own
-    beat: asyncio.Task[None] | None = None
     try:
         async with store.loader(job_id) as loader:
             for spec in sources:
@@ -459,7 +477,7 @@ async def submit(
                         if streaming:
                             if not await store.note_loaded(job_id, token, result.rows):
                                 raise LoadStopped(job_id, result)
-                        elif result.rows >= STREAM_AFTER and \
+                        elif result.rows > STREAM_AFTER and \
                                 await store.start_loading(job_id, token, result.rows):
                             streaming = True
                             result.streamed = True
@@ -488,7 +506,8 @@ async def submit(
             empty = Problem(", ".join(source_name(s) for s in sources), 0, "no ARNs found")
             raise SubmissionRefused([empty], 1, f"{empty}; nothing was enqueued")
         if streaming:
-            await store.finish_loading(job_id, token, result.rows)
+            if not await store.finish_loading(job_id, token, result.rows):
+                raise LoadStopped(job_id, result)
         else:
             await store.set_job_state(job_id, JobState.READY)
     except BaseException as exc:
@@ -501,7 +520,8 @@ async def submit(
                 # What is in stays (it may be tagged already); nothing more of the job runs
                 # until the same command, run again, continues it after the rows in.
                 why = "refused rows" if isinstance(exc, SubmissionRefused) else "interrupted"
-                await store.set_job_state(job_id, JobState.PAUSED, reason=(
+                # only a job still running: one cancelled or failed meanwhile stays ended
+                await store.pause_load(job_id, token, (
                     f"its sources were not fully read ({why}); {result.loaded_note}; run the "
                     "same command again to continue this job, or cancel it"))
                 if isinstance(exc, SubmissionRefused):

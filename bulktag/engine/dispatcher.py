@@ -678,16 +678,15 @@ class Engine:
     # -- jobs ------------------------------------------------------------------------------
 
     async def _has_work(self) -> bool:
-        if any(self.job_ids is None or r.job_id in self.job_ids
-               for r in await self.store.runnable()):
-            return True
-        # A job of this run whose sources are still being read has more items coming.
+        # A job of this run whose sources are still being read has more items coming. Asked
+        # before the runnable work: a load that ends in between left its last items runnable.
         for job_id in self.job_ids or ():
             job = await self.store.get_job(job_id)
             if job is not None and job.loading is not None and \
                     job.state in (JobState.READY, JobState.ACTIVE):
                 return True
-        return False
+        return any(self.job_ids is None or r.job_id in self.job_ids
+                   for r in await self.store.runnable())
 
     async def _leased_elsewhere(self) -> LeaseHolders | None:
         """Open items of this run's jobs held by other owners that still look alive."""

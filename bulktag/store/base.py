@@ -162,8 +162,13 @@ class Store(abc.ABC):
         """A preparing job becomes workable while `loader` still reads its sources."""
 
     @abc.abstractmethod
-    async def continue_loading(self, job_id: int, loader: str) -> bool:
-        """`loader` takes over a job whose load was interrupted (paused: ready again)."""
+    async def continue_loading(self, job_id: int, loader: str, previous: str) -> bool:
+        """`loader` takes over a job whose load by `previous` was interrupted (paused: ready
+        again); False when another took it first or it is no longer paused."""
+
+    @abc.abstractmethod
+    async def pause_load(self, job_id: int, loader: str, reason: str) -> bool:
+        """A load that stopped pauses its job, if the job is still ready or active."""
 
     @abc.abstractmethod
     async def note_loaded(self, job_id: int, loader: str, loaded: int | None) -> bool:

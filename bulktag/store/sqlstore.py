@@ -242,8 +242,12 @@ class SqlStore(Store):
     async def start_loading(self, job_id: int, loader: str, loaded: int) -> bool:
         return await self._write("start_loading", (job_id, loader, loaded, time.time())) > 0
 
-    async def continue_loading(self, job_id: int, loader: str) -> bool:
-        return await self._write("continue_loading", (job_id, loader, time.time())) > 0
+    async def continue_loading(self, job_id: int, loader: str, previous: str) -> bool:
+        return await self._write("continue_loading",
+                                 (job_id, loader, time.time(), previous)) > 0
+
+    async def pause_load(self, job_id: int, loader: str, reason: str) -> bool:
+        return await self._write("pause_load", (job_id, loader, reason, time.time())) > 0
 
     async def note_loaded(self, job_id: int, loader: str, loaded: int | None) -> bool:
         return await self._write("note_loaded", (job_id, loader, loaded, time.time())) > 0

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 ACCOUNT = "123456789012"
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"]
-FIRST = STREAM_AFTER + 5_000  # rows written before the test waits: past the point of streaming
+FIRST = 2 * STREAM_AFTER + 5_000  # written before the test waits: two full chunks, then some
 TOTAL = FIRST + 5_000
 FAST = ["--max-rate", "100"]  # calls/s per shard: the simulator's quotas are lifted too
 
@@ -189,3 +189,41 @@ def test_bad_rows_after_the_job_started_pause_it_and_the_fixed_file_continues_it
     assert again.stdout.strip() == "1"
     assert job_rows(db) == [(1, "ready", None, FIRST + 10)]
     assert item_count(db) == FIRST + 10
+
+
+def test_a_job_cancelled_while_its_file_is_read_stays_cancelled(
+        tmp_path: Path, sim_url: str, cli_env: dict[str, str], run_cli: CliRunner) -> None:
+    """Cancelling a job whose file is still being read ends the load: nothing more goes in,
+    nothing is left pending, and the same command run again starts a new job rather than
+    bringing the cancelled one back."""
+    db, all_arns = tmp_path / "s.db", arns()
+    pipe = Pipe(tmp_path / "arns.pipe")
+    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "tag.log")
+    try:
+        pipe.write(all_arns[:FIRST])
+        wait_until(lambda: tag_calls(sim_url) > 0, "the job running while its file is read")
+        cancelled = run_cli("cancel", "1", "--db", str(db))
+        assert cancelled.returncode == 0, cancelled.stderr
+        proc.wait(60)  # its run ends with the job, and stops reading
+    finally:
+        pipe.close()
+        if proc.poll() is None:
+            proc.kill()
+    [(job, state, _loading, _loaded)] = job_rows(db)
+    assert (job, state) == (1, "cancelled")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        open_items = con.execute("SELECT count(*) FROM items WHERE state IN "
+                                 "('pending', 'leased')").fetchone()[0]
+    finally:
+        con.close()
+    assert open_items == 0
+
+    source = tmp_path / "arns.pipe"
+    source.unlink()
+    source.write_text("\n".join(all_arns[:10]) + "\n")  # the same command, a short file now
+    again = run_cli("tag", "--arns", str(source), "--tag", "migrated=yes", "--db", str(db),
+                    "--endpoint-url", sim_url, "--detach", *FAST)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "2"
+    assert job_rows(db)[0][1] == "cancelled"

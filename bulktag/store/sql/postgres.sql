@@ -653,7 +653,10 @@ SELECT $1, arn, shard_id, tagset_id,
        CASE WHEN problem IS NULL THEN 'pending' ELSE 'invalid' END, line,
        CASE WHEN problem IS NULL THEN NULL ELSE 'InvalidInput' END, problem,
        CASE WHEN problem IS NULL THEN NULL ELSE $2::float8 END, route
-FROM item_staging ORDER BY arn, seq
+FROM item_staging
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state IN ('completed', 'failed',
+                                                                 'cancelled'))
+ORDER BY arn, seq
 ON CONFLICT (job_id, arn) DO NOTHING;
 
 -- name: staged_conflicts
@@ -679,10 +682,11 @@ UPDATE jobs SET state = 'ready', owner = NULL, loading = $2, loaded = $3, loadin
 WHERE id = $1 AND state = 'preparing';
 
 -- name: continue_loading
--- $1 job, $2 loader, $3 now: a resubmit takes over an interrupted load.
-UPDATE jobs SET state = CASE WHEN state = 'paused' THEN 'ready' ELSE state END, reason = NULL,
-    loading = $2, loading_at = $3, updated_at = $3
-WHERE id = $1 AND loading IS NOT NULL;
+-- $1 job, $2 loader, $3 now, $4 the loader it takes over: a resubmit continues an
+-- interrupted (paused) load, unless another took it first.
+UPDATE jobs SET state = 'ready', reason = NULL, loading = $2, loading_at = $3,
+    updated_at = $3
+WHERE id = $1 AND loading = $4 AND state = 'paused';
 
 -- name: note_loaded
 -- $1 job, $2 loader, $3 rows committed (NULL: unchanged), $4 now
@@ -692,7 +696,7 @@ WHERE id = $1 AND loading = $2 AND state NOT IN ('completed', 'failed', 'cancell
 -- name: finish_loading
 -- $1 job, $2 loader, $3 rows committed, $4 now: every row is in.
 UPDATE jobs SET loading = NULL, loading_at = NULL, loaded = $3, updated_at = $4
-WHERE id = $1 AND loading = $2;
+WHERE id = $1 AND loading = $2 AND state NOT IN ('completed', 'failed', 'cancelled');
 
 -- name: loading_jobs
 SELECT id, loading, loading_at, loaded, state FROM jobs
@@ -703,3 +707,9 @@ WHERE loading IS NOT NULL AND state IN ('ready', 'active');
 -- only if the loader has not spoken since.
 UPDATE jobs SET state = 'paused', reason = $4, updated_at = $5
 WHERE id = $1 AND loading = $2 AND loading_at = $3 AND state IN ('ready', 'active');
+
+-- name: pause_load
+-- $1 job, $2 loader, $3 reason, $4 now: a load that stopped pauses its job, if the
+-- job still runs (one cancelled or failed meanwhile stays so).
+UPDATE jobs SET state = 'paused', reason = $3, updated_at = $4
+WHERE id = $1 AND loading = $2 AND state IN ('ready', 'active');
