@@ -217,6 +217,11 @@ def _rowcount(status: str) -> int:
         return 0
 
 
+def _valid(it: NewItem) -> bool:
+    """An item that goes to the API (an invalid one has no shard or tagset, and a reason)."""
+    return it.problem is None and it.shard is not None and it.tagset is not None
+
+
 class _Loader(Loader):
     """Rows COPYed into a TEMP table of a connection held for the loader's life, moved by one
     INSERT … SELECT … ORDER BY arn per commit (`Store.loader`). A lost connection loses only
@@ -255,17 +260,9 @@ class _Loader(Loader):
                           "same command again to continue")
 
     async def stage(self, items: Sequence[NewItem]) -> None:
-        store = self.store
-
-        def valid(it: NewItem) -> bool:
-            return it.problem is None and it.shard is not None and it.tagset is not None
-
-        shard_ids = await store._resolve_shards(
-            it.shard for it in items if valid(it) and it.shard is not None)
-        tagset_ids = await store._resolve_tagsets(
-            it.tagset for it in items if valid(it) and it.tagset is not None)
+        shard_ids, tagset_ids = await self.store._item_ids(items)
         records = [(it.arn, it.line, shard_ids[it.shard], tagset_ids[it.tagset], it.route,
-                    None) if it.shard is not None and it.tagset is not None and valid(it)
+                    None) if it.shard is not None and it.tagset is not None and _valid(it)
                    else (it.arn, it.line, 0, 0, it.route, it.problem) for it in items]
         try:
             await self._con.copy_records_to_table(
@@ -623,17 +620,20 @@ class PostgresStore(SqlStore):
             raise StoreError(f"could not create a tagset in {self.location}")
         return ids
 
+    async def _item_ids(self, items: Sequence[NewItem]
+                        ) -> tuple[dict[Shard, int], dict[str, int]]:
+        """The ids of the valid items' shards and tagsets, made where missing."""
+        shard_ids = await self._resolve_shards(
+            it.shard for it in items if _valid(it) and it.shard is not None)
+        tagset_ids = await self._resolve_tagsets(
+            it.tagset for it in items if _valid(it) and it.tagset is not None)
+        return shard_ids, tagset_ids
+
     async def _add_items(self, job_id: int, items: Sequence[NewItem], now: float) -> int:
         """Chunks of INSERT … SELECT FROM unnest(arrays) in one transaction; ids follow the
         input order. Counters are kept by the insert trigger (one aggregate per chunk)."""
-
-        def valid(it: NewItem) -> bool:
-            return it.problem is None and it.shard is not None and it.tagset is not None
-
-        shard_ids = await self._resolve_shards(
-            it.shard for it in items if valid(it) and it.shard is not None)
-        tagset_ids = await self._resolve_tagsets(
-            it.tagset for it in items if valid(it) and it.tagset is not None)
+        shard_ids, tagset_ids = await self._item_ids(items)
+        valid = _valid
 
         def arrays(chunk: Sequence[NewItem]) -> tuple[list[Any], ...]:
             cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])

@@ -131,14 +131,27 @@ def test_first_items_are_tagged_while_the_file_is_still_being_read(
     assert job_rows(db) == [(job, "completed", None, TOTAL)]
 
 
-def test_a_load_killed_part_way_is_continued_by_the_same_command(
-        tmp_path: Path, sim_url: str, cli_env: dict[str, str]) -> None:
+def running_while_read(tmp_path: Path, sim_url: str, cli_env: dict[str, str], log: str,
+                       ) -> tuple[Path, list[str], Pipe, subprocess.Popen[bytes]]:
+    """`tag` of a pipe, its first FIRST rows written and the job already tagging (the pipe is
+    left open): the store, every ARN, the pipe and the process."""
     db, all_arns = tmp_path / "s.db", arns()
     pipe = Pipe(tmp_path / "arns.pipe")
-    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "first.log")
+    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / log)
     try:
         pipe.write(all_arns[:FIRST])
         wait_until(lambda: tag_calls(sim_url) > 0, "the job running while its file is read")
+    except BaseException:
+        pipe.close()
+        proc.kill()
+        raise
+    return db, all_arns, pipe, proc
+
+
+def test_a_load_killed_part_way_is_continued_by_the_same_command(
+        tmp_path: Path, sim_url: str, cli_env: dict[str, str]) -> None:
+    db, all_arns, pipe, proc = running_while_read(tmp_path, sim_url, cli_env, "first.log")
+    try:
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
     finally:
@@ -196,12 +209,8 @@ def test_a_job_cancelled_while_its_file_is_read_stays_cancelled(
     """Cancelling a job whose file is still being read ends the load: nothing more goes in,
     nothing is left pending, and the same command run again starts a new job rather than
     bringing the cancelled one back."""
-    db, all_arns = tmp_path / "s.db", arns()
-    pipe = Pipe(tmp_path / "arns.pipe")
-    proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "tag.log")
+    db, all_arns, pipe, proc = running_while_read(tmp_path, sim_url, cli_env, "tag.log")
     try:
-        pipe.write(all_arns[:FIRST])
-        wait_until(lambda: tag_calls(sim_url) > 0, "the job running while its file is read")
         cancelled = run_cli("cancel", "1", "--db", str(db))
         assert cancelled.returncode == 0, cancelled.stderr
         proc.wait(60)  # its run ends with the job, and stops reading
