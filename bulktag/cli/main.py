@@ -487,16 +487,12 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         load = functools.partial(submit, store, args.arns, request, name=submission.name,
                                  priority=submission.priority, options=options, owner=owner,
                                  fmt=args.source_format, policy_check=check)
+        run = None  # the run of a big file's job, worked while the rest was read
         try:
             if args.detach:
                 result = await load()
-            else:  # a big file's job runs while the rest of the file is read
+            else:
                 result, run = await submit_and_run(load, store, settings)
-                if run is not None:
-                    log.info("job_submitted", job=result.job_id, rows=result.rows,
-                             added=result.added, duplicates=result.duplicates,
-                             invalid=result.invalid, while_running=True)
-                    return print_run(args, run)
         except SourceError as exc:
             raise UsageError(f"nothing was enqueued: {exc}") from None
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C while reading sources
@@ -510,7 +506,10 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                         hint="the tag policy does not enforce it on these types: AWS takes "
                              "the tags, the resources are noncompliant")
         log.info("job_submitted", job=result.job_id, rows=result.rows, added=result.added,
-                 duplicates=result.duplicates, invalid=result.invalid)
+                 duplicates=result.duplicates, invalid=result.invalid,
+                 while_running=run is not None)
+        if run is not None:
+            return print_run(args, run)
         if args.detach:
             emit(args, {"job": result.job_id, "rows": result.rows, "added": result.added,
                         "duplicates": result.duplicates, "invalid": result.invalid},
