@@ -135,8 +135,6 @@ class Submitted:
     #: rows an interrupted earlier run of the same command had put in (a continued load)
     continued_after: int = 0
     duplicates_skipped: int = 0
-    #: the job was workable before its sources were fully read
-    streamed: bool = False
 
     @property
     def duplicates(self) -> int:
@@ -202,24 +200,23 @@ def item_for_row(
     """
     if row.problem is not None:
         return NewItem(row.arn or f"<line {row.line}>", None, None, row.line, row.problem)
-    parts = arn_parts(row.arn) if shards is not None else None
-    if parts is not None and shards is not None:  # the common case: no Arn object made
-        key = (parts[0], parts[3], parts[2])
-        shard = shards.get(key)
-        if shard is None:
-            shard = shards[key] = shard_of(Arn(row.arn, *parts), request.caller_account)
-    else:
+    # The common case reads the fields with one pattern and makes no Arn object;
+    # parse_arn says what is wrong, or takes a rare shape the pattern does not.
+    parts = arn_parts(row.arn)
+    if parts is None:
         try:
             arn = parse_arn(row.arn)
         except ArnError as exc:
             return NewItem(row.arn, None, None, row.line, f"malformed ARN: {exc}")
-        if shards is None:
-            shard = shard_of(arn, request.caller_account)
-        else:
-            key = (arn.partition, arn.account, arn.region)
-            shard = shards.get(key)
-            if shard is None:
-                shard = shards[key] = shard_of(arn, request.caller_account)
+        parts = (arn.partition, arn.service, arn.region, arn.account, arn.resource)
+    if shards is None:
+        shard = shard_of(Arn(row.arn, *parts), request.caller_account)
+    else:
+        key = (parts[0], parts[3], parts[2])  # partition, account, region
+        known = shards.get(key)
+        if known is None:
+            known = shards[key] = shard_of(Arn(row.arn, *parts), request.caller_account)
+        shard = known
     if row.tags and request.transform is not None:
         return NewItem(row.arn, None, None, row.line,
                        "a transform takes no per-row tags (its operations apply to every row)")
@@ -480,7 +477,6 @@ async def submit(
                         elif result.rows > STREAM_AFTER and \
                                 await store.start_loading(job_id, token, result.rows):
                             streaming = True
-                            result.streamed = True
                             beat = asyncio.create_task(_beat(store, job_id, token))
                             log.info("job_workable_while_loading", job=job_id,
                                      rows_in=result.rows)

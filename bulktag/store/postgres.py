@@ -48,7 +48,7 @@ import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -254,29 +254,33 @@ class _Loader(Loader):
         finally:
             await self.store._pool.release(con)
 
-    def _lost(self, exc: Exception) -> StoreError:
-        return StoreError(f"lost the connection to {self.store.location} while loading items "
-                          f"({type(exc).__name__}: {exc}); what was committed is kept: run the "
-                          "same command again to continue")
+    @contextlib.contextmanager
+    def _connected(self) -> Iterator[None]:
+        """A lost connection ends the load with a StoreError saying what is kept."""
+        try:
+            yield
+        except Exception as exc:
+            if _lost(exc):
+                raise StoreError(
+                    f"lost the connection to {self.store.location} while loading items "
+                    f"({type(exc).__name__}: {exc}); what was committed is kept: run the "
+                    "same command again to continue") from exc
+            raise
 
     async def stage(self, items: Sequence[NewItem]) -> None:
         shard_ids, tagset_ids = await self.store._item_ids(items)
         records = [(it.arn, it.line, shard_ids[it.shard], tagset_ids[it.tagset], it.route,
                     None) if it.shard is not None and it.tagset is not None and _valid(it)
                    else (it.arn, it.line, 0, 0, it.route, it.problem) for it in items]
-        try:
+        with self._connected():
             await self._con.copy_records_to_table(
                 "item_staging", records=records,
                 columns=["arn", "line", "shard_id", "tagset_id", "route", "problem"])
-        except Exception as exc:
-            if _lost(exc):
-                raise self._lost(exc) from exc
-            raise
         self.staged += len(items)
 
     async def commit(self, *, show: int = 20) -> Loaded:
         con = self._con
-        try:
+        with self._connected():
             async with con.transaction():
                 # the sort by ARN in memory, not in temporary files (the session's default is
                 # 4 MB: a million staged rows spilled to disk)
@@ -291,10 +295,6 @@ class _Loader(Loader):
                         loaded.conflicts = [Conflict(*r) for r in await con.fetch(
                             Q["staged_conflicts"], self.job_id, show)]
                 await con.execute(Q["staging_clear"])
-        except Exception as exc:
-            if _lost(exc):
-                raise self._lost(exc) from exc
-            raise
         self.staged = 0
         return loaded
 
@@ -633,7 +633,6 @@ class PostgresStore(SqlStore):
         """Chunks of INSERT … SELECT FROM unnest(arrays) in one transaction; ids follow the
         input order. Counters are kept by the insert trigger (one aggregate per chunk)."""
         shard_ids, tagset_ids = await self._item_ids(items)
-        valid = _valid
 
         def arrays(chunk: Sequence[NewItem]) -> tuple[list[Any], ...]:
             cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
@@ -642,7 +641,7 @@ class PostgresStore(SqlStore):
                 arn.append(it.arn)
                 line.append(it.line)
                 route.append(it.route)
-                if valid(it):
+                if _valid(it):
                     assert it.shard is not None and it.tagset is not None
                     shard.append(shard_ids[it.shard])
                     tagset.append(tagset_ids[it.tagset])

@@ -167,12 +167,7 @@ class _Loader(Loader):
         store = self.store
         try:
             async with store.transaction():
-                # Shards keyed by identity: a submission's items share one Shard object per
-                # shard, and hashing a dataclass per row costs more than the row's insert.
-                shards = {id(it.shard): it.shard for it in items if it.shard is not None}
-                shard_ids = {key: await store._shard_id(sh) for key, sh in shards.items()}
-                tagset_ids = {b: await store._tagset_id(b) for b in
-                              {it.tagset for it in items if it.tagset is not None}}
+                shard_ids, tagset_ids = await store._item_ids(items)
                 # Valid rows by (shard, tagset, route), each group one INSERT … SELECT over a
                 # JSON array of "LINE ARN" texts: SQLite parses it without holding the GIL
                 # (binding rows one by one held it, and fought the parsing thread for it).
@@ -486,6 +481,18 @@ class SqliteStore(SqlStore):
             await cur.close()
         return self._count_trigger
 
+    async def _item_ids(self, items: Sequence[NewItem]
+                        ) -> tuple[dict[int, int], dict[str, int]]:
+        """The ids of the items' shards, keyed by the Shard object's identity (a submission's
+        items share one object per shard, and hashing a dataclass per row costs more than the
+        row's insert), and of their tagsets; made where missing (inside the caller's
+        transaction)."""
+        shards = {id(it.shard): it.shard for it in items if it.shard is not None}
+        shard_ids = {key: await self._shard_id(sh) for key, sh in shards.items()}
+        tagset_ids = {b: await self._tagset_id(b) for b in
+                      {it.tagset for it in items if it.tagset is not None}}
+        return shard_ids, tagset_ids
+
     async def _add_items(self, job_id: int, items: Sequence[NewItem], now: float) -> int:
         """Valid items go in as runs of consecutive items of one shard and tagset, each run one
         INSERT … SELECT over a JSON array (one bound parameter, not ten per row), so item ids
@@ -505,10 +512,7 @@ class SqliteStore(SqlStore):
                 # filled in order within the chunk instead of at random places (random-order
                 # input), while ids still follow the input (the rowid B-tree only gets pages
                 # past its end). A stable sort keeps the first row of a repeated ARN first.
-                shard_ids = {sh: await self._shard_id(sh) for sh in
-                             {it.shard for it in items if it.shard is not None}}
-                tagset_ids = {b: await self._tagset_id(b) for b in
-                              {it.tagset for it in items if it.tagset is not None}}
+                shard_ids, tagset_ids = await self._item_ids(items)
                 rows: list[tuple[Any, ...]] = []
                 order = sorted(range(len(items)), key=lambda n: items[n].arn)
                 for n in order:
@@ -517,7 +521,7 @@ class SqliteStore(SqlStore):
                         rows.append((last_id + 1 + n, job_id, it.arn, 0, 0, "invalid", it.line,
                                      "InvalidInput", None, it.problem, now, it.route))
                     else:
-                        rows.append((last_id + 1 + n, job_id, it.arn, shard_ids[it.shard],
+                        rows.append((last_id + 1 + n, job_id, it.arn, shard_ids[id(it.shard)],
                                      tagset_ids[it.tagset], "pending", it.line,
                                      None, None, None, None, it.route))
                 cur = await self.db.executemany(Q["insert_item_at"], rows)

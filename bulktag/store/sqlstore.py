@@ -112,6 +112,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def gone_from_this_host(owner: str) -> bool:
+    """An owner token of a process of this host that no longer runs (one of another host
+    cannot be told from here)."""
+    owner_host, pid = owner_host_pid(owner)
+    return owner_host == socket.gethostname() and bool(pid) and not pid_alive(pid)
+
+
 class SqlStore(Store):
     """The contract over named queries; a backend supplies the primitives below."""
 
@@ -256,12 +263,11 @@ class SqlStore(Store):
         return await self._write("finish_loading", (job_id, loader, loaded, time.time())) > 0
 
     async def reap_interrupted_loads(self, stale_seconds: float) -> list[int]:
-        host, now = socket.gethostname(), time.time()
+        now = time.time()
         paused = []
         for row in await self._all("loading_jobs"):
-            owner_host, pid = owner_host_pid(row["loading"] or "")
-            dead = owner_host == host and pid and not pid_alive(pid)
-            if dead or now - (row["loading_at"] or 0) > stale_seconds:
+            if gone_from_this_host(row["loading"] or "") or \
+                    now - (row["loading_at"] or 0) > stale_seconds:
                 reason = (f"its sources were not fully read: the submitting process "
                           f"({row['loading']}) stopped after {int(row['loaded']):,} rows; run "
                           "the same command again to continue this job, or cancel it")
@@ -272,11 +278,9 @@ class SqlStore(Store):
 
     async def reap_abandoned_submissions(self) -> list[int]:
         """Jobs left in `preparing` by a submitting process that died on this host."""
-        host = socket.gethostname()
         removed = []
         for row in await self._all("stale_preparing"):
-            owner_host, pid = owner_host_pid(row["owner"] or "")
-            if owner_host == host and pid and not pid_alive(pid):
+            if gone_from_this_host(row["owner"] or ""):
                 await self.delete_job(int(row["id"]))
                 removed.append(int(row["id"]))
         return removed
