@@ -29,7 +29,7 @@ from bulktag.store import (
     Job,
     JobOptions,
     JobState,
-    Loader,
+    Loaded,
     NewItem,
     Store,
     new_owner_token,
@@ -307,10 +307,11 @@ def _item_chunks(
         yield items
 
 
-async def _commit(loader: Loader, spec: str, result: Submitted,
-                  clashes: list[Problem]) -> int:
-    """Move the staged rows into the job; note the conflicting repeats: how many."""
-    loaded = await loader.commit(show=MAX_PROBLEMS_SHOWN)
+def _take(loaded: Loaded | None, spec: str, result: Submitted,
+          clashes: list[Problem]) -> int:
+    """Count what a move added; note the conflicting repeats it found: how many."""
+    if loaded is None:
+        return 0
     result.added += loaded.added
     for c in loaded.conflicts[: MAX_PROBLEMS_SHOWN - len(clashes)]:
         clashes.append(Problem(source_name(spec), c.line or 0, conflict_reason(
@@ -434,6 +435,7 @@ async def submit(
         async with store.loader(job_id) as loader:
             for spec in sources:
                 target = FIRST_COMMIT
+                flushed_rows = result.rows  # rows read when the move in flight was flushed
                 chunks = _item_chunks(spec, request, fmt, stdin, job_options.route)
                 ahead = _ReadAhead(chunks, READ_AHEAD)
                 try:
@@ -467,23 +469,33 @@ async def submit(
                         await loader.stage(items)
                         if loader.staged < target:
                             continue
-                        n_conflicts += await _commit(loader, spec, result, clashes)
+                        # Moved behind the next rows' staging; what the move before did is
+                        # known now. Before the job is workable, the first move is awaited:
+                        # the job becomes workable as soon as it can.
+                        done = await loader.flush(show=MAX_PROBLEMS_SHOWN)
+                        done_rows, flushed_rows = flushed_rows, result.rows
+                        if not streaming:
+                            done, done_rows = await loader.settle(), flushed_rows
                         target = min(target * 2, COMMIT_ROWS)
-                        if n_conflicts:
+                        n_conflicts += _take(done, spec, result, clashes)
+                        if done is None or n_conflicts:
                             continue
                         if streaming:
-                            if not await store.note_loaded(job_id, token, result.rows):
+                            if not await store.note_loaded(job_id, token, done_rows):
                                 raise LoadStopped(job_id, result)
-                        elif result.rows > STREAM_AFTER and \
-                                await store.start_loading(job_id, token, result.rows):
+                        elif done_rows > STREAM_AFTER and \
+                                await store.start_loading(job_id, token, done_rows):
                             streaming = True
                             beat = asyncio.create_task(_beat(store, job_id, token))
                             log.info("job_workable_while_loading", job=job_id,
-                                     rows_in=result.rows)
+                                     rows_in=done_rows)
                             if on_workable is not None:
                                 on_workable(job_id)
+                    # the move in flight (its conflicts are this source's), then the rest
+                    n_conflicts += _take(await loader.settle(), spec, result, clashes)
                     if not (n_problems or n_conflicts or n_refused):
-                        n_conflicts += await _commit(loader, spec, result, clashes)
+                        n_conflicts += _take(await loader.commit(show=MAX_PROBLEMS_SHOWN),
+                                             spec, result, clashes)
                         if streaming and not n_conflicts and \
                                 not await store.note_loaded(job_id, token, result.rows):
                             raise LoadStopped(job_id, result)

@@ -21,6 +21,7 @@ sees SQL, a connection or a private attribute. A backend guarantees:
 from __future__ import annotations
 
 import abc
+import asyncio
 import importlib
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -66,22 +67,65 @@ def is_postgres_url(url: str) -> bool:
 
 class Loader(abc.ABC):
     """A submission's way in for many rows (`Store.loader`): rows are staged (an unindexed
-    table private to the loader: cheap to append in any order), then each `commit` moves
-    every staged row into the job's items in one transaction, in ARN order (the (job, ARN)
-    index filled in order, not at random places), the first row of a repeated ARN first (the
-    rows of one commit come from one source: by line, then as staged).
-    What was staged but not committed when the loader ends or its process dies is gone."""
+    table private to the loader: cheap to append in any order), then each move takes every
+    staged row into the job's items in one transaction, in ARN order (the (job, ARN) index
+    filled in order, not at random places), the first row of a repeated ARN first (the rows
+    of one move come from one source: by line, then as staged).
 
-    #: rows staged since the last commit
-    staged: int = 0
+    A loader has two staging lanes where the store allows it (one connection each): `flush`
+    starts moving one lane's rows and returns at once, and the next rows are staged in the
+    other lane while the database moves them, so reading a file and writing it overlap.
+    Moves run one at a time, in the order flushed. What was staged but not moved when the
+    loader ends or its process dies is gone."""
+
+    def __init__(self, lanes: int) -> None:
+        self.lanes = lanes
+        self._lane = 0  # the lane rows are staged in
+        self._moving: asyncio.Task[Loaded] | None = None
+
+    @property
+    @abc.abstractmethod
+    def staged(self) -> int:
+        """Rows staged in the current lane since its last move."""
 
     @abc.abstractmethod
-    async def stage(self, items: Sequence[NewItem]) -> None: ...
+    async def stage(self, items: Sequence[NewItem]) -> None:
+        """Stage rows in the current lane."""
 
     @abc.abstractmethod
+    async def _move(self, lane: int, show: int) -> Loaded:
+        """Move a lane's staged rows into the job (counted, workable if the job is), and name
+        the first `show` rows that give an ARN the job holds with other tags."""
+
+    async def flush(self, *, show: int = 20) -> Loaded | None:
+        """Start moving the current lane's rows and stage into the other lane meanwhile; what
+        the move flushed before this one did (None if none), once it has ended."""
+        previous = await self.settle()
+        lane = self._lane
+        self._lane = (lane + 1) % self.lanes
+        self._moving = asyncio.ensure_future(self._move(lane, show))
+        if self.lanes == 1:  # no other lane to stage in: the move ends first
+            await asyncio.wait([self._moving])
+        return previous
+
+    async def settle(self) -> Loaded | None:
+        """Wait for the move in flight, if any: what it did (its error, raised here)."""
+        moving, self._moving = self._moving, None
+        return None if moving is None else await moving
+
     async def commit(self, *, show: int = 20) -> Loaded:
-        """Move the staged rows into the job (counted, workable if the job is), and name the
-        first `show` rows that give an ARN the job holds with other tags."""
+        """Move everything staged: the move in flight, then the current lane's rows."""
+        before = await self.settle()
+        now = await self._move(self._lane, show)
+        return now if before is None else before.then(now, show)
+
+    async def _stop_moving(self) -> None:
+        """On the way out: a move in flight runs to its end (its result is not wanted)."""
+        moving, self._moving = self._moving, None
+        if moving is not None:
+            await asyncio.wait([moving])
+            if not moving.cancelled():
+                moving.exception()  # retrieved: an error on the way out is not news
 
 
 class Store(abc.ABC):

@@ -173,7 +173,7 @@ class Conflict:
 
 @dataclass(slots=True)
 class Loaded:
-    """What one `Loader.commit` did: rows moved from staging, items added (the rest were ARNs
+    """What one `Loader` move did: rows moved from staging, items added (the rest were ARNs
     the job already held), and the rows among them that conflict (the first few, in input
     order, and how many in all)."""
 
@@ -181,6 +181,12 @@ class Loaded:
     added: int
     conflicts: list[Conflict] = field(default_factory=list)
     n_conflicts: int = 0
+
+    def then(self, later: Loaded, show: int) -> Loaded:
+        """This move and a later one as one."""
+        return Loaded(self.staged + later.staged, self.added + later.added,
+                      (self.conflicts + later.conflicts)[:show],
+                      self.n_conflicts + later.n_conflicts)
 
 
 @dataclass(slots=True)

@@ -24,8 +24,8 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,10 @@ def _statements(script: str) -> Iterable[str]:
 
 
 CACHE_KIB = -65536  #: the page cache (PRAGMA cache_size: negative is KiB): 64 MiB
-LOAD_CACHE_KIB = -16384  #: ... while a loader runs: 16 MiB
+#: each connection's page cache while a loader runs (the store's and its two lanes'): the
+#: moves run in ARN order and gain nothing measurable from more, and SQLite's sorter takes
+#: as much again; 1M random rows: 192 MB peak with 16 MiB, 140 MB with 4 MiB, at one rate
+LOAD_CACHE_KIB = -4096
 
 # -- bulk insert of items (add_items) ---------------------------------------------------------
 
@@ -133,96 +136,211 @@ def _private_dir(directory: Path) -> None:
         directory.mkdir(parents=True, mode=0o700, exist_ok=True)
 
 
+async def _landed(db: aiosqlite.Connection, sql: str) -> None:
+    """Execute `sql`; if cancelled meanwhile, wait until it has run, then re-raise."""
+    task = asyncio.ensure_future(db.execute(sql))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+@asynccontextmanager
+async def _transaction(db: aiosqlite.Connection, lock: asyncio.Lock, begin: str,
+                       refused: Callable[[sqlite3.OperationalError], Exception]
+                       ) -> AsyncIterator[None]:
+    """`begin` … COMMIT on `db` under `lock` (rolled back on any error); `refused` turns a
+    BEGIN that fails into the error to raise.
+
+    aiosqlite runs a statement to its end even when the coroutine awaiting it is cancelled,
+    so BEGIN, COMMIT and ROLLBACK are awaited to completion whatever happens: a Ctrl-C while
+    another process holds the write lock never leaves a connection inside a transaction
+    nobody will end.
+    """
+    async with lock:
+        try:
+            await _landed(db, begin)
+        except asyncio.CancelledError:
+            if db.in_transaction:
+                await _landed(db, "ROLLBACK")
+            raise
+        except sqlite3.OperationalError as exc:
+            raise refused(exc) from None
+        try:
+            yield
+        except BaseException:
+            await _landed(db, "ROLLBACK")
+            raise
+        else:
+            await _landed(db, "COMMIT")
+
+
+class _Lane:
+    """A loader's staging table and the connection it lives on (TEMP: private to it)."""
+
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock, table: str) -> None:
+        self.db, self.lock, self.table = db, lock, table
+        self.staged = self.invalid = 0  # rows (and invalid ones) staged since its last move
+
+    def q(self, name: str) -> str:
+        return Q[name].replace("item_staging", self.table)
+
+
+async def _lane_connection(path: str) -> aiosqlite.Connection:
+    """A connection of a loader's own to the store's file: stages while another moves."""
+    pending = aiosqlite.connect(path, isolation_level=None)
+    try:
+        db = await pending
+    except (OSError, sqlite3.Error) as exc:
+        thread = getattr(pending, "_thread", None)
+        if thread is not None:  # as in SqliteStore.connect
+            await asyncio.to_thread(thread.join, 5.0)
+        raise StoreError(_open_problem(path, exc)) from None
+    try:
+        for pragma in ("busy_timeout = 60000", "synchronous = NORMAL",
+                       f"cache_size = {LOAD_CACHE_KIB}"):
+            await db.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
 class _Loader(Loader):
-    """Rows staged in a TEMP table of the store's connection, moved by one INSERT … SELECT …
-    ORDER BY arn per commit (`Store.loader`)."""
+    """Rows staged in TEMP tables, moved by one INSERT … SELECT … ORDER BY arn per flush
+    (`Store.loader`). A store on a file gets two lanes, each a connection of the loader's own,
+    so one lane stages (its TEMP table: no lock on the store's file) while the other moves (the
+    write lock, as any writer); an in-memory store has one lane, on its own connection."""
 
     _made = itertools.count(1)
 
     def __init__(self, store: SqliteStore, job_id: int) -> None:
-        self.store, self.job_id, self.staged = store, job_id, 0
-        self.invalid = 0  # invalid rows staged since the last commit
-        # a table of its own: loaders of one connection (a daemon's) do not share rows
-        self.table = f"item_staging_{next(self._made)}"
+        super().__init__(1 if store.location == ":memory:" else 2)
+        self.store, self.job_id = store, job_id
+        self._lanes: list[_Lane] = []
+        self._own: list[aiosqlite.Connection] = []  # the lanes' connections, closed at the end
+        self._count_trigger = False
 
-    def _q(self, name: str) -> str:
-        return Q[name].replace("item_staging", self.table)
+    @property
+    def staged(self) -> int:
+        return self._lanes[self._lane].staged if self._lanes else 0
+
+    def _begin(self, lane: _Lane, begin: str = "BEGIN IMMEDIATE"
+               ) -> AbstractAsyncContextManager[None]:
+        return _transaction(lane.db, lane.lock, begin, self.store._read_only)
 
     async def __aenter__(self) -> _Loader:
-        async with self.store.transaction():
-            await self.store.db.execute(self._q("staging_create"))
-            await self.store.db.execute(self._q("staging_clear"))
-        # A smaller page cache while loading: the moves run in ARN order (a big cache buys
-        # them nothing measurable) and SQLite's sorter takes as much again: 1M random rows
-        # peaked at 201 MB with 32 MiB, 151 MB with 16 MiB, at the same rate.
-        await self.store.db.execute(f"PRAGMA cache_size = {LOAD_CACHE_KIB}")
+        store = self.store
+        try:
+            if self.lanes == 1:
+                self._lanes.append(_Lane(store.db, store._lock,
+                                         f"item_staging_{next(self._made)}"))
+            else:
+                for _ in range(self.lanes):
+                    self._own.append(await _lane_connection(store.location))
+                    self._lanes.append(_Lane(self._own[-1], asyncio.Lock(), "item_staging"))
+            for lane in self._lanes:
+                async with self._begin(lane, "BEGIN"):
+                    await lane.db.execute(lane.q("staging_create"))
+                    await lane.db.execute(lane.q("staging_clear"))
+            async with store._lock:
+                self._count_trigger = await store._has_count_trigger()
+                # the store's own connection too (LOAD_CACHE_KIB)
+                await store.db.execute(f"PRAGMA cache_size = {LOAD_CACHE_KIB}")
+        except BaseException:
+            await self._close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.store.db.execute(f"PRAGMA cache_size = {CACHE_KIB}")
-        async with self.store.transaction():
-            await self.store.db.execute(f"DROP TABLE IF EXISTS temp.{self.table}")
+        await self._stop_moving()
+        await self._close()
 
-    async def stage(self, items: Sequence[NewItem]) -> None:
+    async def _close(self) -> None:
         store = self.store
+        async with store._lock:
+            await store.db.execute(f"PRAGMA cache_size = {CACHE_KIB}")
+        for lane in self._lanes:
+            if lane.db is store.db:
+                async with self._begin(lane, "BEGIN"):
+                    await lane.db.execute(f"DROP TABLE IF EXISTS temp.{lane.table}")
+        for db in self._own:  # its TEMP table goes with it
+            with contextlib.suppress(Exception):
+                await db.close()
+        self._own, self._lanes = [], []
+
+    async def _ids(self, items: Sequence[NewItem]) -> tuple[dict[int, int], dict[str, int]]:
+        """The items' shard and tagset ids: from the store's cache when it knows them all (no
+        transaction: a lane moving holds the write lock), else made in a transaction."""
+        store = self.store
+        known = store._known_ids(items)
+        if known is not None:
+            return known
         try:
             async with store.transaction():
-                shard_ids, tagset_ids = await store._item_ids(items)
-                # Valid rows by (shard, tagset, route), each group one INSERT … SELECT over a
-                # JSON array of "LINE ARN" texts: SQLite parses it without holding the GIL
-                # (binding rows one by one held it, and fought the parsing thread for it).
-                groups: dict[tuple[int, int, str], list[str]] = {}
-                invalid = []
-                for it in items:
-                    if it.problem is not None or it.shard is None or it.tagset is None:
-                        invalid.append((it.arn, it.line, 0, 0, it.route, it.problem))
-                        continue
-                    key = (shard_ids[id(it.shard)], tagset_ids[it.tagset], it.route)
-                    group = groups.get(key)
-                    if group is None:
-                        group = groups[key] = []
-                    group.append(f"{it.line or 0} {it.arn}")
-                if groups:
-                    await store.db.executemany(self._q("stage_group"), [
-                        (json.dumps(texts, ensure_ascii=False), sid, tid, route)
-                        for (sid, tid, route), texts in groups.items()])
-                if invalid:
-                    await store.db.executemany(self._q("stage_item"), invalid)
-                    self.invalid += len(invalid)
+                return await store._item_ids(items)
         except BaseException:
             store._forget_ids()
             raise
-        self.staged += len(items)
 
-    async def commit(self, *, show: int = 20) -> Loaded:
-        store, job_id = self.store, self.job_id
-        async with store.transaction():
-            count_trigger = await store._has_count_trigger()
-            cur = await store.db.execute(Q["max_item_id"])
+    async def stage(self, items: Sequence[NewItem]) -> None:
+        lane = self._lanes[self._lane]
+        shard_ids, tagset_ids = await self._ids(items)
+        # Valid rows by (shard, tagset, route), each group one INSERT … SELECT over a JSON
+        # array of "LINE ARN" texts: SQLite parses it without holding the GIL (binding rows
+        # one by one held it, and fought the parsing thread for it).
+        groups: dict[tuple[int, int, str], list[str]] = {}
+        invalid = []
+        for it in items:
+            if it.problem is not None or it.shard is None or it.tagset is None:
+                invalid.append((it.arn, it.line, 0, 0, it.route, it.problem))
+                continue
+            key = (shard_ids[id(it.shard)], tagset_ids[it.tagset], it.route)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append(f"{it.line or 0} {it.arn}")
+        async with self._begin(lane, "BEGIN"):  # the TEMP table only: no lock on the file
+            if groups:
+                await lane.db.executemany(lane.q("stage_group"), [
+                    (json.dumps(texts, ensure_ascii=False), sid, tid, route)
+                    for (sid, tid, route), texts in groups.items()])
+            if invalid:
+                await lane.db.executemany(lane.q("stage_item"), invalid)
+        lane.staged += len(items)
+        lane.invalid += len(invalid)
+
+    async def _move(self, n: int, show: int) -> Loaded:
+        lane, job_id = self._lanes[n], self.job_id
+        db = lane.db
+        async with self._begin(lane):
+            cur = await db.execute(Q["max_item_id"])
             row = await cur.fetchone()
             last_id = (row[0] if row else 0) or 0
             await cur.close()
-            cur = await store.db.execute(self._q("move_staged"), (job_id, time.time()))
+            cur = await db.execute(lane.q("move_staged"), (job_id, time.time()))
             added = int(cur.rowcount)
             await cur.close()
-            if added and not count_trigger:
-                if added == self.staged:  # every staged row went in: count the staging table
-                    await store.db.execute(self._q("add_staged_counts"), (job_id,))
+            if added and not self._count_trigger:
+                if added == lane.staged:  # every staged row went in: count the staging table
+                    await db.execute(lane.q("add_staged_counts"), (job_id,))
                 else:
-                    await store.db.execute(Q["add_counts"], (job_id, last_id))
-                if self.invalid:
-                    await store.db.execute(Q["add_error_counts"], (job_id, last_id))
-            loaded = Loaded(self.staged, added)
-            if added < self.staged:  # repeated ARNs: harmless if they ask the same
-                cur = await store.db.execute(self._q("staged_conflict_count"), (job_id,))
+                    await db.execute(Q["add_counts"], (job_id, last_id))
+                if lane.invalid:
+                    await db.execute(Q["add_error_counts"], (job_id, last_id))
+            loaded = Loaded(lane.staged, added)
+            if added < lane.staged:  # repeated ARNs: harmless if they ask the same
+                cur = await db.execute(lane.q("staged_conflict_count"), (job_id,))
                 loaded.n_conflicts = int((await cur.fetchone())[0])  # type: ignore[index]
                 await cur.close()
                 if loaded.n_conflicts:
-                    cur = await store.db.execute(self._q("staged_conflicts"), (job_id, show))
+                    cur = await db.execute(lane.q("staged_conflicts"), (job_id, show))
                     loaded.conflicts = [Conflict(*r) for r in await cur.fetchall()]
                     await cur.close()
-            await store.db.execute(self._q("staging_clear"))
-        self.staged = self.invalid = 0
+            await db.execute(lane.q("staging_clear"))
+        lane.staged = lane.invalid = 0
         return loaded
 
 
@@ -309,39 +427,9 @@ class SqliteStore(SqlStore):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE … COMMIT under the store's lock (rolled back on any error).
-
-        aiosqlite runs a statement to its end even when the coroutine awaiting it is cancelled,
-        so BEGIN, COMMIT and ROLLBACK are awaited to completion whatever happens: a Ctrl-C
-        while another process holds the write lock never leaves the shared connection inside
-        a transaction nobody will end.
-        """
-        async with self._lock:
-            try:
-                await self._landed("BEGIN IMMEDIATE")
-            except asyncio.CancelledError:
-                if self.db.in_transaction:
-                    await self._landed("ROLLBACK")
-                raise
-            except sqlite3.OperationalError as exc:
-                raise self._read_only(exc) from None
-            try:
-                yield
-            except BaseException:
-                await self._landed("ROLLBACK")
-                raise
-            else:
-                await self._landed("COMMIT")
-
-    async def _landed(self, sql: str) -> None:
-        """Execute `sql`; if cancelled meanwhile, wait until it has run, then re-raise."""
-        task = asyncio.ensure_future(self.db.execute(sql))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await task
-            raise
+        """BEGIN IMMEDIATE … COMMIT under the store's lock (rolled back on any error)."""
+        async with _transaction(self.db, self._lock, "BEGIN IMMEDIATE", self._read_only):
+            yield
 
     # -- the dialect's primitives ----------------------------------------------------------
 
@@ -480,6 +568,17 @@ class SqliteStore(SqlStore):
             self._count_trigger = await cur.fetchone() is not None
             await cur.close()
         return self._count_trigger
+
+    def _known_ids(self, items: Sequence[NewItem]
+                   ) -> tuple[dict[int, int], dict[str, int]] | None:
+        """`_item_ids` from the caches alone, without a statement; None if one is missing."""
+        shards = {id(it.shard): it.shard for it in items if it.shard is not None}
+        shard_ids = {key: self._shard_ids.get(sh) for key, sh in shards.items()}
+        tagset_ids = {b: self._tagset_ids.get(b) for b in
+                      {it.tagset for it in items if it.tagset is not None}}
+        if None in shard_ids.values() or None in tagset_ids.values():
+            return None
+        return shard_ids, tagset_ids  # type: ignore[return-value]
 
     async def _item_ids(self, items: Sequence[NewItem]
                         ) -> tuple[dict[int, int], dict[str, int]]:

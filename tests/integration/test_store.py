@@ -344,6 +344,34 @@ async def test_a_loader_moves_staged_rows_in_commits_and_names_conflicts(store: 
     assert all(by_arn[it.arn] == it.line for it in items)  # the first row of each ARN kept
 
 
+async def test_a_loader_stages_the_next_rows_while_it_moves_the_last(store: Store) -> None:
+    """flush moves one lane while the next rows are staged in the other; moves land in the
+    order flushed, so a repeat in a later lane finds the earlier row in the job: the first
+    row is kept, an identical repeat adds nothing and one with other tags is named."""
+    items = [item(n, EAST if n % 3 else WEST, TAGS_A) for n in range(2_000)]
+    for line, it in enumerate(items, 1):
+        it.line = line
+    job = await store.create_job("tag", options=JobOptions())
+    async with store.loader(job) as loader:
+        await loader.stage(items[:1_000])
+        assert await loader.flush() is None  # nothing moved before this one
+        assert loader.staged == 0  # the next rows go to the other lane
+        again = NewItem(items[3].arn, items[3].shard, TAGS_A, line=2_001)
+        other = NewItem(items[4].arn, items[4].shard, TAGS_B, line=2_002)
+        await loader.stage([*items[1_000:], again, other])
+        assert loader.staged == 1_002
+        first = await loader.flush()
+        assert first is not None and (first.staged, first.added) == (1_000, 1_000)
+        second = await loader.settle()
+        assert await loader.settle() is None
+    assert second is not None and (second.staged, second.added) == (1_002, 1_000)
+    assert (second.n_conflicts, second.conflicts) == (
+        1, [Conflict(items[4].arn, 2_002, 5, TAGS_A, TAGS_B)])
+    assert (await store.counts(job))[PENDING] == 2_000
+    rows = {r.arn: r.line async for r in store.report_rows(job, page=700)}
+    assert rows[items[3].arn] == 4 and rows[items[4].arn] == 5  # the first rows kept
+
+
 async def test_invalid_items_are_counted_with_their_reason(store: Store) -> None:
     job = await store.create_job("tag", options=JobOptions())
     bad = NewItem("not-an-arn", None, None, line=7, problem="malformed ARN: nope")
