@@ -41,7 +41,7 @@ def measure(tmp: Path, n: int, watch: float, db: str) -> list[Row]:
     label = f"first call {n // 1_000_000}M" if n >= 1_000_000 else f"first call {n:,}"
     store = str(tmp / f"first-{n}.db") if db == "sqlite" else db
     rows: list[Row] = []
-    with SimProcess(SIM_ARGS).start() as sim:
+    with SimProcess(SIM_ARGS) as sim:
         cmd = bulktag_cmd("tag", "--arns", str(src), "--tag", "bench=first", "--db", store,
                           "--endpoint-url", sim.url, "--role-name", "BenchTagger",
                           "--max-rate", "1000", "--log-level", "warning", "--json")
