@@ -49,6 +49,8 @@ class SourceError(BulktagError):
         self.source = source
         self.reason = reason
         self.line = line
+        #: set when the source failed after its job was already running (it is paused)
+        self.job_note: str | None = None
         where = source if line is None else f"{source}:{line}"
         super().__init__(f"{where}: {reason}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import structlog
 from bulktag.arn import ROUTE_TAGGING, Arn, ArnError, Shard, arn_parts, parse_arn, route_of
 from bulktag.errors import BulktagError
 from bulktag.policy.tags import keys_problem, tagset_problem
-from bulktag.sources import Row, open_rows, read_chunks, source_name
+from bulktag.sources import Row, SourceError, open_rows, read_chunks, source_name
 from bulktag.store import (
     Job,
     JobOptions,
@@ -42,11 +43,11 @@ CHUNK = 50_000
 #: first items are workable within moments of reading its file), then each is twice the last
 #: up to COMMIT_ROWS, large enough that a random-order file's inserts into the (job, ARN)
 #: index do not rewrite the same pages commit after commit: each move of a random-order file
-#: touches most of the job's index, so 10M rows took 106 s in moves of 1M and 92 s in moves
-#: of 2M (SQLite; the sorter spills past its cache, so memory stays flat). A move holds the
-#: store's write lock for its length (about 8 s for 2M rows on SQLite).
+#: touches most of the job's index, so 10M rows took 106 s in moves of up to 1M, 92-98 s in
+#: 2M and 80 s in 4M (SQLite; its sorter spills past its cache, so memory stays flat). A move
+#: holds the store's write lock for its length (10-15 s for 4M rows on SQLite).
 FIRST_COMMIT = CHUNK + 1  # a file of exactly one chunk is all or nothing (STREAM_AFTER)
-COMMIT_ROWS = 2_000_000
+COMMIT_ROWS = 4_000_000
 #: a source longer than this many rows makes its job workable once they are in, while the
 #: rest is read (shorter ones are all or nothing)
 STREAM_AFTER = CHUNK
@@ -110,10 +111,7 @@ class SubmissionRefused(BulktagError):
     def add_note_for_job(self, job_id: int, result: Submitted) -> None:
         """Say what a refusal after the job became workable leaves: the job, paused."""
         self.args = (str(self).replace("nothing was enqueued", "nothing more was enqueued") +
-                     f"\njob {job_id} was already running while its file was read ("
-                     f"{result.loaded_note}, and some may be tagged); it is paused: fix the "
-                     f"rows and run the same command again to continue it after them, or "
-                     f"`bulktag cancel {job_id}` (and `bulktag undo {job_id}`)",)
+                     "\n" + paused_note(job_id, result, "fix the rows"),)
 
     def __init__(self, problems: list[Problem], total: int, message: str | None = None) -> None:
         self.problems = problems
@@ -146,6 +144,14 @@ class Submitted:
     @property
     def loaded_note(self) -> str:
         return f"the job holds {self.added + self.continued_after:,} items from the rows before"
+
+
+def paused_note(job_id: int, result: Submitted, fix: str) -> str:
+    """What a load stopped after its job became workable leaves: the job, paused."""
+    return (f"job {job_id} was already running while its file was read ({result.loaded_note}, "
+            f"and some may be tagged); it is paused: {fix} and run the same command again to "
+            f"continue it after them, or `bulktag cancel {job_id}` (and `bulktag undo "
+            f"{job_id}`)")
 
 
 class LoadStopped(BulktagError):
@@ -310,6 +316,19 @@ def _item_chunks(
         yield items
 
 
+def _chunk_digest(items: list[NewItem]) -> str:
+    """What a chunk of rows asks (ARNs, and tags or problems, in order), in 16 hex digits."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update("\n".join([it.arn for it in items]).encode())
+    h.update("\n".join([it.tagset or it.problem or "" for it in items]).encode())
+    return h.hexdigest()
+
+
+def _digests_through(digests: list[tuple[int, str]], rows: int) -> str:
+    """The digests of the chunks read up to `rows` (a move's end is always a chunk's)."""
+    return ",".join(d for through, d in digests if through <= rows)
+
+
 def _take(loaded: Loaded | None, spec: str, result: Submitted,
           clashes: list[Problem]) -> int:
     """Count what a move added; note the conflicting repeats it found: how many."""
@@ -418,6 +437,7 @@ async def submit(
     if earlier is not None and earlier.loading is not None and \
             await store.continue_loading(earlier.id, token, earlier.loading):
         job_id, skip, streaming = earlier.id, earlier.loaded, True
+        known = (earlier.loaded_digests or "").split(",")
         beat = asyncio.create_task(_beat(store, job_id, token))
         log.info("load_continued", job=job_id, rows_in=skip)
         if on_workable is not None:
@@ -425,8 +445,10 @@ async def submit(
     else:
         job_id = await store.create_job(
             request.operation, options=job_options, name=name, priority=priority, owner=token)
-        skip, streaming = 0, False
+        skip, streaming, known = 0, False, []
     result = Submitted(job_id, continued_after=skip)
+    #: (rows read through it, its digest) of every chunk read, over all sources in order
+    digests: list[tuple[int, str]] = []
     problems: list[Problem] = []
     n_problems = 0
     clashes: list[Problem] = []  # rows giving an ARN again with other tags
@@ -444,12 +466,21 @@ async def submit(
                 try:
                     while (items := await ahead.next()) is not None:
                         result.rows += len(items)
-                        if skip:  # a continued load: these rows are in already
-                            dropped = min(skip, len(items))
-                            items, skip = items[dropped:], skip - dropped
-                            result.duplicates_skipped += dropped
-                            if not items:
+                        digest = _chunk_digest(items)
+                        digests.append((result.rows, digest))
+                        if skip:  # a continued load: rows in already, if the file is the same
+                            if len(digests) <= len(known) and known[len(digests) - 1] == digest \
+                                    and len(items) <= skip:
+                                skip -= len(items)
+                                result.duplicates_skipped += len(items)
                                 continue
+                            # Edited since (or not recorded): read again from here, the rows
+                            # in already are repeats; skipping by count would miss rows.
+                            log.warning("load_source_changed", job=job_id,
+                                        from_row=result.rows - len(items) + 1,
+                                        hint="rows from here on are read again; those in "
+                                             "already are repeats")
+                            skip = 0
                         bad = [it for it in items if it.problem is not None]
                         untaggable += sum(1 for it in bad
                                           if nothing_to_apply(request, it.problem))
@@ -483,11 +514,12 @@ async def submit(
                         n_conflicts += _take(done, spec, result, clashes)
                         if done is None or n_conflicts:
                             continue
+                        through = _digests_through(digests, done_rows)
                         if streaming:
-                            if not await store.note_loaded(job_id, token, done_rows):
+                            if not await store.note_loaded(job_id, token, done_rows, through):
                                 raise LoadStopped(job_id, result)
                         elif done_rows > STREAM_AFTER and \
-                                await store.start_loading(job_id, token, done_rows):
+                                await store.start_loading(job_id, token, done_rows, through):
                             streaming = True
                             beat = asyncio.create_task(_beat(store, job_id, token))
                             log.info("job_workable_while_loading", job=job_id,
@@ -499,8 +531,9 @@ async def submit(
                     if not (n_problems or n_conflicts or n_refused):
                         n_conflicts += _take(await loader.commit(show=MAX_PROBLEMS_SHOWN),
                                              spec, result, clashes)
-                        if streaming and not n_conflicts and \
-                                not await store.note_loaded(job_id, token, result.rows):
+                        if streaming and not n_conflicts and not await store.note_loaded(
+                                job_id, token, result.rows,
+                                _digests_through(digests, result.rows)):
                             raise LoadStopped(job_id, result)
                 finally:
                     await ahead.close()
@@ -537,6 +570,8 @@ async def submit(
                     "same command again to continue this job, or cancel it"))
                 if isinstance(exc, SubmissionRefused):
                     exc.add_note_for_job(job_id, result)
+                elif isinstance(exc, SourceError):
+                    exc.job_note = paused_note(job_id, result, "fix the source")
         raise
     finally:
         if beat is not None:

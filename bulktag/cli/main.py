@@ -494,6 +494,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 result, run = await submit_and_run(load, store, settings)
         except SourceError as exc:
+            if exc.job_note is not None:  # streamed: what was read is in, and paused
+                raise UsageError(f"nothing more was enqueued: {exc}\n{exc.job_note}") from None
             raise UsageError(f"nothing was enqueued: {exc}") from None
         except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C while reading sources
             # `submit` deleted its half-made job on the way out (and a submission killed

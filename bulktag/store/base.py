@@ -202,8 +202,10 @@ class Store(abc.ABC):
         """Remove a job and everything of it (a refused submission)."""
 
     @abc.abstractmethod
-    async def start_loading(self, job_id: int, loader: str, loaded: int) -> bool:
-        """A preparing job becomes workable while `loader` still reads its sources."""
+    async def start_loading(self, job_id: int, loader: str, loaded: int,
+                            digests: str | None = None) -> bool:
+        """A preparing job becomes workable while `loader` still reads its sources (`loaded`
+        rows in, and `digests`: what they were, for a resubmit to check)."""
 
     @abc.abstractmethod
     async def continue_loading(self, job_id: int, loader: str, previous: str) -> bool:
@@ -215,9 +217,10 @@ class Store(abc.ABC):
         """A load that stopped pauses its job, if the job is still ready or active."""
 
     @abc.abstractmethod
-    async def note_loaded(self, job_id: int, loader: str, loaded: int | None) -> bool:
-        """The loader's progress (rows committed; None: a sign of life only). False when the
-        load is no longer this loader's."""
+    async def note_loaded(self, job_id: int, loader: str, loaded: int | None,
+                          digests: str | None = None) -> bool:
+        """The loader's progress (rows committed and their chunks' digests; None: a sign of
+        life only). False when the load is no longer this loader's."""
 
     @abc.abstractmethod
     async def finish_loading(self, job_id: int, loader: str, loaded: int) -> bool:

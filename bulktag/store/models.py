@@ -139,6 +139,9 @@ class Job:
     loading: str | None = None
     loaded: int = 0
     loading_at: float | None = None
+    #: a digest of each chunk of the sources committed (comma-separated hex): a resubmit skips
+    #: a chunk only if it reads the same (`app/submit.py`)
+    loaded_digests: str | None = None
 
     @property
     def kind(self) -> str:

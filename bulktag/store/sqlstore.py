@@ -246,8 +246,10 @@ class SqlStore(Store):
             "delete_job_items", "delete_job", "delete_job_counts", "delete_job_error_counts",
             "delete_job_discoveries", "delete_job_paused_accounts", "delete_job_samples")])
 
-    async def start_loading(self, job_id: int, loader: str, loaded: int) -> bool:
-        return await self._write("start_loading", (job_id, loader, loaded, time.time())) > 0
+    async def start_loading(self, job_id: int, loader: str, loaded: int,
+                            digests: str | None = None) -> bool:
+        return await self._write("start_loading",
+                                 (job_id, loader, loaded, time.time(), digests)) > 0
 
     async def continue_loading(self, job_id: int, loader: str, previous: str) -> bool:
         return await self._write("continue_loading",
@@ -256,8 +258,10 @@ class SqlStore(Store):
     async def pause_load(self, job_id: int, loader: str, reason: str) -> bool:
         return await self._write("pause_load", (job_id, loader, reason, time.time())) > 0
 
-    async def note_loaded(self, job_id: int, loader: str, loaded: int | None) -> bool:
-        return await self._write("note_loaded", (job_id, loader, loaded, time.time())) > 0
+    async def note_loaded(self, job_id: int, loader: str, loaded: int | None,
+                          digests: str | None = None) -> bool:
+        return await self._write("note_loaded",
+                                 (job_id, loader, loaded, time.time(), digests)) > 0
 
     async def finish_loading(self, job_id: int, loader: str, loaded: int) -> bool:
         return await self._write("finish_loading", (job_id, loader, loaded, time.time())) > 0
@@ -689,6 +693,7 @@ def _job(row: Any) -> Job:
         started_at=row["started_at"], finished_at=row["finished_at"],
         updated_at=row["updated_at"], rate=row["rate"], reason=row["reason"],
         loading=row["loading"], loaded=int(row["loaded"]), loading_at=row["loading_at"],
+        loaded_digests=row["loaded_digests"],
     )
 
 

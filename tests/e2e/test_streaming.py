@@ -204,6 +204,59 @@ def test_bad_rows_after_the_job_started_pause_it_and_the_fixed_file_continues_it
     assert item_count(db) == FIRST + 10
 
 
+def test_a_file_edited_before_it_is_continued_is_read_again_from_the_change(
+        tmp_path: Path, sim_url: str, run_cli: CliRunner) -> None:
+    """The continue skips only chunks that read the same as those loaded: a file edited in
+    between (here its first row moved to the end) is read again from the first chunk that
+    differs, so no row is skipped for its place (skipping by count left one out)."""
+    db, good = tmp_path / "s.db", arns(FIRST + 10)
+    source = tmp_path / "arns.txt"
+    source.write_text("\n".join([*good[:FIRST], "not-an-arn", *good[FIRST:]]) + "\n")
+    common = ["--tag", "migrated=yes", "--db", str(db), "--endpoint-url", sim_url, "--detach",
+              "--log-format", "json"]
+    refused = run_cli("tag", "--arns", str(source), *common)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    [(job, state, _loading, loaded)] = job_rows(db)
+    assert state == "paused" and STREAM_AFTER <= loaded < FIRST
+
+    source.write_text("\n".join([*good[1:], good[0]]) + "\n")  # fixed, and edited
+    again = run_cli("tag", "--arns", str(source), *common)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip() == str(job)
+    changed = [json.loads(line) for line in again.stderr.splitlines()
+               if '"load_source_changed"' in line]
+    assert changed and changed[0]["from_row"] == 1
+    assert job_rows(db) == [(job, "ready", None, FIRST + 10)]
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        held = {arn for (arn,) in con.execute("SELECT arn FROM items")}
+    finally:
+        con.close()
+    assert held == set(good)  # every row in, good[loaded] (once skipped by count) too
+
+
+def test_a_source_that_fails_after_the_job_started_says_the_job_is_paused(
+        tmp_path: Path, sim_url: str, run_cli: CliRunner) -> None:
+    """A source unreadable part way (a truncated gzip) after the job became workable: the
+    message says what is in and that the job is paused, not that nothing was enqueued."""
+    import gzip
+
+    good = arns(TOTAL)
+    whole = gzip.compress(("\n".join(good[:FIRST]) + "\n").encode())
+    rest = gzip.compress(("\n".join(good[FIRST:]) + "\n").encode())
+    source = tmp_path / "arns.txt.gz"
+    source.write_bytes(whole + rest[: len(rest) // 2])  # a second member cut short
+    db = tmp_path / "s.db"
+    failed = run_cli("tag", "--arns", str(source), "--tag", "migrated=yes", "--db", str(db),
+                     "--endpoint-url", sim_url, "--detach")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "nothing was enqueued" not in failed.stderr
+    assert "nothing more was enqueued" in failed.stderr and "arns.txt.gz" in failed.stderr
+    assert "job 1 was already running while its file was read" in failed.stderr
+    [(job, state, _loading, loaded)] = job_rows(db)
+    assert (job, state) == (1, "paused") and item_count(db) == loaded >= STREAM_AFTER
+
+
 def test_a_job_cancelled_while_its_file_is_read_stays_cancelled(
         tmp_path: Path, sim_url: str, cli_env: dict[str, str], run_cli: CliRunner) -> None:
     """Cancelling a job whose file is still being read ends the load: nothing more goes in,

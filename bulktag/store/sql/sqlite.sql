@@ -599,10 +599,10 @@ JOIN items i ON i.job_id = ?1 AND i.arn = s.arn
 WHERE s.tagset_id <> 0 AND i.tagset_id <> 0 AND i.tagset_id <> s.tagset_id;
 
 -- name: start_loading
--- ?1 job, ?2 loader, ?3 rows committed, ?4 now: a preparing job becomes workable
--- while its sources are still being read.
+-- ?1 job, ?2 loader, ?3 rows committed, ?4 now, ?5 their chunks' digests: a preparing job
+-- becomes workable while its sources are still being read.
 UPDATE jobs SET state = 'ready', owner = NULL, loading = ?2, loaded = ?3, loading_at = ?4,
-    updated_at = ?4
+    updated_at = ?4, loaded_digests = ?5
 WHERE id = ?1 AND state = 'preparing';
 
 -- name: continue_loading
@@ -613,8 +613,9 @@ UPDATE jobs SET state = 'ready', reason = NULL, loading = ?2, loading_at = ?3,
 WHERE id = ?1 AND loading = ?4 AND state = 'paused';
 
 -- name: note_loaded
--- ?1 job, ?2 loader, ?3 rows committed (NULL: unchanged), ?4 now
-UPDATE jobs SET loaded = coalesce(?3, loaded), loading_at = ?4
+-- ?1 job, ?2 loader, ?3 rows committed (NULL: unchanged), ?4 now, ?5 their chunks' digests
+UPDATE jobs SET loaded = coalesce(?3, loaded), loading_at = ?4,
+    loaded_digests = coalesce(?5, loaded_digests)
 WHERE id = ?1 AND loading = ?2 AND state NOT IN ('completed', 'failed', 'cancelled');
 
 -- name: finish_loading
