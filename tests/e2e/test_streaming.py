@@ -6,6 +6,7 @@ simulator (another process, over HTTP) already answers TagResources for its firs
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 from bulktag.app.submit import STREAM_AFTER
 from tests.support.cli import CliRunner, start_cli
 from tests.support.sim import sim_get, simulator_process
+from tests.support.sql import plain_sql
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -55,20 +57,13 @@ def sends(url: str) -> tuple[int, int]:
     return int(stats["arn_sends"].get("TagResources", 0)), int(stats["resources"])
 
 
-def job_rows(db: Path) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT id, state, loading, loaded FROM jobs ORDER BY id").fetchall()
-    finally:
-        con.close()
+def job_rows(db: Path | str) -> list[tuple[Any, ...]]:
+    return asyncio.run(plain_sql(str(db), "SELECT id, state, loading, loaded FROM jobs "
+                                          "ORDER BY id"))
 
 
-def item_count(db: Path) -> int:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(con.execute("SELECT count(*) FROM items").fetchone()[0])
-    finally:
-        con.close()
+def item_count(db: Path | str) -> int:
+    return int(asyncio.run(plain_sql(str(db), "SELECT count(*) FROM items"))[0][0])
 
 
 class Pipe:
@@ -99,7 +94,7 @@ class Pipe:
                 pass
 
 
-def start_tag(pipe: Path, db: Path, url: str, env: dict[str, str],
+def start_tag(pipe: Path, db: Path | str, url: str, env: dict[str, str],
               log: Path) -> subprocess.Popen[bytes]:
     with log.open("w") as err:
         return start_cli("tag", "--arns", str(pipe), "--tag", "migrated=yes", "--db", str(db),
@@ -108,8 +103,11 @@ def start_tag(pipe: Path, db: Path, url: str, env: dict[str, str],
 
 
 def test_first_items_are_tagged_while_the_file_is_still_being_read(
-        tmp_path: Path, sim_url: str, cli_env: dict[str, str], run_cli: CliRunner) -> None:
-    db, all_arns = tmp_path / "s.db", arns()
+        tmp_path: Path, sim_url: str, cli_env: dict[str, str], run_cli: CliRunner,
+        store_url: str) -> None:
+    """On both stores: the PostgreSQL loader holds four sessions of the pool while the run in
+    the same process uses it too."""
+    db, all_arns = store_url, arns()
     pipe = Pipe(tmp_path / "arns.pipe")
     proc = start_tag(pipe.path, db, sim_url, cli_env, tmp_path / "tag.log")
     try:
