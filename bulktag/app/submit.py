@@ -437,7 +437,8 @@ async def submit(
     if earlier is not None and earlier.loading is not None and \
             await store.continue_loading(earlier.id, token, earlier.loading):
         job_id, skip, streaming = earlier.id, earlier.loaded, True
-        known = (earlier.loaded_digests or "").split(",")
+        # none recorded (a load paused by an older bulktag): every chunk is read again
+        known = earlier.loaded_digests.split(",") if earlier.loaded_digests else []
         beat = asyncio.create_task(_beat(store, job_id, token))
         log.info("load_continued", job=job_id, rows_in=skip)
         if on_workable is not None:
@@ -478,6 +479,7 @@ async def submit(
                             # in already are repeats; skipping by count would miss rows.
                             log.warning("load_source_changed", job=job_id,
                                         from_row=result.rows - len(items) + 1,
+                                        recorded=bool(known),
                                         hint="rows from here on are read again; those in "
                                              "already are repeats")
                             skip = 0

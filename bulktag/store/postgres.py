@@ -48,7 +48,7 @@ import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -223,6 +223,17 @@ def _valid(it: NewItem) -> bool:
     return it.problem is None and it.shard is not None and it.tagset is not None
 
 
+async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run calls at once; the first to fail cancels the others and waits for them (no call
+    is left running on its connection), then is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
 class _Loader(Loader):
     """Rows COPYed into TEMP tables on connections held for the loader's life, moved by one
     INSERT … SELECT … ORDER BY arn per table and flush (`Store.loader`). Two lanes (one is
@@ -258,21 +269,29 @@ class _Loader(Loader):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stop_moving()
-        await self._release()
+        try:
+            await self._stop_moving()
+        finally:
+            await self._release()
 
     async def _release(self) -> None:
+        """Every connection back to the pool, whatever happened to the others; one that
+        cannot drop its table is closed. The first error that is not a lost session is
+        raised after."""
         cons, self._cons = [c for lane in self._cons for c in lane], []
+        first: Exception | None = None
         for con in cons:
             try:
                 await con.execute(Q["staging_drop"])
-            except Exception as err:  # the session is gone, and its table with it
-                if not _lost(err):
-                    raise
+            except Exception as err:  # the session is gone (or busy), and its table with it
+                if not _lost(err) and first is None:
+                    first = err
                 with contextlib.suppress(asyncpg.InterfaceError):
                     con.terminate()
             finally:
                 await self.store._pool.release(con)
+        if first is not None:
+            raise first
 
     @contextlib.contextmanager
     def _connected(self) -> Iterator[None]:
@@ -296,20 +315,20 @@ class _Loader(Loader):
                 if it.shard is not None and it.tagset is not None and _valid(it)
                 else (it.arn, it.line, 0, 0, it.route, it.problem))
         with self._connected():
-            await asyncio.gather(*(con.copy_records_to_table(
+            await _together([con.copy_records_to_table(
                 "item_staging", records=records,
                 columns=["arn", "line", "shard_id", "tagset_id", "route", "problem"])
                 for con, records in zip(self._cons[self._lane], parts, strict=True)
-                if records))
+                if records])
         for n, records in enumerate(parts):
             self._staged[self._lane][n] += len(records)
 
     async def _move(self, lane: int, show: int) -> Loaded:
         staged = sum(self._staged[lane])
         with self._connected():
-            moved = await asyncio.gather(*(
+            moved = await _together([
                 self._move_part(con, n, show)
-                for con, n in zip(self._cons[lane], self._staged[lane], strict=True)))
+                for con, n in zip(self._cons[lane], self._staged[lane], strict=True)])
         self._staged[lane] = [0] * LOAD_PARTS
         added = sum(n for n, _, _ in moved)
         conflicts = sorted((c for _, _, cs in moved for c in cs), key=lambda c: c.line or 0)
@@ -318,11 +337,20 @@ class _Loader(Loader):
     async def _move_part(self, con: Any, staged: int, show: int
                          ) -> tuple[int, int, list[Conflict]]:
         """Move one part's staged rows: (added, conflicting rows, the first `show` of them)."""
+        try:
+            return await self._move_part_by(con, "move_staged", staged, show)
+        except asyncpg.UniqueViolationError:
+            # Another loader of this job inserted the same ARN meanwhile (one reaped as gone
+            # while it still ran): the move, rolled back, goes again taking what is there.
+            return await self._move_part_by(con, "move_staged_on_conflict", staged, show)
+
+    async def _move_part_by(self, con: Any, query: str, staged: int, show: int
+                            ) -> tuple[int, int, list[Conflict]]:
         async with con.transaction():
             # the sort by ARN in memory, not in temporary files (the session's default is
             # 4 MB: a million staged rows spilled to disk)
             await con.execute(f"SET LOCAL work_mem = '{LOAD_WORK_MEM}'")
-            added = _rowcount(await con.execute(Q["move_staged"], self.job_id, time.time()))
+            added = _rowcount(await con.execute(Q[query], self.job_id, time.time()))
             n_conflicts, conflicts = 0, []
             if added < staged:  # repeated ARNs: harmless if they ask the same
                 n_conflicts = int(await con.fetchval(Q["staged_conflict_count"], self.job_id))

@@ -72,6 +72,8 @@ CACHE_KIB = -16384
 #: moves run in ARN order and gain nothing measurable from more, and SQLite's sorter takes
 #: as much again; 1M random rows: 192 MB peak with 16 MiB, 140 MB with 4 MiB, at one rate
 LOAD_CACHE_KIB = -4096
+BUSY_MS = 60_000  #: how long a statement waits for another connection's write lock
+LOAD_BUSY_MS = 600_000  #: ... on the store's connection while its process loads a file
 
 # -- bulk insert of items (add_items) ---------------------------------------------------------
 
@@ -202,7 +204,7 @@ async def _lane_connection(path: str) -> aiosqlite.Connection:
             await asyncio.to_thread(thread.join, 5.0)
         raise StoreError(_open_problem(path, exc)) from None
     try:
-        for pragma in ("busy_timeout = 60000", "synchronous = NORMAL",
+        for pragma in (f"busy_timeout = {BUSY_MS}", "synchronous = NORMAL",
                        f"cache_size = {LOAD_CACHE_KIB}"):
             await db.execute(f"PRAGMA {pragma}")
     except BaseException:
@@ -252,19 +254,26 @@ class _Loader(Loader):
                 self._count_trigger = await store._has_count_trigger()
                 # the store's own connection too (LOAD_CACHE_KIB)
                 await store.db.execute(f"PRAGMA cache_size = {LOAD_CACHE_KIB}")
+                # The lanes' moves hold the write lock for their length (a 4M-row move 10-15
+                # s here, more on a slow disk): this process's own writers (the run of the
+                # job being read, the loader's sign of life) wait them out.
+                await store.db.execute(f"PRAGMA busy_timeout = {LOAD_BUSY_MS}")
         except BaseException:
             await self._close()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stop_moving()
-        await self._close()
+        try:
+            await self._stop_moving()
+        finally:
+            await self._close()
 
     async def _close(self) -> None:
         store = self.store
         async with store._lock:
             await store.db.execute(f"PRAGMA cache_size = {CACHE_KIB}")
+            await store.db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         for lane in self._lanes:
             if lane.db is store.db:
                 async with self._begin(lane, "BEGIN"):
@@ -393,7 +402,7 @@ class SqliteStore(SqlStore):
             raise StoreError(_open_problem(path, exc)) from None
         db.row_factory = sqlite3.Row
         try:
-            await db.execute("PRAGMA busy_timeout = 60000")
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             # CACHE_KIB of page cache (the default is 2 MiB): claims, records and add_items

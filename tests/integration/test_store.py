@@ -372,6 +372,40 @@ async def test_a_loader_stages_the_next_rows_while_it_moves_the_last(store: Stor
     assert rows[items[3].arn] == 4 and rows[items[4].arn] == 5  # the first rows kept
 
 
+async def test_a_postgres_load_takes_rows_another_session_inserts_meanwhile(
+        pg_url: str) -> None:
+    """The PostgreSQL move skips ARNs the job holds by an anti-join, which does not see a row
+    another session has not committed yet (a loader reaped as gone while it still ran): the
+    unique index refuses the insert, and the move goes again taking what is there."""
+    import asyncpg
+
+    items = [item(n) for n in range(500)]
+    async with await Store.open(pg_url) as store:
+        job = await store.create_job("tag", options=JobOptions())
+        other = await asyncpg.connect(pg_url)
+        try:
+            async with store.loader(job) as loader:
+                await loader.stage(items)
+                shard, tagset = (await plain_sql(
+                    pg_url, "SELECT s.id, t.id FROM shards s, tagsets t"))[0]
+                lingering = other.transaction()
+                await lingering.start()
+                await other.execute(
+                    "INSERT INTO items (job_id, arn, shard_id, tagset_id, state) "
+                    "VALUES ($1, $2, $3, $4, 'pending')", job, items[7].arn, shard, tagset)
+                moving = asyncio.ensure_future(loader.commit())
+                await asyncio.sleep(0.5)  # the move waits on the uncommitted row
+                assert not moving.done()
+                await lingering.commit()
+                moved = await asyncio.wait_for(moving, 30)
+        finally:
+            await other.close()
+        assert (moved.staged, moved.added, moved.n_conflicts) == (500, 499, 0)
+        assert (await store.counts(job))[PENDING] == 500
+        held = await plain_sql(pg_url, "SELECT count(*) FROM items WHERE job_id = ?", job)
+        assert held == [(500,)]
+
+
 async def test_invalid_items_are_counted_with_their_reason(store: Store) -> None:
     job = await store.create_job("tag", options=JobOptions())
     bad = NewItem("not-an-arn", None, None, line=7, problem="malformed ARN: nope")

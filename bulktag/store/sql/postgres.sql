@@ -665,6 +665,21 @@ WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state IN ('completed', 'f
                                                                  'cancelled'))
 ORDER BY arn;
 
+-- name: move_staged_on_conflict
+-- move_staged when another session inserted some of the ARNs meanwhile (a loader reaped as
+-- gone while it still ran): the same rows, those already there skipped by the insert.
+INSERT INTO items (job_id, arn, shard_id, tagset_id, state, line, error_code, message,
+                   finished_at, route)
+SELECT $1, arn, shard_id, tagset_id,
+       CASE WHEN problem IS NULL THEN 'pending' ELSE 'invalid' END, line,
+       CASE WHEN problem IS NULL THEN NULL ELSE 'InvalidInput' END, problem,
+       CASE WHEN problem IS NULL THEN NULL ELSE $2::float8 END, route
+FROM item_staging
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state IN ('completed', 'failed',
+                                                                 'cancelled'))
+ORDER BY arn, seq
+ON CONFLICT (job_id, arn) DO NOTHING;
+
 -- name: staged_conflicts
 -- Staged rows whose ARN the job holds with another tagset (the kept row may be one of them).
 SELECT s.arn, s.line, i.line, ti.body, ts.body
