@@ -18,6 +18,7 @@ from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bulktag.aws.botoconfig import shared_ssl_config
 from bulktag.config import Settings
 from bulktag.errors import BulktagError
 from bulktag.policy.access import Access, Via, access_for
@@ -88,7 +89,7 @@ class Accounts:
         if self._caller is None:
             async with self.base.create_client(
                 "sts", region_name=self.settings.region or "us-east-1",
-                endpoint_url=self.sts_endpoint,
+                endpoint_url=self.sts_endpoint, config=shared_ssl_config(),
             ) as sts:
                 self._caller = str((await sts.get_caller_identity())["Account"])
         return self._caller
@@ -208,7 +209,7 @@ class Accounts:
                 params["ExternalId"] = access.external_id
             async with self.base.create_client(
                 "sts", region_name=self.settings.region or "us-east-1",
-                endpoint_url=self.sts_endpoint,
+                endpoint_url=self.sts_endpoint, config=shared_ssl_config(),
             ) as sts:
                 creds = (await sts.assume_role(**params))["Credentials"]
             return {

@@ -1,17 +1,7 @@
 """aiobotocore clients, pooled per (account, region), never created per batch.
 
-botocore's own retries are switched off (total_max_attempts = 1): a retry inside botocore would
-hide a throttle from the shard's limiter and stack its backoff on top of ours. Every error
-reaches the engine, which classifies it once.
-
-The User-Agent is a fixed string built once (bulktag, aiobotocore, botocore and Python versions,
-the OS): botocore otherwise rebuilds and sanitizes its standard one character by character,
-twice per request, which was about a tenth of a run's CPU (benchmarks/local_cost.py).
-
-Every client's HTTP session builds its own SSL context, loading the whole CA bundle: ~50 ms of
-CPU each, so a run over 64 regions spent its first two seconds on it (benchmarks/short_jobs.py).
-`SharedSSLSession` builds one per set of verify settings and hands the same one to every
-client (an `ssl.SSLContext` is safe to share between connections).
+Every client is configured by `botoconfig.client_config` (botocore's retries off: every error
+reaches the engine, which classifies it once; a fixed User-Agent; one SSL context per process).
 
 With `fast_calls` on, a Tagging API client comes wrapped in `fastcall.FastTaggingClient`: its
 three hot calls go out on one aiohttp session of the pool (created in the running loop, closed
@@ -22,61 +12,24 @@ stays unwrapped.
 from __future__ import annotations
 
 import asyncio
-import platform
 import ssl
-import threading
 import time
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
-from aiobotocore import __version__ as aiobotocore_version
 from aiobotocore._constants import DEFAULT_KEEPALIVE_TIMEOUT
-from aiobotocore.config import AioConfig
-from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
 
-from bulktag import __version__
 from bulktag.arn import Shard
 from bulktag.aws.accounts import Accounts
+from bulktag.aws.botoconfig import client_config
 from bulktag.aws.fast_tagging import FastTaggingClient, proxied, ssl_context_of
 from bulktag.config import Settings
 from bulktag.policy.access import Via
 
 TAGGING = "resourcegroupstaggingapi"
 EC2 = "ec2"
-
-
-# aiobotocore's session appends "botocore/<version>" (its user_agent_extra) to this.
-USER_AGENT = (f"bulktag/{__version__} aiobotocore/{aiobotocore_version} "
-              f"Python/{platform.python_version()} {platform.system()}/{platform.release()}")
-
-
-class SharedSSLSession(AIOHTTPSession):  # type: ignore[misc]
-    """aiobotocore's aiohttp session with its SSL contexts built once per process."""
-
-    _contexts: dict[tuple[Any, ...], Any] = {}
-    _lock = threading.Lock()  # aiobotocore builds them in worker threads, 64 at once
-
-    def _build_ssl_contexts(self, proxy_url: Any) -> Any:
-        key = (self._verify, self._cert_file, self._key_file, proxy_url)
-        with SharedSSLSession._lock:
-            found = SharedSSLSession._contexts.get(key)
-            if found is None:
-                found = SharedSSLSession._contexts[key] = super()._build_ssl_contexts(proxy_url)
-        return found
-
-
-def client_config(settings: Settings, pool: int) -> AioConfig:
-    return AioConfig(
-        http_session_cls=SharedSSLSession,
-        user_agent=USER_AGENT,
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        max_pool_connections=pool,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.request_timeout,
-        tcp_keepalive=True,
-    )
 
 
 class ClientPool:

@@ -170,7 +170,7 @@ def proxied(client: Any) -> bool:
 
 async def ssl_context_of(client: Any) -> ssl.SSLContext | None:
     """The SSL context botocore's session would use for the client's endpoint (None for
-    http://): `clients.SharedSSLSession` builds it once per process, off the loop."""
+    http://): `botoconfig.SharedSSLSession` builds it once per process, off the loop."""
     if urlsplit(client.meta.endpoint_url).scheme != "https":
         return None
     contexts = await asyncio.to_thread(client._endpoint.http_session._build_ssl_contexts, None)
@@ -206,7 +206,7 @@ class FastTaggingClient:
         self._url = parts._replace(path=self._path).geturl()
         self._host = host_of(endpoint)
         self._region: str = client.meta.region_name
-        # clients.USER_AGENT as botocore sends it (with its own version appended)
+        # botoconfig.USER_AGENT as botocore sends it (with its own version appended)
         self._user_agent: str = client.meta.config.user_agent
 
     def __getattr__(self, name: str) -> Any:

@@ -18,7 +18,8 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bulktag.aws.accounts import AccountAccessError
-from bulktag.aws.clients import ClientPool, client_config
+from bulktag.aws.botoconfig import client_config
+from bulktag.aws.clients import ClientPool
 from bulktag.policy.access import Via
 from bulktag.policy.tag_policy import NO_POLICY, PolicyError, TagPolicy, parse_policy
 
