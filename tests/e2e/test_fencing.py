@@ -195,8 +195,9 @@ def test_status_shows_the_fleets_rate_and_says_when_no_worker_runs_the_job(
         jobs = json.loads(run_cli("jobs", "--json", "--db", pg_url, env=env).stdout)["jobs"]
         assert abs(jobs[0]["rate"] - measured) <= 0.2 * measured, (jobs[0], measured)
         assert 0 < store_counts(pg_url, job_id).get(ItemState.PENDING, 0)  # still running
-        for d in daemons:
+        for d in daemons:  # both at once: one left alive a moment may reap the other's row
             d.proc.send_signal(signal.SIGKILL)
+        for d in daemons:
             d.proc.wait(10)
         wait_until(lambda: status()["workers"] == 0, "status sees no worker", timeout=30)
         idle = status()
@@ -205,8 +206,10 @@ def test_status_shows_the_fleets_rate_and_says_when_no_worker_runs_the_job(
         human = run_cli("status", str(job_id), "--db", pg_url, env=env).stdout
         assert "no worker is running this job (since " in human
         listed = json.loads(run_cli("workers", "--json", "--db", pg_url, env=env).stdout)
-        assert [w["session"] for w in listed["workers"]] == [False, False]
-        assert not any(w["live"] for w in listed["workers"])
+        # Each worker still listed shows its session gone (a daemon that outlived the other by
+        # a heartbeat may have reaped its row before its own kill landed).
+        assert 1 <= len(listed["workers"]) <= 2, listed
+        assert not any(w["session"] or w["live"] for w in listed["workers"])
     finally:
         for d in daemons:
             if d.proc.poll() is None:
