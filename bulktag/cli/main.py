@@ -32,11 +32,6 @@ from bulktag.app.jobs import (
     resolve_regions,
     submit_query_job,
 )
-from bulktag.app.report import write_report
-from bulktag.app.runs import export_spec, finish_run, submit_and_run
-from bulktag.app.steering import control_job
-from bulktag.app.submission import Submission, way_in
-from bulktag.app.submit import submit
 from bulktag.cli.output import (
     csv_list,
     emit,
@@ -61,7 +56,6 @@ from bulktag.errors import (
 )
 from bulktag.logs import configure_logging
 from bulktag.policy.tags import parse_tag_args
-from bulktag.sources import SourceError
 from bulktag.store import Store, is_postgres_url, new_owner_token
 
 log = structlog.get_logger("bulktag.cli.main")
@@ -412,6 +406,10 @@ TRANSFORMS = ("transform", "rename", "fix-policy")  #: commands that submit a tr
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.runs import finish_run, submit_and_run
+    from bulktag.app.submission import Submission, way_in
+    from bulktag.app.submit import submit
+    from bulktag.sources import SourceError
     tags: dict[str, str] = {}
     ops: tuple[Any, ...] = ()
     if args.command in TRANSFORMS:
@@ -533,6 +531,7 @@ async def _settle(store: Store, args: argparse.Namespace, settings: Settings) ->
 
 
 async def cmd_undo(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.runs import finish_run
     from bulktag.app.undo import NothingToUndo, submit_undo, undo_by_shard, undo_options, undoable
 
     async with await Store.open(settings.db, create=False) as store:
@@ -574,6 +573,7 @@ def _no_store_yet(db: str) -> bool:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.runs import export_spec, finish_run
     export = export_spec(args.export_on_finish, args.export_region, args.export_kms_key_arn)
     if not args.jobs and _no_store_yet(settings.db):
         emit(args, {"interrupted": False, "jobs": []}, "no queued work")  # and no store yet
@@ -619,6 +619,7 @@ async def _print_jobs(args: argparse.Namespace, store: Store, settings: Settings
 
 async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """Rows to stdout, to -o FILE, or job-<id>/ with manifest.json under -o DIR/ or s3://."""
+    from bulktag.app.report import write_report
     out = args.output
     s3 = bool(out and out.startswith("s3://"))
     if (args.kms_key_arn or args.s3_region) and not s3:
@@ -661,6 +662,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+    from bulktag.app.steering import control_job
     async with await Store.open(settings.db, create=False) as store:
         if args.command == "retry":
             await _settle(store, args, settings)

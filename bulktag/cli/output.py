@@ -8,16 +8,18 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bulktag.app.runs import RunResult
 from bulktag.app.steering import check_job_id, check_priority
 from bulktag.arn import account_problem, region_problem
 from bulktag.config import Settings, ec2_rate_warning, load_settings
 from bulktag.errors import UsageError
 from bulktag.progress import format_duration
+
+if TYPE_CHECKING:  # the runs module is only imported by the commands that run
+    from bulktag.app.runs import RunResult
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
