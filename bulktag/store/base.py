@@ -83,6 +83,28 @@ class Loader(abc.ABC):
         self._lane = 0  # the lane rows are staged in
         self._moving: asyncio.Task[Loaded] | None = None
 
+    async def __aenter__(self) -> Self:
+        try:
+            await self._open()
+        except BaseException:
+            await self._close()  # what was opened before the failure
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._stop_moving()
+        finally:
+            await self._close()
+
+    @abc.abstractmethod
+    async def _open(self) -> None:
+        """Make the lanes (connections, staging tables)."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Let go of whatever `_open` made, however far it got."""
+
     @property
     @abc.abstractmethod
     def staged(self) -> int:

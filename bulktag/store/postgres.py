@@ -256,27 +256,16 @@ class _Loader(Loader):
     def staged(self) -> int:
         return sum(self._staged[self._lane])
 
-    async def __aenter__(self) -> _Loader:
-        try:
-            for _ in range(self.lanes):
-                self._cons.append([])
-                for _ in range(LOAD_PARTS):
-                    con = await self.store._pool.acquire()
-                    self._cons[-1].append(con)
-                    await con.execute(Q["staging_create"])
-                    await con.execute(Q["staging_clear"])
-        except BaseException:
-            await self._release()
-            raise
-        return self
+    async def _open(self) -> None:
+        for _ in range(self.lanes):
+            self._cons.append([])
+            for _ in range(LOAD_PARTS):
+                con = await self.store._pool.acquire()
+                self._cons[-1].append(con)
+                await con.execute(Q["staging_create"])
+                await con.execute(Q["staging_clear"])
 
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self._stop_moving()
-        finally:
-            await self._release()
-
-    async def _release(self) -> None:
+    async def _close(self) -> None:
         """Every connection back to the pool, whatever happened to the others; one that
         cannot drop its table is closed. The first error that is not a lost session is
         raised after."""

@@ -236,38 +236,26 @@ class _Loader(Loader):
                ) -> AbstractAsyncContextManager[None]:
         return _transaction(lane.db, lane.lock, begin, self.store._read_only)
 
-    async def __aenter__(self) -> _Loader:
+    async def _open(self) -> None:
         store = self.store
-        try:
-            if self.lanes == 1:
-                self._lanes.append(_Lane(store.db, store._lock,
-                                         f"item_staging_{next(self._made)}"))
-            else:
-                for _ in range(self.lanes):
-                    self._own.append(await _lane_connection(store.location))
-                    self._lanes.append(_Lane(self._own[-1], asyncio.Lock(), "item_staging"))
-            for lane in self._lanes:
-                async with self._begin(lane, "BEGIN"):
-                    await lane.db.execute(lane.q("staging_create"))
-                    await lane.db.execute(lane.q("staging_clear"))
-            async with store._lock:
-                self._count_trigger = await store._has_count_trigger()
-                # the store's own connection too (LOAD_CACHE_KIB)
-                await store.db.execute(f"PRAGMA cache_size = {LOAD_CACHE_KIB}")
-                # The lanes' moves hold the write lock for their length (a 4M-row move 10-15
-                # s here, more on a slow disk): this process's own writers (the run of the
-                # job being read, the loader's sign of life) wait them out.
-                await store.db.execute(f"PRAGMA busy_timeout = {LOAD_BUSY_MS}")
-        except BaseException:
-            await self._close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self._stop_moving()
-        finally:
-            await self._close()
+        if self.lanes == 1:
+            self._lanes.append(_Lane(store.db, store._lock, f"item_staging_{next(self._made)}"))
+        else:
+            for _ in range(self.lanes):
+                self._own.append(await _lane_connection(store.location))
+                self._lanes.append(_Lane(self._own[-1], asyncio.Lock(), "item_staging"))
+        for lane in self._lanes:
+            async with self._begin(lane, "BEGIN"):
+                await lane.db.execute(lane.q("staging_create"))
+                await lane.db.execute(lane.q("staging_clear"))
+        async with store._lock:
+            self._count_trigger = await store._has_count_trigger()
+            # the store's own connection too (LOAD_CACHE_KIB)
+            await store.db.execute(f"PRAGMA cache_size = {LOAD_CACHE_KIB}")
+            # The lanes' moves hold the write lock for their length (a 4M-row move 10-15 s
+            # here, more on a slow disk): this process's own writers (the run of the job
+            # being read, the loader's sign of life) wait them out.
+            await store.db.execute(f"PRAGMA busy_timeout = {LOAD_BUSY_MS}")
 
     async def _close(self) -> None:
         store = self.store
@@ -581,27 +569,31 @@ class SqliteStore(SqlStore):
             await cur.close()
         return self._count_trigger
 
+    @staticmethod
+    def _id_keys(items: Sequence[NewItem]) -> tuple[dict[int, Shard], set[str]]:
+        """The items' shards keyed by the Shard object's identity (a submission's items share
+        one object per shard, and hashing a dataclass per row costs more than the row's
+        insert), and their tagsets."""
+        return ({id(it.shard): it.shard for it in items if it.shard is not None},
+                {it.tagset for it in items if it.tagset is not None})
+
     def _known_ids(self, items: Sequence[NewItem]
                    ) -> tuple[dict[int, int], dict[str, int]] | None:
         """`_item_ids` from the caches alone, without a statement; None if one is missing."""
-        shards = {id(it.shard): it.shard for it in items if it.shard is not None}
+        shards, tagsets = self._id_keys(items)
         shard_ids = {key: self._shard_ids.get(sh) for key, sh in shards.items()}
-        tagset_ids = {b: self._tagset_ids.get(b) for b in
-                      {it.tagset for it in items if it.tagset is not None}}
+        tagset_ids = {b: self._tagset_ids.get(b) for b in tagsets}
         if None in shard_ids.values() or None in tagset_ids.values():
             return None
         return shard_ids, tagset_ids  # type: ignore[return-value]
 
     async def _item_ids(self, items: Sequence[NewItem]
                         ) -> tuple[dict[int, int], dict[str, int]]:
-        """The ids of the items' shards, keyed by the Shard object's identity (a submission's
-        items share one object per shard, and hashing a dataclass per row costs more than the
-        row's insert), and of their tagsets; made where missing (inside the caller's
-        transaction)."""
-        shards = {id(it.shard): it.shard for it in items if it.shard is not None}
+        """The ids of the items' shards (keyed as `_id_keys` keys them) and tagsets; made
+        where missing (inside the caller's transaction)."""
+        shards, tagsets = self._id_keys(items)
         shard_ids = {key: await self._shard_id(sh) for key, sh in shards.items()}
-        tagset_ids = {b: await self._tagset_id(b) for b in
-                      {it.tagset for it in items if it.tagset is not None}}
+        tagset_ids = {b: await self._tagset_id(b) for b in tagsets}
         return shard_ids, tagset_ids
 
     async def _add_items(self, job_id: int, items: Sequence[NewItem], now: float) -> int:
